@@ -1,0 +1,2 @@
+from onnxtax.cli import main
+main()

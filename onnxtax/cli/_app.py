@@ -1,0 +1,68 @@
+"""The Typer app and what every command shares: error handling, exit codes, consoles.
+
+Nothing here imports torch, onnx or onnxruntime: `onnxtax --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+from rich.console import Console
+
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxtaxError
+
+EXIT_CODES_HELP = (
+    f"Exit codes: {EXIT_OK} passed; {EXIT_CHECK_FAILED} a check failed (export checks, opset lock, "
+    f"parity, lint, benchmark gate, checksum); {EXIT_USAGE} usage, config or input error."
+)
+
+app = typer.Typer(
+    name="onnxtax",
+    help="PyTorch model -> verified ONNX artifact that ONNX Runtime serves natively.\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEBUG_HELP = "Show full tracebacks and exporter logs."
+JSON_HELP = "Print the result as JSON on stdout instead of the table."
+
+
+@contextmanager
+def user_errors(debug: bool = False) -> Iterator[None]:
+    """Turn OnnxtaxError into a one-line message and its exit code; bugs keep their traceback."""
+    try:
+        yield
+    except OnnxtaxError as exc:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        if exc.hint:
+            err_console.print(f"  [yellow]fix:[/] {exc.hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def print_json(data: object) -> None:
+    """JSON to stdout, nothing else on stdout (rich output goes to stderr in --json mode)."""
+    from onnxtax.report import jsonable
+
+    sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def status_console(json_mode: bool) -> Console:
+    """Where progress goes: stderr when stdout carries JSON."""
+    return err_console if json_mode else console

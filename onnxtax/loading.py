@@ -1,0 +1,190 @@
+"""Resolve a model spec (`path/to/file.py:NAME` or `package.module:NAME`) to an eval-mode nn.Module."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxtax.errors import InputSpecError, LoadError
+from onnxtax.specs import InputSpec
+
+SPEC_HELP = "write the model as path/to/file.py:NAME or package.module:NAME"
+
+
+@dataclass
+class LoadedModel:
+    module: Any  # torch.nn.Module
+    spec: str
+    class_name: str
+    source_file: str | None
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "class_name": self.class_name, "source_file": self.source_file}
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    target, sep, name = spec.rpartition(":")
+    # a Windows drive letter (C:\x.py) has no NAME after it
+    if not sep or not target or not name or ("/" in name or "\\" in name):
+        raise LoadError(f"model spec '{spec}' has no ':NAME'", SPEC_HELP)
+    return target, name
+
+
+def _user_frame(exc: BaseException, path: Path | None) -> str:
+    """The deepest frame inside the user's file, as 'file:line: code'."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: {(exc.text or '').strip()}"
+    chosen = None
+    for fr in frames:
+        if path is None or Path(fr.filename).resolve() == path:
+            chosen = fr
+    if chosen is None and frames:
+        chosen = frames[-1]
+    return f"{chosen.filename}:{chosen.lineno}: {(chosen.line or '').strip()}" if chosen else "?"
+
+
+def _import_target(target: str) -> tuple[Any, Path | None]:
+    looks_like_file = target.endswith(".py") or "/" in target or "\\" in target
+    if looks_like_file:
+        path = Path(target).expanduser().resolve()
+        if not path.is_file():
+            raise LoadError(f"model file '{target}' does not exist", SPEC_HELP)
+        mod_name = f"_onnxtax_user_{path.stem}_{abs(hash(str(path)))}"
+        if mod_name in sys.modules:
+            return sys.modules[mod_name], path
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        # the user's file may import siblings next to it
+        sys.path.insert(0, str(path.parent))
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as exc:  # noqa: BLE001 - any error in user code is a load error
+            sys.modules.pop(mod_name, None)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise LoadError(
+                f"importing '{target}' failed: {type(exc).__name__}: {exc} at {_user_frame(exc, path)}",
+                "fix the error in your model file; --debug shows the full traceback",
+            ) from exc
+        finally:
+            try:
+                sys.path.remove(str(path.parent))
+            except ValueError:
+                pass
+        return module, path
+    try:
+        module = importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name and target.startswith(exc.name):
+            raise LoadError(f"module '{target}' not found", f"{SPEC_HELP}; is the package installed?") from exc
+        raise LoadError(
+            f"importing '{target}' failed: {type(exc).__name__}: {exc} at {_user_frame(exc, None)}",
+            "fix the import in your module; --debug shows the full traceback",
+        ) from exc
+    except Exception as exc:  # noqa: BLE001
+        raise LoadError(
+            f"importing '{target}' failed: {type(exc).__name__}: {exc} at {_user_frame(exc, None)}",
+            "fix the error in your module; --debug shows the full traceback",
+        ) from exc
+    file = getattr(module, "__file__", None)
+    return module, Path(file).resolve() if file else None
+
+
+def load_model(spec: str) -> LoadedModel:
+    """Import the spec and build the module: an instance, a class with a no-argument
+    constructor, or a zero-argument factory. Always returned in eval mode."""
+    import torch
+
+    target, name = split_spec(spec)
+    module, path = _import_target(target)
+    if not hasattr(module, name):
+        public = [n for n in vars(module) if not n.startswith("_")]
+        candidates = [n for n in public if _gives_module(getattr(module, n), torch)]
+        hint = f"nn.Modules there: {', '.join(candidates)}" if candidates else "define it, or point at another file"
+        raise LoadError(f"'{target}' has no attribute '{name}'", hint)
+    obj = getattr(module, name)
+    model = _instantiate(obj, name, target, torch, path)
+    model.eval()
+    return LoadedModel(model, spec, type(model).__name__, str(path) if path else None)
+
+
+def _gives_module(obj: Any, torch) -> bool:
+    return isinstance(obj, torch.nn.Module) or (inspect.isclass(obj) and issubclass(obj, torch.nn.Module))
+
+
+def _instantiate(obj: Any, name: str, target: str, torch, path: Path | None):
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if not callable(obj):
+        raise LoadError(
+            f"'{target}:{name}' is a {type(obj).__name__}, not an nn.Module",
+            "point at an nn.Module instance, an nn.Module class, or a function returning one",
+        )
+    if inspect.isclass(obj) and not issubclass(obj, torch.nn.Module):
+        raise LoadError(f"'{target}:{name}' is the class {obj.__name__}, not an nn.Module subclass",
+                        "point at an nn.Module class, instance, or factory")
+    try:
+        sig = inspect.signature(obj)
+        required = [p for p in sig.parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):
+        required = []
+    if required:
+        raise LoadError(
+            f"'{target}:{name}' needs arguments ({', '.join(p.name for p in required)})",
+            "give defaults to every constructor argument, or add a zero-argument factory function returning the model",
+        )
+    try:
+        result = obj()
+    except Exception as exc:  # noqa: BLE001
+        raise LoadError(
+            f"building '{target}:{name}' failed: {type(exc).__name__}: {exc} at {_user_frame(exc, path)}",
+            "fix the error in your model code; --debug shows the full traceback",
+        ) from exc
+    if not isinstance(result, torch.nn.Module):
+        raise LoadError(f"'{target}:{name}()' returned a {type(result).__name__}, not an nn.Module",
+                        "make the factory return the model")
+    return result
+
+
+def forward_parameters(model) -> list[str]:
+    """Names of forward()'s positional arguments (the ones --input fills, in order)."""
+    sig = inspect.signature(model.forward)
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def required_forward_parameters(model) -> list[str]:
+    sig = inspect.signature(model.forward)
+    return [p.name for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+
+
+def check_inputs_match(model, specs: list[InputSpec], spec: str) -> None:
+    """The number of --input must fit forward(): all required args, no more than it takes."""
+    params = forward_parameters(model)
+    required = required_forward_parameters(model)
+    var_positional = any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(model.forward).parameters.values())
+    given = [s.name for s in specs]
+    if not specs:
+        raise InputSpecError(
+            f"no --input given; {spec} forward() takes ({', '.join(params)})",
+            "add one --input NAME:DIMS[:DTYPE] per forward() argument, e.g. --input "
+            + (f"{params[0]}:batch,16" if params else "x:batch,16"),
+        )
+    if len(specs) < len(required) or (len(specs) > len(params) and not var_positional):
+        raise InputSpecError(
+            f"{len(specs)} --input given ({', '.join(given)}) but forward() takes "
+            f"{len(params)} ({', '.join(params)})"
+            + (f", {len(required)} required" if len(required) != len(params) else ""),
+            "give one --input per forward() argument, in order",
+        )

@@ -1,0 +1,109 @@
+"""The manifest written beside every exported model: what it is, how it was made,
+and the checksums that `onnxtax verify` recomputes.
+
+Schema (format_version 1), keys stable:
+{
+  "format_version": 1,
+  "created_utc": "2026-11-22T05:00:00Z",
+  "model":    {"spec": "examples/fraud_detector.py:FraudDetector", "class_name": "FraudDetector", "source_file": "..."},
+  "artifact": {"file": "fraud.onnx", "sha256": "...", "size_bytes": 34567,
+               "external_data": [{"file": "fraud.onnx.data", "sha256": "...", "size_bytes": 123}]},
+  "opset": 18, "ir_version": 10,
+  "exporter": {"name": "dynamo", "options": {...}, "reason": "..."},
+  "versions": {"python": "3.11.7", "torch": "...", "onnx": "...", "onnxruntime": "...", "onnxscript": "...", "onnxtax": "..."},
+  "inputs":  [{"name": "x", "dims": ["batch", 128], "dtype": "float32"}],
+  "outputs": [{"name": "prob", "dims": ["batch", 1], "dtype": "float32"}],
+  "dynamic_axes": {"batch": {"export_size": 3, "used_by": [["x", 0]]}},
+  "checks": [{"name": "onnx.checker", "passed": true, "detail": "..."}],
+  "warnings": ["..."],
+  "benchmark": null | {...}     (filled by `onnxtax bench --record`)
+}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxtax.errors import ManifestError
+from onnxtax.files import sha256_file, write_json_atomic
+
+FORMAT_VERSION = 1
+
+
+def manifest_path_for(model_path: str | Path) -> Path:
+    """`model.onnx` -> `model.manifest.json`."""
+    p = Path(model_path)
+    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.manifest.json")
+
+
+def read_manifest(model_path: str | Path, *, required: bool = True) -> dict | None:
+    path = manifest_path_for(model_path)
+    if not path.is_file():
+        if required:
+            raise ManifestError(f"no manifest at {path}", "export with `onnxtax export` to write one")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"manifest {path} is unreadable: {exc}", "re-export the model to write a new one") from exc
+    if not isinstance(data, dict) or "artifact" not in data:
+        raise ManifestError(f"manifest {path} is not an onnxtax manifest", "re-export the model to write a new one")
+    return data
+
+
+def update_manifest(model_path: str | Path, key: str, value: object) -> Path:
+    """Set one top-level key (e.g. `benchmark`) and rewrite atomically; checksums untouched."""
+    data = read_manifest(model_path)
+    assert data is not None
+    data[key] = value
+    path = manifest_path_for(model_path)
+    write_json_atomic(path, data)
+    return path
+
+
+@dataclass
+class FileCheck:
+    file: str
+    expected_sha256: str | None
+    actual_sha256: str | None
+    status: str  # "ok" | "changed" | "missing"
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    manifest: str
+    files: list[FileCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(f.status == "ok" for f in self.files)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "manifest": self.manifest, "passed": self.passed,
+                "files": [f.__dict__ for f in self.files]}
+
+
+def verify_artifact(model_path: str | Path) -> VerifyReport:
+    """Recompute every checksum the manifest lists."""
+    model_path = Path(model_path)
+    data = read_manifest(model_path)
+    assert data is not None
+    report = VerifyReport(str(model_path), str(manifest_path_for(model_path)))
+    artifact = data["artifact"]
+    entries = [(model_path, artifact.get("sha256"))]
+    for ext in artifact.get("external_data", []):
+        entries.append((model_path.parent / ext["file"], ext.get("sha256")))
+    for path, expected in entries:
+        if not path.is_file():
+            report.files.append(FileCheck(path.name, expected, None, "missing"))
+            continue
+        actual = sha256_file(path)
+        report.files.append(FileCheck(path.name, expected, actual, "ok" if actual == expected else "changed"))
+    return report

@@ -1,0 +1,346 @@
+"""Execution providers: short names, what this host really has, sessions, and where
+ORT really ran each node.
+
+`InferenceSession.get_providers()` lists what was registered, not what ran: OpenVINO
+asked for a device the host lacks still appears there while every node runs on CPU.
+The placement here comes from ORT's own graph assignment
+(`session.record_ep_graph_assignment_info`), the same record for parity, lint and bench.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from onnxtax.errors import CheckFailed, ProviderError
+
+SHORT_NAMES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "nvtensorrtrtx": "NvTensorRTRTXExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "ov": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider",
+    "cann": "CANNExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+    "vitisai": "VitisAIExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+    "azure": "AzureExecutionProvider",
+}
+# Registered by ORT but runs no graph nodes itself.
+NOT_COMPUTE = {"AzureExecutionProvider": "remote endpoint invoker: runs no graph nodes locally"}
+
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+_ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
+                 "onnxruntime-qnn", "onnxruntime-training", "ort-nightly", "onnxruntime-silicon")
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """A provider as asked for on the command line: `openvino:device_type=CPU`."""
+
+    name: str  # full EP name
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def short(self) -> str:
+        for short, full in SHORT_NAMES.items():
+            if full == self.name:
+                return short
+        return self.name
+
+    @property
+    def label(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.short}:{opts}" if opts else self.short
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "short": self.short, "options": dict(self.options)}
+
+
+def full_provider_name(text: str) -> str:
+    key = text.strip()
+    if key.lower() in SHORT_NAMES:
+        return SHORT_NAMES[key.lower()]
+    for full in set(SHORT_NAMES.values()):
+        if key.lower() == full.lower() or key.lower() + "executionprovider" == full.lower():
+            return full
+    if key.endswith("ExecutionProvider"):
+        return key  # an EP we have no short name for; availability decides
+    close = difflib.get_close_matches(key.lower(), list(SHORT_NAMES), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"short names: {', '.join(sorted(SHORT_NAMES))}"
+    raise ProviderError(f"unknown execution provider '{text}'", hint)
+
+
+def parse_provider(text: str) -> ProviderRequest:
+    """`cpu`, `CUDAExecutionProvider`, `openvino:device_type=CPU,precision=FP32`."""
+    name, sep, opts_text = text.partition(":")
+    options: dict[str, str] = {}
+    if sep and opts_text.strip():
+        for part in opts_text.split(","):
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise ProviderError(f"provider option '{part}' in '{text}' needs KEY=VALUE",
+                                    "e.g. --provider openvino:device_type=CPU")
+            options[key.strip()] = value.strip()
+    return ProviderRequest(full_provider_name(name), options)
+
+
+@lru_cache(maxsize=1)
+def available_providers() -> tuple[str, ...]:
+    import onnxruntime as ort
+
+    return tuple(ort.get_available_providers())
+
+
+def compute_providers() -> list[str]:
+    return [p for p in available_providers() if p not in NOT_COMPUTE]
+
+
+def ort_package() -> tuple[str, str]:
+    """(distribution name, version) of the installed onnxruntime build."""
+    from importlib import metadata
+
+    for dist in _ORT_PACKAGES:
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    import onnxruntime as ort
+
+    return "onnxruntime", ort.__version__
+
+
+def resolve_providers(texts: list[str] | tuple[str, ...] | None, *, skip_unavailable: bool = False
+                      ) -> tuple[list[ProviderRequest], list[ProviderRequest]]:
+    """(usable, skipped). Nothing asked: every compute provider on this host.
+    An unavailable one is an error listing what is available, or skipped if allowed."""
+    if not texts:
+        return [ProviderRequest(p) for p in compute_providers()], []
+    usable, skipped = [], []
+    for text in texts:
+        req = parse_provider(text)
+        if req.name in NOT_COMPUTE:
+            raise ProviderError(f"{req.name} is not a compute provider ({NOT_COMPUTE[req.name]})",
+                                f"available compute providers: {', '.join(compute_providers())}")
+        if req.name in available_providers():
+            if req not in usable:
+                usable.append(req)
+        elif skip_unavailable:
+            skipped.append(req)
+        else:
+            dist, ver = ort_package()
+            raise ProviderError(
+                f"execution provider {req.name} is not available on this host ({dist} {ver})",
+                f"available: {', '.join(compute_providers())}; use --skip-unavailable to skip it",
+            )
+    return usable, skipped
+
+
+def session_options(*, opt_level: str = "all", threads: int | None = None, record_placement: bool = True,
+                    disable_cpu_fallback: bool = False, profile_prefix: str | None = None, quiet: bool = True):
+    import onnxruntime as ort
+
+    if opt_level not in OPT_LEVELS:
+        raise ProviderError(f"unknown optimisation level '{opt_level}'", f"use one of: {', '.join(OPT_LEVELS)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[opt_level]
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    if record_placement:
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    if disable_cpu_fallback:
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    if quiet:
+        so.log_severity_level = 3  # errors only; ORT's warnings would flood the report
+    return so
+
+
+def ort_error_summary(exc: BaseException) -> tuple[str, str | None]:
+    """(first meaningful line of an ORT error, the node it names if any)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    # drop "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" and the C++ source location
+    first = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", first)
+    first = re.sub(r"/\S+\.(cc|h|cpp):\d+\s+(\S+\s+)*?\S+\(.*?\)\s*", "", first) if "(" in first else first
+    node = None
+    m = re.search(r"[Nn]ode \(([^)]+)\)|node_name[=: ]+'?([\w./:-]+)|Node:\s*'?([\w./:-]+)", text)
+    if m:
+        node = next(g for g in m.groups() if g)
+    return first.strip()[:400], node
+
+
+def open_session(model_path: str | Path, request: ProviderRequest | None = None, *, opt_level: str = "all",
+                 threads: int | None = None, record_placement: bool = True, disable_cpu_fallback: bool = False,
+                 profile_prefix: str | None = None):
+    """One InferenceSession on exactly this provider (ORT adds CPU as its fallback
+    unless `disable_cpu_fallback`). A load failure is a CheckFailed naming the provider."""
+    import onnxruntime as ort
+
+    request = request or ProviderRequest("CPUExecutionProvider")
+    so = session_options(opt_level=opt_level, threads=threads, record_placement=record_placement,
+                         disable_cpu_fallback=disable_cpu_fallback, profile_prefix=profile_prefix)
+    try:
+        return ort.InferenceSession(str(model_path), so, providers=[request.name],
+                                    provider_options=[dict(request.options)])
+    except Exception as exc:  # ORT raises its own pybind exception types
+        line, node = ort_error_summary(exc)
+        where = f" (node {node})" if node else ""
+        raise CheckFailed(f"ONNX Runtime could not load {Path(model_path).name} on {request.name}: {line}{where}",
+                          "run `onnxtax lint-ops` on the model to see which ops or versions the runtime rejects") from exc
+
+
+@dataclass
+class Placement:
+    """Which provider ORT assigned each node to, after its graph optimisations."""
+
+    provider: str
+    total_nodes: int = 0
+    on_provider: int = 0
+    by_provider: dict[str, int] = field(default_factory=dict)
+    fallback_op_types: dict[str, int] = field(default_factory=dict)
+    fallback_nodes: list[dict[str, str]] = field(default_factory=list)
+    method: str = "ort-graph-assignment"  # or "unavailable" when ORT cannot tell
+
+    @property
+    def fallback_count(self) -> int:
+        return self.total_nodes - self.on_provider
+
+    @property
+    def fell_back(self) -> bool:
+        return self.fallback_count > 0
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider, "method": self.method, "total_nodes": self.total_nodes,
+                "on_provider": self.on_provider, "fallback": self.fallback_count,
+                "by_provider": dict(self.by_provider), "fallback_op_types": dict(self.fallback_op_types),
+                "fallback_nodes": list(self.fallback_nodes)}
+
+
+def placement_of(session: Any, provider: str) -> Placement:
+    """Read ORT's record of where each node went (needs `record_placement=True`)."""
+    result = Placement(provider)
+    getter = getattr(session, "get_provider_graph_assignment_info", None)
+    if getter is None:
+        result.method = "unavailable"
+        return result
+    try:
+        subgraphs = getter()
+    except Exception:  # noqa: BLE001 - older ORT builds without the record
+        result.method = "unavailable"
+        return result
+    per_ep: Counter[str] = Counter()
+    ops: Counter[str] = Counter()
+    for sg in subgraphs:
+        for node in sg.get_nodes():
+            per_ep[sg.ep_name] += 1
+            if sg.ep_name != provider:
+                op = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+                ops[op] += 1
+                result.fallback_nodes.append({"name": node.name, "op_type": op, "provider": sg.ep_name})
+    result.total_nodes = sum(per_ep.values())
+    result.on_provider = per_ep.get(provider, 0)
+    result.by_provider = dict(per_ep)
+    result.fallback_op_types = dict(ops.most_common())
+    return result
+
+
+@lru_cache(maxsize=1)
+def ort_max_ir_version() -> int | None:
+    """The highest model IR version the installed runtime loads, asked of the runtime itself."""
+    import onnx
+    from onnx import helper
+
+    import onnxruntime as ort
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 1000
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        m = re.search(r"max supported IR version: (\d+)", str(exc))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+@lru_cache(maxsize=1)
+def ort_max_opset() -> int | None:
+    """The highest ai.onnx opset the installed runtime officially supports."""
+    import onnx
+    from onnx import helper
+
+    import onnxruntime as ort
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 1000)])
+    model.ir_version = 8
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        m = re.search(r"support for domain ai\.onnx is till opset (\d+)", str(exc))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+@dataclass
+class ProviderInfo:
+    name: str
+    short: str
+    compute: bool
+    note: str = ""
+
+
+@dataclass
+class HostProviders:
+    package: str
+    version: str
+    providers: list[ProviderInfo]
+    max_ir_version: int | None
+    max_opset: int | None
+
+    def to_dict(self) -> dict:
+        return {"package": self.package, "version": self.version,
+                "max_ir_version": self.max_ir_version, "max_opset": self.max_opset,
+                "providers": [p.__dict__ for p in self.providers]}
+
+
+def host_providers() -> HostProviders:
+    dist, ver = ort_package()
+    infos = []
+    for name in available_providers():
+        short = ProviderRequest(name).short
+        infos.append(ProviderInfo(name, short, name not in NOT_COMPUTE, NOT_COMPUTE.get(name, "")))
+    return HostProviders(dist, ver, infos, ort_max_ir_version(), ort_max_opset())
