@@ -178,7 +178,9 @@ def session_options(*, opt_level: str = "all", threads: int | None = None, recor
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
     if quiet:
-        so.log_severity_level = 3  # errors only; ORT's warnings would flood the report
+        # ORT logs run errors itself before raising them; onnxtax reports them once, as a finding
+        so.log_severity_level = 4
+        ort.set_default_logger_severity(4)
     return so
 
 
@@ -190,7 +192,8 @@ def ort_error_summary(exc: BaseException) -> tuple[str, str | None]:
     first = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", first)
     first = re.sub(r"/\S+\.(cc|h|cpp):\d+\s+(\S+\s+)*?\S+\(.*?\)\s*", "", first) if "(" in first else first
     node = None
-    m = re.search(r"[Nn]ode \(([^)]+)\)|node_name[=: ]+'?([\w./:-]+)|Node:\s*'?([\w./:-]+)", text)
+    m = re.search(r"[Nn]ode \(([^)]+)\)|node_name[=: ]+'?([\w./:-]+)|Node:\s*'?([\w./:-]+)|Name:\s*'([^']+)'"
+                  r"|node with name '([^']+)'", text)
     if m:
         node = next(g for g in m.groups() if g)
     return first.strip()[:400], node

@@ -46,13 +46,20 @@ def user_errors(debug: bool = False) -> Iterator[None]:
     except OnnxtaxError as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"  [yellow]fix:[/] {exc.hint}", highlight=False, soft_wrap=True)
+        print_error(exc.message, exc.hint)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         raise typer.Exit(130) from None
+
+
+def print_error(message: str, hint: str | None = None, label: str = "error") -> None:
+    """`error: what is wrong` and `fix: what to do`, on stderr; user text is never read as markup."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"  [yellow]fix:[/] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
 def print_json(data: object) -> None:

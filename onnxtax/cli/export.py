@@ -1,0 +1,150 @@
+"""`onnxtax export`, `onnxtax verify`, `onnxtax providers`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console, print_error, print_json,
+                              status_console, user_errors)
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+SPEC_ARG = typer.Argument(help="The model: path/to/file.py:NAME or package.module:NAME (an nn.Module instance, "
+                               "class, or zero-argument factory).", show_default=False)
+INPUT_HELP = ("NAME:DIMS[:DTYPE], one per forward() argument, in order. DIMS: integers (static) or names "
+              "(dynamic axes, shared across inputs by name), e.g. x:batch,128 or 'ids:[batch,seq]:int64'. "
+              "DTYPE defaults to float32.")
+
+
+def _dims_text(dims: list) -> str:
+    from rich.markup import escape
+
+    return escape("[" + ", ".join("?" if d is None else str(d) for d in dims) + "]")
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def export(
+    spec: Annotated[str, SPEC_ARG],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .onnx file; the manifest "
+                                         "goes beside it as NAME.manifest.json.", show_default=False)],
+    input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP, show_default=False)] = [],  # noqa: B006
+    opset: Annotated[int, typer.Option(help="The ai.onnx opset the file must have; anything else fails.")] = 18,
+    exporter: Annotated[str, typer.Option(help="dynamo (torch.export-based, default) or torchscript.")] = "dynamo",
+    dim: Annotated[list[str], typer.Option(help="SYMBOL=VALUE: example size of a dynamic axis while exporting. "
+                                           "Defaults: 3 for the first axis, then 5, 7, 11, ... (never 0 or 1, "
+                                           "which torch.export specialises).", show_default=False)] = [],  # noqa: B006
+    output_name: Annotated[list[str], typer.Option("--output-name", help="Name of each graph output, in order. "
+                                                   "Default: dict keys, or output / output_0, output_1, ...",
+                                                   show_default=False)] = [],  # noqa: B006
+    external_data: Annotated[str, typer.Option(help="auto (only above 2 GB), always, never.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """Export a PyTorch model to ONNX with the opset locked, dynamic axes kept, the checker
+    and an ONNX Runtime run passed, and a manifest with checksums. Writes nothing on failure."""
+    with user_errors(debug):
+        from onnxtax.export import export_model
+        from onnxtax.specs import parse_dim_values, parse_input_specs
+
+        specs = parse_input_specs(input)
+        dims = {k: v[0] for k, v in parse_dim_values(dim).items()}
+        out = status_console(json_out)
+        with out.status("exporting", spinner="dots") as status:
+            result = export_model(spec, output, specs, opset=opset, exporter=exporter, dims=dims,
+                                  output_names=output_name or None, external_data=external_data, debug=debug,
+                                  progress=lambda msg: status.update(msg))
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        _render_export(result)
+    if not result.passed:
+        print_error(result.error, result.hint, label="export failed")
+        err_console.print(f"  nothing was written to {result.output}", highlight=False)
+        if debug and result.exporter_log:
+            err_console.print(result.exporter_log, highlight=False, markup=False)
+    raise typer.Exit(EXIT_OK if result.passed else EXIT_CHECK_FAILED)
+
+
+def _render_export(result) -> None:
+    from rich.markup import escape
+
+    if result.passed:
+        console.print(f"[bold green]exported[/] {result.output}  ({result.exporter} exporter, opset {result.opset}, "
+                      f"IR {result.ir_version}, {result.size_bytes / 1024:.1f} KiB, {result.seconds:.1f} s)",
+                      highlight=False)
+        table = Table(box=None, pad_edge=False)
+        for col in ("", "name", "dims", "dtype"):
+            table.add_column(col)
+        for kind, items in (("input", result.inputs), ("output", result.outputs)):
+            for item in items:
+                table.add_row(kind, item["name"], _dims_text(item["dims"]), item["dtype"])
+        console.print(table)
+    checks = Table(box=None, pad_edge=False, show_header=False)
+    checks.add_column()
+    checks.add_column()
+    checks.add_column(overflow="fold")
+    for c in result.checks:
+        checks.add_row("[green]pass[/]" if c.passed else "[red]fail[/]", c.name, escape(c.detail))
+    if result.checks:
+        console.print(checks)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if result.passed:
+        from onnxtax.manifest import manifest_path_for
+
+        console.print(f"manifest: {manifest_path_for(result.output)}", highlight=False)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def verify(
+    model: Annotated[Path, typer.Argument(help="The .onnx file; its NAME.manifest.json must be beside it.",
+                                          show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """Recompute every checksum in the manifest: 0 all match, 1 a file differs or is missing,
+    2 no manifest."""
+    with user_errors(debug):
+        from onnxtax.manifest import verify_artifact
+
+        report = verify_artifact(model)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        for f in report.files:
+            style = {"ok": "green", "changed": "red", "missing": "red"}[f.status]
+            console.print(f"[{style}]{f.status:8}[/] {f.file}  sha256 {(f.actual_sha256 or '-')[:16]}"
+                          + ("" if f.status == "ok" else f"  (manifest: {(f.expected_sha256 or '-')[:16]})"),
+                          highlight=False)
+        if not report.passed:
+            bad = ", ".join(f.file for f in report.files if f.status != "ok")
+            err_console.print(f"[bold red]verify failed:[/] {bad} does not match {report.manifest}", highlight=False)
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def providers(
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """The execution providers the installed onnxruntime can use on this host."""
+    with user_errors(debug):
+        from onnxtax.providers import host_providers
+
+        host = host_providers()
+    if json_out:
+        print_json(host.to_dict())
+        return
+    console.print(f"{host.package} {host.version}  (loads IR <= {host.max_ir_version}, ai.onnx opset <= "
+                  f"{host.max_opset})", highlight=False)
+    table = Table(box=None, pad_edge=False)
+    for col in ("provider", "short name", "runs nodes", "note"):
+        table.add_column(col)
+    for p in host.providers:
+        table.add_row(p.name, p.short, "yes" if p.compute else "no", p.note)
+    console.print(table)
+
+

@@ -1,0 +1,837 @@
+"""`onnxtax export`: write exactly the model that was asked for, or nothing.
+
+torch.onnx reports success while writing something else than asked: another opset
+(the dynamo exporter keeps opset 18 when down-conversion fails), dynamic axes renamed
+or silently made static, batch sizes baked inside the graph, a sidecar `.onnx.data`.
+Every one of those is checked here after the exporter ran, and only a model that
+passed every check is renamed into place, together with its manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
+from onnxtax.files import publish, sha256_file, staging_dir
+from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
+from onnxtax.specs import (DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, export_sizes, make_inputs,
+                           parse_input_specs, symbols_of)
+
+DEFAULT_OPSET = 18
+DEFAULT_EXPORTER = "dynamo"
+EXPORTERS = ("dynamo", "torchscript")
+EXTERNAL_DATA_MODES = ("auto", "always", "never")
+EXPORTER_REASONS = {
+    "dynamo": "default: torch.export-based exporter, the one torch maintains; keeps data-dependent "
+              "branches out (fails loudly) instead of freezing them",
+    "torchscript": "requested: TorchScript tracing exporter (legacy; freezes Python branches and can bake sizes, "
+                   "onnxtax checks for both)",
+}
+# Above this the protobuf cannot be serialised in one piece (2 GiB), so weights go to a sidecar.
+EXTERNAL_DATA_THRESHOLD = 2_000_000_000
+# The smoke run compares ORT with eager loosely: it is a shape-level gate that also
+# catches gross numeric breakage (a frozen branch, a specialised size). `onnxtax parity`
+# is the precise numeric gate.
+SMOKE_RTOL = 1e-3
+SMOKE_ATOL = 1e-4
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class CheckRecord:
+    name: str
+    passed: bool | None  # None: did not run
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+@dataclass
+class ExportResult:
+    """What `export_model` did. Truthy when the model was written."""
+
+    output: str
+    spec: str
+    exporter: str
+    requested_opset: int
+    opset: int | None = None
+    ir_version: int | None = None
+    inputs: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
+    checks: list[CheckRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    hint: str | None = None
+    files: list[str] = field(default_factory=list)
+    size_bytes: int = 0
+    seconds: float = 0.0
+    manifest: dict | None = None
+    exporter_log: str = ""
+    stage: str = "load"  # the check under way; named in the failure record
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed, "output": self.output, "spec": self.spec, "exporter": self.exporter,
+            "requested_opset": self.requested_opset, "opset": self.opset, "ir_version": self.ir_version,
+            "inputs": self.inputs, "outputs": self.outputs, "checks": [c.to_dict() for c in self.checks],
+            "warnings": self.warnings, "error": self.error, "hint": self.hint, "files": self.files,
+            "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3),
+            "manifest": str(manifest_path_for(self.output)) if self.passed else None,
+        }
+
+
+class _Quiet:
+    """Capture what torch.onnx prints and logs (dozens of lines a run) unless debugging."""
+
+    LOGGERS = ("torch", "onnxscript", "onnx_ir", "torch.onnx", "torch.fx", "torch._export", "torch.export")
+
+    def __init__(self, debug: bool):
+        self.debug = debug
+        self.buffer = io.StringIO()
+        self._stack = contextlib.ExitStack()
+        self._levels: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.debug:
+            return self
+        self._stack.enter_context(_capture_fds(self.buffer))
+        self._stack.enter_context(contextlib.redirect_stdout(self.buffer))
+        self._stack.enter_context(contextlib.redirect_stderr(self.buffer))
+        self._stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.simplefilter("always")
+        for name in self.LOGGERS:
+            lg = logging.getLogger(name)
+            self._levels[name] = lg.level
+            lg.setLevel(logging.CRITICAL)
+        return self
+
+    def __exit__(self, *exc):
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._stack.close()
+        return False
+
+
+@contextlib.contextmanager
+def _capture_fds(buffer: io.StringIO):
+    """The TorchScript exporter and ORT print from C++ straight to fds 1 and 2."""
+    import os
+    import sys
+    import tempfile
+
+    try:
+        fds = [sys.stdout.fileno(), sys.stderr.fileno()]
+    except (AttributeError, io.UnsupportedOperation, ValueError):
+        yield  # not real files (e.g. under a test runner's capture): nothing to redirect
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        saved = [os.dup(fd) for fd in fds]
+        try:
+            for fd in fds:
+                os.dup2(sink.fileno(), fd)
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except ValueError:
+                    pass
+            for fd, old in zip(fds, saved):
+                os.dup2(old, fd)
+                os.close(old)
+            sink.seek(0)
+            buffer.write(sink.read().decode("utf-8", errors="replace"))
+
+
+def _torch_inputs(specs: list[InputSpec], sizes: dict[str, int], seed: int = 0) -> tuple:
+    import torch
+
+    arrays = make_inputs(specs, sizes, SampleRecipe(seed=seed))
+    tensors = []
+    for spec in specs:
+        t = torch.from_numpy(arrays[spec.name].copy())
+        tensors.append(t.to(getattr(torch, DTYPES[spec.dtype][2])))
+    return tuple(tensors)
+
+
+def _flatten_outputs(out: Any) -> list[tuple[str, Any]]:
+    """(path name, tensor) in the exporter's order: tuples/lists by position, dicts by insertion."""
+    import torch
+
+    flat: list[tuple[str, Any]] = []
+
+    def walk(obj: Any, path: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            flat.append((path, obj))
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{path}.{i}" if path else f"output_{i}")
+        elif hasattr(obj, "to_tuple"):  # ModelOutput-like containers
+            walk(obj.to_tuple(), path)
+        # scalars and None are not graph outputs
+
+    walk(out, "")
+    if len(flat) == 1 and flat[0][0] in ("", "output_0"):
+        return [("output", flat[0][1])]
+    return flat
+
+
+def _eager(model, args: tuple) -> list[tuple[str, Any]]:
+    import torch
+
+    with torch.inference_mode():
+        return _flatten_outputs(model(*args))
+
+
+def _dynamic_shapes(specs: list[InputSpec]) -> tuple:
+    """Dim.DYNAMIC per declared axis: with it torch.export keeps `int(x.shape[0])` symbolic
+    (a named Dim would specialise it silently); names are restored afterwards."""
+    from torch.export import Dim
+
+    return tuple({i: Dim.DYNAMIC for i, d in enumerate(s.dims) if isinstance(d, str)} or None for s in specs)
+
+
+def _explain_export_error(exc: BaseException, source_file: str | None) -> tuple[str, str]:
+    """Turn an exporter failure into (one-line problem, fix)."""
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = "\n".join(f"{type(x).__name__}: {x}" for x in chain)
+    location = _user_location(text, chain, source_file)
+    at = f" at {location}" if location else ""
+    if re.search(r"GuardOnDataDependentSymNode|data-dependent|data dependent", text):
+        return (f"data-dependent control flow{at}: the model branches on a tensor's value, which one ONNX "
+                f"graph cannot express",
+                "rewrite the branch with torch.cond (it becomes an ONNX If), compute both sides and select with "
+                "torch.where, or move the decision out of the model; `onnxtax lint-ops --source` finds them all")
+    m = (re.search(r"No ONNX function found for <OpOverload\(op='([\w.]+)'", text)
+         or re.search(r"unrecognized namespace ([\w.]+::\w+)", text)
+         or re.search(r"[Uu]nsupported (?:operator|op)[^\n]*?'?([\w.]+::[\w.]+)'?", text)
+         or re.search(r"No ONNX function found for[^\n]*?([\w]+\.[\w]+\.\w+)", text))
+    if m:
+        op = m.group(1)
+        if "::" not in op and op.count(".") >= 1:
+            ns, name = op.split(".", 1)
+            op = f"{ns}::{name.split('.')[0]}"
+        return (f"operator {op}{at} has no ONNX translation",
+                f"ways forward: rewrite {op} with standard torch ops; or give export_model("
+                f"custom_translation_table={{...}}) an onnxscript function for it (dynamo exporter); or emit a "
+                f"custom-domain node and ship an ONNX Runtime custom-op library that implements it")
+    if "Constraints violated" in text or "ConstraintViolation" in text:
+        first = next((line for line in text.splitlines() if "Constraints violated" in line or "must be" in line),
+                     text.splitlines()[0])
+        return (f"torch.export could not keep the declared dynamic axes{at}: {first.strip()[:300]}",
+                "check which axis the model treats as fixed; declare it static in --input, or change the code "
+                "that specialises it")
+    first = next((ln for ln in str(chain[-1]).splitlines() if ln.strip()), type(chain[-1]).__name__)
+    return (f"the {type(chain[-1]).__name__} exporter step failed{at}: {first.strip()[:300]}",
+            "run with --debug for the full traceback; try --exporter torchscript or another --opset")
+
+
+def _user_location(text: str, chain: list[BaseException], source_file: str | None) -> str | None:
+    """The user's file:line from torch's message ('File "x.py", line 8') or the traceback."""
+    import traceback
+
+    candidates = [(f, int(n), "") for f, n in re.findall(r'File "([^"]+)", line (\d+)', text)]
+    for e in chain:
+        for fr in traceback.extract_tb(e.__traceback__):
+            candidates.append((fr.filename, fr.lineno or 0, fr.line or ""))
+
+    def is_user(path: str) -> bool:
+        if source_file and Path(path).resolve() == Path(source_file).resolve():
+            return True
+        return not source_file and not re.search(r"site-packages|dist-packages|/torch/|/onnxtax/|<", path)
+
+    for path, line, _ in candidates:
+        if is_user(path):
+            code = _line_of(path, line)
+            return f"{path}:{line}" + (f" `{code}`" if code else "")
+    return None
+
+
+def _line_of(path: str, line: int) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[line - 1].strip()
+    except (OSError, IndexError):
+        return ""
+
+
+def _dims_of(value_info) -> list[int | str | None]:
+    dims: list[int | str | None] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(d.dim_value)
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def _dtype_of(value_info) -> str:
+    import onnx
+
+    elem = value_info.type.tensor_type.elem_type
+    onnx_name = onnx.TensorProto.DataType.Name(elem)
+    return ONNX_TO_DTYPE.get(onnx_name, onnx_name.lower())
+
+
+def _rename_symbols(model, mapping: dict[str, str]) -> None:
+    """Rename dim_params everywhere (inputs, outputs, value_info), also inside
+    expressions such as `s77*5`."""
+    if not mapping:
+        return
+    pattern = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True)) + r")\b")
+
+    def fix(vi) -> None:
+        if not vi.type.HasField("tensor_type"):
+            return
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                new = pattern.sub(lambda m: mapping[m.group(1)], d.dim_param)
+                if new != d.dim_param:
+                    d.dim_param = new
+
+    def walk(graph) -> None:
+        for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+            fix(vi)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.g is not None and attr.HasField("g"):
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+
+    walk(model.graph)
+
+
+def _lock_dynamic_axes(model, specs: list[InputSpec], sizes: dict[str, int]) -> list[str]:
+    """Give every declared axis its declared name in the graph, or fail naming the
+    axis the exporter made static. Returns warnings."""
+    graph_inputs = {vi.name: vi for vi in model.graph.input}
+    initializers = {t.name for t in model.graph.initializer}
+    real_inputs = [vi for vi in model.graph.input if vi.name not in initializers]
+    mapping: dict[str, str] = {}
+    notes: list[str] = []
+    if len(real_inputs) != len(specs):
+        names = ", ".join(vi.name for vi in real_inputs)
+        unused = [s.name for s in specs if s.name not in graph_inputs]
+        raise CheckFailed(
+            f"the exported graph has {len(real_inputs)} inputs ({names}) but {len(specs)} --input were declared"
+            + (f"; unused by the model: {', '.join(unused)}" if unused else ""),
+            "an input the forward() ignores is dropped by the exporter: remove it from forward() or use it")
+    for spec, vi in zip(specs, real_inputs):
+        if vi.name != spec.name:
+            notes.append(f"graph input '{vi.name}' holds --input '{spec.name}'")
+        dims = _dims_of(vi)
+        if len(dims) != len(spec.dims):
+            raise CheckFailed(f"input '{spec.name}' has rank {len(dims)} in the graph but {len(spec.dims)} declared",
+                              "fix the --input dims")
+        for axis, (declared, got) in enumerate(zip(spec.dims, dims)):
+            if isinstance(declared, str):
+                if isinstance(got, int):
+                    raise CheckFailed(
+                        f"the exporter made dynamic axis '{declared}' of input '{spec.name}' (axis {axis}) static: "
+                        f"size {got} is baked into the graph",
+                        "the model code treats this size as a constant (int(x.shape[i]), .item(), a Python "
+                        "loop or reshape on it): compute it with tensor ops, or declare the axis static")
+                if isinstance(got, str) and got != declared:
+                    prev = mapping.get(got)
+                    if prev is not None and prev != declared:
+                        raise CheckFailed(
+                            f"the exporter treats axes '{prev}' and '{declared}' as the same size (symbol {got})",
+                            "give both axes one name in --input if they are equal, or different example sizes "
+                            "with --dim")
+                    mapping[got] = declared
+            else:
+                if isinstance(got, int) and got != declared:
+                    raise CheckFailed(f"input '{spec.name}' axis {axis} is {got} in the graph, {declared} declared",
+                                      "fix the --input dims")
+    _rename_symbols(model, mapping)
+    # static declared axes the exporter left symbolic: make the contract exact
+    for spec, vi in zip(specs, real_inputs):
+        for declared, d in zip(spec.dims, vi.type.tensor_type.shape.dim):
+            if isinstance(declared, int) and d.HasField("dim_param"):
+                d.dim_value = declared
+    return notes
+
+
+def _repair_output_dims(model, observed: dict[str, list[tuple[dict[str, int], tuple[int, ...]]]]) -> list[str]:
+    """The exporter may label an output dim with an export-time size although it follows
+    an axis (a GRU's sequence dim). Relabel it from what ORT really returned."""
+    notes = []
+    for vo in model.graph.output:
+        runs = observed.get(vo.name)
+        if not runs or not vo.type.HasField("tensor_type"):
+            continue
+        for axis, d in enumerate(vo.type.tensor_type.shape.dim):
+            actual = [shape[axis] for _, shape in runs if axis < len(shape)]
+            if len(actual) != len(runs):
+                continue
+            declared = d.dim_value if d.HasField("dim_value") else None
+            if declared is not None and any(a != declared for a in actual):
+                follows = [sym for sym in runs[0][0] if all(sizes[sym] == a for (sizes, _), a in zip(runs, actual))]
+                if follows:
+                    d.dim_param = follows[0]
+                else:
+                    d.Clear()
+                notes.append(f"output '{vo.name}' axis {axis} was labelled {declared} but varies with the input "
+                             f"({', '.join(map(str, actual))}): relabelled {follows[0] if follows else 'unknown'}")
+    return notes
+
+
+def _io_records(model) -> tuple[list[dict], list[dict]]:
+    initializers = {t.name for t in model.graph.initializer}
+    ins = [{"name": vi.name, "dims": _dims_of(vi), "dtype": _dtype_of(vi)}
+           for vi in model.graph.input if vi.name not in initializers]
+    outs = [{"name": vo.name, "dims": _dims_of(vo), "dtype": _dtype_of(vo)} for vo in model.graph.output]
+    return ins, outs
+
+
+def _default_opset(model) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return None
+
+
+def _lock_opset(model, requested: int):
+    """Convert to the requested opset if the exporter wrote another; fail naming the op that blocks it."""
+    import onnx.version_converter
+
+    produced = _default_opset(model)
+    if produced == requested:
+        return model, None
+    try:
+        converted = onnx.version_converter.convert_version(model, requested)
+    except Exception as exc:  # noqa: BLE001 - the C++ converter raises RuntimeError/ValueError
+        m = re.search(r"for (\w+)\s*$", str(exc).strip()) or re.search(r"No Adapter (?:To|From) Version \$?\d+ for (\w+)",
+                                                                      str(exc))
+        op = f"; op {m.group(1)} blocks the conversion" if m else ""
+        raise CheckFailed(
+            f"requested opset {requested} but the exporter produced opset {produced}, and converting failed{op}",
+            f"use --opset {produced} (or higher), or replace the blocking op in the model") from exc
+    if _default_opset(converted) != requested:
+        raise CheckFailed(f"requested opset {requested}; conversion produced {_default_opset(converted)}",
+                          f"use --opset {produced}")
+    return converted, f"the exporter wrote opset {produced}; converted to the requested {requested} and re-checked"
+
+
+def _unify_custom_functions(model) -> None:
+    """Keep the model's function opsets consistent with the converted default domain."""
+    opset = _default_opset(model)
+    for fn in model.functions:
+        for imp in fn.opset_import:
+            if imp.domain in ("", "ai.onnx") and opset is not None and imp.version > opset:
+                imp.version = opset
+
+
+def _smoke_sizes(sizes: dict[str, int]) -> list[dict[str, int]]:
+    """Two sizes per dynamic axis, both unlike the export-time one: 1 (the online-serving
+    batch, where 0/1 specialisation bites) and 2*size+1."""
+    if not sizes:
+        return [{}]
+    return [{s: 1 for s in sizes}, {s: 2 * v + 1 for s, v in sizes.items()}]
+
+
+def _compare_loose(ref, got) -> str | None:
+    import numpy as np
+
+    if ref.shape != got.shape:
+        return f"shape {tuple(got.shape)} from ONNX Runtime, {tuple(ref.shape)} from PyTorch"
+    if ref.dtype.kind not in "fc" or ref.size == 0:
+        return None if ref.dtype.kind not in "iub" or np.array_equal(ref, got) else "integer outputs differ"
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    finite = np.isfinite(ref64) & np.isfinite(got64)
+    if not np.array_equal(np.isnan(ref64), np.isnan(got64)):
+        return "NaN in different positions"
+    if not finite.any():
+        return None
+    scale = max(1.0, float(np.abs(ref64[finite]).max()))
+    diff = np.abs(ref64 - got64)[finite]
+    bad = diff > SMOKE_ATOL * scale + SMOKE_RTOL * np.abs(ref64[finite])
+    if bad.any():
+        return f"values differ from PyTorch (max abs diff {float(diff.max()):.3g})"
+    return None
+
+
+def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int], output_names: list[str],
+               progress: Progress) -> tuple[list[str], dict]:
+    """Load in a real ORT CPU session and run at two values of every dynamic axis,
+    comparing shapes (and, loosely, values) with eager PyTorch at the same inputs."""
+    import numpy as np
+
+    from onnxtax.providers import open_session, ort_error_summary
+
+    session = open_session(path, record_placement=False)
+    ort_inputs = [i.name for i in session.get_inputs()]
+    details: list[str] = []
+    observed: dict[str, list] = {}
+    for trial in _smoke_sizes(sizes):
+        label = ", ".join(f"{k}={v}" for k, v in trial.items()) or "static shapes"
+        progress(f"running ONNX Runtime at {label}")
+        args = _torch_inputs(specs, trial, seed=1)
+        try:
+            ref = _eager(model, args)
+        except Exception as exc:  # noqa: BLE001 - the model itself rejects this size
+            fallback = {s: v + 1 for s, v in sizes.items()}
+            if trial == fallback:
+                raise
+            details.append(f"{label}: PyTorch itself fails here ({type(exc).__name__}); used "
+                           + ", ".join(f"{k}={v}" for k, v in fallback.items()))
+            trial, label = fallback, ", ".join(f"{k}={v}" for k, v in fallback.items())
+            args = _torch_inputs(specs, trial, seed=1)
+            ref = _eager(model, args)
+        feeds = {}
+        for name, spec, t in zip(ort_inputs, specs, args):
+            arr = t.float().numpy() if spec.dtype == "bfloat16" else t.numpy()
+            feeds[name] = arr
+        try:
+            got = session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT's own exception types
+            line, node = ort_error_summary(exc)
+            raise CheckFailed(
+                f"ONNX Runtime fails at {label}: {line}" + (f" (node {node})" if node else ""),
+                "a size from export time is baked into the graph: look for int(x.shape[i]), .item(), "
+                "or Python loops over sizes in forward(); the dynamo exporter (--exporter dynamo) keeps "
+                "more of them symbolic") from exc
+        if len(got) != len(ref):
+            raise CheckFailed(f"ONNX Runtime returns {len(got)} outputs, PyTorch {len(ref)}",
+                              "check the model's output structure")
+        for name, (_, ref_t), arr in zip(output_names, ref, got):
+            ref_np = ref_t.float().numpy() if str(ref_t.dtype) == "torch.bfloat16" else ref_t.numpy()
+            problem = _compare_loose(ref_np, np.asarray(arr))
+            if problem:
+                raise CheckFailed(
+                    f"output '{name}' at {label}: {problem}",
+                    "the graph does not compute what the model computes at this size (a frozen branch or a "
+                    "specialised size): run `onnxtax lint-ops --source` and `onnxtax parity` for details")
+            observed.setdefault(name, []).append((trial, tuple(np.asarray(arr).shape)))
+        details.append(f"{label}: ok")
+    return details, observed
+
+
+def _save(model, path: Path, external: bool) -> list[Path]:
+    import onnx
+
+    data_name = path.name + ".data"
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+    data = path.with_name(data_name)
+    files = [path]
+    if data.exists():
+        if data.stat().st_size == 0:
+            data.unlink()  # no empty sidecars
+        else:
+            files.insert(0, data)
+    return files
+
+
+def _needs_external(model) -> bool:
+    try:
+        return model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    except Exception:  # noqa: BLE001 - protobuf refuses to size > 2 GiB messages on some builds
+        return True
+
+
+def _range_warnings(program, sizes: dict[str, int], specs: list[InputSpec]) -> list[str]:
+    """Shape constraints torch.export added that the ONNX file cannot carry (e.g. batch >= 2)."""
+    warnings_out: list[str] = []
+    try:
+        ep = program.exported_program
+        ranges = ep.range_constraints
+        placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    except Exception:  # noqa: BLE001
+        return warnings_out
+    # symbol -> declared name, from the user inputs' fake tensor shapes
+    user_inputs = ep.graph_signature.user_inputs
+    sym_name: dict[str, str] = {}
+    for node in placeholders:
+        if node.name not in user_inputs:
+            continue
+        idx = user_inputs.index(node.name)
+        if idx >= len(specs):
+            continue
+        val = node.meta.get("val")
+        shape = getattr(val, "shape", None)
+        if shape is None:
+            continue
+        for declared, dim in zip(specs[idx].dims, shape):
+            if isinstance(declared, str):
+                sym_name[str(dim)] = declared
+    for sym, vr in ranges.items():
+        name = sym_name.get(str(sym))
+        if name is None:
+            continue
+        lo, hi = vr.lower, vr.upper
+        lo_i = int(lo) if str(lo).lstrip("-").isdigit() else None
+        hi_i = int(hi) if str(hi).lstrip("-").isdigit() else None
+        if (lo_i is not None and lo_i > 1) or hi_i is not None:
+            rng = f"{lo_i if lo_i is not None else '-inf'} <= {name}" + (f" <= {hi_i}" if hi_i is not None else "")
+            warnings_out.append(
+                f"torch.export assumed {rng}; the ONNX file cannot carry this range and ORT will run outside it "
+                f"(results there are not checked by the exporter: run `onnxtax parity` with {name} outside it)")
+    return warnings_out
+
+
+def export_model(
+    model: Any,
+    output: str | Path,
+    inputs: list[InputSpec] | list[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = DEFAULT_EXPORTER,
+    dims: dict[str, int] | None = None,
+    output_names: list[str] | None = None,
+    external_data: str = "auto",
+    custom_translation_table: dict | None = None,
+    debug: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Export `model` (a spec string or an nn.Module) to `output` with the opset locked,
+    declared dynamic axes kept under their names, the checker and an ORT smoke run passed,
+    and a manifest beside it. Usage errors raise OnnxtaxError; a failed check returns
+    a result with `.error` set and writes nothing."""
+    from onnxtax.loading import LoadedModel, check_inputs_match, load_model
+
+    started = time.perf_counter()
+    progress = progress or (lambda _msg: None)
+    if exporter not in EXPORTERS:
+        raise OnnxtaxError(f"unknown exporter '{exporter}'", f"use one of: {', '.join(EXPORTERS)}")
+    if external_data not in EXTERNAL_DATA_MODES:
+        raise OnnxtaxError(f"unknown --external-data '{external_data}'", f"use one of: {', '.join(EXTERNAL_DATA_MODES)}")
+    if not 7 <= opset <= 26:
+        raise OnnxtaxError(f"opset {opset} is out of range", "use an opset between 7 and 26; 17-20 are typical")
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise OnnxtaxError(f"output '{output}' does not end in .onnx", "name the output like model.onnx")
+    if output.exists() and output.is_dir():
+        raise OnnxtaxError(f"output '{output}' is a directory", "give a file path like out/model.onnx")
+    specs = parse_input_specs(inputs) if inputs and isinstance(inputs[0], str) else list(inputs)  # type: ignore[arg-type]
+    sizes = export_sizes(specs, {k: [v] for k, v in (dims or {}).items()})
+
+    progress("loading the model")
+    if isinstance(model, str):
+        loaded = load_model(model)
+    else:
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise OnnxtaxError(f"model is a {type(model).__name__}, not an nn.Module or spec string",
+                               "pass an nn.Module or 'file.py:NAME'")
+        model.eval()
+        loaded = LoadedModel(model, f"<{type(model).__name__} instance>", type(model).__name__, None)
+    check_inputs_match(loaded.module, specs, loaded.spec)
+
+    result = ExportResult(str(output), loaded.spec, exporter, opset)
+    args = _torch_inputs(specs, sizes)
+    progress("running the model in PyTorch")
+    try:
+        reference = _eager(loaded.module, args)
+    except Exception as exc:  # noqa: BLE001
+        raise InputSpecError(
+            f"the model fails on inputs of the declared shapes ({', '.join(str(s) for s in specs)}): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            "check --input dims and dtypes against what forward() expects; --dim sets the example sizes") from exc
+    if not reference:
+        raise InputSpecError("the model returns no tensors", "forward() must return a tensor, or a tuple/dict of them")
+    names = list(output_names) if output_names else [n for n, _ in reference]
+    if output_names and len(output_names) != len(reference):
+        raise InputSpecError(f"{len(output_names)} --output-name given but the model returns {len(reference)} tensors "
+                             f"({', '.join(n for n, _ in reference)})", "give one --output-name per output, in order")
+    if len(set(names)) != len(names):
+        raise InputSpecError(f"output names are not unique: {', '.join(names)}", "give distinct --output-name values")
+
+    with staging_dir(output.parent) as stage:
+        try:
+            _export_checked(loaded, specs, sizes, args, names, stage, output, result, opset=opset,
+                            exporter=exporter, external_data=external_data,
+                            custom_translation_table=custom_translation_table, debug=debug, progress=progress)
+        except CheckFailed as exc:
+            result.error, result.hint = exc.message, exc.hint
+            result.checks.append(CheckRecord(result.stage, False, exc.message))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path, result: ExportResult, *,
+                    opset, exporter, external_data, custom_translation_table, debug, progress) -> None:
+    import onnx
+    import torch
+
+    scratch = stage / "exporter"
+    scratch.mkdir()
+    raw_path = scratch / "raw.onnx"
+    input_names = [s.name for s in specs]
+    result.stage = "export"
+    progress(f"exporting with the {exporter} exporter (opset {opset})")
+    quiet = _Quiet(debug)
+    program = None
+    try:
+        with quiet:
+            if exporter == "dynamo":
+                program = torch.onnx.export(
+                    loaded.module, args, dynamo=True, opset_version=opset, input_names=input_names,
+                    output_names=names, dynamic_shapes=_dynamic_shapes(specs), external_data=True,
+                    custom_translation_table=custom_translation_table, optimize=True, verify=False, report=False)
+                program.save(str(raw_path), external_data=True)
+            else:
+                dynamic_axes = {s.name: {i: d for i, d in enumerate(s.dims) if isinstance(d, str)} for s in specs}
+                dynamic_axes = {k: v for k, v in dynamic_axes.items() if v}
+                for n in names:  # outputs: axes unknown up front; the smoke run labels them
+                    dynamic_axes.setdefault(n, {})
+                torch.onnx.export(loaded.module, args, str(raw_path), dynamo=False, opset_version=opset,
+                                  input_names=input_names, output_names=names,
+                                  dynamic_axes={k: v for k, v in dynamic_axes.items() if v})
+    except Exception as exc:  # noqa: BLE001 - every exporter failure is explained, not dumped
+        result.exporter_log = quiet.buffer.getvalue()
+        problem, fix = _explain_export_error(exc, loaded.source_file)
+        raise CheckFailed(problem, fix) from exc
+    result.exporter_log = quiet.buffer.getvalue()
+    if exporter == "torchscript":
+        tracer = re.findall(r"TracerWarning: ([^\n]+)", result.exporter_log)
+        for w in dict.fromkeys(tracer):
+            result.warnings.append(f"TorchScript tracer: {w[:200]}")
+    if program is not None:
+        result.warnings.extend(_range_warnings(program, sizes, specs))
+
+    model = onnx.load(str(raw_path), load_external_data=True)
+    produced = _default_opset(model)
+    result.stage = "opset"
+    progress(f"locking opset {opset} (exporter wrote {produced})")
+    model, note = _lock_opset(model, opset)
+    _unify_custom_functions(model)
+    result.checks.append(CheckRecord("opset", True, note or f"opset {opset} as requested"))
+    result.opset = _default_opset(model)
+
+    from onnxtax.providers import ort_max_ir_version
+
+    result.stage = "ir_version"
+    result.ir_version = model.ir_version
+    max_ir = ort_max_ir_version()
+    if max_ir is not None and model.ir_version > max_ir:
+        raise CheckFailed(f"the model has IR version {model.ir_version}; the installed onnxruntime loads up to {max_ir}",
+                          "upgrade onnxruntime, or export at a lower --opset")
+    result.checks.append(CheckRecord("ir_version", True, f"IR {model.ir_version} (onnxruntime loads <= {max_ir})"))
+
+    result.stage = "dynamic_axes"
+    progress("checking dynamic axes")
+    result.warnings.extend(_lock_dynamic_axes(model, specs, sizes))
+    result.checks.append(CheckRecord("dynamic_axes", True,
+                                     ", ".join(f"{s} kept" for s in symbols_of(specs)) or "no dynamic axes declared"))
+
+    model.producer_name = "onnxtax"
+    from onnxtax import __version__
+
+    model.producer_version = __version__
+    external = external_data == "always" or (external_data == "auto" and _needs_external(model))
+    staged = stage / output.name
+    result.stage = "onnx.checker"
+    progress("running onnx.checker (full check)")
+    _save(model, staged, external)
+    try:
+        onnx.checker.check_model(str(staged), full_check=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError / InferenceError
+        raise CheckFailed(f"onnx.checker rejects the exported model: {str(exc).strip().splitlines()[0][:300]}",
+                          "try another --opset or --exporter; --debug shows the exporter's log") from exc
+    result.checks.append(CheckRecord("onnx.checker", True, "full check with strict shape inference"))
+
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    result.stage = "onnxruntime_smoke"
+    progress("running in ONNX Runtime at two sizes per dynamic axis")
+    try:
+        details, observed = _smoke_run(staged, loaded.module, specs, sizes, names, progress)
+    except CheckFailed as exc:
+        if custom and "could not load" in exc.message:
+            raise CheckFailed(f"{exc.message} [custom-domain ops: {', '.join(custom)}]",
+                              "ONNX Runtime has no kernel for these ops: register a custom-op library, or rewrite "
+                              "them with standard ops") from exc
+        raise
+    result.checks.append(CheckRecord("onnxruntime_smoke", True, "; ".join(details)))
+    repairs = _repair_output_dims(model, observed)
+    if repairs:
+        result.warnings.extend(repairs)
+        _save(model, staged, external)
+        onnx.checker.check_model(str(staged), full_check=True)
+
+    files = _save(model, staged, external) if repairs else [p for p in (staged.with_name(staged.name + ".data"),
+                                                                        staged) if p.exists()]
+    ins, outs = _io_records(model)
+    result.inputs, result.outputs = ins, outs
+    result.files = [str(output.parent / p.name) for p in files]
+    result.size_bytes = sum(p.stat().st_size for p in files)
+    manifest = _manifest(loaded, model, specs, sizes, staged, files, exporter, opset, result)
+    result.manifest = manifest
+    manifest_staged = stage / manifest_path_for(output).name
+    from onnxtax.files import write_json_atomic
+
+    write_json_atomic(manifest_staged, manifest)
+    # data first, model next, manifest last: a reader never sees a manifest without its files
+    publish([(p, output.parent / p.name) for p in files] + [(manifest_staged, manifest_path_for(output))])
+    stale = output.with_name(output.name + ".data")
+    if not external and stale.exists():
+        stale.unlink()  # an old sidecar from a previous export would be misleading
+
+
+def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], exporter: str, opset: int,
+              result: ExportResult) -> dict:
+    from onnxtax.report import package_versions
+
+    data_files = [p for p in files if p != staged]
+    used_by: dict[str, list] = {}
+    for s in specs:
+        for axis, d in enumerate(s.dims):
+            if isinstance(d, str):
+                used_by.setdefault(d, []).append([s.name, axis])
+    return {
+        "format_version": FORMAT_VERSION,
+        "created_utc": datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "model": loaded.to_dict(),
+        "artifact": {
+            "file": staged.name,
+            "sha256": sha256_file(staged),
+            "size_bytes": staged.stat().st_size,
+            "external_data": [{"file": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+                              for p in data_files],
+        },
+        "opset": result.opset,
+        "ir_version": model.ir_version,
+        "exporter": {"name": exporter, "options": {"opset_version": opset, "dynamic_shapes": "Dim.DYNAMIC per "
+                     "declared axis" if exporter == "dynamo" else None, "external_data": bool(data_files)},
+                     "reason": EXPORTER_REASONS[exporter]},
+        "versions": package_versions(),
+        "inputs": [s.to_dict() for s in specs],
+        "outputs": result.outputs,
+        "dynamic_axes": {sym: {"export_size": size, "used_by": used_by.get(sym, [])} for sym, size in sizes.items()},
+        "checks": [c.to_dict() for c in result.checks],
+        "warnings": list(result.warnings),
+        "benchmark": None,
+    }
