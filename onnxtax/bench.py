@@ -1,0 +1,1258 @@
+"""The Python tax, measured: PyTorch eager vs ONNX Runtime per provider, side by side
+in one run, on the same inputs and the same number of threads.
+
+What is measured, and how (the choices a release gate depends on):
+
+- Latency per path and batch size: every call timed alone with `time.perf_counter_ns`,
+  after `warmup` untimed-for-the-report calls (they also calibrate block sizes). Inputs
+  are built once, before timing. The paths are interleaved in rounds of blocks
+  (A B C, then C B A, ...; 10 rounds) so that machine drift hits every path alike.
+  Each path gets at least `min_time` seconds of measured calls. The garbage collector
+  is off during the timed blocks.
+- PyTorch eager: `module(*tensors)` with `torch.inference_mode()` entered once per block
+  (the best case for eager). ONNX Runtime: `session.run_with_iobinding(binding)` with
+  input and output OrtValues allocated once (call path "iobinding"); output shapes are
+  learnt from one `session.run`. When outputs cannot be pre-allocated (their shape
+  changes from call to call) ORT allocates them: call path "iobinding-ort-outputs".
+- Harness overhead: an empty function timed through the same loop ("harness" path),
+  reported, never subtracted.
+- Threads: `threads=1` by default, for torch (`torch.set_num_threads`, restored
+  afterwards) and ORT (`intra_op_num_threads`, `inter_op_num_threads=1`) alike: single-
+  stream latency, reproducible, comparable with a one-worker-per-core server.
+  `threads=None` keeps each runtime's own default (reported as it is).
+- Throughput (samples/s) = batch size / mean latency: one call at a time, back to back.
+- Python tax (speedup) = eager p50 / ORT p50, per batch size and provider.
+- Batch axis: the dynamic axis named `batch` if an input has one, else the first dynamic
+  axis of the first input that has one. Other dynamic axes take their `dims` value or
+  the export size recorded in the manifest (`dynamic_axes[sym].export_size`).
+- Inputs: `inputs` if given, else the manifest beside the model, else the ONNX graph.
+- Cold start: fresh interpreters (`sys.executable -c`, see bench_child), interleaved
+  torch / ORT, `cold_start_runs` each: time from spawn to the first result of
+  "import torch + build the model from its spec + predict once" vs
+  "import onnxruntime + load the .onnx + predict once", and the child's peak RSS.
+- Gates (report truthiness): `max_latency_ms={"p99": 5}` must hold for every ORT path at
+  every batch size (`"p99@1"` limits one batch size); `min_speedup=X` must hold for every
+  ORT path at every batch size.
+
+JSON schema (`BenchReport.to_dict()`, schema_version 1; keys stable, times in ms
+unless the key says otherwise):
+{
+  "schema_version": 1, "passed": true,
+  "model": {"spec": "m.py:Net" | null, "class_name": "Net" | null, "onnx": "m.onnx"},
+  "inputs": [{"name": "x", "dims": ["batch", 128], "dtype": "float32"}],
+  "input_source": "--input" | "manifest" | "onnx",
+  "settings": {"batch_axis": "batch" | null, "batch_sizes": [1, 8, 64], "dims": {"seq": 16},
+               "threads": 1 | null, "torch_threads": 1, "opt_level": "all", "warmup": 20,
+               "min_time_s": 1.0, "rounds": 10, "timer": "time.perf_counter_ns", "gc_disabled": true,
+               "interleaved": "ABBA blocks per batch size", "seed": 0},
+  "paths": [{"id": "eager", "kind": "torch-eager", "call": "inference_mode", "provider": null,
+             "options": {}, "threads": 1, "opt_level": null, "device": "cpu", "placement": null},
+            {"id": "ort:cpu", "kind": "onnxruntime", "call": "iobinding", "provider": "CPUExecutionProvider",
+             "options": {}, "threads": 1, "opt_level": "all", "device": "cpu",
+             "placement": {"total_nodes": 3, "on_provider": 3, "fallback": 0, "fallback_op_types": {}}}],
+  "skipped_providers": ["cuda"],
+  "batches": [{"batch_size": 1, "shapes": {"x": [1, 128]},
+               "latency": {"eager": STATS, "ort:cpu": STATS, "harness": STATS},
+               "call_path": {"ort:cpu": "iobinding"},
+               "throughput_per_s": {"eager": 20000.0, "ort:cpu": 120000.0},
+               "speedup": {"ort:cpu": 6.0},
+               "harness_share": {"eager": 0.002, "ort:cpu": 0.015}}],
+     STATS = {"iterations": 1234, "total_s": 1.0, "p50_ms": .., "p90_ms": .., "p99_ms": ..,
+              "min_ms": .., "max_ms": .., "mean_ms": ..}
+  "harness_overhead_ms": {"p50": 0.00008, "p99": 0.0001},   (worst over batch sizes)
+  "cold_start": {"measured": true, "reason": null, "runs": 3, "paths": {
+        "eager": {"measured": true, "reason": null, "runs": 3,
+                  "first_result_s": SPREAD, "interpreter_s": SPREAD, "import_s": SPREAD,
+                  "load_s": SPREAD, "predict_s": SPREAD, "peak_rss_mb": SPREAD, "rss_source": "VmHWM"},
+        "ort:cpu": {...}}},
+     SPREAD = {"min": .., "median": .., "max": .., "values": [..]}
+  "sweep": null | {"batch_sizes": [1, 8], "opt_levels": [...], "threads": [1, 2],
+        "results": [{"path": "ort:cpu", "opt_level": "all", "threads": 1, "batch_size": 1, "latency": STATS}],
+        "best": {"ort:cpu": {"opt_level": "all", "threads": 1, "geomean_vs_best": 1.02,
+                             "by_batch": {"1": {"opt_level": "all", "threads": 1, "p50_ms": ..}}}}},
+  "profile": null | [{"path": "ort:cpu", "batch_size": 1, "file": "prof/ort-cpu-b1_....json", "runs": 200,
+        "run_mean_us": 9.1, "node_mean_us": 6.2,
+        "top_ops": [{"op_type": "FusedGemm", "provider": "CPUExecutionProvider", "calls": 600,
+                     "total_us": 1100.0, "mean_us": 1.8, "percent": 88.0}]}],
+  "gates": [{"gate": "max_latency_ms", "key": "p99", "path": "ort:cpu", "batch_size": 1,
+             "limit": 5.0, "value": 0.012, "passed": true, "message": "..."}],
+  "host": {... report.host_facts() ...},
+  "duration_s": 12.3
+}
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from onnxtax.errors import CheckFailed, InputSpecError, LoadError, OnnxtaxError
+from onnxtax.specs import (DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, ValueRange, concrete_shape,
+                           make_inputs, symbols_of)
+
+SCHEMA_VERSION = 1
+DEFAULT_BATCH_SIZES = (1, 8, 64)
+DEFAULT_THREADS = 1
+DEFAULT_WARMUP = 20
+DEFAULT_MIN_TIME = 1.0
+DEFAULT_COLD_START_RUNS = 3
+ROUNDS = 10  # interleaved blocks per path and batch size
+MAX_EXTRA_ROUNDS = 10  # when the warm-up under-estimated the call time
+MAX_SAMPLES = 200_000  # per path and batch size: bounds memory for microsecond calls
+HARNESS_TIME = 0.2  # seconds of empty calls per batch size (capped by min_time)
+PROFILE_RUNS = 200
+TOP_OPS = 10
+COLD_START_TIMEOUT = 600
+
+EAGER = "eager"
+HARNESS = "harness"
+GATE_KEYS = ("p50", "p90", "p99", "max")
+PERCENTILE_KEYS = ("p50", "p90", "p99", "min", "max", "mean")
+
+# Where pre-allocated OrtValues live for providers that compute off the host.
+_DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
+              "NvTensorRTRTXExecutionProvider": "cuda"}
+
+ProgressFn = Callable[[str, int, int], None]  # (what is running, steps done, steps in all)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class LatencyStats:
+    """Per-call latency of one path at one batch size."""
+
+    iterations: int
+    total_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+
+    @classmethod
+    def from_ns(cls, samples: list[int]) -> "LatencyStats":
+        import numpy as np
+
+        arr = np.asarray(samples, dtype=np.int64)
+        p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+        return cls(int(arr.size), float(arr.sum()) / 1e9, float(p50) / 1e6, float(p90) / 1e6, float(p99) / 1e6,
+                   float(arr.min()) / 1e6, float(arr.max()) / 1e6, float(arr.mean()) / 1e6)
+
+    def get(self, key: str) -> float:
+        """`p50`, `p90`, `p99`, `min`, `max` or `mean`, in ms."""
+        return float(getattr(self, f"{key}_ms"))
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Spread:
+    """Several runs of a noisy measurement: never a single figure."""
+
+    values: list[float]
+
+    @property
+    def min(self) -> float:
+        return min(self.values)
+
+    @property
+    def max(self) -> float:
+        return max(self.values)
+
+    @property
+    def median(self) -> float:
+        s = sorted(self.values)
+        mid = len(s) // 2
+        return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+    def to_dict(self) -> dict:
+        return {"min": self.min, "median": self.median, "max": self.max, "values": list(self.values)}
+
+
+@dataclass
+class PathInfo:
+    """One thing being timed: eager PyTorch, or ORT on one provider."""
+
+    id: str
+    kind: str  # "torch-eager" | "onnxruntime"
+    call: str  # "inference_mode" | "iobinding" | "iobinding-ort-outputs"
+    provider: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+    opt_level: str | None = None
+    device: str = "cpu"
+    placement: dict | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BatchResult:
+    batch_size: int
+    shapes: dict[str, list[int]]
+    latency: dict[str, LatencyStats]  # path id -> stats, "harness" included
+    call_path: dict[str, str] = field(default_factory=dict)  # ORT path id -> call path used
+
+    @property
+    def ort_paths(self) -> list[str]:
+        return [p for p in self.latency if p not in (EAGER, HARNESS)]
+
+    def throughput(self, path: str) -> float:
+        return self.batch_size / (self.latency[path].mean_ms / 1e3)
+
+    def speedup(self, path: str) -> float | None:
+        """Eager p50 / ORT p50: the Python tax at this batch size."""
+        if EAGER not in self.latency:
+            return None
+        return self.latency[EAGER].p50_ms / self.latency[path].p50_ms
+
+    def harness_share(self, path: str) -> float:
+        return self.latency[HARNESS].p50_ms / self.latency[path].p50_ms
+
+    def to_dict(self) -> dict:
+        timed = [p for p in self.latency if p != HARNESS]
+        return {
+            "batch_size": self.batch_size,
+            "shapes": self.shapes,
+            "latency": {p: s.to_dict() for p, s in self.latency.items()},
+            "call_path": dict(self.call_path),
+            "throughput_per_s": {p: self.throughput(p) for p in timed},
+            "speedup": {p: self.speedup(p) for p in self.ort_paths} if EAGER in self.latency else {},
+            "harness_share": {p: self.harness_share(p) for p in timed},
+        }
+
+
+@dataclass
+class ColdStart:
+    """Fresh-process start-up of one path; `measured=False` says why not."""
+
+    path: str
+    measured: bool
+    reason: str | None = None
+    first_result_s: Spread | None = None
+    interpreter_s: Spread | None = None
+    import_s: Spread | None = None
+    load_s: Spread | None = None
+    predict_s: Spread | None = None
+    peak_rss_mb: Spread | None = None
+    rss_source: str | None = None
+
+    @property
+    def runs(self) -> int:
+        return len(self.first_result_s.values) if self.first_result_s else 0
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"measured": self.measured, "reason": self.reason, "runs": self.runs}
+        for key in ("first_result_s", "interpreter_s", "import_s", "load_s", "predict_s", "peak_rss_mb"):
+            value = getattr(self, key)
+            out[key] = value.to_dict() if value else None
+        out["rss_source"] = self.rss_source
+        return out
+
+
+@dataclass
+class SweepEntry:
+    path: str
+    opt_level: str
+    threads: int
+    batch_size: int
+    latency: LatencyStats
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "opt_level": self.opt_level, "threads": self.threads,
+                "batch_size": self.batch_size, "latency": self.latency.to_dict()}
+
+
+@dataclass
+class SweepResult:
+    """Graph optimisation levels x thread counts, per provider; best = lowest p50."""
+
+    batch_sizes: list[int]
+    opt_levels: list[str]
+    threads: list[int]
+    results: list[SweepEntry] = field(default_factory=list)
+
+    def best(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for path in dict.fromkeys(e.path for e in self.results):
+            entries = [e for e in self.results if e.path == path]
+            by_batch: dict[str, dict] = {}
+            floor: dict[int, float] = {}
+            for bs in self.batch_sizes:
+                here = [e for e in entries if e.batch_size == bs]
+                if not here:
+                    continue
+                top = min(here, key=lambda e: e.latency.p50_ms)
+                floor[bs] = top.latency.p50_ms
+                by_batch[str(bs)] = {"opt_level": top.opt_level, "threads": top.threads,
+                                     "p50_ms": top.latency.p50_ms}
+            # one setting for all batch sizes: the lowest geometric mean of p50 / best p50
+            scores: dict[tuple[str, int], float] = {}
+            for e in entries:
+                scores.setdefault((e.opt_level, e.threads), 0.0)
+                scores[(e.opt_level, e.threads)] += math.log(e.latency.p50_ms / floor[e.batch_size])
+            (level, threads), score = min(scores.items(), key=lambda kv: kv[1])
+            out[path] = {"opt_level": level, "threads": threads,
+                         "geomean_vs_best": math.exp(score / max(1, len(floor))), "by_batch": by_batch}
+        return out
+
+    def to_dict(self) -> dict:
+        return {"batch_sizes": self.batch_sizes, "opt_levels": self.opt_levels, "threads": self.threads,
+                "results": [e.to_dict() for e in self.results], "best": self.best()}
+
+
+@dataclass
+class OpTime:
+    op_type: str
+    provider: str
+    calls: int
+    total_us: float
+    percent: float
+
+    @property
+    def mean_us(self) -> float:
+        return self.total_us / self.calls if self.calls else 0.0
+
+    def to_dict(self) -> dict:
+        return {"op_type": self.op_type, "provider": self.provider, "calls": self.calls,
+                "total_us": self.total_us, "mean_us": self.mean_us, "percent": self.percent}
+
+
+@dataclass
+class ProfileResult:
+    """ORT's own profile of a separate session (profiling slows the run it records)."""
+
+    path: str
+    batch_size: int
+    file: str
+    runs: int
+    run_mean_us: float
+    node_mean_us: float
+    top_ops: list[OpTime]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "batch_size": self.batch_size, "file": self.file, "runs": self.runs,
+                "run_mean_us": self.run_mean_us, "node_mean_us": self.node_mean_us,
+                "top_ops": [o.to_dict() for o in self.top_ops]}
+
+
+@dataclass
+class GateResult:
+    gate: str  # "max_latency_ms" | "min_speedup"
+    key: str  # "p99", "p50@1", "eager/ort p50"
+    path: str
+    batch_size: int
+    limit: float
+    value: float
+    passed: bool
+
+    @property
+    def message(self) -> str:
+        if self.gate == "max_latency_ms":
+            op = "<=" if self.passed else ">"
+            return (f"{self.path} batch {self.batch_size}: {self.key.split('@')[0]} {self.value:.4g} ms "
+                    f"{op} limit {self.limit:g} ms")
+        op = ">=" if self.passed else "<"
+        return f"{self.path} batch {self.batch_size}: speedup {self.value:.3g}x {op} required {self.limit:g}x"
+
+    def to_dict(self) -> dict:
+        return {"gate": self.gate, "key": self.key, "path": self.path, "batch_size": self.batch_size,
+                "limit": self.limit, "value": self.value, "passed": self.passed, "message": self.message}
+
+
+@dataclass
+class BenchReport:
+    """Everything one `run_bench` measured. Truthy when every gate passed (no gates: True)."""
+
+    onnx: str
+    spec: str | None
+    class_name: str | None
+    inputs: list[InputSpec]
+    input_source: str
+    settings: dict
+    paths: list[PathInfo]
+    skipped_providers: list[str]
+    batches: list[BatchResult]
+    cold_start: dict[str, ColdStart] = field(default_factory=dict)
+    cold_start_reason: str | None = None  # why cold start was not measured at all
+    cold_start_runs: int = 0
+    sweep: SweepResult | None = None
+    profile: list[ProfileResult] | None = None
+    gates: list[GateResult] = field(default_factory=list)
+    host: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    @property
+    def ort_paths(self) -> list[str]:
+        return [p.id for p in self.paths if p.kind == "onnxruntime"]
+
+    def harness_overhead_ms(self) -> dict[str, float]:
+        if not self.batches:
+            return {}
+        return {"p50": max(b.latency[HARNESS].p50_ms for b in self.batches),
+                "p99": max(b.latency[HARNESS].p99_ms for b in self.batches)}
+
+    def to_dict(self) -> dict:
+        from onnxtax.report import jsonable
+
+        return jsonable({
+            "schema_version": SCHEMA_VERSION,
+            "passed": self.passed,
+            "model": {"spec": self.spec, "class_name": self.class_name, "onnx": self.onnx},
+            "inputs": [s.to_dict() for s in self.inputs],
+            "input_source": self.input_source,
+            "settings": self.settings,
+            "paths": [p.to_dict() for p in self.paths],
+            "skipped_providers": list(self.skipped_providers),
+            "batches": [b.to_dict() for b in self.batches],
+            "harness_overhead_ms": self.harness_overhead_ms(),
+            "cold_start": {"measured": bool(self.cold_start) and any(c.measured for c in self.cold_start.values()),
+                           "reason": self.cold_start_reason, "runs": self.cold_start_runs,
+                           "paths": {k: v.to_dict() for k, v in self.cold_start.items()}},
+            "sweep": self.sweep.to_dict() if self.sweep else None,
+            "profile": [p.to_dict() for p in self.profile] if self.profile is not None else None,
+            "gates": [g.to_dict() for g in self.gates],
+            "host": self.host,
+            "duration_s": self.duration_s,
+        })
+
+    def summary(self) -> dict:
+        """The compact record `--record` stores in the manifest (no raw samples)."""
+        import datetime as _dt
+
+        batches = []
+        for b in self.batches:
+            entry: dict[str, Any] = {"batch_size": b.batch_size}
+            for p in b.latency:
+                if p == HARNESS:
+                    continue
+                s = b.latency[p]
+                entry[p] = {"p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "throughput_per_s": b.throughput(p)}
+            if EAGER in b.latency:
+                entry["speedup"] = {p: b.speedup(p) for p in b.ort_paths}
+            batches.append(entry)
+        cold = {k: {"first_result_s": v.first_result_s.median, "peak_rss_mb": v.peak_rss_mb.median}
+                for k, v in self.cold_start.items() if v.measured and v.first_result_s and v.peak_rss_mb}
+        host = self.host or {}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "measured_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "passed": self.passed,
+            "host": {k: host.get(k) for k in ("hostname", "platform", "cpu", "cpu_count")},
+            "versions": host.get("versions", {}),
+            "settings": {k: self.settings.get(k) for k in ("batch_axis", "threads", "opt_level", "min_time_s")},
+            "call_path": {p.id: p.call for p in self.paths},
+            "harness_overhead_ms": self.harness_overhead_ms(),
+            "batches": batches,
+            "cold_start": cold,
+            "best_session_options": self.sweep.best() if self.sweep else None,
+            "gates": [g.to_dict() for g in self.gates],
+        }
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """`1,8,64` -> [1, 8, 64]."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not re.fullmatch(r"\d+", part) or int(part) < 1:
+            raise InputSpecError(f"--batch-sizes '{text}': '{part}' is not a positive integer",
+                                 "e.g. --batch-sizes 1,8,64")
+        if int(part) not in out:
+            out.append(int(part))
+    return out
+
+
+def parse_latency_gates(texts: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """`P99=5` (every batch size) or `p50@1=0.05` (batch size 1 only) -> {"p99": 5.0}."""
+    out: dict[str, float] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        key = key.strip().lower()
+        m = re.fullmatch(r"(p50|p90|p99|max)(?:@(\d+))?", key)
+        try:
+            limit = float(value)
+        except ValueError:
+            limit = -1.0
+        if not sep or not m or not limit > 0 or not math.isfinite(limit):
+            raise InputSpecError(f"--max-latency-ms '{text}' needs PERCENTILE[@BATCH]=MS with MS > 0",
+                                 f"percentiles: {', '.join(GATE_KEYS)}; e.g. --max-latency-ms p99=5 "
+                                 "or --max-latency-ms p50@1=0.05")
+        out[key] = limit
+    return out
+
+
+def _check_gates(max_latency_ms: dict[str, float] | None, min_speedup: float | None,
+                 batch_sizes: list[int], have_eager: bool) -> dict[str, float]:
+    gates = {}
+    for key, limit in (max_latency_ms or {}).items():
+        norm = key.strip().lower()
+        m = re.fullmatch(r"(p50|p90|p99|max)(?:@(\d+))?", norm)
+        if not m or not (isinstance(limit, (int, float)) and limit > 0):
+            raise InputSpecError(f"latency gate '{key}={limit}' needs PERCENTILE[@BATCH]=MS with MS > 0",
+                                 f"percentiles: {', '.join(GATE_KEYS)}")
+        if m.group(2) and int(m.group(2)) not in batch_sizes:
+            raise InputSpecError(f"latency gate '{key}' names batch size {m.group(2)}, which is not benchmarked",
+                                 f"benchmarked batch sizes: {', '.join(map(str, batch_sizes))}")
+        gates[norm] = float(limit)
+    if min_speedup is not None:
+        if not min_speedup > 0:
+            raise InputSpecError(f"--min-speedup {min_speedup} must be > 0", "e.g. --min-speedup 2")
+        if not have_eager:
+            raise InputSpecError("--min-speedup needs the PyTorch model to compare with",
+                                 "give the model SPEC as well as the .onnx file")
+    return gates
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def onnx_graph_inputs(onnx_path: str | Path) -> list[InputSpec]:
+    """The graph's real inputs (initializers excluded) as InputSpecs. A dynamic dim
+    without a name gets `INPUT_dimK`."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise LoadError(f"'{onnx_path}' is not a readable ONNX model: {exc}",
+                        "point at the .onnx file written by `onnxtax export`") from exc
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        onnx_type = onnx.TensorProto.DataType.Name(tensor.elem_type)
+        if onnx_type not in ONNX_TO_DTYPE:
+            raise InputSpecError(f"input '{value.name}' has type {onnx_type}, which bench cannot generate",
+                                 f"supported: {', '.join(DTYPES)}")
+        dims: list[int | str] = []
+        for k, dim in enumerate(tensor.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims.append(int(dim.dim_value))
+            elif dim.dim_param:
+                dims.append(re.sub(r"\W", "_", dim.dim_param))
+            else:
+                dims.append(f"{value.name}_dim{k}")
+        specs.append(InputSpec(value.name, tuple(dims), ONNX_TO_DTYPE[onnx_type]))
+    return specs
+
+
+def resolve_inputs(onnx_path: str | Path, inputs: list[InputSpec] | None
+                   ) -> tuple[list[InputSpec], str, dict | None]:
+    """(specs, where they came from, manifest or None)."""
+    from onnxtax.manifest import read_manifest
+
+    manifest = read_manifest(onnx_path, required=False)
+    if inputs:
+        return list(inputs), "--input", manifest
+    if manifest and manifest.get("inputs"):
+        return [InputSpec.from_dict(d) for d in manifest["inputs"]], "manifest", manifest
+    return onnx_graph_inputs(onnx_path), "onnx", manifest
+
+
+def batch_axis_of(specs: list[InputSpec]) -> str | None:
+    """`batch` if any input names it, else the first dynamic axis of the first input with one."""
+    symbols = symbols_of(specs)
+    if "batch" in symbols:
+        return "batch"
+    for spec in specs:
+        if spec.symbols:
+            return spec.symbols[0]
+    return None
+
+
+def _fixed_sizes(specs: list[InputSpec], batch_axis: str | None, dims: dict[str, list[int]],
+                 manifest: dict | None) -> dict[str, int]:
+    """Size of every dynamic axis except the batch axis."""
+    known = symbols_of(specs)
+    for name in dims:
+        if name not in known:
+            raise InputSpecError(f"--dim '{name}' names no dynamic axis",
+                                 f"dynamic axes: {', '.join(known)}" if known else "the inputs have no dynamic axis")
+    axes = (manifest or {}).get("dynamic_axes") or {}
+    sizes: dict[str, int] = {}
+    for sym in known:
+        if sym == batch_axis:
+            continue
+        if sym in dims:
+            if len(dims[sym]) != 1:
+                raise InputSpecError(f"--dim {sym}= gives several values; only the batch axis "
+                                     f"({batch_axis}) is swept", f"e.g. --dim {sym}={dims[sym][0]}")
+            sizes[sym] = dims[sym][0]
+        elif isinstance(axes.get(sym), dict) and isinstance(axes[sym].get("export_size"), int):
+            sizes[sym] = axes[sym]["export_size"]
+        else:
+            raise InputSpecError(f"no size for dynamic axis '{sym}'",
+                                 f"give one with --dim {sym}=N (the manifest records none)")
+    return sizes
+
+
+def _check_against_session(specs: list[InputSpec], session, onnx_path) -> None:
+    """The specs must name the graph's inputs with their dtypes and static sizes."""
+    graph = {i.name: i for i in session.get_inputs()}
+    given = [s.name for s in specs]
+    if set(given) != set(graph):
+        raise InputSpecError(f"inputs {given} do not match the inputs of {Path(onnx_path).name}: {list(graph)}",
+                             "give one --input per graph input, with the graph's names")
+    for spec in specs:
+        g = graph[spec.name]
+        ort_type = g.type.replace("tensor(", "").rstrip(")")
+        want = {"float": "float32", "double": "float64"}.get(ort_type, ort_type)
+        if want != spec.dtype:
+            raise InputSpecError(f"input '{spec.name}' is {spec.dtype} but the graph wants {want}",
+                                 f"write --input {spec.name}:...:{want}")
+        if len(g.shape) != len(spec.dims):
+            raise InputSpecError(f"input '{spec.name}' has {len(spec.dims)} dims but the graph has {len(g.shape)}",
+                                 f"the graph's shape is {g.shape}")
+        for mine, theirs in zip(spec.dims, g.shape):
+            if isinstance(mine, int) and isinstance(theirs, int) and mine != theirs:
+                raise InputSpecError(f"input '{spec.name}' has size {mine} where the graph has {theirs}",
+                                     f"the graph's shape is {g.shape}")
+    for spec in specs:
+        if spec.dtype == "bfloat16":
+            raise InputSpecError(f"input '{spec.name}' is bfloat16, which numpy cannot hold for ONNX Runtime",
+                                 "benchmark a float32 or float16 export")
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _noop(*_args) -> None:
+    return None
+
+
+class _Timed:
+    """A path being timed: `fn(*args)` per call; samples in ns."""
+
+    def __init__(self, path: str, fn: Callable, args: tuple, target_s: float, context=None):
+        self.path = path
+        self.fn = fn
+        self.args = args
+        self.target_ns = int(target_s * 1e9)
+        self.context = context  # factory of a context manager entered per block (inference_mode)
+        self.samples: list[int] = []
+        self.total_ns = 0
+        self.per_call_ns = 1
+
+    def block(self, n: int) -> None:
+        fn, args = self.fn, self.args
+        clock = time.perf_counter_ns
+        out = self.samples
+        append = out.append
+        start = len(out)
+        if self.context is not None:
+            with self.context():
+                for _ in range(n):
+                    t0 = clock()
+                    fn(*args)
+                    append(clock() - t0)
+        else:
+            for _ in range(n):
+                t0 = clock()
+                fn(*args)
+                append(clock() - t0)
+        self.total_ns += sum(out[start:])
+
+    def warm_up(self, n: int) -> None:
+        before = len(self.samples)
+        self.block(max(1, n))
+        timings = sorted(self.samples[before:][1:] or self.samples[before:])
+        self.per_call_ns = max(1, timings[len(timings) // 2])
+        del self.samples[before:]
+        self.total_ns = 0
+
+    def done(self) -> bool:
+        return self.total_ns >= self.target_ns or len(self.samples) >= MAX_SAMPLES
+
+    def next_block(self, rounds_left: int) -> int:
+        remaining = max(0, self.target_ns - self.total_ns)
+        per_call = (self.total_ns / len(self.samples)) if self.samples else self.per_call_ns
+        n = math.ceil(remaining / max(1, rounds_left) / max(per_call, 1.0))
+        return int(max(1, min(n, MAX_SAMPLES // ROUNDS, MAX_SAMPLES - len(self.samples))))
+
+
+def _measure(timed: list[_Timed], warmup: int) -> dict[str, LatencyStats]:
+    """Warm every path, then interleave blocks (A B C / C B A ...) until each has its time."""
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for t in timed:
+            t.warm_up(warmup)
+        rounds = 0
+        while True:
+            order = timed if rounds % 2 == 0 else list(reversed(timed))
+            for t in order:
+                if rounds < ROUNDS or not t.done():
+                    if len(t.samples) < MAX_SAMPLES:
+                        t.block(t.next_block(max(1, ROUNDS - rounds)))
+            rounds += 1
+            if rounds >= ROUNDS and all(t.done() for t in timed):
+                break
+            if rounds >= ROUNDS + MAX_EXTRA_ROUNDS:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {t.path: LatencyStats.from_ns(t.samples) for t in timed}
+
+
+# --------------------------------------------------------------------------- ORT paths
+
+
+@dataclass
+class _OrtPath:
+    info: PathInfo
+    session: Any
+    request: Any
+
+
+def _bind(session, feeds: dict, device: str):
+    """I/O binding with pre-allocated input and output OrtValues. Returns
+    (binding, call path, keep-alive values)."""
+    import onnxruntime as ort
+
+    outputs = session.run(None, feeds)
+    names = [o.name for o in session.get_outputs()]
+    binding = session.io_binding()
+    keep = []
+    for name, arr in feeds.items():
+        value = ort.OrtValue.ortvalue_from_numpy(arr, device, 0)
+        binding.bind_ortvalue_input(name, value)
+        keep.append(value)
+    for name, arr in zip(names, outputs):
+        value = ort.OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype, device, 0)
+        binding.bind_ortvalue_output(name, value)
+        keep.append(value)
+    try:
+        session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
+        return binding, "iobinding", keep
+    except Exception:  # noqa: BLE001 - an output whose shape varies per call cannot be pre-allocated
+        binding = session.io_binding()
+        for name, value in zip(feeds, keep):
+            binding.bind_ortvalue_input(name, value)
+        for name in names:
+            binding.bind_output(name, device)
+        session.run_with_iobinding(binding)
+        return binding, "iobinding-ort-outputs", keep
+
+
+def _ort_fail(path: str, batch: int, exc: BaseException) -> CheckFailed:
+    from onnxtax.providers import ort_error_summary
+
+    line, node = ort_error_summary(exc)
+    where = f" (node {node})" if node else ""
+    return CheckFailed(f"{path} failed at batch size {batch}: {line}{where}",
+                       "run `onnxtax parity` at this batch size to see whether the export baked a size in")
+
+
+# --------------------------------------------------------------------------- cold start
+
+
+def _child_inputs(specs: list[InputSpec], sizes: dict[str, int], ranges: dict[str, ValueRange]) -> list[dict]:
+    out = []
+    for spec in specs:
+        np_dtype = DTYPES[spec.dtype][0]
+        kind = "bool" if spec.dtype == "bool" else ("int" if np_dtype.startswith(("int", "uint")) else "float")
+        r = ranges.get(spec.name)
+        out.append({"name": spec.name, "shape": list(concrete_shape(spec, sizes)), "kind": kind,
+                    "numpy_dtype": np_dtype, "torch_dtype": DTYPES[spec.dtype][2],
+                    "low": int(r.low) if r else 0, "high": int(r.high) if r else 10})
+    return out
+
+
+def _run_child(cfg: dict, env: dict | None) -> dict:
+    from onnxtax.bench_child import RESULT_MARKER, STUB
+
+    spawn = time.monotonic_ns()
+    try:
+        proc = subprocess.run([sys.executable, "-c", STUB, json.dumps(cfg)], capture_output=True, text=True,
+                              timeout=COLD_START_TIMEOUT, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {COLD_START_TIMEOUT} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            data = json.loads(line[len(RESULT_MARKER):])
+            data["spawn_ns"] = spawn
+            return data
+    lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+    return {"error": f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}"}
+
+
+def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_paths: list[_OrtPath],
+                specs: list[InputSpec], sizes: dict[str, int], ranges: dict[str, ValueRange],
+                threads: int | None, opt_level: str, runs: int, tick: Callable[[str], None]
+                ) -> dict[str, ColdStart]:
+    child_inputs = _child_inputs(specs, sizes, ranges)
+    jobs: list[tuple[str, dict]] = []
+    results: dict[str, ColdStart] = {}
+    if spec is not None:
+        jobs.append((EAGER, {"kind": "torch", "spec": spec, "threads": threads, "inputs": child_inputs}))
+    elif spec_reason:
+        results[EAGER] = ColdStart(EAGER, False, spec_reason)
+    for p in ort_paths:
+        jobs.append((p.info.id, {"kind": "ort", "onnx": str(onnx_path.resolve()), "provider": p.request.name,
+                                 "provider_options": dict(p.request.options), "threads": threads,
+                                 "opt_level": opt_level, "inputs": child_inputs}))
+    env = dict(os.environ)
+    if spec is not None and not spec.rpartition(":")[0].endswith(".py"):
+        # a `package.module:NAME` spec must resolve in the child as it did here
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    raw: dict[str, list[dict]] = {path: [] for path, _ in jobs}
+    errors: dict[str, str] = {}
+    for _ in range(runs):
+        for path, cfg in jobs:  # interleaved: torch, ort, torch, ort ...
+            if path in errors:
+                continue
+            tick(f"cold start: {path}")
+            data = _run_child(cfg, env)
+            if "error" in data:
+                errors[path] = data["error"]
+            else:
+                raw[path].append(data)
+    for path, _ in jobs:
+        if path in errors:
+            results[path] = ColdStart(path, False, f"the fresh process failed: {errors[path]}")
+            continue
+        def spread(a: str, b: str, rows=raw[path]) -> Spread:
+            return Spread([(r["stamps_ns"][b] - (r["spawn_ns"] if a == "spawn" else r["stamps_ns"][a])) / 1e9
+                           for r in rows])
+        results[path] = ColdStart(
+            path, True, None,
+            first_result_s=spread("spawn", "first_result"),
+            interpreter_s=spread("spawn", "interpreter_ready"),
+            import_s=spread("import_start", "import_end"),
+            load_s=spread("import_end", "load_end"),
+            predict_s=spread("load_end", "first_result"),
+            peak_rss_mb=Spread([r["peak_rss_kb"] / 1024 for r in raw[path]]),
+            rss_source=raw[path][0]["rss_source"])
+    return results
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+def parse_profile(file: str | Path, skip_runs: int = 0, top: int = TOP_OPS) -> tuple[int, float, float, list[OpTime]]:
+    """(runs, mean us per run, mean node us per run, top operators) from an ORT profile
+    JSON, ignoring the first `skip_runs` runs (the warm-up)."""
+    events = json.loads(Path(file).read_text(encoding="utf-8"))
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    start_ts = runs[skip_runs - 1]["ts"] + runs[skip_runs - 1]["dur"] if 0 < skip_runs <= len(runs) else -1
+    kept_runs = [r for r in runs if r["ts"] > start_ts]
+    per_op: dict[tuple[str, str], list[float]] = {}
+    node_total = 0.0
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] <= start_ts:
+            continue
+        args = e.get("args", {})
+        key = (args.get("op_name", "?"), args.get("provider", "?"))
+        acc = per_op.setdefault(key, [0, 0.0])
+        acc[0] += 1
+        acc[1] += float(e.get("dur", 0))
+        node_total += float(e.get("dur", 0))
+    ops = [OpTime(op, prov, int(c), t, 100.0 * t / node_total if node_total else 0.0)
+           for (op, prov), (c, t) in per_op.items()]
+    ops.sort(key=lambda o: o.total_us, reverse=True)
+    n = len(kept_runs)
+    run_mean = sum(r["dur"] for r in kept_runs) / n if n else 0.0
+    return n, run_mean, (node_total / n if n else 0.0), ops[:top]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _resolve_model(model) -> tuple[Any, str | None, str | None, str | None]:
+    """(nn.Module or None, spec string or None, class name, why cold start cannot rebuild it)."""
+    if model is None:
+        return None, None, None, "no PyTorch model given"
+    if isinstance(model, str):
+        from onnxtax.loading import load_model
+
+        loaded = load_model(model)
+        return loaded.module, loaded.spec, loaded.class_name, None
+    if hasattr(model, "module") and hasattr(model, "spec"):  # a LoadedModel
+        return model.module, model.spec, model.class_name, None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise LoadError(f"model is a {type(model).__name__}, not an nn.Module or a SPEC string",
+                        "pass an nn.Module, a LoadedModel, or 'path/to/file.py:NAME'")
+    model.eval()
+    return model, None, type(model).__name__, ("the model was given as an in-memory nn.Module: a fresh process "
+                                               "can only rebuild it from a SPEC string")
+
+
+def _sweep_threads(threads: int | None) -> list[int]:
+    cpus = os.cpu_count() or 1
+    values = {1, min(2, cpus), cpus}
+    if threads:
+        values.add(threads)
+    return sorted(values)
+
+
+def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = None, *,
+              batch_sizes: list[int] | tuple[int, ...] | None = None,
+              dims: dict[str, list[int] | int] | None = None,
+              providers: list[str] | tuple[str, ...] | None = None,
+              skip_unavailable: bool = False,
+              threads: int | None = DEFAULT_THREADS,
+              opt_level: str = "all",
+              warmup: int = DEFAULT_WARMUP,
+              min_time: float = DEFAULT_MIN_TIME,
+              cold_start: bool = True,
+              cold_start_runs: int = DEFAULT_COLD_START_RUNS,
+              sweep: bool = False,
+              profile_dir: str | Path | None = None,
+              max_latency_ms: dict[str, float] | None = None,
+              min_speedup: float | None = None,
+              ranges: dict[str, ValueRange] | None = None,
+              seed: int = 0,
+              progress: ProgressFn | None = None) -> BenchReport:
+    """Benchmark `model` (SPEC string, LoadedModel, nn.Module, or None for ORT only)
+    against `onnx_path` on each provider. See the module docstring for what is measured.
+
+    `batch_sizes` default (1, 8, 64); `dims` sizes the other dynamic axes (a list value
+    for the batch axis replaces `batch_sizes`). `providers` as on the command line
+    (`cpu`, `openvino:device_type=CPU`); default every compute provider. Gates:
+    `max_latency_ms` {"p99": 5, "p50@1": 0.05} and `min_speedup`."""
+    from onnxtax.providers import OPT_LEVELS, open_session, placement_of, resolve_providers
+    from onnxtax.report import host_facts
+
+    started = time.monotonic()
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise LoadError(f"ONNX model '{onnx_path}' does not exist", "export it first with `onnxtax export`")
+    if opt_level not in OPT_LEVELS:
+        raise InputSpecError(f"unknown optimisation level '{opt_level}'", f"use one of: {', '.join(OPT_LEVELS)}")
+    if warmup < 1:
+        raise InputSpecError(f"--warmup {warmup}: at least 1 warm-up call is needed (it calibrates the blocks)",
+                             "e.g. --warmup 20")
+    if not min_time > 0:
+        raise InputSpecError(f"--min-time {min_time} must be > 0", "e.g. --min-time 1")
+    if threads is not None and threads < 1:
+        raise InputSpecError(f"threads={threads} must be >= 1, or None for each runtime's default")
+    if cold_start_runs < 1:
+        raise InputSpecError(f"cold start runs {cold_start_runs} must be >= 1")
+    ranges = dict(ranges or {})
+    dims_lists = {k: (list(v) if isinstance(v, (list, tuple)) else [int(v)]) for k, v in (dims or {}).items()}
+
+    specs, input_source, manifest = resolve_inputs(onnx_path, inputs)
+    for name in ranges:
+        if name not in [s.name for s in specs]:
+            raise InputSpecError(f"--range '{name}' names no input", f"inputs: {', '.join(s.name for s in specs)}")
+    batch_axis = batch_axis_of(specs)
+    if batch_axis is None:
+        if batch_sizes:
+            raise InputSpecError("the model has no dynamic axis, so --batch-sizes cannot vary the batch",
+                                 "drop --batch-sizes, or export with a dynamic batch axis")
+        first = specs[0].dims[0] if specs and specs[0].dims else 1
+        sizes_list = [int(first) if isinstance(first, int) else 1]
+    elif batch_axis in dims_lists:
+        if batch_sizes:
+            raise InputSpecError(f"the batch axis '{batch_axis}' is given by both --batch-sizes and --dim",
+                                 "use one of them")
+        sizes_list = list(dict.fromkeys(dims_lists.pop(batch_axis)))
+    else:
+        sizes_list = list(dict.fromkeys(int(b) for b in (batch_sizes or DEFAULT_BATCH_SIZES)))
+    if any(b < 1 for b in sizes_list):
+        raise InputSpecError(f"batch sizes {sizes_list} must be positive", "e.g. --batch-sizes 1,8,64")
+    fixed = _fixed_sizes(specs, batch_axis, dims_lists, manifest)
+
+    usable, skipped = resolve_providers(list(providers) if providers else None, skip_unavailable=skip_unavailable)
+    if not usable:
+        raise InputSpecError("no execution provider left to benchmark",
+                             "drop --skip-unavailable or name a provider this host has")
+    gates = _check_gates(max_latency_ms, min_speedup, sizes_list, model is not None)
+
+    module, spec, class_name, cold_reason = _resolve_model(model)
+    if module is not None:
+        from onnxtax.loading import check_inputs_match
+
+        check_inputs_match(module, specs, spec or class_name or "the model")
+
+    n_steps = ((cold_start_runs * (len(usable) + (1 if spec else 0))) if cold_start else 0) + len(sizes_list)
+    if sweep:
+        n_steps += len(sizes_list)
+    if profile_dir is not None:
+        n_steps += len(usable) * len(sizes_list)
+    steps = [0]
+
+    def tick(what: str) -> None:
+        if progress:
+            progress(what, steps[0], n_steps)
+        steps[0] += 1
+
+    # sessions first: a provider that cannot load the model fails before any timing
+    ort_paths: list[_OrtPath] = []
+    for req in usable:
+        session = open_session(onnx_path, req, opt_level=opt_level, threads=threads)
+        if not ort_paths:
+            _check_against_session(specs, session, onnx_path)
+        placement = placement_of(session, req.name)
+        pinfo = PathInfo(f"ort:{req.label}", "onnxruntime", "iobinding", req.name, dict(req.options), threads,
+                         opt_level, _DEVICE_OF.get(req.name, "cpu"),
+                         {"method": placement.method, "total_nodes": placement.total_nodes,
+                          "on_provider": placement.on_provider, "fallback": placement.fallback_count,
+                          "fallback_op_types": dict(placement.fallback_op_types)})
+        ort_paths.append(_OrtPath(pinfo, session, req))
+
+    recipe = SampleRecipe(seed, ranges)
+    cold: dict[str, ColdStart] = {}
+    cold_start_reason = None if cold_start else "cold start not requested (--no-cold-start)"
+    if cold_start:
+        first_sizes = dict(fixed, **({batch_axis: sizes_list[0]} if batch_axis else {}))
+        cold = _cold_start(spec, cold_reason, onnx_path, ort_paths, specs, first_sizes, ranges, threads,
+                           opt_level, cold_start_runs, tick)
+
+    torch = None
+    torch_threads_before = None
+    if module is not None:
+        import torch
+
+        torch_threads_before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+    paths: list[PathInfo] = []
+    if module is not None:
+        paths.append(PathInfo(EAGER, "torch-eager", "inference_mode", None, {},
+                              torch.get_num_threads(), None, "cpu", None))
+    paths += [p.info for p in ort_paths]
+
+    batches: list[BatchResult] = []
+    try:
+        for bs in sizes_list:
+            tick(f"batch {bs}")
+            sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
+            feeds = make_inputs(specs, sizes, recipe)
+            timed: list[_Timed] = [_Timed(HARNESS, _noop, (None,), min(min_time, HARNESS_TIME))]
+            call_path: dict[str, str] = {}
+            keep_alive = []
+            if module is not None:
+                tensors = tuple(_to_torch(torch, feeds[s.name], s.dtype) for s in specs)
+                try:
+                    with torch.inference_mode():
+                        module(*tensors)
+                except Exception as exc:  # noqa: BLE001 - the user's forward()
+                    raise CheckFailed(f"eager forward failed at batch size {bs}: {type(exc).__name__}: {exc}",
+                                      "check the --input shapes against the model") from exc
+                timed.append(_Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
+            for p in ort_paths:
+                try:
+                    binding, call, keep = _bind(p.session, feeds, p.info.device)
+                except Exception as exc:  # noqa: BLE001 - ORT's pybind errors
+                    raise _ort_fail(p.info.id, bs, exc) from exc
+                keep_alive.append(keep)
+                call_path[p.info.id] = call
+                if call != "iobinding":
+                    p.info.call = call
+                timed.append(_Timed(p.info.id, p.session.run_with_iobinding, (binding,), min_time))
+            latency = _measure(timed, warmup)
+            batches.append(BatchResult(bs, {s.name: list(concrete_shape(s, sizes)) for s in specs},
+                                       {t.path: latency[t.path] for t in timed}, call_path))
+            del keep_alive
+    finally:
+        if torch is not None and torch_threads_before is not None:
+            torch.set_num_threads(torch_threads_before)
+
+    sweep_result = None
+    if sweep:
+        sweep_result = _run_sweep(onnx_path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads,
+                                  warmup, min_time, tick)
+
+    profiles = None
+    if profile_dir is not None:
+        profiles = _run_profiles(Path(profile_dir), onnx_path, ort_paths, specs, fixed, batch_axis, sizes_list,
+                                 recipe, threads, opt_level, warmup, tick)
+
+    settings = {"batch_axis": batch_axis, "batch_sizes": sizes_list, "dims": fixed, "threads": threads,
+                "torch_threads": paths[0].threads if module is not None else None, "opt_level": opt_level,
+                "warmup": warmup, "min_time_s": min_time, "rounds": ROUNDS, "timer": "time.perf_counter_ns",
+                "gc_disabled": True, "interleaved": "ABBA blocks per batch size", "seed": seed}
+    report = BenchReport(str(onnx_path), spec, class_name, specs, input_source, settings, paths,
+                         [r.label for r in skipped], batches, cold, cold_start_reason,
+                         cold_start_runs if cold_start else 0, sweep_result, profiles)
+    report.gates = _evaluate_gates(report, gates, min_speedup)
+    report.host = host_facts()
+    report.duration_s = time.monotonic() - started
+    if progress:
+        progress("done", n_steps, n_steps)
+    return report
+
+
+def _to_torch(torch, arr, dtype: str):
+    tensor = torch.from_numpy(arr)
+    return tensor.to(torch.bfloat16) if dtype == "bfloat16" else tensor
+
+
+def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads, warmup, min_time,
+               tick) -> SweepResult:
+    from onnxtax.providers import OPT_LEVELS, ProviderRequest, open_session
+
+    thread_counts = _sweep_threads(threads)
+    result = SweepResult(list(sizes_list), list(OPT_LEVELS), thread_counts)
+    configs: list[tuple[str, str, int, Any, ProviderRequest]] = []
+    for req in usable:
+        for level in OPT_LEVELS:
+            for n in thread_counts:
+                session = open_session(onnx_path, req, opt_level=level, threads=n, record_placement=False)
+                configs.append((f"ort:{req.label}", level, n, session, req))
+    for bs in sizes_list:
+        tick(f"sweep: batch {bs}")
+        sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
+        feeds = make_inputs(specs, sizes, recipe)
+        timed, keep_alive, meta = [], [], {}
+        for i, (path, level, n, session, req) in enumerate(configs):
+            try:
+                binding, _, keep = _bind(session, feeds, _DEVICE_OF.get(req.name, "cpu"))
+            except Exception as exc:  # noqa: BLE001
+                raise _ort_fail(f"{path} ({level}, {n} threads)", bs, exc) from exc
+            keep_alive.append(keep)
+            key = f"sweep{i}"
+            meta[key] = (path, level, n)
+            timed.append(_Timed(key, session.run_with_iobinding, (binding,), min_time))
+        latency = _measure(timed, warmup)
+        for key, (path, level, n) in meta.items():
+            result.results.append(SweepEntry(path, level, n, bs, latency[key]))
+    return result
+
+
+def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath], specs, fixed, batch_axis,
+                  sizes_list, recipe, threads, opt_level, warmup, tick) -> list[ProfileResult]:
+    from onnxtax.providers import open_session
+
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in ort_paths:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.request.label)
+        for bs in sizes_list:
+            tick(f"profile: {p.info.id} batch {bs}")
+            session = open_session(onnx_path, p.request, opt_level=opt_level, threads=threads,
+                                   record_placement=False, profile_prefix=str(profile_dir / f"ort-{safe}-b{bs}"))
+            sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
+            feeds = make_inputs(specs, sizes, recipe)
+            binding, _, keep = _bind(session, feeds, p.info.device)  # 1 run + 2 binding runs
+            for _ in range(warmup):
+                session.run_with_iobinding(binding)
+            for _ in range(PROFILE_RUNS):
+                session.run_with_iobinding(binding)
+            file = session.end_profiling()
+            del keep
+            runs, run_mean, node_mean, ops = parse_profile(file, skip_runs=warmup + 3)
+            out.append(ProfileResult(p.info.id, bs, str(file), runs, run_mean, node_mean, ops))
+    return out
+
+
+def _evaluate_gates(report: BenchReport, latency_gates: dict[str, float], min_speedup: float | None
+                    ) -> list[GateResult]:
+    out: list[GateResult] = []
+    for key, limit in latency_gates.items():
+        pct, _, only = key.partition("@")
+        for b in report.batches:
+            if only and b.batch_size != int(only):
+                continue
+            for path in b.ort_paths:
+                value = b.latency[path].get(pct)
+                out.append(GateResult("max_latency_ms", key, path, b.batch_size, limit, value, value <= limit))
+    if min_speedup is not None:
+        for b in report.batches:
+            for path in b.ort_paths:
+                value = b.speedup(path)
+                assert value is not None
+                out.append(GateResult("min_speedup", "eager/ort p50", path, b.batch_size, float(min_speedup),
+                                      value, value >= min_speedup))
+    return out
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def require_plot() -> None:
+    """Fail before the benchmark runs, not after, when --plot cannot be honoured."""
+    if not plot_available():
+        raise OnnxtaxError("--plot needs matplotlib, which is not installed",
+                           "pip install 'onnxtax[plot]'")
+
+
+def write_plot(report: BenchReport, path: str | Path) -> Path:
+    """PNG of p50 (line) with the p90-p99 band, by batch size, one colour per path.
+    Written beside the target and renamed into place."""
+    import tempfile
+
+    require_plot()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    xs = [b.batch_size for b in report.batches]
+    for pid in [p.id for p in report.paths]:
+        p50 = [b.latency[pid].p50_ms for b in report.batches]
+        p90 = [b.latency[pid].p90_ms for b in report.batches]
+        p99 = [b.latency[pid].p99_ms for b in report.batches]
+        (line,) = ax.plot(xs, p50, marker="o", label=f"{pid} p50")
+        ax.plot(xs, p99, linestyle="--", color=line.get_color(), linewidth=1, label=f"{pid} p99")
+        ax.fill_between(xs, p90, p99, color=line.get_color(), alpha=0.15)
+    if len(xs) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.set_xlabel(f"batch size ({report.settings.get('batch_axis') or 'static'})")
+    ax.set_ylabel("latency per call (ms); band: p90-p99")
+    threads = report.settings.get("threads")
+    ax.set_title(f"{Path(report.onnx).name}: latency by batch size "
+                 f"({'default' if threads is None else threads} thread{'' if threads == 1 else 's'})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path

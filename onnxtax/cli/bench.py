@@ -1,0 +1,251 @@
+"""`onnxtax bench`: PyTorch eager vs ONNX Runtime, latency, throughput, cold start, gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_error, print_json,
+                              user_errors)
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
+              "model, else the ONNX graph's inputs.")
+
+
+def fmt_ms(ms: float | None) -> str:
+    """Latency with a unit a reader can compare at a glance: 8.12 µs, 1.23 ms, 2.10 s."""
+    if ms is None:
+        return "-"
+    if ms < 1.0:
+        return f"{ms * 1000:.3g} µs" if ms * 1000 >= 1 else f"{ms * 1e6:.3g} ns"
+    if ms < 1000:
+        return f"{ms:.3g} ms"
+    return f"{ms / 1000:.3g} s"
+
+
+def _fmt_rate(rate: float) -> str:
+    return f"{rate / 1e6:.3g}M" if rate >= 1e6 else f"{rate / 1e3:.3g}k" if rate >= 1e3 else f"{rate:.3g}"
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def bench(
+    spec: Annotated[str, typer.Argument(help="The PyTorch model: path/to/file.py:NAME or package.module:NAME.",
+                                        show_default=False)],
+    model: Annotated[Path, typer.Argument(help="The exported .onnx file.", show_default=False)],
+    input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP, show_default=False)] = [],  # noqa: B006
+    batch_sizes: Annotated[Optional[str], typer.Option(
+        help="Batch sizes to measure, e.g. 1,8,64 [default: 1,8,64]. The batch axis is the dynamic axis named "
+             "'batch', else the first dynamic axis of the first input.", show_default=False)] = None,
+    dim: Annotated[list[str], typer.Option(help="SYMBOL=VALUE for the other dynamic axes (default: their export "
+                                           "size from the manifest).", show_default=False)] = [],  # noqa: B006
+    provider: Annotated[list[str], typer.Option(help="Execution provider, repeatable: cpu, "
+                                                "openvino:device_type=CPU, ... Default: every compute provider.",
+                                                show_default=False)] = [],  # noqa: B006
+    skip_unavailable: Annotated[bool, typer.Option(help="Skip a --provider this host lacks instead of failing.")
+                                ] = False,
+    threads: Annotated[int, typer.Option(help="Threads for torch and ORT alike (intra-op); 0 = each runtime's "
+                                         "own default.")] = 1,
+    opt_level: Annotated[str, typer.Option(help="ORT graph optimisation level: disable, basic, extended, all.")
+                         ] = "all",
+    warmup: Annotated[int, typer.Option(help="Warm-up calls per path and batch size (also calibrate blocks).")
+                      ] = 20,
+    min_time: Annotated[float, typer.Option(help="Seconds of measured calls per path and batch size (at least; "
+                                            "at most 200,000 calls).")] = 1.0,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Also try every optimisation level x thread count "
+                                        "(1, 2, all cores) per provider and report the best.")] = False,
+    no_cold_start: Annotated[bool, typer.Option("--no-cold-start", help="Skip the fresh-process cold start "
+                                                "and peak memory measurement.")] = False,
+    cold_start_runs: Annotated[int, typer.Option(help="Fresh processes per path for the cold start.")] = 3,
+    range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH value range of an input (integers: "
+                                              "high exclusive), e.g. ids=0:30522.", show_default=False)] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to PATH, or '-' for "
+                                                    "stdout (then no table).", show_default=False)] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of latency by batch size (needs matplotlib: "
+                                                 "pip install 'onnxtax[plot]').", show_default=False)] = None,
+    record: Annotated[bool, typer.Option("--record", help="Store the summary in the model's manifest "
+                                         "(key 'benchmark').")] = False,
+    max_latency_ms: Annotated[list[str], typer.Option(
+        help="Gate: PERCENTILE[@BATCH]=MS (p50, p90, p99, max) that every ORT path must meet, e.g. p99=5 or "
+             "p50@1=0.05; repeatable. Exit 1 when not met.", show_default=False)] = [],  # noqa: B006
+    min_speedup: Annotated[Optional[float], typer.Option(
+        help="Gate: eager p50 / ORT p50 must be at least this at every batch size, for every ORT path. "
+             "Exit 1 when not met.", show_default=False)] = None,
+    profile: Annotated[Optional[Path], typer.Option(help="Write ORT profile JSON files to DIR (a separate, "
+                                                    "profiled session) and show the top operators by time.",
+                                                    show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """Measure the Python tax: PyTorch eager vs ONNX Runtime on each provider, latency
+    percentiles and throughput per batch size, cold start and peak memory in fresh
+    processes; gate on latency or speedup."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    json_stdout = json_out == "-"
+    with user_errors(debug):
+        from onnxtax.bench import parse_batch_sizes, parse_latency_gates, require_plot, run_bench, write_plot
+        from onnxtax.files import write_json_atomic
+        from onnxtax.manifest import read_manifest, update_manifest
+        from onnxtax.specs import parse_dim_values, parse_input_specs, parse_ranges
+
+        specs = parse_input_specs(input) or None
+        sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
+        dims = parse_dim_values(dim, multi=True)
+        gates = parse_latency_gates(max_latency_ms)
+        ranges = parse_ranges(range_)
+        if plot is not None:
+            require_plot()
+        if record:
+            read_manifest(model, required=True)  # fail before measuring, not after
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+            task = bar.add_task("benchmarking", total=None)
+
+            def progress(what: str, done: int, total: int) -> None:
+                bar.update(task, description=what, completed=done, total=total)
+
+            report = run_bench(spec, model, specs, batch_sizes=sizes, dims=dims, providers=provider or None,
+                               skip_unavailable=skip_unavailable, threads=threads or None, opt_level=opt_level,
+                               warmup=warmup, min_time=min_time, cold_start=not no_cold_start,
+                               cold_start_runs=cold_start_runs, sweep=sweep, profile_dir=profile,
+                               max_latency_ms=gates, min_speedup=min_speedup, ranges=ranges, seed=seed,
+                               progress=progress)
+        data = report.to_dict()
+        if json_out and not json_stdout:
+            write_json_atomic(json_out, data)
+        if plot is not None:
+            write_plot(report, plot)
+        recorded = update_manifest(model, "benchmark", report.summary()) if record else None
+    if json_stdout:
+        print_json(data)
+    else:
+        render(report)
+        for label, path in (("json", json_out), ("plot", plot), ("recorded in", recorded)):
+            if path:
+                console.print(f"{label}: {path}", highlight=False)
+    for gate in report.failed_gates:
+        print_error(gate.message, label=f"gate failed ({gate.gate})")
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+
+
+def render(report) -> None:
+    """The report as Rich tables on stdout."""
+    from rich.markup import escape
+
+    from onnxtax.bench import EAGER, HARNESS
+
+    s = report.settings
+    threads = "runtime defaults" if s["threads"] is None else f"{s['threads']}"
+    console.print(f"[bold]{escape(Path(report.onnx).name)}[/] vs [bold]{escape(report.spec or 'no PyTorch model')}"
+                  f"[/]  threads {threads}, ORT opt level {s['opt_level']}, batch axis {s['batch_axis'] or '-'}, "
+                  f"inputs from {report.input_source}", highlight=False)
+    overhead = report.harness_overhead_ms()
+    console.print(f"timer perf_counter_ns, {s['rounds']} interleaved rounds, >= {s['min_time_s']:g} s per path; "
+                  f"harness overhead p50 {fmt_ms(overhead.get('p50'))}, p99 {fmt_ms(overhead.get('p99'))} "
+                  "(included in every figure)", highlight=False, style="dim")
+    table = Table(title="latency per call", title_justify="left", pad_edge=False)
+    for col, just in (("batch", "right"), ("path", "left"), ("call", "left"), ("calls", "right"), ("p50", "right"),
+                      ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"),
+                      ("samples/s", "right"), ("eager/ORT", "right")):
+        table.add_column(col, justify=just)
+    call_of = {p.id: p.call for p in report.paths}
+    for b in report.batches:
+        for i, path in enumerate(p for p in b.latency if p != HARNESS):
+            st = b.latency[path]
+            speed = b.speedup(path) if path != EAGER else None
+            table.add_row(str(b.batch_size) if i == 0 else "", escape(path), b.call_path.get(path, call_of[path]),
+                          f"{st.iterations:,}", fmt_ms(st.p50_ms), fmt_ms(st.p90_ms), fmt_ms(st.p99_ms),
+                          fmt_ms(st.min_ms), fmt_ms(st.max_ms), _fmt_rate(b.throughput(path)),
+                          f"[bold]{speed:.2f}x[/]" if speed is not None else "",
+                          end_section=(i == len(b.latency) - 2))
+    console.print(table)
+    for p in report.paths:
+        if p.placement and p.placement.get("fallback"):
+            ops = ", ".join(f"{k} x{v}" for k, v in p.placement["fallback_op_types"].items())
+            console.print(f"[yellow]note:[/] {escape(p.id)}: {p.placement['fallback']} of "
+                          f"{p.placement['total_nodes']} nodes ran on another provider ({escape(ops)})",
+                          highlight=False)
+    if report.skipped_providers:
+        console.print(f"skipped (not on this host): {', '.join(report.skipped_providers)}", highlight=False)
+    _render_cold_start(report)
+    if report.sweep:
+        _render_sweep(report.sweep)
+    if report.profile:
+        _render_profile(report.profile)
+    for g in report.gates:
+        mark = "[green]pass[/]" if g.passed else "[red]FAIL[/]"
+        console.print(f"{mark} {g.gate}: {escape(g.message)}", highlight=False)
+
+
+def _spread_s(sp) -> str:
+    return f"{sp.median:.3g} s ({sp.min:.3g}-{sp.max:.3g})" if sp else "-"
+
+
+def _render_cold_start(report) -> None:
+    from rich.markup import escape
+
+    if not report.cold_start:
+        if report.cold_start_reason:
+            console.print(f"cold start: not measured ({escape(report.cold_start_reason)})", highlight=False)
+        return
+    table = Table(title=f"cold start: fresh process to first result, median (min-max) of {report.cold_start_runs}",
+                  title_justify="left", pad_edge=False)
+    for col in ("path", "first result", "import", "load/build", "first call", "peak RSS"):
+        table.add_column(col, justify="left" if col == "path" else "right")
+    for path, c in report.cold_start.items():
+        if not c.measured:
+            table.add_row(escape(path), f"[yellow]not measured[/]: {escape(c.reason or '')}", "", "", "", "")
+            continue
+        table.add_row(escape(path), _spread_s(c.first_result_s), fmt_ms(c.import_s.median * 1e3),
+                      fmt_ms(c.load_s.median * 1e3), fmt_ms(c.predict_s.median * 1e3),
+                      f"{c.peak_rss_mb.median:.0f} MB ({c.peak_rss_mb.min:.0f}-{c.peak_rss_mb.max:.0f})")
+    console.print(table)
+
+
+def _render_sweep(sweep) -> None:
+    from rich.markup import escape
+
+    table = Table(title="session options sweep: p50 per optimisation level x threads", title_justify="left",
+                  pad_edge=False)
+    table.add_column("path")
+    table.add_column("opt level")
+    table.add_column("threads", justify="right")
+    for bs in sweep.batch_sizes:
+        table.add_column(f"batch {bs}", justify="right")
+    best = sweep.best()
+    keys = list(dict.fromkeys((e.path, e.opt_level, e.threads) for e in sweep.results))
+    for path, level, n in keys:
+        row = [escape(path), level, str(n)]
+        for bs in sweep.batch_sizes:
+            e = next((e for e in sweep.results if (e.path, e.opt_level, e.threads, e.batch_size) ==
+                      (path, level, n, bs)), None)
+            winner = best[path]["by_batch"].get(str(bs), {})
+            text = fmt_ms(e.latency.p50_ms) if e else "-"
+            if e and (winner.get("opt_level"), winner.get("threads")) == (level, n):
+                text = f"[bold green]{text}[/]"
+            row.append(text)
+        table.add_row(*row)
+    console.print(table)
+    for path, b in best.items():
+        console.print(f"best for {escape(path)}: opt level {b['opt_level']}, {b['threads']} thread(s) "
+                      f"(geometric mean {b['geomean_vs_best']:.2f}x the per-batch best)", highlight=False)
+
+
+def _render_profile(profiles) -> None:
+    from rich.markup import escape
+
+    for prof in profiles:
+        table = Table(title=f"top operators: {escape(prof.path)}, batch {prof.batch_size}", title_justify="left",
+                      caption=f"{prof.runs} profiled runs: {prof.run_mean_us:.1f} µs per run, of which "
+                              f"{prof.node_mean_us:.1f} µs in operators", caption_justify="left", pad_edge=False)
+        for col in ("op type", "provider", "calls", "total", "mean", "%"):
+            table.add_column(col, justify="left" if col in ("op type", "provider") else "right")
+        for op in prof.top_ops:
+            table.add_row(escape(op.op_type), op.provider.replace("ExecutionProvider", ""), f"{op.calls:,}",
+                          f"{op.total_us:,.0f} µs", f"{op.mean_us:.2f} µs", f"{op.percent:.1f}")
+        console.print(table)
+        console.print(f"profile: {escape(prof.file)}", highlight=False, style="dim")
