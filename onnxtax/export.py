@@ -542,7 +542,7 @@ def _save(model, path: Path, external: bool) -> list[Path]:
     data_name = path.name + ".data"
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
+                        location=data_name, size_threshold=0)
     else:
         onnx.save_model(model, str(path))
     data = path.with_name(data_name)

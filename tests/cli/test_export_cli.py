@@ -1,0 +1,100 @@
+"""`onnxtax export / verify / providers` as a user runs them: exit codes, messages, --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+
+CASES = Path(__file__).resolve().parents[1] / "models" / "export_cases.py"
+
+
+def test_export_then_verify_json(cli, tmp_path):
+    out = tmp_path / "fraud.onnx"
+    proc = cli("export", f"{EXAMPLES}/fraud_detector.py:FraudDetector", "-o", out, "--input", "x:batch,128",
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["passed"] is True and data["opset"] == 18
+    assert data["inputs"] == [{"name": "x", "dims": ["batch", 128], "dtype": "float32"}]
+    assert data["outputs"][0]["dims"] == ["batch", 1]
+    assert {c["name"] for c in data["checks"]} >= {"opset", "dynamic_axes", "onnx.checker", "onnxruntime_smoke"}
+    assert "Traceback" not in proc.stderr
+    proc = cli("verify", out, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["passed"] is True
+    # a flipped byte: exit 1 naming the file
+    raw = bytearray(out.read_bytes())
+    raw[-10] ^= 0xFF
+    out.write_bytes(bytes(raw))
+    proc = cli("verify", out)
+    assert proc.returncode == 1 and "fraud.onnx" in proc.stderr
+
+
+def test_export_human_summary(cli, tmp_path):
+    proc = cli("export", f"{CASES}:TwoInputs", "-o", tmp_path / "m.onnx", "--input", "ids:[batch,seq]:int64",
+               "--input", "mask:batch,seq:int64", "--exporter", "torchscript")
+    assert proc.returncode == 0, proc.stderr
+    assert "[batch, seq]" in proc.stdout and "logits" in proc.stdout and "onnxruntime_smoke" in proc.stdout
+
+
+def test_export_check_failure_exit_1_no_traceback(cli, tmp_path):
+    out = tmp_path / "r.onnx"
+    proc = cli("export", f"{CASES}:Reflect", "-o", out, "--input", "x:batch,3,8,8", "--opset", "14")
+    assert proc.returncode == 1
+    assert "requested opset 14" in proc.stderr and "Pad" in proc.stderr and "nothing was written" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not out.exists()
+
+
+def test_debug_shows_traceback(cli, tmp_path):
+    proc = cli("export", "missing.py:M", "-o", tmp_path / "x.onnx", "--input", "x:4", "--debug")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["missing.py:Model", "--input", "x:batch,4"], "does not exist"),
+    ([f"{CASES}:Nope", "--input", "x:batch,4"], "has no attribute 'Nope'"),
+    ([f"{CASES}:NOT_A_MODEL", "--input", "x:batch,4"], "not an nn.Module"),
+    ([f"{CASES}:TwoInputs", "--input", "ids:batch,seq:int64"], "forward() takes 2 (ids, mask)"),
+    ([f"{CASES}:Linear", "--input", "x:batch,4:complex64"], "unknown dtype 'complex64'"),
+    ([f"{CASES}:Linear", "--input", "x:batch,4", "--dim", "seq=4"], "names no dynamic axis"),
+    ([f"{CASES}:Linear", "--input", "x:batch,4", "--dim", "batch=0"], "not a positive integer"),
+    ([f"{CASES}:Linear", "--input", "x:batch,4", "--exporter", "jit"], "unknown exporter"),
+    ([f"{CASES}:Linear"], "no --input given"),
+])
+def test_usage_errors_exit_2_one_line(cli, tmp_path, args, words):
+    out = tmp_path / "x.onnx"
+    proc = cli("export", *args, "-o", out)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr
+    assert "fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_verify_without_manifest_is_exit_2(cli, tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    proc = cli("verify", tmp_path / "m.onnx")
+    assert proc.returncode == 2 and "no manifest" in proc.stderr
+
+
+def test_providers_json(cli):
+    proc = cli("providers", "--json")
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    names = {p["name"]: p for p in data["providers"]}
+    assert names["CPUExecutionProvider"]["compute"] is True
+    if "AzureExecutionProvider" in names:
+        assert names["AzureExecutionProvider"]["compute"] is False
+    assert data["max_ir_version"] >= 9
+
+
+def test_providers_in_openvino_env(cli, ov_python):
+    proc = cli("providers", "--json", python=ov_python)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["package"] == "onnxruntime-openvino"
+    assert "OpenVINOExecutionProvider" in {p["name"] for p in data["providers"]}

@@ -1,0 +1,279 @@
+"""export_model on tiny real models: what the exporters get wrong must not reach OUT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from onnxtax.errors import InputSpecError, LoadError, OnnxtaxError
+from onnxtax.export import export_model
+from onnxtax.manifest import manifest_path_for, read_manifest, verify_artifact
+from onnxtax.specs import parse_input_specs
+
+CASES = Path(__file__).parent / "models" / "export_cases.py"
+
+
+def spec(name: str) -> str:
+    return f"{CASES}:{name}"
+
+
+def graph_dims(path: Path) -> dict[str, list]:
+    m = onnx.load(str(path))
+    return {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in list(m.graph.input) + list(m.graph.output)}
+
+
+def test_dynamic_axes_keep_declared_names_across_inputs_and_outputs(tmp_path):
+    out = tmp_path / "two.onnx"
+    res = export_model(spec("TwoInputs"), out, ["ids:[batch,seq]:int64", "mask:[batch,seq]:int64"])
+    assert res.passed, res.error
+    dims = graph_dims(out)
+    assert dims["ids"] == ["batch", "seq"] and dims["mask"] == ["batch", "seq"]
+    assert dims["logits"] == ["batch", "seq", 3]
+    assert dims["pooled"] == ["batch", 8]
+    manifest = read_manifest(out)
+    assert [o["name"] for o in manifest["outputs"]] == ["logits", "pooled"]  # dict keys became output names
+    assert manifest["dynamic_axes"]["batch"]["export_size"] == 3
+    assert manifest["dynamic_axes"]["seq"]["export_size"] == 5
+    assert manifest["dynamic_axes"]["seq"]["used_by"] == [["ids", 1], ["mask", 1]]
+    assert manifest["opset"] == 18 and onnx.load(str(out)).opset_import[0].version == 18
+    for key in ("format_version", "model", "artifact", "opset", "ir_version", "exporter", "versions", "inputs",
+                "outputs", "dynamic_axes", "created_utc"):
+        assert key in manifest
+    assert manifest["exporter"]["name"] == "dynamo" and manifest["exporter"]["reason"]
+    assert manifest["versions"]["torch"].startswith("2.")
+    assert not list(tmp_path.glob("*.data")), "no sidecar for a tiny model"
+    assert verify_artifact(out).passed
+
+
+def test_opset_the_exporter_cannot_reach_fails_and_writes_nothing(tmp_path):
+    out = tmp_path / "reflect.onnx"
+    res = export_model(spec("Reflect"), out, ["x:batch,3,8,8"], opset=14)
+    assert not res.passed
+    assert "requested opset 14" in res.error and "opset 18" in res.error and "Pad" in res.error
+    assert not out.exists() and not manifest_path_for(out).exists()
+    assert list(tmp_path.iterdir()) == [], "no temporary files left behind"
+
+
+def test_requested_lower_opset_is_converted_and_recorded(tmp_path):
+    out = tmp_path / "lin17.onnx"
+    res = export_model(spec("Linear"), out, ["x:batch,4"], opset=17)
+    assert res.passed, res.error
+    assert {i.domain: i.version for i in onnx.load(str(out)).opset_import}[""] == 17
+    assert read_manifest(out)["opset"] == 17
+    assert any(c.name == "opset" and c.passed for c in res.checks)
+
+
+def test_opset_lock_converts_what_the_exporter_left_behind():
+    from onnx import helper
+
+    from onnxtax.errors import CheckFailed
+    from onnxtax.export import _lock_opset
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    converted, note = _lock_opset(model, 17)
+    assert converted.opset_import[0].version == 17 and "converted" in note
+    pad = helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 6])],
+        [helper.make_tensor("pads", onnx.TensorProto.INT64, [4], [0, 1, 0, 1])])
+    with pytest.raises(CheckFailed, match="requested opset 10 but the exporter produced opset 18"):
+        _lock_opset(helper.make_model(pad, opset_imports=[helper.make_opsetid("", 18)]), 10)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("case, shape", [("IntShape", "x:batch,10"), ("ReshapeToInt", "x:batch,4,4")])
+def test_python_int_from_shape_never_passes_silently(tmp_path, exporter, case, shape):
+    """int(x.shape[0]) in forward(): either the export fails, or the written graph is
+    right at other batch sizes (checked here independently of onnxtax)."""
+    out = tmp_path / "m.onnx"
+    res = export_model(spec(case), out, [shape], exporter=exporter)
+    if exporter == "torchscript":
+        assert not res.passed, "the TorchScript exporter bakes the batch: must fail"
+        assert "batch=1" in res.error
+        assert not out.exists()
+        return
+    if not res.passed:
+        assert not out.exists()
+        return
+    assert graph_dims(out)["x"][0] == "batch"
+    from tests.models import export_cases
+
+    model = getattr(export_cases, case)().eval()
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for batch in (1, 2, 6):
+        tail = (10,) if case == "IntShape" else (4, 4)
+        x = np.random.default_rng(batch).standard_normal((batch, *tail))
+        x = x.astype(np.float32)
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_custom_op_fails_naming_it(tmp_path, exporter):
+    out = tmp_path / "c.onnx"
+    res = export_model(spec("CustomOp"), out, ["x:batch,4"], exporter=exporter)
+    assert not res.passed
+    assert "exporttest::myop" in res.error
+    assert "custom_translation_table" in res.hint
+    assert not out.exists()
+
+
+def test_data_dependent_branch_dynamo_names_the_users_line(tmp_path):
+    out = tmp_path / "d.onnx"
+    res = export_model(spec("DataDependent"), out, ["x:batch,4"])
+    assert not res.passed
+    line = next(i for i, text in enumerate(CASES.read_text().splitlines(), 1) if "if x.mean() > 0" in text)
+    assert "data-dependent control flow" in res.error
+    assert f"export_cases.py:{line}" in res.error
+    assert "torch.cond" in res.hint
+
+
+def test_data_dependent_branch_torchscript_frozen_branch_is_caught(tmp_path):
+    out = tmp_path / "d.onnx"
+    res = export_model(spec("DataDependent"), out, ["x:batch,4"], exporter="torchscript")
+    assert not res.passed, "the tracer froze one branch; the smoke run must see it"
+    assert "differ" in res.error
+    assert not out.exists()
+
+
+def test_torchscript_transformer_with_baked_sequence_fails(tmp_path):
+    out = tmp_path / "enc.onnx"
+    res = export_model(spec("TransformerTS"), out, ["x:batch,seq,16"], exporter="torchscript")
+    assert not res.passed
+    assert "ONNX Runtime fails" in res.error and "Reshape" in res.error
+    failed = [c for c in res.checks if c.passed is False]
+    assert [c.name for c in failed] == ["onnxruntime_smoke"]
+
+
+def test_failing_export_leaves_existing_output_untouched(tmp_path):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous artifact")
+    manifest_path_for(out).write_text('{"previous": true}')
+    res = export_model(spec("Reflect"), out, ["x:batch,3,8,8"], opset=14)
+    assert not res.passed
+    assert out.read_bytes() == b"previous artifact"
+    assert json.loads(manifest_path_for(out).read_text()) == {"previous": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.manifest.json", "model.onnx"]
+
+
+def test_external_data_always_lists_sidecar_and_verifies(tmp_path):
+    out = tmp_path / "ext.onnx"
+    res = export_model(spec("Linear"), out, ["x:batch,4"], exporter="torchscript", external_data="always")
+    assert res.passed, res.error
+    sidecar = tmp_path / "ext.onnx.data"
+    assert sidecar.is_file() and sidecar.stat().st_size > 0
+    ext = read_manifest(out)["artifact"]["external_data"]
+    assert [e["file"] for e in ext] == ["ext.onnx.data"]
+    assert verify_artifact(out).passed
+    # then a plain re-export removes the stale sidecar rather than leaving it next to a model that ignores it
+    res = export_model(spec("Linear"), out, ["x:batch,4"], exporter="torchscript", external_data="never")
+    assert res.passed and not sidecar.exists()
+
+
+def test_verify_detects_a_flipped_byte(tmp_path):
+    out = tmp_path / "v.onnx"
+    assert export_model(spec("Linear"), out, ["x:batch,4"], exporter="torchscript").passed
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    out.write_bytes(bytes(data))
+    report = verify_artifact(out)
+    assert not report.passed
+    assert [(f.file, f.status) for f in report.files] == [("v.onnx", "changed")]
+
+
+@pytest.mark.parametrize("name", ["Linear", "make_linear", "linear_instance"])
+def test_spec_accepts_class_factory_and_instance(tmp_path, name):
+    res = export_model(spec(name), tmp_path / "l.onnx", ["x:batch,4"], exporter="torchscript")
+    assert res.passed, res.error
+    assert read_manifest(tmp_path / "l.onnx")["model"]["class_name"] == "Linear"
+
+
+def test_module_spec_by_import_path(tmp_path):
+    res = export_model("tests.models.export_cases:Linear", tmp_path / "l.onnx", ["x:batch,4"], exporter="torchscript")
+    assert res.passed, res.error
+
+
+@pytest.mark.parametrize("text, words", [
+    ("missing.py:Model", "does not exist"),
+    (str(CASES), "no ':NAME'"),
+    (spec("NoSuchName"), "has no attribute 'NoSuchName'"),
+    (spec("NOT_A_MODEL"), "not an nn.Module"),
+    (spec("NeedsArgs"), "needs arguments (width)"),
+    ("no.such.module:Model", "module 'no.such.module' not found"),
+])
+def test_bad_model_specs(tmp_path, text, words):
+    with pytest.raises(LoadError) as info:
+        export_model(text, tmp_path / "x.onnx", ["x:batch,4"])
+    assert words in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_import_error_in_user_file_shows_their_line(tmp_path):
+    src = tmp_path / "broken.py"
+    src.write_text("import torch\n\nvalue = 1\nraise RuntimeError('weights file not found')\n")
+    with pytest.raises(LoadError) as info:
+        export_model(f"{src}:Model", tmp_path / "x.onnx", ["x:batch,4"])
+    msg = str(info.value)
+    assert "weights file not found" in msg and "broken.py:4" in msg
+
+
+def test_syntax_error_in_user_file_shows_their_line(tmp_path):
+    src = tmp_path / "typo.py"
+    src.write_text("import torch\ndef f(:\n    pass\n")
+    with pytest.raises(LoadError) as info:
+        export_model(f"{src}:Model", tmp_path / "x.onnx", ["x:batch,4"])
+    assert "typo.py:2" in str(info.value)
+
+
+def test_input_count_mismatch_names_both(tmp_path):
+    with pytest.raises(InputSpecError) as info:
+        export_model(spec("TwoInputs"), tmp_path / "x.onnx", ["ids:[batch,seq]:int64"])
+    msg = str(info.value)
+    assert "1 --input given (ids)" in msg and "forward() takes 2 (ids, mask)" in msg
+
+
+def test_inputs_of_the_wrong_shape_are_a_usage_error(tmp_path):
+    with pytest.raises(InputSpecError) as info:
+        export_model(spec("Linear"), tmp_path / "x.onnx", ["x:batch,5"])
+    assert "declared shapes" in str(info.value)
+
+
+def test_dim_sets_export_size_and_rejects_unknown_symbol(tmp_path):
+    out = tmp_path / "l.onnx"
+    assert export_model(spec("Linear"), out, ["x:batch,4"], exporter="torchscript", dims={"batch": 6}).passed
+    assert read_manifest(out)["dynamic_axes"]["batch"]["export_size"] == 6
+    with pytest.raises(InputSpecError, match="names no dynamic axis"):
+        export_model(spec("Linear"), out, ["x:batch,4"], dims={"seq": 6})
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"exporter": "onnxscript"}, "unknown exporter"),
+    ({"external_data": "maybe"}, "unknown --external-data"),
+    ({"opset": 99}, "out of range"),
+])
+def test_bad_options(tmp_path, kwargs, words):
+    with pytest.raises(OnnxtaxError, match=words):
+        export_model(spec("Linear"), tmp_path / "x.onnx", ["x:batch,4"], **kwargs)
+
+
+def test_specs_parse_every_documented_dtype():
+    specs = parse_input_specs([f"a{i}:batch,2:{dt}" for i, dt in enumerate(
+        ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool"])])
+    assert [s.dtype for s in specs][-1] == "bool"
+    assert parse_input_specs(["tokens:[batch,seq]:int64"])[0].dims == ("batch", "seq")
+    for bad in ["x", "x:batch,12a", "x:batch:float128", "x:[batch,4", "1x:4"]:
+        with pytest.raises(InputSpecError):
+            parse_input_specs([bad])
