@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import typer
-from rich.console import Console
 
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxtaxError
 
@@ -27,12 +26,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help: rendering it with rich costs ~0.1 s of imports per call
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-console = Console()
-err_console = Console(stderr=True)
+class _LazyConsole:
+    """A rich Console built on first use, so `--help` does not import rich's renderer."""
+
+    def __init__(self, **options: object):
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = _LazyConsole()
+err_console = _LazyConsole(stderr=True)
 
 DEBUG_HELP = "Show full tracebacks and exporter logs."
 JSON_HELP = "Print the result as JSON on stdout instead of the table."
@@ -70,6 +84,6 @@ def print_json(data: object) -> None:
     sys.stdout.flush()
 
 
-def status_console(json_mode: bool) -> Console:
+def status_console(json_mode: bool) -> _LazyConsole:
     """Where progress goes: stderr when stdout carries JSON."""
     return err_console if json_mode else console
