@@ -595,7 +595,9 @@ def _range_warnings(program, sizes: dict[str, int], specs: list[InputSpec]) -> l
         lo_i = int(lo) if str(lo).lstrip("-").isdigit() else None
         hi_i = int(hi) if str(hi).lstrip("-").isdigit() else None
         if (lo_i is not None and lo_i > 1) or hi_i is not None:
-            rng = f"{lo_i if lo_i is not None else '-inf'} <= {name}" + (f" <= {hi_i}" if hi_i is not None else "")
+            parts = ([f"{name} >= {lo_i}"] if lo_i is not None and lo_i > 1 else []) + (
+                [f"{name} <= {hi_i}"] if hi_i is not None else [])
+            rng = " and ".join(parts)
             warnings_out.append(
                 f"torch.export assumed {rng}; the ONNX file cannot carry this range and ORT will run outside it "
                 f"(results there are not checked by the exporter: run `onnxtax parity` with {name} outside it)")

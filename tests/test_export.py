@@ -277,3 +277,23 @@ def test_specs_parse_every_documented_dtype():
     for bad in ["x", "x:batch,12a", "x:batch:float128", "x:[batch,4", "1x:4"]:
         with pytest.raises(InputSpecError):
             parse_input_specs([bad])
+
+
+def test_shape_branch_specialised_by_torch_export_is_caught_at_batch_1(tmp_path):
+    out = tmp_path / "s.onnx"
+    res = export_model(spec("ShapeBranch"), out, ["x:batch,4"])
+    assert not res.passed
+    assert "batch=1" in res.error and "differ" in res.error
+    assert any("batch >= 2" in w for w in res.warnings)
+    assert not out.exists()
+
+
+def test_output_names_are_applied_and_counted(tmp_path):
+    out = tmp_path / "two.onnx"
+    res = export_model(spec("TwoInputs"), out, ["ids:[batch,seq]:int64", "mask:[batch,seq]:int64"],
+                       exporter="torchscript", output_names=["tags", "summary"])
+    assert res.passed, res.error
+    assert [o["name"] for o in res.outputs] == ["tags", "summary"]
+    with pytest.raises(InputSpecError, match="1 --output-name given but the model returns 2"):
+        export_model(spec("TwoInputs"), out, ["ids:[batch,seq]:int64", "mask:[batch,seq]:int64"],
+                     output_names=["tags"])
