@@ -440,9 +440,9 @@ class ParityReport:
                     jc.error = case.reason or "error"
                 suite.cases.append(jc)
             if self.settings.get("fail_on_fallback") and pr.placement is not None:
-                jc = JUnitCase("placement", classname, details=_placement_text(pr.placement))
+                jc = JUnitCase("placement", classname, details=placement_text(pr.placement))
                 if pr.placement.fell_back or pr.placement.method == "unavailable":
-                    jc.failure = _fallback_reason(pr.placement)
+                    jc.failure = _fallback_reason(pr)
                 suite.cases.append(jc)
             suites.append(suite)
         model_level = [f for f in self.failures if f.startswith("outputs:") or f.startswith("no provider")]
@@ -463,7 +463,7 @@ class ParityReport:
         for pr in self.providers:
             passed = sum(1 for c in pr.cases if c.passed)
             worst_abs, worst_ratio = _provider_worst(pr)
-            place = _placement_text(pr.placement) if pr.placement else (pr.reason or "")
+            place = placement_text(pr.placement) if pr.placement else (pr.reason or "")
             lines.append(f"| {pr.label} | {pr.status} | {passed}/{len(pr.cases)} | "
                          f"{_fmt_opt(worst_abs)} | {_fmt_opt(worst_ratio)} | {place} |")
         if self.failures:
@@ -488,7 +488,7 @@ def _provider_worst(pr: ProviderResult) -> tuple[float | None, float | None]:
 
 def _case_details(case: CaseResult) -> str:
     s = case.stats
-    if s is None or not s.samples:
+    if s is None or not s.elements:
         return case.reason or ""
     lines = [f"samples={s.samples} elements={s.elements} outside={s.outside} ({_pct(s.outside_pct)})",
              f"max_abs_diff={s.max_abs_diff:.6g} max_rel_diff={s.max_rel_diff:.6g} "
@@ -503,7 +503,7 @@ def _case_details(case: CaseResult) -> str:
     return "\n".join(lines)
 
 
-def _placement_text(p: Placement) -> str:
+def placement_text(p: Placement) -> str:
     if p.method == "unavailable":
         return "placement unknown (this onnxruntime cannot report node assignment)"
     text = f"{p.on_provider}/{p.total_nodes} nodes on {p.provider}"
@@ -514,11 +514,15 @@ def _placement_text(p: Placement) -> str:
     return text
 
 
-def _fallback_reason(p: Placement) -> str:
+def _fallback_reason(pr: ProviderResult) -> str:
+    p = pr.placement
+    assert p is not None
     if p.method == "unavailable":
-        return f"{p.provider}: cannot tell where nodes ran (no graph assignment record) and --fail-on-fallback is set"
-    return (f"{p.provider}: {p.fallback_count} of {p.total_nodes} nodes fell back "
-            f"({_placement_text(p).split('; ', 1)[1]}) and --fail-on-fallback is set")
+        return f"{pr.label}: cannot tell where nodes ran (no graph assignment record) and --fail-on-fallback is set"
+    others = ", ".join(ep for ep in p.by_provider if ep != p.provider)
+    ops = ", ".join(f"{op} x{n}" for op, n in p.fallback_op_types.items())
+    return (f"{pr.label}: {p.fallback_count} of {p.total_nodes} nodes fell back to {others} ({ops}) "
+            "and --fail-on-fallback is set")
 
 
 # --------------------------------------------------------------------------- inputs and shapes
@@ -623,25 +627,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- source model
 
 
-def flatten_outputs(obj: Any, path: str = "") -> list[tuple[str, Any]]:
-    """Tensors in the order torch.onnx emits them: tuples/lists by position, dicts in
-    insertion order, nested; None dropped (the exporters drop it too)."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return [(path or "output", obj)]
-    if obj is None:
-        return []
-    if isinstance(obj, dict):
-        return [item for k, v in obj.items() for item in flatten_outputs(v, f"{path}[{k!r}]")]
-    if isinstance(obj, (list, tuple)):
-        return [item for i, v in enumerate(obj) for item in flatten_outputs(v, f"{path}[{i}]")]
-    if isinstance(obj, (bool, int, float)):
-        return [(path or "output", torch.tensor(obj))]
-    raise OnnxtaxError(f"the source model returned a {type(obj).__name__} at output{path}",
-                       "return tensors, or tuples/lists/dicts of tensors, from forward()")
-
-
 def _to_numpy(t: Any) -> np.ndarray:
     import torch
 
@@ -673,12 +658,18 @@ class _Source:
                 result = self.module(*tensors)
         except Exception as exc:  # noqa: BLE001 - any error in user code at a chosen shape
             shapes = ", ".join(f"{s.name}{list(arrays[s.name].shape)}" for s in self.specs)
-            hint = "choose sizes the model accepts with --dim SYMBOL=V1,V2"
+            hint = ("check that the inputs fit the model (--input NAME:DIMS:DTYPE) and choose sizes it accepts "
+                    "with --dim SYMBOL=V1,V2")
             if any(DTYPES[s.dtype][0].startswith(("int", "uint")) for s in self.specs):
                 hint += "; integer inputs are drawn from 0:10 unless --range NAME=LOW:HIGH says otherwise"
             raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
                                  f"at {where} ({shapes})", hint) from exc
-        flat = flatten_outputs(result)
+        from onnxtax.export import _flatten_outputs  # the exporter's order and names, shared on purpose
+
+        flat = _flatten_outputs(result)
+        if not flat:
+            raise InputSpecError(f"the source model returns no tensors at {where}",
+                                 "forward() must return a tensor, or a tuple/list/dict of them")
         self.paths = [p for p, _ in flat]
         return [_to_numpy(t) for _, t in flat]
 
@@ -911,7 +902,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
         if fail_on_fallback and pr.placement is not None and (pr.placement.fell_back
                                                               or pr.placement.method == "unavailable"):
             pr.status = "failed"
-            pr.reason = _fallback_reason(pr.placement)
+            pr.reason = _fallback_reason(pr)
             report.failures.append(pr.reason)
     if not requests:
         report.failures.append("no provider ran: every requested provider was skipped, nothing was compared")
@@ -1059,7 +1050,7 @@ def _collect_cases(report: ParityReport, live: list[_Session], plans: list[Shape
             for oi, name in enumerate(output_names):
                 acc = stats.get((si, pi, oi))
                 if error is not None and (acc is None or acc.samples == 0):
-                    reason = error + (f"; {static_notes[0]}" if static_notes else "")
+                    reason = error + (f"; {static_notes[0]}" if static_notes else _run_error_hint(plan))
                     case = CaseResult(plan.label, name, "error", reason, acc, share)
                 elif acc is None:
                     continue
@@ -1078,7 +1069,15 @@ def _collect_cases(report: ParityReport, live: list[_Session], plans: list[Shape
             pr.reason = pr.reason or _provider_diagnosis(pr, plans)
     for pr in report.providers:
         if pr.status == "passed" and pr.reason is None and pr.placement and pr.placement.fell_back:
-            pr.reason = _placement_text(pr.placement)
+            pr.reason = placement_text(pr.placement)
+
+
+def _run_error_hint(plan: ShapePlan) -> str:
+    if plan.origin != "random" or not plan.sizes:
+        return ""
+    axes = ", ".join(f"'{k}'" for k in plan.sizes)
+    return (f" ({axes} declared dynamic, yet the graph cannot run at {plan.label}: a size was probably fixed at "
+            "export, e.g. int(x.shape[0]) or a reshape/expand to a traced size)")
 
 
 def _baked_hint(acc: OutputStats, plan: ShapePlan, export_sizes: dict[str, int]) -> str:
@@ -1101,11 +1100,11 @@ def _baked_hint(acc: OutputStats, plan: ShapePlan, export_sizes: dict[str, int])
     return ""
 
 
-def _provider_diagnosis(pr: ProviderResult, plans: list[ShapePlan]) -> str:
+def _provider_diagnosis(pr: ProviderResult, plans: list[ShapePlan]) -> str | None:
+    """When some random shapes pass and others fail, say what that pattern means."""
     bad = list(dict.fromkeys(c.shape for c in pr.cases if not c.passed))
-    good = [p.label for p in plans if p.label not in bad]
-    if good and len(plans) > 1 and all(p.origin == "random" for p in plans if p.label in bad):
+    good = [p.label for p in plans if p.label not in bad and p.origin == "random"]
+    if good and all(p.origin == "random" for p in plans if p.label in bad):
         return (f"passes at {', '.join(good)} but fails at {', '.join(bad)}: the graph is right only at some sizes "
                 "of a dynamic axis, so a size was fixed at export")
-    return f"fails at {', '.join(bad)}"
-
+    return None

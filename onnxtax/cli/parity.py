@@ -1,0 +1,231 @@
+"""`onnxtax parity`: the ONNX artifact against its eager source, per provider, shape and output."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from onnxtax.cli._app import DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, user_errors
+from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+# Library defaults, repeated for --help (the library imports numpy); a test keeps them equal.
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-5
+DEFAULT_SAMPLES = 3
+MAX_SHAPES = 9
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def parity(
+    spec: Annotated[str, SPEC_ARG],
+    onnx_model: Annotated[Path, typer.Argument(help="The exported .onnx file.", show_default=False)],
+    input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP + " Default: the manifest beside "
+                                             "the model, else the ONNX graph's inputs.", show_default=False)] = [],  # noqa: B006
+    dim: Annotated[list[str], typer.Option(help="SYMBOL=V1,V2,...: sizes to test on a dynamic axis. Default: 1, "
+                                           "an even and an odd size unlike the export-time one (1,4,7).",
+                                           show_default=False)] = [],  # noqa: B006
+    samples: Annotated[int, typer.Option(help="Random samples per shape (seeded; both signs, magnitudes 1, 0.1, "
+                                         "10 in turn).")] = DEFAULT_SAMPLES,
+    seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = 0,
+    range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH: value range of an input (integers: "
+                                              "HIGH exclusive, e.g. token ids 0:30522). Integers default to 0:10.",
+                                              show_default=False)] = [],  # noqa: B006
+    data: Annotated[list[Path], typer.Option(help="A .npz of real inputs (arrays keyed by input name, one batch "
+                                             "per file), tested besides the random samples. Repeatable.",
+                                             show_default=False)] = [],  # noqa: B006
+    rtol: Annotated[float, typer.Option(help="Relative tolerance: pass when |onnx-source| <= atol + "
+                                        "rtol*|source|.")] = DEFAULT_RTOL,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = DEFAULT_ATOL,
+    tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one ONNX output. Integer and bool "
+                                                 "outputs must match exactly unless named here.",
+                                                 show_default=False)] = [],  # noqa: B006
+    provider: Annotated[list[str], typer.Option("--provider", "-p", help="Execution provider: a short name (cpu, "
+                                                "cuda, tensorrt, openvino, dml, coreml, ...) or full EP name, with "
+                                                "options as openvino:device_type=CPU. Repeatable; each runs in its "
+                                                "own session. Default: every compute provider on this host.",
+                                                show_default=False)] = [],  # noqa: B006
+    skip_unavailable: Annotated[bool, typer.Option(help="Report a requested provider this host lacks as skipped "
+                                                   "instead of failing with exit 2.")] = False,
+    fail_on_fallback: Annotated[bool, typer.Option(help="Fail a provider when ORT places any node on another "
+                                                   "provider.")] = False,
+    opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
+    threads: Annotated[int | None, typer.Option(help="ORT intra-op threads (default: ORT's choice).",
+                                                show_default=False)] = None,
+    max_shapes: Annotated[int, typer.Option(help="Largest cartesian product of axis sizes; beyond it the axes "
+                                            "vary jointly.")] = MAX_SHAPES,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the report as JSON to PATH; '-' prints it "
+                                                 "on stdout (the table is then left out).", show_default=False,
+                                                 metavar="PATH")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML: one testcase per provider x shape x output.",
+                                               show_default=False, metavar="PATH")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """Check that MODEL.onnx computes what the eager PyTorch model computes, in FP32, on every
+    provider, at several sizes of every dynamic axis, on seeded random and real samples.
+    Reports where ORT placed each node. Appends a summary to $GITHUB_STEP_SUMMARY when set."""
+    json_stdout = json_out == "-"
+    with user_errors(debug):
+        from onnxtax.parity import check_parity, parse_tolerances
+        from onnxtax.specs import parse_dim_values, parse_ranges
+
+        dims = parse_dim_values(dim, multi=True)
+        ranges = parse_ranges(range_)
+        tolerances = parse_tolerances(tolerance)
+        with _Progress() as progress:
+            report = check_parity(spec, onnx_model, input or None, dims=dims, samples=samples, seed=seed,
+                                  ranges=ranges, data_files=data, rtol=rtol, atol=atol, tolerances=tolerances,
+                                  providers=provider or None, skip_unavailable=skip_unavailable,
+                                  fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
+                                  max_shapes=max_shapes, progress=progress.update)
+        _write_outputs(report, json_out, junit)
+    if json_stdout:
+        print_json(report.to_dict())
+    else:
+        render(report)
+    _verdict(report, err_console if json_stdout else console)
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+
+
+def _write_outputs(report: Any, json_out: str | None, junit: Path | None) -> None:
+    from onnxtax.files import write_json_atomic
+    from onnxtax.report import append_github_summary, jsonable, write_junit
+
+    if json_out and json_out != "-":
+        write_json_atomic(json_out, jsonable(report.to_dict()))
+    if junit:
+        write_junit(junit, report.junit_suites(), name="onnxtax parity")
+    append_github_summary(report.markdown())
+
+
+class _Progress:
+    """A bar on stderr, driven by check_parity's progress(done, total, description) callback."""
+
+    def __enter__(self) -> "_Progress":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.description}"), TimeElapsedColumn(),
+                             console=err_console, transient=True)
+        self._live = err_console.is_terminal
+        if self._live:
+            self._bar.start()
+        self._task = self._bar.add_task("loading the model and opening sessions", total=None)
+        return self
+
+    def update(self, done: int, total: int, description: str) -> None:
+        self._bar.update(self._task, completed=done, total=total, description=escape(description))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live:
+            self._bar.stop()
+
+
+def _ratio_style(ratio: float | None) -> str:
+    """Green well inside tolerance, yellow within 10x of the limit, red outside."""
+    if ratio is None:
+        return ""
+    if ratio > 1:
+        return "bold red"
+    return "yellow" if ratio > 0.1 else "green"
+
+
+def _g(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:.{digits}g}"
+
+
+def render(report: Any, out=None) -> None:
+    """The provider x shape x output table, placement per provider, notes and failures."""
+    out = out or console
+    table = Table(title=f"parity: {escape(report.onnx)} vs {escape(report.model_spec or report.class_name)}",
+                  title_justify="left", header_style="bold")
+    for col, justify in (("provider", "left"), ("shape", "left"), ("output", "left"), ("max abs", "right"),
+                         ("max rel", "right"), ("outside", "right"), ("cosine", "right"),
+                         ("worst: onnx vs source", "left"), ("result", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for pr in report.providers:
+        ratios = [c.stats.worst.tolerance_ratio for c in pr.cases if c.stats is not None and c.stats.worst]
+        worst_ratio = max(ratios) if ratios else None
+        if not pr.cases:
+            table.add_row(escape(pr.label), "-", "-", "", "", "", "", "", _provider_cell(pr.status))
+        for case in pr.cases:
+            s = case.stats
+            if s is None or not s.samples or (s.outside == 0 and s.problems):
+                nums = ["-"] * 5
+            else:
+                w = s.worst
+                style = _ratio_style(w.tolerance_ratio if w else None)
+                worst = f"{_g(w.onnx, 6)} vs {_g(w.source, 6)} at {list(w.index)}" if w else "-"
+                nums = [f"[{style}]{_g(s.max_abs_diff)}[/]", _g(s.max_rel_diff),
+                        f"{s.outside}/{s.elements}" if s.outside else "0",
+                        "-" if s.cosine_min is None else f"{s.cosine_min:.6f}", escape(worst)]
+            is_worst = bool(case.stats is not None and case.stats.worst and worst_ratio and
+                            case.stats.worst.tolerance_ratio == worst_ratio and len(pr.cases) > 1)
+            table.add_row(escape(pr.label), escape(case.shape), escape(case.output), *nums,
+                          _case_cell(case), style="bold" if is_worst else None)
+    out.print(table)
+    for pr in report.providers:
+        out.print(f"[bold]{escape(pr.label)}[/]: {escape(_placement_line(pr))}", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        out.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
+    failures = report.failures
+    if failures:
+        out.print("[bold red]failures:[/]")
+        for line in failures[:15]:
+            out.print(f"  - {escape(line)}", highlight=False, soft_wrap=True)
+        if len(failures) > 15:
+            out.print(f"  ... and {len(failures) - 15} more (--json has them all)")
+        for pr in report.providers:
+            if pr.status == "failed" and pr.reason and pr.reason not in failures:
+                out.print(f"  [yellow]{escape(pr.label)}:[/] {escape(pr.reason)}", highlight=False, soft_wrap=True)
+
+
+def _provider_cell(status: str) -> str:
+    return {"skipped": "[dim]skipped[/]", "error": "[bold red]ERROR[/] load",
+            "passed": "[green]pass[/]"}.get(status, "[bold red]FAIL[/]")
+
+
+def _case_cell(case: Any) -> str:
+    """A short verdict; the full reason is listed under the table."""
+    if case.status == "passed":
+        return "[green]pass[/]"
+    if case.status == "error":
+        return "[bold red]ERROR[/] run"
+    stats = case.stats
+    kinds = [p.split()[0] for p in stats.problems] if stats is not None else []
+    if stats is not None and stats.nan_inf_mismatch:
+        kinds.append("NaN/Inf")
+    if stats is not None and stats.outside > stats.nan_inf_mismatch:
+        kinds.append("values")
+    return "[bold red]FAIL[/] " + ", ".join(kinds)
+
+
+def _placement_line(pr: Any) -> str:
+    from onnxtax.parity import placement_text
+
+    if pr.placement is None:
+        return pr.reason or pr.status
+    return placement_text(pr.placement)
+
+
+def _verdict(report: Any, out) -> None:
+    providers = [p for p in report.providers if p.status != "skipped"]
+    n_out = len(report.outputs)
+    n_samples = sum(s.samples for s in report.shapes)
+    scope = (f"{len(providers)} provider(s) x {len(report.shapes)} shape(s) x {n_out} output(s), "
+             f"{n_samples} sample(s), |a-b| <= {report.atol:g} + {report.rtol:g}*|b|")
+    if report.passed:
+        out.print(f"[bold green]parity passed[/]: {scope}", highlight=False, soft_wrap=True)
+    else:
+        failed = sum(1 for c in report.cases if not c.passed)
+        what = f"{len(report.failures)} failure(s)" + (f", {failed} of {len(report.cases)} cases" if failed else "")
+        out.print(f"[bold red]parity FAILED[/]: {what} ({scope})", highlight=False, soft_wrap=True)
