@@ -110,6 +110,7 @@ MAX_EXTRA_ROUNDS = 10  # when the warm-up under-estimated the call time
 MAX_SAMPLES = 200_000  # per path and batch size: bounds memory for microsecond calls
 HARNESS_TIME = 0.2  # seconds of empty calls per batch size (capped by min_time)
 PROFILE_RUNS = 200
+BIND_CHECK_RUNS = 5  # calls that must reuse the pre-allocated outputs before they are trusted
 TOP_OPS = 10
 COLD_START_TIMEOUT = 600
 
@@ -701,26 +702,36 @@ class _Timed:
         return int(max(1, min(n, MAX_SAMPLES // ROUNDS, MAX_SAMPLES - len(self.samples))))
 
 
+class _PathFailed(Exception):
+    def __init__(self, path: str, exc: BaseException):
+        super().__init__(path)
+        self.path = path
+        self.exc = exc
+
+
 def _measure(timed: list[_Timed], warmup: int) -> dict[str, LatencyStats]:
     """Warm every path, then interleave blocks (A B C / C B A ...) until each has its time."""
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
+    current = timed[0]
     try:
-        for t in timed:
-            t.warm_up(warmup)
+        for current in timed:
+            current.warm_up(warmup)
         rounds = 0
         while True:
             order = timed if rounds % 2 == 0 else list(reversed(timed))
-            for t in order:
-                if rounds < ROUNDS or not t.done():
-                    if len(t.samples) < MAX_SAMPLES:
-                        t.block(t.next_block(max(1, ROUNDS - rounds)))
+            for current in order:
+                if rounds < ROUNDS or not current.done():
+                    if len(current.samples) < MAX_SAMPLES:
+                        current.block(current.next_block(max(1, ROUNDS - rounds)))
             rounds += 1
             if rounds >= ROUNDS and all(t.done() for t in timed):
                 break
             if rounds >= ROUNDS + MAX_EXTRA_ROUNDS:
                 break
+    except Exception as exc:  # noqa: BLE001 - a call that worked once failed while being timed
+        raise _PathFailed(current.path, exc) from exc
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -737,40 +748,52 @@ class _OrtPath:
     request: Any
 
 
-def _bind(session, feeds: dict, device: str):
-    """I/O binding with pre-allocated input and output OrtValues. Returns
-    (binding, call path, keep-alive values)."""
+def _bind(session, feeds: dict, device: str) -> tuple[Callable, tuple, str, list]:
+    """I/O binding with pre-allocated input and output OrtValues. Returns the call to
+    time as (function, args), the call path name, and the values to keep alive."""
     import onnxruntime as ort
 
     outputs = session.run(None, feeds)
     names = [o.name for o in session.get_outputs()]
     binding = session.io_binding()
-    keep = []
+    inputs = []
     for name, arr in feeds.items():
         value = ort.OrtValue.ortvalue_from_numpy(arr, device, 0)
         binding.bind_ortvalue_input(name, value)
-        keep.append(value)
+        inputs.append(value)
+    keep = list(inputs)
     for name, arr in zip(names, outputs):
         value = ort.OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype, device, 0)
         binding.bind_ortvalue_output(name, value)
         keep.append(value)
     try:
-        session.run_with_iobinding(binding)
-        session.run_with_iobinding(binding)
-        return binding, "iobinding", keep
+        for _ in range(BIND_CHECK_RUNS):
+            session.run_with_iobinding(binding)
+        return session.run_with_iobinding, (binding,), "iobinding", keep
     except Exception:  # noqa: BLE001 - an output whose shape varies per call cannot be pre-allocated
-        binding = session.io_binding()
-        for name, value in zip(feeds, keep):
-            binding.bind_ortvalue_input(name, value)
-        for name in names:
-            binding.bind_output(name, device)
-        session.run_with_iobinding(binding)
-        return binding, "iobinding-ort-outputs", keep
+        pass
+    # ORT keeps the outputs of the last run bound, so they must be unbound before every call
+    binding = session.io_binding()
+    for name, value in zip(feeds, inputs):
+        binding.bind_ortvalue_input(name, value)
+    args = (session.run_with_iobinding, binding, tuple(names), device)
+    _rebind_outputs_and_run(*args)
+    return _rebind_outputs_and_run, args, "iobinding-ort-outputs", inputs
 
 
-def _ort_fail(path: str, batch: int, exc: BaseException) -> CheckFailed:
+def _rebind_outputs_and_run(run: Callable, binding, names: tuple[str, ...], device: str) -> None:
+    for name in names:
+        binding.bind_output(name, device)
+    run(binding)
+
+
+def _path_failed(path: str, batch: int, exc: BaseException) -> CheckFailed:
+    """A path that cannot run at this batch size: a finding about the model (exit 1)."""
     from onnxtax.providers import ort_error_summary
 
+    if path == EAGER:
+        return CheckFailed(f"eager forward failed at batch size {batch}: {type(exc).__name__}: {exc}",
+                           "check the --input shapes against the model")
     line, node = ort_error_summary(exc)
     where = f" (node {node})" if node else ""
     return CheckFailed(f"{path} failed at batch size {batch}: {line}{where}",
@@ -863,13 +886,17 @@ def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_
 # --------------------------------------------------------------------------- profiling
 
 
-def parse_profile(file: str | Path, skip_runs: int = 0, top: int = TOP_OPS) -> tuple[int, float, float, list[OpTime]]:
-    """(runs, mean us per run, mean node us per run, top operators) from an ORT profile
-    JSON, ignoring the first `skip_runs` runs (the warm-up)."""
+def parse_profile(file: str | Path, last_runs: int | None = None, top: int = TOP_OPS
+                  ) -> tuple[int, float, float, list[OpTime]]:
+    """(runs, mean us per run, mean operator us per run, top operators) from an ORT
+    profile JSON, counting only the last `last_runs` runs (the ones after the warm-up)."""
     events = json.loads(Path(file).read_text(encoding="utf-8"))
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
-    start_ts = runs[skip_runs - 1]["ts"] + runs[skip_runs - 1]["dur"] if 0 < skip_runs <= len(runs) else -1
+    start_ts = -1
+    if last_runs is not None and len(runs) > last_runs:
+        before = runs[-last_runs - 1]
+        start_ts = before["ts"] + before["dur"]
     kept_runs = [r for r in runs if r["ts"] > start_ts]
     per_op: dict[tuple[str, str], list[float]] = {}
     node_total = 0.0
@@ -1065,20 +1092,22 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
                     with torch.inference_mode():
                         module(*tensors)
                 except Exception as exc:  # noqa: BLE001 - the user's forward()
-                    raise CheckFailed(f"eager forward failed at batch size {bs}: {type(exc).__name__}: {exc}",
-                                      "check the --input shapes against the model") from exc
+                    raise _path_failed(EAGER, bs, exc) from exc
                 timed.append(_Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
             for p in ort_paths:
                 try:
-                    binding, call, keep = _bind(p.session, feeds, p.info.device)
+                    fn, args, call, keep = _bind(p.session, feeds, p.info.device)
                 except Exception as exc:  # noqa: BLE001 - ORT's pybind errors
-                    raise _ort_fail(p.info.id, bs, exc) from exc
+                    raise _path_failed(p.info.id, bs, exc) from exc
                 keep_alive.append(keep)
                 call_path[p.info.id] = call
                 if call != "iobinding":
                     p.info.call = call
-                timed.append(_Timed(p.info.id, p.session.run_with_iobinding, (binding,), min_time))
-            latency = _measure(timed, warmup)
+                timed.append(_Timed(p.info.id, fn, args, min_time))
+            try:
+                latency = _measure(timed, warmup)
+            except _PathFailed as failed:
+                raise _path_failed(failed.path, bs, failed.exc) from failed.exc
             batches.append(BatchResult(bs, {s.name: list(concrete_shape(s, sizes)) for s in specs},
                                        {t.path: latency[t.path] for t in timed}, call_path))
             del keep_alive
@@ -1135,14 +1164,18 @@ def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, re
         timed, keep_alive, meta = [], [], {}
         for i, (path, level, n, session, req) in enumerate(configs):
             try:
-                binding, _, keep = _bind(session, feeds, _DEVICE_OF.get(req.name, "cpu"))
+                fn, args, _, keep = _bind(session, feeds, _DEVICE_OF.get(req.name, "cpu"))
             except Exception as exc:  # noqa: BLE001
-                raise _ort_fail(f"{path} ({level}, {n} threads)", bs, exc) from exc
+                raise _path_failed(f"{path} ({level}, {n} threads)", bs, exc) from exc
             keep_alive.append(keep)
             key = f"sweep{i}"
             meta[key] = (path, level, n)
-            timed.append(_Timed(key, session.run_with_iobinding, (binding,), min_time))
-        latency = _measure(timed, warmup)
+            timed.append(_Timed(key, fn, args, min_time))
+        try:
+            latency = _measure(timed, warmup)
+        except _PathFailed as failed:
+            path, level, n = meta[failed.path]
+            raise _path_failed(f"{path} ({level}, {n} threads)", bs, failed.exc) from failed.exc
         for key, (path, level, n) in meta.items():
             result.results.append(SweepEntry(path, level, n, bs, latency[key]))
     return result
@@ -1162,14 +1195,14 @@ def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath],
                                    record_placement=False, profile_prefix=str(profile_dir / f"ort-{safe}-b{bs}"))
             sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
             feeds = make_inputs(specs, sizes, recipe)
-            binding, _, keep = _bind(session, feeds, p.info.device)  # 1 run + 2 binding runs
+            fn, args, _, keep = _bind(session, feeds, p.info.device)  # 1 + BIND_CHECK_RUNS runs (or + 1)
             for _ in range(warmup):
-                session.run_with_iobinding(binding)
+                fn(*args)
             for _ in range(PROFILE_RUNS):
-                session.run_with_iobinding(binding)
+                fn(*args)
             file = session.end_profiling()
             del keep
-            runs, run_mean, node_mean, ops = parse_profile(file, skip_runs=warmup + 3)
+            runs, run_mean, node_mean, ops = parse_profile(file, last_runs=PROFILE_RUNS)
             out.append(ProfileResult(p.info.id, bs, str(file), runs, run_mean, node_mean, ops))
     return out
 
@@ -1199,9 +1232,11 @@ def _evaluate_gates(report: BenchReport, latency_gates: dict[str, float], min_sp
 
 
 def plot_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def require_plot() -> None:

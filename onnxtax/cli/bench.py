@@ -38,7 +38,7 @@ def bench(
     model: Annotated[Path, typer.Argument(help="The exported .onnx file.", show_default=False)],
     input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP, show_default=False)] = [],  # noqa: B006
     batch_sizes: Annotated[Optional[str], typer.Option(
-        help="Batch sizes to measure, e.g. 1,8,64 [default: 1,8,64]. The batch axis is the dynamic axis named "
+        help="Batch sizes to measure; default 1,8,64. The batch axis is the dynamic axis named "
              "'batch', else the first dynamic axis of the first input.", show_default=False)] = None,
     dim: Annotated[list[str], typer.Option(help="SYMBOL=VALUE for the other dynamic axes (default: their export "
                                            "size from the manifest).", show_default=False)] = [],  # noqa: B006
@@ -83,6 +83,7 @@ def bench(
     """Measure the Python tax: PyTorch eager vs ONNX Runtime on each provider, latency
     percentiles and throughput per batch size, cold start and peak memory in fresh
     processes; gate on latency or speedup."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     json_stdout = json_out == "-"
@@ -102,7 +103,7 @@ def bench(
         if record:
             read_manifest(model, required=True)  # fail before measuring, not after
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=err_console, transient=True) as bar:
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("benchmarking", total=None)
 
             def progress(what: str, done: int, total: int) -> None:
