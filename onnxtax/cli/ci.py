@@ -1,0 +1,220 @@
+"""`onnxtax ci` and `onnxtax report merge`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console, print_error,
+                              print_json, status_console, user_errors)
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "not_run": "dim", "off": "dim",
+          "fell_back": "yellow", "not_available": "dim", "conflict": "bold magenta"}
+MARKS = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "not_run": "not run", "off": "-",
+         "fell_back": "fell back", "not_available": "n/a", "conflict": "CONFLICT"}
+
+report_app = typer.Typer(name="report", help="Work with the reports `onnxtax ci` writes.", no_args_is_help=True,
+                         add_completion=False, rich_markup_mode="rich",
+                         context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(report_app, name="report")
+
+
+def _cell(status: str, text: str = "") -> str:
+    label = MARKS.get(status, status)
+    return f"[{STYLES.get(status, '')}]{label}[/]" + (f" {escape(text)}" if text else "")
+
+
+@app.command(epilog=EXIT_CODES_HELP + " A model that cannot be built or a provider this host lacks (without "
+             "--skip-unavailable) is recorded and the run goes on; the exit code is then 2.")
+def ci(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="onnxtax.toml, or a pyproject.toml with "
+                                                   "[tool.onnxtax]. Default: searched from the current folder "
+                                                   "upward.", show_default=False)] = None,
+    only: Annotated[list[str], typer.Option("--only", help="Run only this model (a [models.NAME] table); "
+                                            "repeatable.", show_default=False)] = [],  # noqa: B006
+    reports: Annotated[Optional[Path], typer.Option(help="Folder for the reports (NAME.json, junit.xml, "
+                                                    "lint.sarif, summary.md, host.json, ci.json). Default: the "
+                                                    "config's `reports`, else onnxtax-reports/ beside the config.",
+                                                    show_default=False)] = None,
+    keep_going: Annotated[Optional[bool], typer.Option("--keep-going/--fail-fast", help="After a failing model, "
+                                                       "go on with the next (default) or stop; the config's "
+                                                       "`fail_fast` sets the default.", show_default=False)] = None,
+    provider: Annotated[list[str], typer.Option("--provider", "-p", help="Replace every model's parity providers "
+                                                "on this host, e.g. -p cuda -p tensorrt; repeatable.",
+                                                show_default=False)] = [],  # noqa: B006
+    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Report providers this host lacks "
+                                                   "as not available instead of exit 2 (overrides the config).")
+                                ] = False,
+    no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the configured benchmarks.")] = False,
+    host_label: Annotated[Optional[str], typer.Option(help="This host's name in merged matrices (`onnxtax report "
+                                                      "merge`). Default: hostname and onnxruntime package.",
+                                                      show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """Gate a release: export -> lint-ops -> parity (every configured provider) -> manifest verify
+    (-> bench, when configured) for every model in the config, with JUnit, SARIF, JSON and
+    markdown reports. Appends the summary to $GITHUB_STEP_SUMMARY when set."""
+    out = status_console(json_out)
+    with user_errors(debug):
+        from onnxtax.ci import run_ci
+        from onnxtax.config import load_config
+
+        cfg = load_config(config)
+        selected = cfg.select(only)
+        out.print(f"[bold]onnxtax ci[/]: {len(selected)} model{'s' if len(selected) != 1 else ''} from "
+                  f"{escape(str(cfg.path))}", highlight=False)
+        with _CiProgress(out, len(selected)) as progress:
+            report = run_ci(cfg, only=only or None, reports_dir=reports, keep_going=keep_going,
+                            providers=provider or None, skip_unavailable=True if skip_unavailable else None,
+                            bench=not no_bench, host_label=host_label, debug=debug,
+                            on_stage=progress.stage, on_message=progress.message)
+    if json_out:
+        print_json(report.to_dict())
+    _render_summary(report, out)
+    if debug:
+        for run in report.models:
+            for stage in run.stages.values():
+                if stage.traceback:
+                    err_console.print(stage.traceback, markup=False, highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+class _CiProgress:
+    """One line per finished stage (kept in CI logs) under a live bar (terminals only).
+    Refreshed by hand from the callbacks: the exporter redirects fds 1 and 2 while it
+    runs, and a refresh thread writing then would desynchronise the terminal."""
+
+    def __init__(self, out: Any, total: int):
+        self.out = out
+        self.total = total
+        self.seen: list[str] = []
+        self.width = 8
+
+    def __enter__(self) -> "_CiProgress":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("models"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                            TextColumn("{task.description}"), console=self.out, transient=True,
+                            auto_refresh=False)
+        self.live = self.out.is_terminal
+        if self.live:
+            self.bar.start()
+        self.task = self.bar.add_task("", total=self.total)
+        return self
+
+    def stage(self, model: str, stage: str, result: Any) -> None:
+        from onnxtax.ci import STAGE_TITLES
+
+        self.width = max(self.width, len(model))
+        if model not in self.seen:
+            self.seen.append(model)
+            self.bar.update(self.task, completed=len(self.seen) - 1)
+        if result is None:
+            self.bar.update(self.task, description=escape(f"{model} › {STAGE_TITLES[stage]}"))
+        else:
+            self.bar.console.print(f"{escape(model):{self.width}}  {STAGE_TITLES[stage]:15} {_cell(result.status)}"
+                                   f"  {result.seconds:5.1f} s  {escape(result.summary)}",
+                                   highlight=False, soft_wrap=True)
+        self.bar.refresh()
+
+    def message(self, model: str, stage: str, message: str) -> None:
+        from onnxtax.ci import STAGE_TITLES
+
+        self.bar.update(self.task, description=escape(f"{model} › {STAGE_TITLES[stage]}: {message}"))
+        self.bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.bar.stop()
+
+
+def _render_summary(report: Any, out: Any) -> None:
+    from onnxtax.ci import STAGE_TITLES, STAGES
+
+    table = Table(title="onnxtax ci", title_justify="left", header_style="bold")
+    table.add_column("model")
+    for s in STAGES:
+        table.add_column(STAGE_TITLES[s])
+    table.add_column("providers", overflow="fold")
+    table.add_column("time", justify="right")
+    for run in report.models:
+        cells = [_cell(run.stages[s].status) if s in run.stages else "" for s in STAGES]
+        provs = ", ".join(f"{escape(p.label)} {_cell(p.verdict)}" for p in run.providers)
+        table.add_row(escape(run.name), *cells, provs, f"{run.seconds:.1f} s")
+    out.print(table)
+    for run in report.models:
+        stage = run.first_problem
+        if stage is None:
+            continue
+        label = f"{run.name} {STAGE_TITLES[stage.name]} " + ("failed" if stage.status == "failed" else "error")
+        print_error(stage.error or stage.summary or stage.status, stage.hint, label=label)
+    n = len(report.models)
+    counts = report.to_dict()["counts"]
+    verdict = (f"[bold green]passed[/]: {n} model{'s' if n != 1 else ''}" if report.passed else
+               "[bold red]failed[/]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v))
+    out.print(f"onnxtax ci {verdict} in {report.seconds:.1f} s", highlight=False)
+    if report.reports_dir:
+        names = ", ".join(Path(f).name for f in report.files)
+        out.print(f"reports: {escape(report.reports_dir)} ({escape(names)})", highlight=False, soft_wrap=True)
+
+
+@report_app.command("merge", epilog="Exit codes: 0 every host passed and no verdicts conflict; 1 a host "
+                    "reported a failure, or the same artifact passed on one host and failed on another for the "
+                    "same provider; 2 no reports found.")
+def merge(
+    folders: Annotated[list[Path], typer.Argument(help="Report folders written by `onnxtax ci --reports` (searched "
+                                                  "recursively, e.g. downloaded CI artifacts), one or more.",
+                                                  show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write matrix.json and matrix.md here.",
+                                                   show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """Combine `onnxtax ci` runs from several hosts into one model x provider matrix:
+    passed, fell back, failed, not available, not run, per host; conflicting verdicts
+    flagged. Appends the matrix to $GITHUB_STEP_SUMMARY when set."""
+    with user_errors(debug):
+        from onnxtax.merge import merge_reports, write_matrix
+        from onnxtax.report import append_github_summary
+
+        matrix = merge_reports(folders)
+        written = write_matrix(matrix, output) if output else []
+        append_github_summary(matrix.markdown())
+    out = status_console(json_out)
+    if json_out:
+        print_json(matrix.to_dict())
+    _render_matrix(matrix, out)
+    if written:
+        out.print(f"wrote {', '.join(escape(str(p)) for p in written)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_OK if matrix.passed else EXIT_CHECK_FAILED)
+
+
+def _render_matrix(matrix: Any, out: Any) -> None:
+    hosts = [h.label for h in matrix.hosts]
+    table = Table(title="provider matrix", title_justify="left", header_style="bold")
+    table.add_column("model")
+    table.add_column("provider")
+    for h in hosts:
+        table.add_column(escape(h))
+    table.add_column("verdict")
+    for row in matrix.rows:
+        cells = [_cell(row.cells[h]["verdict"]) if h in row.cells else "" for h in hosts]
+        table.add_row(escape(row.model), escape(row.provider), *cells, _cell(row.verdict))
+    out.print(table)
+    for c in matrix.conflicts:
+        print_error(f"{c.model} on {c.provider} (artifact {(c.artifact_sha256 or '')[:12]}): passed on "
+                    f"{', '.join(c.passed_on)}, failed on {', '.join(c.failed_on)}", label="conflict")
+    for h in matrix.hosts:
+        bad = [name for name, rep in h.models.items() if rep.get("status") != "passed"]
+        if bad:
+            out.print(f"[red]{escape(h.label)}[/]: {escape(', '.join(bad))} did not pass", highlight=False)
+    for note in matrix.notes:
+        out.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
+    verdict = "[bold green]passed[/]" if matrix.passed else "[bold red]failed[/]"
+    out.print(f"merged {len(hosts)} host run{'s' if len(hosts) != 1 else ''}: {verdict}", highlight=False)

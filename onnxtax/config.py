@@ -1,0 +1,593 @@
+"""`onnxtax.toml` (or `[tool.onnxtax]` in pyproject.toml): the models `onnxtax ci` gates.
+
+Found from the current directory upward (the first folder holding an `onnxtax.toml`,
+or a `pyproject.toml` with a `[tool.onnxtax]` table); `--config PATH` overrides.
+Everything is validated before any model is exported: an unknown key or a wrong type
+is a ConfigError (exit 2) naming the file, the line, the key path and the closest
+known key. Relative paths (spec files, outputs, data files, reports) resolve against
+the config file's folder, so the same file works from any working directory.
+
+Layout (every key optional unless marked):
+
+    opset = 18                      # defaults for every model
+    exporter = "dynamo"             # or "torchscript"
+    external_data = "auto"          # "auto" | "always" | "never"
+    output_dir = "build/onnx"       # a model without `output` writes OUTPUT_DIR/NAME.onnx
+    reports = "onnxtax-reports"     # where `onnxtax ci` writes its reports
+    fail_fast = false               # stop at the first failing model
+
+    [parity]                        # defaults for every model's parity stage
+    samples = 3                     # random samples per shape
+    seed = 0
+    rtol = 1e-4
+    atol = 1e-5
+    providers = ["cpu"]             # default: every compute provider on the host
+    skip_unavailable = false        # true: a provider this host lacks is reported, not an error
+    fail_on_fallback = false        # true: a node ORT moved to another provider fails the check
+    opt_level = "all"               # "disable" | "basic" | "extended" | "all"
+    threads = 1
+
+    [lint]                          # defaults for every model's lint-ops stage
+    target_opset = 18               # the deployment runtime's opset / IR limits
+    target_ir = 10
+    allow = ["float64"]             # lint rules ("RULE" or "RULE:NODE") reported but not failing
+    fail_on = "error"               # "error" | "warning" | "info"
+
+    [bench]                         # present: every model is benchmarked too (off otherwise)
+
+    [models.fraud]                  # one table per model; the name is its report name
+    spec = "fraud_detector.py:FraudDetector"    # required
+    inputs = ["x:batch,128"]                    # required, NAME:DIMS[:DTYPE] as for --input
+    output = "build/fraud.onnx"
+    dims = { batch = 4 }                        # export sizes of dynamic axes
+    output_names = ["prob"]
+
+    [models.fraud.parity]           # merged over [parity], key by key
+    dims = { batch = [1, 8, 33] }
+    ranges = { x = "-5:5" }                     # or [-5, 5]
+    data = ["data/fraud.npz"]
+    tolerances = { prob = { rtol = 1e-3, atol = 1e-5 } }
+
+    [models.fraud.bench]            # this model only; `bench = false` turns a global one off
+    batch_sizes = [1, 8]
+    max_latency_ms = { p99 = 5.0 }
+    min_speedup = 1.0
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from onnxtax.errors import ConfigError, OnnxtaxError
+
+CONFIG_NAME = "onnxtax.toml"
+PYPROJECT = "pyproject.toml"
+DEFAULT_REPORTS = "onnxtax-reports"
+DEFAULT_OUTPUT_DIR = "build/onnx"
+# File names `onnxtax ci` writes beside the per-model reports.
+RESERVED_NAMES = ("host", "ci", "junit", "lint", "summary", "matrix")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+@dataclass
+class ParityConfig:
+    dims: dict[str, list[int]] = field(default_factory=dict)
+    samples: int | None = None
+    seed: int = 0
+    ranges: dict[str, str] = field(default_factory=dict)  # name -> "low:high"
+    data: list[Path] = field(default_factory=list)
+    rtol: float | None = None
+    atol: float | None = None
+    tolerances: dict[str, dict[str, float]] = field(default_factory=dict)  # output -> {"rtol", "atol"}
+    providers: list[str] = field(default_factory=list)  # empty: every compute provider on the host
+    skip_unavailable: bool = False
+    fail_on_fallback: bool = False
+    opt_level: str = "all"
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"dims": self.dims, "samples": self.samples, "seed": self.seed, "ranges": self.ranges,
+                "data": [str(p) for p in self.data], "rtol": self.rtol, "atol": self.atol,
+                "tolerances": self.tolerances, "providers": self.providers,
+                "skip_unavailable": self.skip_unavailable, "fail_on_fallback": self.fail_on_fallback,
+                "opt_level": self.opt_level, "threads": self.threads}
+
+
+@dataclass
+class LintConfig:
+    target_opset: int | None = None
+    target_ir: int | None = None
+    allow: list[str] = field(default_factory=list)
+    fail_on: str = "error"
+
+    def to_dict(self) -> dict:
+        return {"target_opset": self.target_opset, "target_ir": self.target_ir, "allow": self.allow,
+                "fail_on": self.fail_on}
+
+
+@dataclass
+class BenchConfig:
+    batch_sizes: list[int] | None = None
+    dims: dict[str, list[int]] = field(default_factory=dict)
+    providers: list[str] | None = None  # None: the parity providers
+    threads: int | None = 1
+    opt_level: str = "all"
+    warmup: int | None = None
+    min_time: float | None = None
+    cold_start: bool = False  # fresh interpreters cost seconds each: off in CI unless asked
+    max_latency_ms: dict[str, float] = field(default_factory=dict)
+    min_speedup: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"batch_sizes": self.batch_sizes, "dims": self.dims, "providers": self.providers,
+                "threads": self.threads, "opt_level": self.opt_level, "warmup": self.warmup,
+                "min_time": self.min_time, "cold_start": self.cold_start, "max_latency_ms": self.max_latency_ms,
+                "min_speedup": self.min_speedup}
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    spec: str  # a file spec made absolute against the config folder
+    inputs: list[str]
+    output: Path
+    opset: int = 18
+    exporter: str = "dynamo"
+    external_data: str = "auto"
+    dims: dict[str, int] = field(default_factory=dict)
+    output_names: list[str] | None = None
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    lint: LintConfig = field(default_factory=LintConfig)
+    bench: BenchConfig | None = None
+
+    @property
+    def input_specs(self) -> list:
+        from onnxtax.specs import parse_input_specs
+
+        return parse_input_specs(self.inputs)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "spec": self.spec, "inputs": self.inputs, "output": str(self.output),
+                "opset": self.opset, "exporter": self.exporter, "external_data": self.external_data,
+                "dims": self.dims, "output_names": self.output_names, "parity": self.parity.to_dict(),
+                "lint": self.lint.to_dict(), "bench": self.bench.to_dict() if self.bench else None}
+
+
+@dataclass
+class OnnxtaxConfig:
+    path: Path  # the file read
+    table: str  # "" for onnxtax.toml, "tool.onnxtax" for pyproject.toml
+    models: dict[str, ModelConfig]
+    reports: Path  # default reports folder (absolute)
+    fail_fast: bool = False
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def select(self, only: list[str] | tuple[str, ...] | None) -> list[ModelConfig]:
+        """The models to run, in file order; unknown names are a ConfigError with a suggestion."""
+        if not only:
+            return list(self.models.values())
+        chosen = []
+        for name in only:
+            if name not in self.models:
+                raise ConfigError(f"--only {name}: no model '{name}' in {self.path}",
+                                  _suggest(name, list(self.models), "models defined"))
+            if self.models[name] not in chosen:
+                chosen.append(self.models[name])
+        return [m for m in self.models.values() if m in chosen]
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "table": self.table or None, "reports": str(self.reports),
+                "fail_fast": self.fail_fast, "models": {k: m.to_dict() for k, m in self.models.items()}}
+
+
+# --------------------------------------------------------------------------- schema
+
+class _Type:
+    """One value kind in the schema: a check and how to name it in an error."""
+
+    def __init__(self, name: str, check: Callable[[Any], bool]):
+        self.name = name
+        self.check = check
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float))) and not isinstance(v, bool)
+
+
+INT = _Type("an integer", _is_int)
+POS_INT = _Type("a positive integer", lambda v: _is_int(v) and v >= 1)
+NONNEG = _Type("a number >= 0", lambda v: _is_num(v) and v >= 0)
+POS_NUM = _Type("a number > 0", lambda v: _is_num(v) and v > 0)
+BOOL = _Type("true or false", lambda v: isinstance(v, bool))
+STR = _Type("a string", lambda v: isinstance(v, str) and v.strip() != "")
+STR_LIST = _Type("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
+POS_INT_LIST = _Type("a list of positive integers",
+                     lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x >= 1 for x in v))
+DIM_VALUES = _Type("a positive integer or a list of them",
+                   lambda v: (_is_int(v) and v >= 1) or POS_INT_LIST.check(v))
+RANGE = _Type('"LOW:HIGH" or [LOW, HIGH]',
+              lambda v: isinstance(v, str) or (isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)))
+
+
+def _enum(*values: str) -> _Type:
+    return _Type(" or ".join(f'"{v}"' for v in values), lambda v: v in values)
+
+
+class _Table:
+    """A TOML table with known keys, or a map from any name to one value kind."""
+
+    def __init__(self, keys: dict[str, Any] | None = None, *, values: Any = None, required: tuple[str, ...] = (),
+                 or_false: bool = False):
+        self.keys = keys
+        self.values = values
+        self.required = required
+        self.or_false = or_false  # `bench = false` turns off a table given at the top level
+
+
+TOLERANCE = _Table({"rtol": NONNEG, "atol": NONNEG})
+PARITY = _Table({
+    "dims": _Table(values=DIM_VALUES), "samples": POS_INT, "seed": INT,
+    "ranges": _Table(values=RANGE), "data": STR_LIST, "rtol": NONNEG, "atol": NONNEG,
+    "tolerances": _Table(values=TOLERANCE), "providers": STR_LIST, "skip_unavailable": BOOL,
+    "fail_on_fallback": BOOL, "opt_level": _enum("disable", "basic", "extended", "all"), "threads": POS_INT,
+})
+LINT = _Table({"target_opset": POS_INT, "target_ir": POS_INT, "allow": STR_LIST,
+               "fail_on": _enum("error", "warning", "info")})
+BENCH = _Table({
+    "batch_sizes": POS_INT_LIST, "dims": _Table(values=DIM_VALUES), "providers": STR_LIST, "threads": POS_INT,
+    "opt_level": _enum("disable", "basic", "extended", "all"), "warmup": POS_INT, "min_time": POS_NUM,
+    "cold_start": BOOL, "max_latency_ms": _Table(values=POS_NUM), "min_speedup": POS_NUM,
+}, or_false=True)
+_SHARED = {"opset": POS_INT, "exporter": _enum("dynamo", "torchscript"),
+           "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH}
+MODEL = _Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": _Table(values=POS_INT),
+                "output_names": STR_LIST, **_SHARED}, required=("spec", "inputs"))
+ROOT = _Table({"output_dir": STR, "reports": STR, "fail_fast": BOOL, "models": _Table(values=MODEL), **_SHARED})
+
+
+# --------------------------------------------------------------------------- locating errors
+
+class _Source:
+    """The file text, to point errors at a line (tomllib keeps none)."""
+
+    def __init__(self, path: Path, text: str, prefix: tuple[str, ...]):
+        self.path = path
+        self.lines = text.splitlines()
+        self.prefix = prefix
+
+    def where(self, keypath: tuple[str, ...]) -> str:
+        full = self.prefix + keypath
+        line = self.line_of(full)
+        shown = ".".join(_quote_key(k) for k in full)
+        return f"{self.path}:{line}: {shown}" if line else f"{self.path}: {shown}"
+
+    def line_of(self, full: tuple[str, ...]) -> int | None:
+        """The line defining `full`: `key =` inside the deepest table header that is a
+        prefix of it (dotted and quoted keys allowed), else the header itself."""
+        header: tuple[str, ...] = ()
+        best: tuple[int, int] | None = None  # (matched depth, line)
+        for number, raw in enumerate(self.lines, 1):
+            line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith(("'", '"')) else raw.strip()
+            m = re.match(r"^\[\[?\s*(.+?)\s*\]\]?$", line)
+            if m:
+                header = _split_key(m.group(1))
+                if header == full:
+                    return number
+                continue
+            if full[:len(header)] != header:
+                continue
+            rest = full[len(header):]
+            for depth in range(len(rest), 0, -1):
+                pattern = r"\s*\.\s*".join(_key_pattern(k) for k in rest[:depth])
+                if re.match(rf"^{pattern}\s*=", line):
+                    if depth == len(rest):
+                        return number
+                    if best is None or len(header) + depth > best[0]:
+                        best = (len(header) + depth, number)
+                    break
+            else:
+                # a key inside an inline table on this line: `tolerances = { prob = { rtol = 1 } }`
+                if rest and re.search(rf"(^|[{{,\s]){_key_pattern(rest[-1])}\s*=", line) and all(
+                        re.search(rf"(^|[{{,\s]){_key_pattern(k)}\s*=", line) for k in rest[:1]):
+                    if best is None or len(full) > best[0]:
+                        best = (len(full), number)
+        return best[1] if best else None
+
+
+def _key_pattern(key: str) -> str:
+    k = re.escape(key)
+    return rf"(?:{k}|\"{k}\"|'{k}')"
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', text)
+    return tuple(next(p for p in group if p) if any(group) else "" for group in parts)
+
+
+def _quote_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def _suggest(word: str, choices: list[str], what: str = "known keys") -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"{what}: {', '.join(sorted(choices))}" if choices else f"no {what}"
+
+
+# --------------------------------------------------------------------------- validation
+
+def _validate(value: Any, schema: Any, keypath: tuple[str, ...], src: _Source) -> None:
+    if isinstance(schema, _Table):
+        if schema.or_false and value is False:
+            return
+        if not isinstance(value, dict):
+            kind = "a table" + (" or false" if schema.or_false else "")
+            raise ConfigError(f"{src.where(keypath)} must be {kind}, not {_describe(value)}",
+                              f"write it as [{'.'.join(src.prefix + keypath)}] with its keys below")
+        for key in schema.required:
+            if key not in value:
+                raise ConfigError(f"{src.where(keypath)}: missing required key '{key}'",
+                                  f"add `{key} = ...` to [{'.'.join(_quote_key(k) for k in src.prefix + keypath)}]")
+        for key, item in value.items():
+            if schema.keys is not None:
+                if key not in schema.keys:
+                    raise ConfigError(f"{src.where(keypath + (key,))}: unknown key '{key}'",
+                                      _suggest(key, list(schema.keys)))
+                _validate(item, schema.keys[key], keypath + (key,), src)
+            else:
+                _validate(item, schema.values, keypath + (key,), src)
+        return
+    if not schema.check(value):
+        raise ConfigError(f"{src.where(keypath)} must be {schema.name}, not {_describe(value)}",
+                          "see docs/ci.md for every key and its type")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return f"the list {value!r}"[:80]
+    if isinstance(value, str):
+        return f"the string {value!r}"[:80]
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+# --------------------------------------------------------------------------- finding and loading
+
+def find_config(start: str | Path | None = None) -> tuple[Path, str]:
+    """(file, table) of the nearest config from `start` (default cwd) upward."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate, ""
+        pyproject = folder / PYPROJECT
+        if pyproject.is_file() and _has_tool_table(pyproject):
+            return pyproject, "tool.onnxtax"
+    raise ConfigError(f"no {CONFIG_NAME} (or pyproject.toml with [tool.onnxtax]) in {here} or any folder above",
+                      f"write one (see examples/{CONFIG_NAME}) or pass --config PATH")
+
+
+def _has_tool_table(pyproject: Path) -> bool:
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False  # not ours to judge here; a broken pyproject without [tool.onnxtax] is skipped
+    return isinstance(data.get("tool"), dict) and "onnxtax" in data["tool"]
+
+
+def load_config(path: str | Path | None = None, *, start: str | Path | None = None) -> OnnxtaxConfig:
+    """Read, validate and resolve a config. `path`: an onnxtax.toml or a pyproject.toml
+    (its [tool.onnxtax] table); None: search from `start` (default cwd) upward."""
+    if path is None:
+        file, table = find_config(start)
+    else:
+        file = Path(path).expanduser().resolve()
+        if file.is_dir():
+            raise ConfigError(f"--config {path} is a folder", f"point at the {CONFIG_NAME} file inside it")
+        if not file.is_file():
+            raise ConfigError(f"config file {path} does not exist", f"pass the path of an {CONFIG_NAME}")
+        table = "tool.onnxtax" if file.name == PYPROJECT else ""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {file}: {exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}", "fix the syntax at the line named") from exc
+    prefix: tuple[str, ...] = ()
+    if table:
+        prefix = ("tool", "onnxtax")
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict) or "onnxtax" not in tool:
+            raise ConfigError(f"{file} has no [tool.onnxtax] table", f"add one, or use an {CONFIG_NAME}")
+        data = tool["onnxtax"]
+    src = _Source(file, text, prefix)
+    _validate(data, ROOT, (), src)
+    return _resolve(data, file, table, src)
+
+
+def _merge(base: dict | None, over: Any) -> dict:
+    out = dict(base or {})
+    if isinstance(over, dict):
+        out.update(over)
+    return out
+
+
+def _resolve(data: dict, file: Path, table: str, src: _Source) -> OnnxtaxConfig:
+    root = file.parent
+    models_data = data.get("models") or {}
+    if not models_data:
+        raise ConfigError(f"{src.where(('models',))}: no models defined",
+                          'add a table like [models.mymodel] with spec = "model.py:Net" and inputs = ["x:batch,3"]')
+    output_dir = root / data.get("output_dir", DEFAULT_OUTPUT_DIR)
+    models: dict[str, ModelConfig] = {}
+    outputs: dict[Path, str] = {}
+    for name, entry in models_data.items():
+        where = ("models", name)
+        if not _NAME.match(name) or name.lower() in RESERVED_NAMES:
+            raise ConfigError(f"{src.where(where)}: model name '{name}' cannot name a report file",
+                              "use letters, digits, '_', '-', '.' (not " + ", ".join(RESERVED_NAMES) + ")")
+        model = _resolve_model(name, entry, data, root, output_dir, src)
+        if model.output in outputs:
+            raise ConfigError(f"{src.where(where + ('output',))}: models '{outputs[model.output]}' and '{name}' "
+                              f"both write {model.output}", "give each model its own output path")
+        outputs[model.output] = name
+        models[name] = model
+    reports = root / data.get("reports", DEFAULT_REPORTS)
+    return OnnxtaxConfig(file, table, models, reports.resolve(), bool(data.get("fail_fast", False)))
+
+
+def _resolve_model(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: _Source) -> ModelConfig:
+    from onnxtax.specs import check_dims_known, parse_input_specs, parse_ranges
+
+    where = ("models", name)
+    spec = _resolve_spec(entry["spec"], root, src, where + ("spec",))
+    try:
+        specs = parse_input_specs(entry["inputs"])
+    except OnnxtaxError as exc:
+        raise ConfigError(f"{src.where(where + ('inputs',))}: {exc.message}", exc.hint) from exc
+    if not specs:
+        raise ConfigError(f"{src.where(where + ('inputs',))}: no inputs",
+                          'list one NAME:DIMS[:DTYPE] per forward() argument, e.g. ["x:batch,128"]')
+    dims = dict(entry.get("dims", {}))
+    _check_axes(dims, specs, src, where + ("dims",), check_dims_known)
+    output = Path(entry["output"]) if "output" in entry else output_dir / f"{name}.onnx"
+    output = (root / output).resolve()
+    if output.suffix != ".onnx":
+        raise ConfigError(f"{src.where(where + ('output',))}: '{entry['output']}' does not end in .onnx",
+                          "name the output like model.onnx")
+
+    pdata = _merge(top.get("parity"), entry.get("parity"))
+    pdims = {k: ([v] if isinstance(v, int) else list(v)) for k, v in pdata.get("dims", {}).items()}
+    _check_axes(pdims, specs, src, where + ("parity", "dims"), check_dims_known)
+    ranges: dict[str, str] = {}
+    input_names = [s.name for s in specs]
+    for key, value in pdata.get("ranges", {}).items():
+        text = value if isinstance(value, str) else f"{value[0]}:{value[1]}"
+        kp = where + ("parity", "ranges", key)
+        if key not in input_names:
+            raise ConfigError(f"{src.where(kp)}: '{key}' is not an input of this model",
+                              _suggest(key, input_names, "inputs"))
+        try:
+            parse_ranges([f"{key}={text}"])
+        except OnnxtaxError as exc:
+            raise ConfigError(f"{src.where(kp)}: {exc.message}", 'write it as "LOW:HIGH", e.g. "0:1000"') from exc
+        ranges[key] = text
+    data_files = []
+    for item in pdata.get("data", []):
+        p = (root / item).resolve()
+        if not p.is_file():
+            raise ConfigError(f"{src.where(where + ('parity', 'data'))}: data file '{item}' does not exist "
+                              f"(looked at {p})", "paths are relative to the config file's folder")
+        data_files.append(p)
+    for value in pdata.get("providers", []):
+        _check_provider(value, src, where + ("parity", "providers"))
+    parity = ParityConfig(
+        dims=pdims, samples=pdata.get("samples"), seed=pdata.get("seed", 0), ranges=ranges, data=data_files,
+        rtol=_float(pdata.get("rtol")), atol=_float(pdata.get("atol")),
+        tolerances={k: {t: float(x) for t, x in v.items()} for k, v in pdata.get("tolerances", {}).items()},
+        providers=list(pdata.get("providers", [])), skip_unavailable=pdata.get("skip_unavailable", False),
+        fail_on_fallback=pdata.get("fail_on_fallback", False), opt_level=pdata.get("opt_level", "all"),
+        threads=pdata.get("threads"))
+
+    ldata = _merge(top.get("lint"), entry.get("lint"))
+    if ldata.get("allow"):
+        from onnxtax.lint import parse_allow
+
+        try:
+            parse_allow(ldata["allow"])
+        except OnnxtaxError as exc:
+            raise ConfigError(f"{src.where(where + ('lint', 'allow'))}: {exc.message}", exc.hint) from exc
+    lint = LintConfig(target_opset=ldata.get("target_opset"), target_ir=ldata.get("target_ir"),
+                      allow=list(ldata.get("allow", [])), fail_on=ldata.get("fail_on", "error"))
+
+    bench = None
+    top_bench, own_bench = top.get("bench"), entry.get("bench")
+    if own_bench is not False and (own_bench is not None or (top_bench is not None and top_bench is not False)):
+        bdata = _merge(top_bench if isinstance(top_bench, dict) else None, own_bench)
+        bdims = {k: ([v] if isinstance(v, int) else list(v)) for k, v in bdata.get("dims", {}).items()}
+        _check_axes(bdims, specs, src, where + ("bench", "dims"), check_dims_known)
+        for value in bdata.get("providers", []):
+            _check_provider(value, src, where + ("bench", "providers"))
+        for key in bdata.get("max_latency_ms", {}):
+            _check_latency_key(key, src, where + ("bench", "max_latency_ms", key))
+        bench = BenchConfig(
+            batch_sizes=bdata.get("batch_sizes"), dims=bdims,
+            providers=list(bdata["providers"]) if "providers" in bdata else None,
+            threads=bdata.get("threads", 1), opt_level=bdata.get("opt_level", "all"), warmup=bdata.get("warmup"),
+            min_time=_float(bdata.get("min_time")), cold_start=bdata.get("cold_start", False),
+            max_latency_ms={k: float(v) for k, v in bdata.get("max_latency_ms", {}).items()},
+            min_speedup=_float(bdata.get("min_speedup")))
+
+    return ModelConfig(
+        name=name, spec=spec, inputs=[str(s) for s in specs], output=output,
+        opset=entry.get("opset", top.get("opset", 18)), exporter=entry.get("exporter", top.get("exporter", "dynamo")),
+        external_data=entry.get("external_data", top.get("external_data", "auto")),
+        dims=dims, output_names=list(entry["output_names"]) if "output_names" in entry else None,
+        parity=parity, lint=lint, bench=bench)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _resolve_spec(spec: str, root: Path, src: _Source, keypath: tuple[str, ...]) -> str:
+    """A file spec relative to the config folder becomes absolute; its file must exist."""
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name or "/" in name or "\\" in name:
+        raise ConfigError(f"{src.where(keypath)}: spec '{spec}' has no ':NAME'",
+                          'write it as "path/to/file.py:NAME" or "package.module:NAME"')
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = (root / Path(target).expanduser()).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{src.where(keypath)}: model file '{target}' does not exist (looked at {path})",
+                              "spec paths are relative to the config file's folder")
+        return f"{path}:{name}"
+    return spec
+
+
+def _check_axes(dims: dict, specs: list, src: _Source, keypath: tuple[str, ...], check: Callable) -> None:
+    from onnxtax.specs import symbols_of
+
+    known = symbols_of(specs)
+    for axis in dims:
+        if axis not in known:
+            hint = _suggest(axis, known, "dynamic axes in inputs") if known else "no input declares a dynamic axis"
+            raise ConfigError(f"{src.where(keypath + (axis,))}: '{axis}' names no dynamic axis of the inputs", hint)
+    check(dims, specs)
+
+
+def _check_provider(text: str, src: _Source, keypath: tuple[str, ...]) -> None:
+    from onnxtax.providers import parse_provider
+
+    try:
+        parse_provider(text)
+    except OnnxtaxError as exc:
+        raise ConfigError(f"{src.where(keypath)}: {exc.message}", exc.hint) from exc
+
+
+def _check_latency_key(key: str, src: _Source, keypath: tuple[str, ...]) -> None:
+    stat, _, batch = key.partition("@")
+    stats = ["p50", "p90", "p99", "max"]
+    if stat not in stats or (batch and not batch.isdigit()):
+        raise ConfigError(f"{src.where(keypath)}: '{key}' is not a latency gate",
+                          _suggest(stat, stats, "statistics") + " (optionally @BATCH, e.g. p99@1)")

@@ -1,0 +1,342 @@
+"""`onnxtax report merge`: `onnxtax ci` runs from several hosts -> one model x provider matrix.
+
+No host has every provider (CPU runners, NVIDIA hosts with CUDA/TensorRT, Intel hosts
+with OpenVINO), so each kind of host runs `onnxtax ci` and this puts their reports
+together: for each model and provider, what each host found (passed, fell back,
+failed, error, not available, not run).
+
+A conflict is the same model, the same artifact (sha256) and the same provider
+(with the same options) passing on one host and failing on another: the verdict
+depends on the machine, not the artifact, which a release gate must not ignore.
+Hosts that exported different bytes are listed per artifact and are not conflicts.
+
+The merge passes (exit 0) when no host reported a failing model and there is no
+conflict; otherwise exit 1. Folders without any model report are exit 2.
+
+JSON schema of `Matrix.to_dict()` ("onnxtax.matrix/1", keys stable):
+{
+  "schema": "onnxtax.matrix/1", "passed": true,
+  "hosts": [{"label": "cpu-runner", "source": "reports/cpu", "hostname": "...", "cpu": "...", "gpus": [],
+             "onnxruntime_package": "onnxruntime", "onnxruntime": "1.31.1",
+             "compute_providers": ["CPUExecutionProvider"], "passed": true}],
+  "models": [{"model": "fraud",
+              "hosts": {"cpu-runner": {"status": "passed", "artifact_sha256": "...", "failed_stage": null,
+                                       "reason": null}}}],
+  "matrix": [{"model": "fraud", "provider": "cpu", "provider_name": "CPUExecutionProvider",
+              "verdict": "passed" | "fell_back" | "failed" | "error" | "not_available" | "not_run" | "conflict",
+              "hosts": {"cpu-runner": {"verdict": "passed", "reason": null, "artifact_sha256": "...",
+                                       "placement": {...} | null}}}],
+  "conflicts": [{"model": "fraud", "provider": "cpu", "artifact_sha256": "...",
+                 "passed_on": ["cpu-runner"], "failed_on": ["other-runner"], "reasons": {"other-runner": "..."}}],
+  "notes": ["..."]
+}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxtax.ci import MODEL_SCHEMA, PASSING, VERDICT_TEXT
+from onnxtax.errors import OnnxtaxError
+
+MATRIX_SCHEMA = "onnxtax.matrix/1"
+FAILING = ("failed", "error")
+
+
+@dataclass
+class HostRun:
+    """The model reports one host wrote into one folder."""
+
+    label: str
+    source: str
+    facts: dict
+    models: dict[str, dict] = field(default_factory=dict)  # model name -> its report
+
+    @property
+    def passed(self) -> bool:
+        return all(m.get("status") == "passed" for m in self.models.values())
+
+    def to_dict(self) -> dict:
+        versions = self.facts.get("versions") or {}
+        return {"label": self.label, "source": self.source, "hostname": self.facts.get("hostname"),
+                "cpu": self.facts.get("cpu"), "gpus": self.facts.get("gpus") or [],
+                "onnxruntime_package": versions.get("onnxruntime_package"),
+                "onnxruntime": versions.get("onnxruntime"),
+                "compute_providers": self.facts.get("compute_providers") or [], "passed": self.passed}
+
+
+@dataclass
+class Conflict:
+    model: str
+    provider: str
+    artifact_sha256: str | None
+    passed_on: list[str]
+    failed_on: list[str]
+    reasons: dict[str, str | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "provider": self.provider, "artifact_sha256": self.artifact_sha256,
+                "passed_on": self.passed_on, "failed_on": self.failed_on, "reasons": self.reasons}
+
+
+@dataclass
+class MatrixRow:
+    model: str
+    provider: str  # label, with options: "openvino:device_type=CPU"
+    provider_name: str
+    cells: dict[str, dict] = field(default_factory=dict)  # host label -> verdict record
+    conflict: bool = False
+
+    @property
+    def verdict(self) -> str:
+        if self.conflict:
+            return "conflict"
+        verdicts = [c["verdict"] for c in self.cells.values()]
+        for v in ("error", "failed", "fell_back", "passed", "not_run"):
+            if v in verdicts:
+                return v
+        return "not_available"
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "provider": self.provider, "provider_name": self.provider_name,
+                "verdict": self.verdict, "hosts": self.cells}
+
+
+@dataclass
+class Matrix:
+    """The merged view. Truthy when every host's every model passed and nothing conflicts."""
+
+    hosts: list[HostRun]
+    rows: list[MatrixRow]
+    conflicts: list[Conflict]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.conflicts and all(h.passed for h in self.hosts)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(dict.fromkeys(name for h in self.hosts for name in h.models))
+
+    def to_dict(self) -> dict:
+        models = []
+        for name in self.model_names:
+            per_host = {}
+            for h in self.hosts:
+                rep = h.models.get(name)
+                if rep is None:
+                    continue
+                problem = _first_problem(rep)
+                per_host[h.label] = {"status": rep.get("status"), "artifact_sha256": rep.get("artifact_sha256"),
+                                     "failed_stage": problem[0] if problem else None,
+                                     "reason": problem[1] if problem else None}
+            models.append({"model": name, "hosts": per_host})
+        return {"schema": MATRIX_SCHEMA, "passed": self.passed, "hosts": [h.to_dict() for h in self.hosts],
+                "models": models, "matrix": [r.to_dict() for r in self.rows],
+                "conflicts": [c.to_dict() for c in self.conflicts], "notes": self.notes}
+
+    def markdown(self) -> str:
+        return matrix_markdown(self)
+
+
+def _first_problem(rep: dict) -> tuple[str, str | None] | None:
+    for name, stage in (rep.get("stages") or {}).items():
+        if stage.get("status") in FAILING:
+            return name, stage.get("error") or stage.get("summary")
+    return None
+
+
+# --------------------------------------------------------------------------- reading
+
+def find_model_reports(folder: Path) -> list[tuple[Path, dict]]:
+    """Every `onnxtax ci` model report under `folder` (downloaded CI artifacts nest folders)."""
+    found = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and data.get("schema") == MODEL_SCHEMA:
+            found.append((path, data))
+    return found
+
+
+def load_host_runs(folders: list[str | Path]) -> list[HostRun]:
+    """One HostRun per (folder, host label). Two runs that carry the same label get
+    their folder name appended, so no host hides another."""
+    runs: dict[tuple[str, str], HostRun] = {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise OnnxtaxError(f"report folder {folder} does not exist",
+                               "give the folders `onnxtax ci --reports DIR` wrote (or the CI artifacts holding them)")
+        reports = find_model_reports(folder)
+        if not reports:
+            raise OnnxtaxError(f"no onnxtax ci model reports under {folder}",
+                               "run `onnxtax ci --reports DIR` there first; each model writes DIR/<model>.json")
+        for path, data in reports:
+            facts = data.get("host") or {}
+            label = str(facts.get("label") or facts.get("hostname") or path.parent.name)
+            key = (str(path.parent), label)
+            run = runs.get(key)
+            if run is None:
+                run = runs[key] = HostRun(label, str(path.parent), facts)
+            name = str(data.get("model") or path.stem)
+            if name in run.models:
+                raise OnnxtaxError(f"{path.parent} holds two reports for model '{name}' from host '{label}'",
+                                   "give each host run its own reports folder")
+            run.models[name] = data
+    hosts = list(runs.values())
+    counts: dict[str, int] = {}
+    for h in hosts:
+        counts[h.label] = counts.get(h.label, 0) + 1
+    for h in hosts:
+        if counts[h.label] > 1:
+            h.label = f"{h.label} [{Path(h.source).name}]"
+    seen: dict[str, int] = {}
+    for h in hosts:  # same label and same folder name: number them
+        seen[h.label] = seen.get(h.label, 0) + 1
+        if seen[h.label] > 1:
+            h.label = f"{h.label} #{seen[h.label]}"
+    return hosts
+
+
+# --------------------------------------------------------------------------- merging
+
+def merge_reports(folders: list[str | Path]) -> Matrix:
+    """Read every host run under `folders` and build the model x provider matrix."""
+    hosts = load_host_runs(folders)
+    rows: dict[tuple[str, str], MatrixRow] = {}
+    notes: list[str] = []
+    for h in hosts:
+        for name, rep in h.models.items():
+            for p in rep.get("providers") or []:
+                label = p.get("label") or p.get("provider")
+                row = rows.get((name, label))
+                if row is None:
+                    row = rows[(name, label)] = MatrixRow(name, label, p.get("provider") or label)
+                row.cells[h.label] = {"verdict": p.get("verdict", "not_run"), "reason": p.get("reason"),
+                                      "artifact_sha256": rep.get("artifact_sha256"),
+                                      "placement": p.get("placement")}
+    conflicts = []
+    for row in rows.values():
+        by_sha: dict[str | None, list[tuple[str, dict]]] = {}
+        for host, cell in row.cells.items():
+            by_sha.setdefault(cell["artifact_sha256"], []).append((host, cell))
+        for sha, cells in by_sha.items():
+            if sha is None:
+                continue
+            passed_on = [h for h, c in cells if c["verdict"] in PASSING]
+            failed_on = [h for h, c in cells if c["verdict"] in FAILING]
+            if passed_on and failed_on:
+                row.conflict = True
+                conflicts.append(Conflict(row.model, row.provider, sha, passed_on, failed_on,
+                                          {h: c["reason"] for h, c in cells if c["verdict"] in FAILING}))
+    model_names = list(dict.fromkeys(name for h in hosts for name in h.models))
+    for name in model_names:
+        shas = {h.label: h.models[name].get("artifact_sha256") for h in hosts if name in h.models}
+        distinct = {s for s in shas.values() if s}
+        if len(distinct) > 1:
+            notes.append(f"{name}: hosts tested different artifacts ("
+                         + ", ".join(f"{host} {(sha or '-')[:12]}" for host, sha in shas.items())
+                         + "); verdicts compare the model, not one file")
+        missing = [h.label for h in hosts if name not in h.models]
+        if missing:
+            notes.append(f"{name}: no report from {', '.join(missing)}")
+    ordered = sorted(rows.values(), key=lambda r: (model_names.index(r.model), _provider_order(r.provider_name),
+                                                    r.provider))
+    return Matrix(hosts, ordered, conflicts, notes)
+
+
+_PROVIDER_ORDER = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
+                   "OpenVINOExecutionProvider")
+
+
+def _provider_order(name: str) -> int:
+    return _PROVIDER_ORDER.index(name) if name in _PROVIDER_ORDER else len(_PROVIDER_ORDER)
+
+
+# --------------------------------------------------------------------------- output
+
+def matrix_markdown(matrix: Matrix) -> str:
+    hosts = [h.label for h in matrix.hosts]
+    if matrix.passed:
+        head = f"## ✅ onnxtax provider matrix: {len(matrix.model_names)} models on {len(hosts)} hosts"
+    else:
+        problems = []
+        if matrix.conflicts:
+            problems.append(f"{len(matrix.conflicts)} conflicting verdict{'s' if len(matrix.conflicts) != 1 else ''}")
+        failing = [h.label for h in matrix.hosts if not h.passed]
+        if failing:
+            problems.append(f"failures on {', '.join(failing)}")
+        head = "## ❌ onnxtax provider matrix: " + "; ".join(problems)
+    lines = [head, "", "| model | provider | " + " | ".join(_md(h) for h in hosts) + " | verdict |",
+             "|---|---|" + "---|" * len(hosts) + "---|"]
+    for row in matrix.rows:
+        cells = []
+        for h in hosts:
+            cell = row.cells.get(h)
+            cells.append("" if cell is None else VERDICT_TEXT.get(cell["verdict"], cell["verdict"]))
+        overall = "⚠️❗ conflict" if row.conflict else VERDICT_TEXT.get(row.verdict, row.verdict)
+        lines.append(f"| {row.model} | {_md(row.provider)} | " + " | ".join(cells) + f" | **{overall}** |")
+    lines += ["", "| model | " + " | ".join(_md(h) for h in hosts) + " |", "|---|" + "---|" * len(hosts)]
+    for name in matrix.model_names:
+        cells = []
+        for h in matrix.hosts:
+            rep = h.models.get(name)
+            if rep is None:
+                cells.append("")
+                continue
+            status = rep.get("status", "")
+            icon = {"passed": "✅", "failed": "❌", "error": "⛔"}.get(status, "⏭️")
+            sha = (rep.get("artifact_sha256") or "")[:12]
+            problem = _first_problem(rep)
+            cells.append(f"{icon} {status}" + (f" `{sha}`" if sha else "")
+                         + (f" ({problem[0]})" if problem else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if matrix.conflicts:
+        lines += ["", "### Conflicting verdicts", ""]
+        for c in matrix.conflicts:
+            lines.append(f"- **{c.model}** on **{_md(c.provider)}**, artifact `{(c.artifact_sha256 or '')[:12]}`: "
+                         f"passed on {', '.join(c.passed_on)}, failed on {', '.join(c.failed_on)}")
+            for host, reason in c.reasons.items():
+                if reason:
+                    lines.append(f"  - {host}: {_md(reason)}")
+    details = [(row, h, cell) for row in matrix.rows for h, cell in row.cells.items()
+               if cell["verdict"] in ("failed", "error", "fell_back") and cell.get("reason")]
+    if details:
+        lines += ["", "### Details", ""]
+        for row, h, cell in details:
+            lines.append(f"- {row.model} / {_md(row.provider)} on {h}: {cell['verdict']}: {_md(cell['reason'])}")
+    if matrix.notes:
+        lines += ["", "### Notes", ""] + [f"- {_md(n)}" for n in matrix.notes]
+    lines += ["", "### Hosts", ""]
+    for h in matrix.hosts:
+        d = h.to_dict()
+        lines.append(f"- **{_md(h.label)}** ({d['hostname']}): {d['cpu']}"
+                     + (f", GPU {', '.join(d['gpus'])}" if d["gpus"] else "")
+                     + f"; {d['onnxruntime_package']} {d['onnxruntime']}; providers "
+                       f"{', '.join(d['compute_providers'])}; reports `{d['source']}`")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return str(text or "").replace("|", "\\|").replace("\n", " ")
+
+
+def write_matrix(matrix: Matrix, out_dir: str | Path) -> list[Path]:
+    """OUT/matrix.json and OUT/matrix.md, each written atomically."""
+    from onnxtax.files import write_json_atomic, write_text_atomic
+    from onnxtax.report import jsonable
+
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / "matrix.json", out_dir / "matrix.md"
+    write_json_atomic(json_path, jsonable(matrix.to_dict()))
+    write_text_atomic(md_path, matrix.markdown())
+    return [json_path, md_path]
