@@ -849,7 +849,8 @@ def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_
                                  "provider_options": dict(p.request.options), "threads": threads,
                                  "opt_level": opt_level, "inputs": child_inputs}))
     env = dict(os.environ)
-    if spec is not None and not spec.rpartition(":")[0].endswith(".py"):
+    target = (spec or "").rpartition(":")[0]
+    if spec is not None and not (target.endswith(".py") or "/" in target or "\\" in target):
         # a `package.module:NAME` spec must resolve in the child as it did here
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     raw: dict[str, list[dict]] = {path: [] for path, _ in jobs}
@@ -989,7 +990,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
     if not min_time > 0:
         raise InputSpecError(f"--min-time {min_time} must be > 0", "e.g. --min-time 1")
     if threads is not None and threads < 1:
-        raise InputSpecError(f"threads={threads} must be >= 1, or None for each runtime's default")
+        raise InputSpecError(f"threads {threads} must be >= 1", "or None (--threads 0) for each runtime's default")
     if cold_start_runs < 1:
         raise InputSpecError(f"cold start runs {cold_start_runs} must be >= 1")
     ranges = dict(ranges or {})

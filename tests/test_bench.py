@@ -259,9 +259,12 @@ def test_static_model_has_one_batch_size(models, tmp_path):
         run_bench(None, path, None, batch_sizes=(1, 8), **FAST)
 
 
-def test_cold_start_runs_fresh_processes_for_both_paths(models):
-    rep = run_bench(models.spec, models.onnx, models.inputs, batch_sizes=(1,), min_time=0.02, warmup=2,
-                    cold_start=True, cold_start_runs=1)
+def test_cold_start_runs_fresh_processes_for_both_paths(models, tmp_path, monkeypatch):
+    # a `module:NAME` spec importable here only through sys.path: the child must see the same path
+    (tmp_path / "bench_probe_models.py").write_text(textwrap.dedent(MODELS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rep = run_bench("bench_probe_models:Tiny", models.onnx, models.inputs, batch_sizes=(1,), min_time=0.02,
+                    warmup=2, cold_start=True, cold_start_runs=1)
     assert set(rep.cold_start) == {EAGER, "ort:cpu"}
     for cold in rep.cold_start.values():
         assert cold.measured, cold.reason

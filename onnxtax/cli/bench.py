@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_error, print_json,
-                              user_errors)
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+# onnxtax.bench imports only the standard library at module level, so its defaults are shown as they are
+from onnxtax.bench import DEFAULT_COLD_START_RUNS, DEFAULT_MIN_TIME, DEFAULT_THREADS, DEFAULT_WARMUP, MAX_SAMPLES
+from onnxtax.cli._app import DEBUG_HELP, EXIT_CODES_HELP, app, console, print_error, print_json, user_errors
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError
 
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
               "model, else the ONNX graph's inputs.")
@@ -45,21 +46,22 @@ def bench(
     provider: Annotated[list[str], typer.Option(help="Execution provider, repeatable: cpu, "
                                                 "openvino:device_type=CPU, ... Default: every compute provider.",
                                                 show_default=False)] = [],  # noqa: B006
-    skip_unavailable: Annotated[bool, typer.Option(help="Skip a --provider this host lacks instead of failing.")
-                                ] = False,
+    skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Skip a --provider this host "
+                                                   "lacks instead of failing.")] = False,
     threads: Annotated[int, typer.Option(help="Threads for torch and ORT alike (intra-op); 0 = each runtime's "
-                                         "own default.")] = 1,
+                                         "own default.")] = DEFAULT_THREADS,
     opt_level: Annotated[str, typer.Option(help="ORT graph optimisation level: disable, basic, extended, all.")
                          ] = "all",
     warmup: Annotated[int, typer.Option(help="Warm-up calls per path and batch size (also calibrate blocks).")
-                      ] = 20,
-    min_time: Annotated[float, typer.Option(help="Seconds of measured calls per path and batch size (at least; "
-                                            "at most 200,000 calls).")] = 1.0,
+                      ] = DEFAULT_WARMUP,
+    min_time: Annotated[float, typer.Option(help="Seconds of measured calls per path and batch size (at least, "
+                                            f"unless {MAX_SAMPLES:,} calls come first).")] = DEFAULT_MIN_TIME,
     sweep: Annotated[bool, typer.Option("--sweep", help="Also try every optimisation level x thread count "
                                         "(1, 2, all cores) per provider and report the best.")] = False,
     no_cold_start: Annotated[bool, typer.Option("--no-cold-start", help="Skip the fresh-process cold start "
                                                 "and peak memory measurement.")] = False,
-    cold_start_runs: Annotated[int, typer.Option(help="Fresh processes per path for the cold start.")] = 3,
+    cold_start_runs: Annotated[int, typer.Option(help="Fresh processes per path for the cold start.")
+                               ] = DEFAULT_COLD_START_RUNS,
     range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH value range of an input (integers: "
                                               "high exclusive), e.g. ids=0:30522.", show_default=False)] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
@@ -93,6 +95,8 @@ def bench(
         from onnxtax.manifest import read_manifest, update_manifest
         from onnxtax.specs import parse_dim_values, parse_input_specs, parse_ranges
 
+        if threads < 0:
+            raise InputSpecError(f"--threads {threads} must be >= 0", "0 = each runtime's own default, e.g. --threads 1")
         specs = parse_input_specs(input) or None
         sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
         dims = parse_dim_values(dim, multi=True)
