@@ -1,0 +1,362 @@
+"""Source rules: trace the PyTorch model before export and report, at the user's
+file:line, what one ONNX graph cannot express.
+
+Two tracers, because each sees what the other misses:
+- `torch.export.draft_export` (non-strict, dynamic axes as Dim.DYNAMIC) keeps going past
+  data-dependent guards and lists every one with the user's stack (plain torch.export stops
+  at the first `GuardOnDataDependentSymNode`); its graph shows torch.library custom ops.
+- `torch.jit.trace` emits a TracerWarning for every tensor turned into a Python bool or
+  number (what the TorchScript exporter silently freezes) and records autograd.Function
+  calls as PythonOp nodes.
+Findings from both are merged per (file, line).
+"""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import os
+import re
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnxtax.errors import InputSpecError
+from onnxtax.lint import RULES, Finding, user_frame
+from onnxtax.specs import DTYPES, InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
+
+SOURCE_RULES = ("source-data-dependent-branch", "source-tensor-to-python", "source-custom-op", "source-trace")
+_INTERNAL = re.compile(r"site-packages|dist-packages|[/\\]torch[/\\]|[/\\]onnxtax[/\\]|^<")
+_BRANCH_LINE = re.compile(r"^\s*(if|elif|while|assert)\b|\bif\b.*\belse\b")
+_TO_PYTHON = re.compile(r"\.item\(|\bint\(|\bfloat\(|\bbool\(|\.tolist\(|\.numpy\(")
+_RELATIONAL = re.compile(r"^(Eq|Ne|Lt|Le|Gt|Ge|And|Or|Not)\(|[<>]=?|==|!=")
+_TRACER_KINDS = (
+    (re.compile(r"Python boolean"), "source-data-dependent-branch", "a tensor is used as a Python bool"),
+    (re.compile(r"Python (integer|float|number|index)"), "source-tensor-to-python",
+     "a tensor is turned into a Python number"),
+    (re.compile(r"Python list"), "source-tensor-to-python", "a tensor is turned into a Python list"),
+    (re.compile(r"NumPy array"), "source-tensor-to-python", "a tensor is turned into a NumPy array"),
+)
+_SAFE_NAMESPACES = {"aten", "prims", "higher_order", "_operator", "quantized_decomposed"}
+
+
+@dataclass
+class SourceResult:
+    findings: list[Finding] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Hit:
+    rule: str
+    file: str
+    line: int
+    how: list[str] = field(default_factory=list)
+    detail: dict = field(default_factory=dict)
+
+
+def _code(file: str, line: int) -> str:
+    return linecache.getline(file, line).strip()
+
+
+def _pick_frame(frames: list[tuple[str, int]], user_file: str | None) -> tuple[str, int] | None:
+    """The user's frame: the last one in the model's own file, else the last outside torch."""
+    if user_file:
+        want = os.path.realpath(user_file)
+        mine = [f for f in frames if os.path.realpath(f[0]) == want]
+        if mine:
+            return mine[-1]
+    outside = [f for f in frames if not _INTERNAL.search(f[0])]
+    return outside[-1] if outside else None
+
+
+def _torch_args(specs: list[InputSpec], sizes: dict[str, int]) -> tuple:
+    import torch
+
+    arrays = make_inputs(specs, sizes, SampleRecipe(seed=0))
+    return tuple(torch.from_numpy(arrays[s.name].copy()).to(getattr(torch, DTYPES[s.dtype][2])) for s in specs)
+
+
+def _specs_and_sizes(inputs: list[InputSpec] | None, manifest: dict | None) -> tuple[list[InputSpec], dict[str, int]]:
+    specs = list(inputs or [])
+    if not specs and manifest and manifest.get("inputs"):
+        specs = [InputSpec.from_dict(d) for d in manifest["inputs"]]
+    if not specs:
+        raise InputSpecError("--source needs the model's inputs",
+                             "add --input NAME:DIMS[:DTYPE] per forward() argument (or lint a model exported by "
+                             "`onnxtax export`, whose manifest lists them)")
+    sizes = export_sizes(specs)
+    axes = (manifest or {}).get("dynamic_axes") or {}
+    for sym in symbols_of(specs):
+        size = (axes.get(sym) or {}).get("export_size") if isinstance(axes.get(sym), dict) else None
+        if isinstance(size, int) and size > 1:
+            sizes[sym] = size
+    return specs, sizes
+
+
+def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest: dict | None = None) -> SourceResult:
+    """Trace `source` (a spec string or an nn.Module) with example inputs and report
+    data-dependent branches, tensors turned into Python values and untranslatable custom ops."""
+    import torch
+
+    from onnxtax.loading import LoadedModel, check_inputs_match, load_model
+
+    started = time.perf_counter()
+    if isinstance(source, str):
+        loaded = load_model(source)
+    else:
+        if not isinstance(source, torch.nn.Module):
+            raise InputSpecError(f"source is a {type(source).__name__}, not an nn.Module or spec string",
+                                 "pass an nn.Module or 'file.py:NAME'")
+        source.eval()
+        try:
+            file = inspect.getsourcefile(type(source))
+        except TypeError:
+            file = None
+        loaded = LoadedModel(source, f"<{type(source).__name__} instance>", type(source).__name__, file)
+    specs, sizes = _specs_and_sizes(inputs, manifest)
+    check_inputs_match(loaded.module, specs, loaded.spec)
+    args = _torch_args(specs, sizes)
+    user_file = loaded.source_file
+    hits: dict[tuple[str, int, str], _Hit] = {}
+    extra: list[Finding] = []
+    steps: dict[str, str] = {}
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    draft_error = _run_draft_export(loaded.module, args, specs, user_file, hits, extra, steps)
+    timings["draft_export"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    trace_error = _run_jit_trace(loaded.module, args, user_file, hits, extra, steps)
+    timings["jit_trace"] = round(time.perf_counter() - t0, 3)
+    if draft_error is not None and trace_error is not None:
+        exc = draft_error
+        frames = [(fr.filename, fr.lineno or 0) for fr in traceback.extract_tb(exc.__traceback__)]
+        where = _pick_frame(frames, user_file)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        f = Finding("source-trace", RULES["source-trace"].severity,
+                    f"neither torch.export nor torch.jit.trace could trace the model: {type(exc).__name__}: {first}",
+                    RULES["source-trace"].help)
+        if where:
+            f.source_location = f"{where[0]}:{where[1]}"
+        extra.append(f)
+
+    findings = _merge(hits) + extra
+    info = {"spec": loaded.spec, "file": user_file, "inputs": [str(s) for s in specs], "sizes": sizes,
+            "steps": steps, "step_seconds": timings, "seconds": round(time.perf_counter() - started, 3)}
+    return SourceResult(findings, info)
+
+
+def _dynamic_shapes(specs: list[InputSpec]) -> tuple:
+    from torch.export import Dim
+
+    return tuple({i: Dim.DYNAMIC for i, d in enumerate(s.dims) if isinstance(d, str)} or None for s in specs)
+
+
+def _quiet_torch_logs():
+    import logging
+
+    for name in ("torch.export", "torch._export", "torch.fx.experimental.symbolic_shapes", "torch._dynamo",
+                 "torch.onnx", "torch._logging"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _add(hits: dict, rule: str, frame: tuple[str, int] | None, how: str, **detail) -> None:
+    if frame is None:
+        return
+    key = (frame[0], frame[1], rule)
+    hit = hits.setdefault(key, _Hit(rule, frame[0], frame[1]))
+    if how not in hit.how:
+        hit.how.append(how)
+    for k, v in detail.items():
+        hit.detail.setdefault(k, v)
+
+
+def _classify_guard(expr: str, code: str) -> str:
+    if _BRANCH_LINE.search(code):
+        return "source-data-dependent-branch"
+    if _TO_PYTHON.search(code):
+        return "source-tensor-to-python"
+    return "source-data-dependent-branch" if _RELATIONAL.search(expr) else "source-tensor-to-python"
+
+
+def _run_draft_export(module, args, specs, user_file, hits, extra, steps) -> BaseException | None:
+    import contextlib
+    import io
+
+    import torch
+
+    _quiet_torch_logs()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.export.draft_export(module, args, dynamic_shapes=_dynamic_shapes(specs), strict=False)
+    except Exception as exc:  # noqa: BLE001 - recorded; jit.trace may still see the model
+        steps["draft_export"] = f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        frames = [(fr.filename, fr.lineno or 0) for fr in traceback.extract_tb(exc.__traceback__)]
+        frames += [(f, int(n)) for f, n in re.findall(r'File "([^"]+)", line (\d+)', str(exc))]
+        where = _pick_frame(frames, user_file)
+        text = f"{type(exc).__name__}: {exc}"
+        if where and re.search(r"GuardOnDataDependentSymNode|data-dependent", text):
+            rule = _classify_guard("", _code(*where))
+            _add(hits, rule, where, "torch.export")
+        return exc
+    report = getattr(program, "_report", None)
+    failures = list(getattr(report, "failures", []) or [])
+    names = dict(getattr(report, "str_to_filename", {}) or {})
+    counted = 0
+    for failure in failures:
+        kind = str(getattr(failure, "failure_type", ""))
+        data = getattr(failure, "data", {}) or {}
+        frames = [(names.get(fr.get("filename"), str(fr.get("filename"))), int(fr.get("line", 0)))
+                  for fr in data.get("user_stack", []) if isinstance(fr, dict)]
+        where = _pick_frame(frames, user_file)
+        if "DATA_DEPENDENT" in kind:
+            counted += 1
+            expr = str(data.get("expr", ""))
+            rule = _classify_guard(expr, _code(*where) if where else "")
+            _add(hits, rule, where, "torch.export", guard=expr, example_value=str(data.get("result", "")))
+        elif "FAKE_KERNEL" in kind:
+            op = str(data.get("op", "?"))
+            f = Finding("source-custom-op", "error",
+                        f"custom op {op} has no fake (meta) kernel: torch.export cannot trace it without running it",
+                        f"register one with @{op.split('::')[-1]}.register_fake (torch.library), then export")
+            f.op_type, f.domain = op.split("::")[-1], op.split("::")[0]
+            if where:
+                f.source_location = f"{where[0]}:{where[1]}"
+            extra.append(f)
+    steps["draft_export"] = f"ok ({counted} data-dependent guard(s))"
+    _custom_ops_in(program, user_file, extra)
+    return None
+
+
+def _custom_ops_in(program, user_file, extra) -> None:
+    """torch.library ops (non-aten namespaces) in the exported graph that the ONNX registry lacks."""
+    import torch
+
+    targets: dict[Any, list] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        if node.target.namespace in _SAFE_NAMESPACES:
+            continue
+        targets.setdefault(node.target, []).append(node)
+    if not targets:
+        return
+    registry = _onnx_registry()
+    for target, nodes in targets.items():
+        if registry is not None and registry.is_registered(target):
+            continue
+        name = f"{target.namespace}::{target._opname}"
+        stack = nodes[0].meta.get("stack_trace") or ""
+        loc = user_frame(stack, user_file)
+        f = Finding("source-custom-op", "error",
+                    f"custom op {name} ({len(nodes)} call(s)) has no ONNX translation in torch.onnx: the dynamo "
+                    f"exporter fails with 'No ONNX function found'",
+                    "rewrite it with standard torch ops; or give torch.onnx.export(custom_translation_table={"
+                    f"torch.ops.{target.namespace}.{target._opname}.default: onnxscript_fn}}) a translation to "
+                    "standard ONNX ops; or emit a custom-domain node and ship an ORT custom-op library")
+        f.op_type, f.domain, f.source_location = target._opname, target.namespace, loc
+        f.details = {"op": name, "calls": len(nodes)}
+        extra.append(f)
+
+
+def _onnx_registry():
+    import contextlib
+    import io
+
+    try:
+        from torch.onnx._internal.exporter._registration import ONNXRegistry
+
+        _quiet_torch_logs()
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ONNXRegistry.from_torchlib()
+    except Exception:  # noqa: BLE001 - private API moved: report every non-aten op
+        return None
+
+
+def _run_jit_trace(module, args, user_file, hits, extra, steps) -> BaseException | None:
+    import torch
+
+    recorded: list[tuple[str, list[tuple[str, int]]]] = []
+
+    def hook(message, category, filename, lineno, file=None, line=None):
+        if category.__name__ != "TracerWarning":
+            return
+        frames = [(fr.filename, fr.lineno or 0) for fr in traceback.extract_stack()]
+        frames.append((filename, lineno))
+        recorded.append((str(message), frames))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = hook
+            traced = torch.jit.trace(module, args, check_trace=False, strict=False)
+    except Exception as exc:  # noqa: BLE001
+        steps["jit_trace"] = f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        _tracer_hits(recorded, user_file, hits)
+        return exc
+    _tracer_hits(recorded, user_file, hits)
+    steps["jit_trace"] = f"ok ({len(recorded)} TracerWarning(s))"
+    seen: set[str] = set()
+    for node in traced.inlined_graph.nodes():
+        if node.kind() != "prim::PythonOp":
+            continue
+        try:
+            fn_cls = getattr(node.pyobj(), "__self__", None)
+        except Exception:  # noqa: BLE001
+            fn_cls = None
+        name = getattr(fn_cls, "__qualname__", None) or node.pyname()
+        if name in seen or (fn_cls is not None and hasattr(fn_cls, "symbolic")):
+            continue
+        seen.add(name)
+        frames = [(f, int(n)) for f, n in re.findall(r"^(.+?)\((\d+)\): ", node.sourceRange(), re.M)]
+        where = _pick_frame(frames, user_file)
+        f = Finding("source-custom-op", "warning",
+                    f"autograd.Function {name} has no symbolic(): the TorchScript exporter (dynamo=False) fails on "
+                    f"it; the dynamo exporter traces its forward() instead",
+                    "keep the default dynamo exporter, or add a staticmethod symbolic(g, ...) emitting ONNX ops")
+        f.op_type = name
+        if where:
+            f.source_location = f"{where[0]}:{where[1]}"
+        f.details = {"kind": "autograd.Function"}
+        extra.append(f)
+    return None
+
+
+def _tracer_hits(recorded, user_file, hits) -> None:
+    for message, frames in recorded:
+        for pattern, rule, what in _TRACER_KINDS:
+            if pattern.search(message):
+                _add(hits, rule, _pick_frame(frames, user_file), "torch.jit.trace", tracer=what)
+                break
+
+
+def _merge(hits: dict) -> list[Finding]:
+    """One finding per line; a branch at a line wins over a Python value taken at the same line."""
+    out: list[Finding] = []
+    branch_lines = {(h.file, h.line) for h in hits.values() if h.rule == "source-data-dependent-branch"}
+    for hit in sorted(hits.values(), key=lambda h: (h.file, h.line, h.rule)):
+        if hit.rule == "source-tensor-to-python" and (hit.file, hit.line) in branch_lines:
+            continue
+        code = _code(hit.file, hit.line)
+        shown = f" `{code}`" if code else ""
+        found = " and ".join(hit.how)
+        if hit.rule == "source-data-dependent-branch":
+            msg = (f"Python control flow on a tensor's value{shown}: the dynamo exporter fails here "
+                   f"(GuardOnDataDependentSymNode), the TorchScript exporter freezes the branch the example took")
+            hint = ("rewrite with torch.cond(pred, true_fn, false_fn, (x,)) (exports as an ONNX If), or compute "
+                    "both sides and select with torch.where, or move the decision out of the model")
+        else:
+            msg = (f"a tensor becomes a Python value{shown}: the TorchScript exporter bakes the example's value "
+                   f"into the graph, the dynamo exporter needs it symbolic")
+            hint = ("keep it a tensor (e.g. x.amax() instead of int(x.max()), torch.where instead of if), or "
+                    "compute it outside the model and pass it as an input")
+        f = Finding(hit.rule, RULES[hit.rule].severity, msg, hint)
+        f.source_location = f"{hit.file}:{hit.line}"
+        f.details = {"found_by": found, "code": code, **hit.detail}
+        out.append(f)
+    return out
