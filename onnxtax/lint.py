@@ -919,7 +919,6 @@ def rule_provider_fallback(ctx: LintContext, providers: list[str], report: LintR
                                 hint="check the provider options (e.g. device_type) and that the device exists; "
                                      "OpenVINO with an absent GPU/NPU silently runs everything on CPU",
                                 provider=req.name, checked=True, by_provider=placement.by_provider))
-            continue
         for fb in placement.fallback_nodes:
             ref = nodes_by_name.get(fb["name"])
             cause = ""
@@ -928,8 +927,9 @@ def rule_provider_fallback(ctx: LintContext, providers: list[str], report: LintR
             f = _finding("provider-fallback", f"{fb['op_type']} {fb['name']} runs on {fb['provider']} instead of "
                          f"{req.short}{cause}", ref,
                          hint=("cast to float32 in PyTorch before export" if cause else
-                               f"{req.short} has no kernel for this op/type here: rewrite it with ops the provider "
-                               f"supports, or accept the CPU copy"),
+                               f"{req.short} ran no node at all (see the finding above)" if placement.on_provider == 0
+                               else f"{req.short} has no kernel for this op/type here: rewrite it with ops the "
+                                    f"provider supports, or accept the CPU copy"),
                          node=None if ref else fb["name"], provider=req.name, ran_on=fb["provider"], checked=True)
             if ref is None:
                 f.op_type = fb["op_type"]

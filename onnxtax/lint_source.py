@@ -111,10 +111,7 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
             raise InputSpecError(f"source is a {type(source).__name__}, not an nn.Module or spec string",
                                  "pass an nn.Module or 'file.py:NAME'")
         source.eval()
-        try:
-            file = inspect.getsourcefile(type(source))
-        except TypeError:
-            file = None
+        file = _defining_file(type(source))
         loaded = LoadedModel(source, f"<{type(source).__name__} instance>", type(source).__name__, file)
     specs, sizes = _specs_and_sizes(inputs, manifest)
     check_inputs_match(loaded.module, specs, loaded.spec)
@@ -147,6 +144,18 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
     info = {"spec": loaded.spec, "file": user_file, "inputs": [str(s) for s in specs], "sizes": sizes,
             "steps": steps, "step_seconds": timings, "seconds": round(time.perf_counter() - started, 3)}
     return SourceResult(findings, info)
+
+
+def _defining_file(cls) -> str | None:
+    """The file defining the model class (also for modules loaded without sys.modules)."""
+    try:
+        file = inspect.getsourcefile(cls)
+    except TypeError:
+        file = None
+    forward = getattr(cls, "forward", None)
+    if file is None and hasattr(forward, "__code__"):
+        file = forward.__code__.co_filename
+    return file
 
 
 def _dynamic_shapes(specs: list[InputSpec]) -> tuple:

@@ -54,7 +54,8 @@ def custom_domain_model():
 def float64_model():
     nodes = [helper.make_node("Cast", ["x"], ["xd"], name="to_double", to=T.DOUBLE),
              helper.make_node("Mul", ["xd", "w"], ["yd"], name="mul_double"),
-             helper.make_node("Cast", ["yd"], ["y"], name="to_float", to=T.FLOAT)]
+             helper.make_node("Cast", ["yd"], ["yf"], name="to_float", to=T.FLOAT),
+             helper.make_node("Relu", ["yf"], ["y"], name="relu")]
     return make(nodes, [vi("x")], [vi("y")], initializers=[numpy_helper.from_array(np.ones(4), "w")])
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxtax.cli._app import DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, status_console, user_errors
+from onnxtax.cli._app import DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, status_console, user_errors
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 MAX_ROWS_PER_RULE = 25
@@ -141,13 +141,12 @@ def render(report) -> None:
         console.print(f"[dim]source: traced {escape(str(src.get('spec')))} with {', '.join(src.get('inputs', []))} "
                       f"in {src.get('seconds', 0):.1f} s[/]", highlight=False, soft_wrap=True)
     counts = report.counts()
-    parts = [f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in ("error", "warning", "info")]
+    parts = [f"{counts[s]} {s}{'s' if counts[s] != 1 and s != 'info' else ''}" for s in ("error", "warning", "info")]
     if counts["allowed"]:
         parts.append(f"{counts['allowed']} allowed")
     verdict = "[bold green]passed[/]" if report.passed else f"[bold red]failed[/] ({counts['failing']} at or above " \
                                                              f"{report.fail_on})"
-    target = err_console if not report.passed else console
-    target.print(f"lint-ops: {', '.join(parts)} -> {verdict}  [{report.seconds:.1f} s]", highlight=False)
+    console.print(f"lint-ops: {', '.join(parts)} -> {verdict}  [{report.seconds:.1f} s]", highlight=False)
 
 
 def _short_path(location: str) -> str:
