@@ -1058,7 +1058,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
 
     recipe = SampleRecipe(seed, ranges)
     cold: dict[str, ColdStart] = {}
-    cold_start_reason = None if cold_start else "cold start not requested (--no-cold-start)"
+    cold_start_reason = None if cold_start else "not requested (--no-cold-start)"
     if cold_start:
         first_sizes = dict(fixed, **({batch_axis: sizes_list[0]} if batch_axis else {}))
         cold = _cold_start(spec, cold_reason, onnx_path, ort_paths, specs, first_sizes, ranges, threads,

@@ -101,7 +101,7 @@ def test_throughput_speedup_and_harness_are_derived_from_the_latencies(report):
 def test_report_without_gates_passes_and_says_why_cold_start_is_missing(report):
     assert report and report.passed and report.gates == []
     data = report.to_dict()
-    assert data["cold_start"] == {"measured": False, "reason": "cold start not requested (--no-cold-start)",
+    assert data["cold_start"] == {"measured": False, "reason": "not requested (--no-cold-start)",
                                   "runs": 0, "paths": {}}
     assert data["sweep"] is None and data["profile"] is None
 

@@ -195,7 +195,7 @@ def _render_cold_start(report) -> None:
 
     if not report.cold_start:
         if report.cold_start_reason:
-            console.print(f"cold start: not measured ({escape(report.cold_start_reason)})", highlight=False)
+            console.print(f"cold start: not measured: {escape(report.cold_start_reason)}", highlight=False)
         return
     table = Table(title=f"cold start: fresh process to first result, median (min-max) of {report.cold_start_runs}",
                   title_justify="left", pad_edge=False)
@@ -245,12 +245,13 @@ def _render_profile(profiles) -> None:
 
     for prof in profiles:
         table = Table(title=f"top operators: {escape(prof.path)}, batch {prof.batch_size}", title_justify="left",
-                      caption=f"{prof.runs} profiled runs: {prof.run_mean_us:.1f} µs per run, of which "
-                              f"{prof.node_mean_us:.1f} µs in operators", caption_justify="left", pad_edge=False)
+                      pad_edge=False)
         for col in ("op type", "provider", "calls", "total", "mean", "%"):
             table.add_column(col, justify="left" if col in ("op type", "provider") else "right")
         for op in prof.top_ops:
             table.add_row(escape(op.op_type), op.provider.replace("ExecutionProvider", ""), f"{op.calls:,}",
                           f"{op.total_us:,.0f} µs", f"{op.mean_us:.2f} µs", f"{op.percent:.1f}")
         console.print(table)
-        console.print(f"profile: {escape(prof.file)}", highlight=False, style="dim")
+        console.print(f"{prof.runs} profiled runs: {prof.run_mean_us:.1f} µs per run (the profiler's own cost "
+                      f"included), {prof.node_mean_us:.1f} µs in operators; {escape(prof.file)}",
+                      highlight=False, style="dim")

@@ -139,7 +139,7 @@ def test_table_json_file_and_plot(m, tmp_path):
                     "--json", tmp_path / "r.json", "--plot", tmp_path / "lat.png")
     assert result.exit_code == 0, result.stderr
     for text in ("latency per call", "eager/ORT", "iobinding", "inference_mode", "harness overhead",
-                 "cold start: not measured"):
+                 "cold start: not measured: not requested"):
         assert text in result.stdout
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["input_source"] == "--input" and len(data["batches"]) == 2
