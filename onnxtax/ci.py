@@ -400,8 +400,9 @@ def _stage_lint(model: ModelConfig, stage: StageResult, say: Callable[[str], Non
     from onnxtax.lint import lint_model
 
     say("linting operators against the runtime")
-    kwargs: dict[str, Any] = {"source": model.spec, "inputs": model.input_specs, "allow": model.lint.allow,
-                              "fail_on": model.lint.fail_on}
+    kwargs: dict[str, Any] = {"allow": model.lint.allow, "fail_on": model.lint.fail_on}
+    if model.lint.source:
+        kwargs.update(source=model.spec, inputs=model.input_specs)
     if model.lint.target_opset is not None:
         kwargs["target_opset"] = model.lint.target_opset
     if model.lint.target_ir is not None:

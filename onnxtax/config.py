@@ -32,6 +32,7 @@ Layout (every key optional unless marked):
     target_ir = 10
     allow = ["float64"]             # lint rules ("RULE" or "RULE:NODE") reported but not failing
     fail_on = "error"               # "error" | "warning" | "info"
+    source = true                   # also lint the PyTorch code (traces the model once)
 
     [bench]                         # present: every model is benchmarked too (off otherwise)
 
@@ -106,10 +107,11 @@ class LintConfig:
     target_ir: int | None = None
     allow: list[str] = field(default_factory=list)
     fail_on: str = "error"
+    source: bool = True  # also lint the PyTorch source (traces the model: seconds for big ones)
 
     def to_dict(self) -> dict:
         return {"target_opset": self.target_opset, "target_ir": self.target_ir, "allow": self.allow,
-                "fail_on": self.fail_on}
+                "fail_on": self.fail_on, "source": self.source}
 
 
 @dataclass
@@ -245,7 +247,7 @@ PARITY = _Table({
     "tolerances": _Table(values=TOLERANCE), "providers": STR_LIST, "skip_unavailable": BOOL,
     "fail_on_fallback": BOOL, "opt_level": _enum("disable", "basic", "extended", "all"), "threads": POS_INT,
 })
-LINT = _Table({"target_opset": POS_INT, "target_ir": POS_INT, "allow": STR_LIST,
+LINT = _Table({"target_opset": POS_INT, "target_ir": POS_INT, "allow": STR_LIST, "source": BOOL,
                "fail_on": _enum("error", "warning", "info")})
 BENCH = _Table({
     "batch_sizes": POS_INT_LIST, "dims": _Table(values=DIM_VALUES), "providers": STR_LIST, "threads": POS_INT,
@@ -518,7 +520,8 @@ def _resolve_model(name: str, entry: dict, top: dict, root: Path, output_dir: Pa
         except OnnxtaxError as exc:
             raise ConfigError(f"{src.where(where + ('lint', 'allow'))}: {exc.message}", exc.hint) from exc
     lint = LintConfig(target_opset=ldata.get("target_opset"), target_ir=ldata.get("target_ir"),
-                      allow=list(ldata.get("allow", [])), fail_on=ldata.get("fail_on", "error"))
+                      allow=list(ldata.get("allow", [])), fail_on=ldata.get("fail_on", "error"),
+                      source=ldata.get("source", True))
 
     bench = None
     top_bench, own_bench = top.get("bench"), entry.get("bench")

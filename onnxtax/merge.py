@@ -267,7 +267,9 @@ def _provider_order(name: str) -> int:
 def matrix_markdown(matrix: Matrix) -> str:
     hosts = [h.label for h in matrix.hosts]
     if matrix.passed:
-        head = f"## ✅ onnxtax provider matrix: {len(matrix.model_names)} models on {len(hosts)} hosts"
+        n = len(matrix.model_names)
+        head = (f"## ✅ onnxtax provider matrix: {n} model{'s' if n != 1 else ''} on {len(hosts)} "
+                f"host{'s' if len(hosts) != 1 else ''}")
     else:
         problems = []
         if matrix.conflicts:

@@ -138,14 +138,16 @@ def _render_summary(report: Any, out: Any) -> None:
     from onnxtax.ci import STAGE_TITLES, STAGES
 
     table = Table(title="onnxtax ci", title_justify="left", header_style="bold")
-    table.add_column("model")
+    table.add_column("model", overflow="fold")
     for s in STAGES:
-        table.add_column(STAGE_TITLES[s])
+        table.add_column(s, no_wrap=True)
     table.add_column("providers", overflow="fold")
-    table.add_column("time", justify="right")
+    table.add_column("time", justify="right", no_wrap=True)
     for run in report.models:
         cells = [_cell(run.stages[s].status) if s in run.stages else "" for s in STAGES]
-        provs = ", ".join(f"{escape(p.label)} {_cell(p.verdict)}" for p in run.providers)
+        shorts = [p.label.split(":")[0] for p in run.providers]
+        provs = ", ".join(f"{escape(short if shorts.count(short) == 1 else p.label)} {_cell(p.verdict)}"
+                          for short, p in zip(shorts, run.providers))
         table.add_row(escape(run.name), *cells, provs, f"{run.seconds:.1f} s")
     out.print(table)
     for run in report.models:
