@@ -849,14 +849,39 @@ def rule_baked_shape(ctx: LintContext) -> list[Finding]:
             baked = sorted({int(v) for arr in pieces for v in arr.reshape(-1).tolist() if int(v) in wanted})
             if not baked:
                 continue
+            if node.op_type == "Reshape" and _static_split(node.input[0], pieces, _value_types(ctx)):
+                continue
             shown = [arr.reshape(-1).tolist() for arr in pieces]
             syms = ", ".join(f"{v} = export size of '{wanted[v]}'" for v in baked)
             ref = NodeRef(node, path, graph[0], i)
             what = {"Tile": "repeats", "ConstantOfShape": "shape"}.get(node.op_type, "target shape")
-            out.append(_finding("baked-shape", f"{node.op_type} {what} is the constant "
-                                f"{shown[0] if len(shown) == 1 else shown} ({syms})", ref, hint=hint,
+            built = node.input[pos] not in consts
+            text = (f"is built by a Concat with the constant piece(s) {shown}" if built else f"is the constant {shown[0]}")
+            out.append(_finding("baked-shape", f"{node.op_type} {what} {text} ({syms})", ref, hint=hint,
                                 values=baked, symbols=[wanted[v] for v in baked]))
     return out
+
+
+def _static_split(data: str, pieces: list, types: dict) -> bool:
+    """True when a Reshape's constant sizes only regroup the data's static dims (e.g. attention's
+    unflatten(-1, (3, E)) of a [seq, batch, 3E] tensor): no dynamic axis is absorbed, so a constant
+    that equals an export size is a coincidence, not a baked size."""
+    vi = types.get(data)
+    if vi is None or not vi.type.tensor_type.HasField("shape"):
+        return False
+    dims = vi.type.tensor_type.shape.dim
+    if all(d.HasField("dim_value") for d in dims):
+        return False
+    static = 1
+    for d in dims:
+        if d.HasField("dim_value"):
+            static *= d.dim_value
+    wanted = 1
+    for arr in pieces:
+        for v in arr.reshape(-1).tolist():
+            if int(v) > 0:
+                wanted *= int(v)
+    return wanted > 0 and static % wanted == 0
 
 
 def _graphs_with_consts(model) -> Iterator[tuple[tuple[Any, dict], str | None]]:

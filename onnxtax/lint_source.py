@@ -291,13 +291,17 @@ def _run_jit_trace(module, args, user_file, hits, extra, steps) -> BaseException
     import torch
 
     recorded: list[tuple[str, list[tuple[str, int]]]] = []
+    library: list[str] = []
 
     def hook(message, category, filename, lineno, file=None, line=None):
         if category.__name__ != "TracerWarning":
             return
-        frames = [(fr.filename, fr.lineno or 0) for fr in traceback.extract_stack()]
-        frames.append((filename, lineno))
-        recorded.append((str(message), frames))
+        if _INTERNAL.search(filename or ""):
+            # raised inside torch (e.g. nn.MultiheadAttention's checks): not the user's code, and
+            # torch.export handles it; it only matters to the TorchScript exporter
+            library.append(f"{filename}:{lineno}")
+            return
+        recorded.append((str(message), [(filename, lineno)]))
 
     try:
         with warnings.catch_warnings():
@@ -309,7 +313,10 @@ def _run_jit_trace(module, args, user_file, hits, extra, steps) -> BaseException
         _tracer_hits(recorded, user_file, hits)
         return exc
     _tracer_hits(recorded, user_file, hits)
-    steps["jit_trace"] = f"ok ({len(recorded)} TracerWarning(s))"
+    steps["jit_trace"] = f"ok ({len(recorded)} TracerWarning(s) in the model's code)"
+    if library:
+        steps["jit_trace_library_warnings"] = (f"{len(library)} inside torch (first: {library[0]}); they matter "
+                                               f"only to the TorchScript exporter")
     seen: set[str] = set()
     for node in traced.inlined_graph.nodes():
         if node.kind() != "prim::PythonOp":

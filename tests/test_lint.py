@@ -243,6 +243,27 @@ def test_baked_reshape_with_manifest(tmp_path):
     assert f.details == {"values": [3], "symbols": ["batch"]} and "export size of 'batch'" in f.message
 
 
+def test_concat_built_shapes_static_split_is_not_baked(tmp_path):
+    """Attention's unflatten(-1, (3, E)) holds a 3 that is not the batch; a seq length in a
+    Concat-built shape is baked (the TorchScript exporter's self-attention Reshape)."""
+    def model(pieces):
+        consts = [numpy_helper.from_array(np.array(v, dtype=np.int64), f"c{i}") for i, v in enumerate(pieces)]
+        nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape", start=0, end=2),
+                 helper.make_node("Concat", ["s"] + [c.name for c in consts], ["target"], name="cat", axis=0),
+                 helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape")]
+        return make(nodes, [vi("x", shape=("seq", "batch", 96))], [vi("y", shape=None)], initializers=consts,
+                    opsets=[helper.make_opsetid("", 17)])
+
+    axes = {"batch": {"export_size": 3}, "seq": {"export_size": 5}}
+    ok = save(model([[3], [32]]), tmp_path / "split.onnx")
+    write_manifest(ok, [{"name": "x", "dims": ["seq", "batch", 96]}], [], axes)
+    assert not by_rule(lint_model(ok), "baked-shape")
+    baked = save(model([[5], [-1]]), tmp_path / "baked_seq.onnx")
+    write_manifest(baked, [{"name": "x", "dims": ["seq", "batch", 96]}], [], axes)
+    [f] = by_rule(lint_model(baked), "baked-shape")
+    assert f.node == "reshape" and f.details["symbols"] == ["seq"] and "Concat" in f.message
+
+
 def test_static_input_where_manifest_declares_dynamic(tmp_path):
     model = make([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x", shape=(3, 4))],
                  [vi("y", shape=(3, 4))])

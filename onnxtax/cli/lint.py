@@ -138,7 +138,8 @@ def render(report) -> None:
         console.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
     if report.source:
         src = report.source
-        console.print(f"[dim]source: traced {escape(str(src.get('spec')))} with {', '.join(src.get('inputs', []))} "
+        console.print(f"[dim]source: traced {escape(str(src.get('spec')))} with "
+                      f"{escape(', '.join(src.get('inputs', [])))} "
                       f"in {src.get('seconds', 0):.1f} s[/]", highlight=False, soft_wrap=True)
     counts = report.counts()
     parts = [f"{counts[s]} {s}{'s' if counts[s] != 1 and s != 'info' else ''}" for s in ("error", "warning", "info")]
