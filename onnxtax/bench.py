@@ -68,7 +68,9 @@ unless the key says otherwise):
      SPREAD = {"min": .., "median": .., "max": .., "values": [..]}
   "sweep": null | {"batch_sizes": [1, 8], "opt_levels": [...], "threads": [1, 2],
         "results": [{"path": "ort:cpu", "opt_level": "all", "threads": 1, "batch_size": 1, "latency": STATS}],
+        "configured": {"opt_level": "all", "threads": 1} | null,   (the main measurement's setting)
         "best": {"ort:cpu": {"opt_level": "all", "threads": 1, "geomean_vs_best": 1.02,
+                             "speedup_vs_configured": 1.0 | null,
                              "by_batch": {"1": {"opt_level": "all", "threads": 1, "p50_ms": ..}}}}},
   "profile": null | [{"path": "ort:cpu", "batch_size": 1, "file": "prof/ort-cpu-b1_....json", "runs": 200,
         "run_mean_us": 9.1, "node_mean_us": 6.2,
@@ -286,6 +288,7 @@ class SweepResult:
     opt_levels: list[str]
     threads: list[int]
     results: list[SweepEntry] = field(default_factory=list)
+    configured: tuple[str, int] | None = None  # (opt level, threads) of the main measurement, if in the grid
 
     def best(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -307,12 +310,18 @@ class SweepResult:
                 scores.setdefault((e.opt_level, e.threads), 0.0)
                 scores[(e.opt_level, e.threads)] += math.log(e.latency.p50_ms / floor[e.batch_size])
             (level, threads), score = min(scores.items(), key=lambda kv: kv[1])
-            out[path] = {"opt_level": level, "threads": threads,
-                         "geomean_vs_best": math.exp(score / max(1, len(floor))), "by_batch": by_batch}
+            n = max(1, len(floor))
+            # how much the best setting gains over the one measured in the main table (> 1: faster)
+            gain = (math.exp((scores[self.configured] - score) / n)
+                    if self.configured is not None and self.configured in scores else None)
+            out[path] = {"opt_level": level, "threads": threads, "geomean_vs_best": math.exp(score / n),
+                         "speedup_vs_configured": gain, "by_batch": by_batch}
         return out
 
     def to_dict(self) -> dict:
         return {"batch_sizes": self.batch_sizes, "opt_levels": self.opt_levels, "threads": self.threads,
+                "configured": ({"opt_level": self.configured[0], "threads": self.configured[1]}
+                               if self.configured else None),
                 "results": [e.to_dict() for e in self.results], "best": self.best()}
 
 
@@ -1119,7 +1128,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
     sweep_result = None
     if sweep:
         sweep_result = _run_sweep(onnx_path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads,
-                                  warmup, min_time, tick)
+                                  opt_level, warmup, min_time, tick)
 
     profiles = None
     if profile_dir is not None:
@@ -1146,12 +1155,13 @@ def _to_torch(torch, arr, dtype: str):
     return tensor.to(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
-def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads, warmup, min_time,
-               tick) -> SweepResult:
+def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads, opt_level, warmup,
+               min_time, tick) -> SweepResult:
     from onnxtax.providers import OPT_LEVELS, ProviderRequest, open_session
 
     thread_counts = _sweep_threads(threads)
-    result = SweepResult(list(sizes_list), list(OPT_LEVELS), thread_counts)
+    result = SweepResult(list(sizes_list), list(OPT_LEVELS), thread_counts,
+                         configured=(opt_level, threads) if threads else None)
     configs: list[tuple[str, str, int, Any, ProviderRequest]] = []
     for req in usable:
         for level in OPT_LEVELS:

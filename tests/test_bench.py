@@ -322,6 +322,8 @@ def test_sweep_tries_every_level_and_thread_count(models):
         fastest = min(e.latency.p50_ms for e in sweep.results if str(e.batch_size) == bs)
         assert best["by_batch"][bs]["p50_ms"] == fastest
     assert rep.to_dict()["sweep"]["best"]["ort:cpu"]["opt_level"] == best["opt_level"]
+    # the setting measured in the main table is in the grid: the best one is at least as fast
+    assert sweep.configured == ("all", 1) and best["speedup_vs_configured"] >= 1.0
 
 
 def test_profile_writes_ort_json_and_ranks_operators(models, tmp_path):

@@ -137,6 +137,19 @@ def bench(
     raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
 
 
+def _table(title: str, columns: list[str], left: tuple[str, ...] = ("path",)) -> Table:
+    """Compact tables that fit 80 columns (what CI logs get); figures are never cut, a
+    long path name folds instead."""
+    from rich import box
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0))
+    for col in columns:
+        folds = col in left
+        table.add_column(col, justify="left" if folds else "right", no_wrap=not folds, overflow="fold",
+                         min_width=12 if col == "path" else None)
+    return table
+
+
 def render(report) -> None:
     """The report as Rich tables on stdout."""
     from rich.markup import escape
@@ -152,22 +165,22 @@ def render(report) -> None:
     console.print(f"timer perf_counter_ns, {s['rounds']} interleaved rounds, >= {s['min_time_s']:g} s per path; "
                   f"harness overhead p50 {fmt_ms(overhead.get('p50'))}, p99 {fmt_ms(overhead.get('p99'))} "
                   "(included in every figure)", highlight=False, style="dim")
-    table = Table(title="latency per call", title_justify="left", pad_edge=False)
-    for col, just in (("batch", "right"), ("path", "left"), ("call", "left"), ("calls", "right"), ("p50", "right"),
-                      ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"),
-                      ("samples/s", "right"), ("eager/ORT", "right")):
-        table.add_column(col, justify=just)
-    call_of = {p.id: p.call for p in report.paths}
+    # min and mean are in the JSON: the table fits 80 columns
+    table = _table("latency per call", ["batch", "path", "calls", "p50", "p90", "p99", "max", "samples/s",
+                                        "eager/ORT"])
     for b in report.batches:
         for i, path in enumerate(p for p in b.latency if p != HARNESS):
             st = b.latency[path]
             speed = b.speedup(path) if path != EAGER else None
-            table.add_row(str(b.batch_size) if i == 0 else "", escape(path), b.call_path.get(path, call_of[path]),
-                          f"{st.iterations:,}", fmt_ms(st.p50_ms), fmt_ms(st.p90_ms), fmt_ms(st.p99_ms),
-                          fmt_ms(st.min_ms), fmt_ms(st.max_ms), _fmt_rate(b.throughput(path)),
-                          f"[bold]{speed:.2f}x[/]" if speed is not None else "",
+            table.add_row(str(b.batch_size) if i == 0 else "", escape(path), f"{st.iterations:,}", fmt_ms(st.p50_ms),
+                          fmt_ms(st.p90_ms), fmt_ms(st.p99_ms), fmt_ms(st.max_ms),
+                          _fmt_rate(b.throughput(path)), f"[bold]{speed:.2f}x[/]" if speed is not None else "",
                           end_section=(i == len(b.latency) - 2))
     console.print(table)
+    calls = {p.id: sorted({b.call_path.get(p.id, p.call) for b in report.batches} or {p.call}) for p in report.paths}
+    console.print("call path: " + "; ".join(f"{escape(pid)} {'/'.join(c)}" for pid, c in calls.items())
+                  + "  (iobinding = run_with_iobinding with input and output OrtValues allocated once)",
+                  highlight=False, style="dim")
     for p in report.paths:
         if p.placement and p.placement.get("fallback"):
             ops = ", ".join(f"{k} x{v}" for k, v in p.placement["fallback_op_types"].items())
@@ -186,10 +199,6 @@ def render(report) -> None:
         console.print(f"{mark} {g.gate}: {escape(g.message)}", highlight=False)
 
 
-def _spread_s(sp) -> str:
-    return f"{sp.median:.3g} s ({sp.min:.3g}-{sp.max:.3g})" if sp else "-"
-
-
 def _render_cold_start(report) -> None:
     from rich.markup import escape
 
@@ -197,30 +206,29 @@ def _render_cold_start(report) -> None:
         if report.cold_start_reason:
             console.print(f"cold start: not measured: {escape(report.cold_start_reason)}", highlight=False)
         return
-    table = Table(title=f"cold start: fresh process to first result, median (min-max) of {report.cold_start_runs}",
-                  title_justify="left", pad_edge=False)
-    for col in ("path", "first result", "import", "load/build", "first call", "peak RSS"):
-        table.add_column(col, justify="left" if col == "path" else "right")
+    table = _table(f"cold start: fresh process to first result (median of {report.cold_start_runs})",
+                   ["path", "first result", "min-max", "import", "load/build", "first call", "peak RSS"])
     for path, c in report.cold_start.items():
         if not c.measured:
-            table.add_row(escape(path), f"[yellow]not measured[/]: {escape(c.reason or '')}", "", "", "", "")
+            table.add_row(escape(path), "[yellow]not measured[/]", "", "", "", "", "")
             continue
-        table.add_row(escape(path), _spread_s(c.first_result_s), fmt_ms(c.import_s.median * 1e3),
-                      fmt_ms(c.load_s.median * 1e3), fmt_ms(c.predict_s.median * 1e3),
-                      f"{c.peak_rss_mb.median:.0f} MB ({c.peak_rss_mb.min:.0f}-{c.peak_rss_mb.max:.0f})")
+        fr, rss = c.first_result_s, c.peak_rss_mb
+        table.add_row(escape(path), fmt_ms(fr.median * 1e3), f"{fr.min:.3g}-{fr.max:.3g} s",
+                      fmt_ms(c.import_s.median * 1e3), fmt_ms(c.load_s.median * 1e3),
+                      fmt_ms(c.predict_s.median * 1e3), f"{rss.median:.0f} MB")
     console.print(table)
+    for path, c in report.cold_start.items():
+        if not c.measured:
+            console.print(f"[yellow]cold start {escape(path)} not measured:[/] {escape(c.reason or '')}",
+                          highlight=False)
 
 
 def _render_sweep(sweep) -> None:
     from rich.markup import escape
 
-    table = Table(title="session options sweep: p50 per optimisation level x threads", title_justify="left",
-                  pad_edge=False)
-    table.add_column("path")
-    table.add_column("opt level")
-    table.add_column("threads", justify="right")
-    for bs in sweep.batch_sizes:
-        table.add_column(f"batch {bs}", justify="right")
+    table = _table("session options sweep: p50 per optimisation level x threads",
+                   ["path", "opt level", "threads", *[f"batch {bs}" for bs in sweep.batch_sizes]],
+                   left=("path", "opt level"))
     best = sweep.best()
     keys = list(dict.fromkeys((e.path, e.opt_level, e.threads) for e in sweep.results))
     for path, level, n in keys:
@@ -236,18 +244,19 @@ def _render_sweep(sweep) -> None:
         table.add_row(*row)
     console.print(table)
     for path, b in best.items():
+        gain = b.get("speedup_vs_configured")
+        versus = (f"; {gain:.2f}x the speed of {sweep.configured[0]}/{sweep.configured[1]} measured above"
+                  if gain is not None else "")
         console.print(f"best for {escape(path)}: opt level {b['opt_level']}, {b['threads']} thread(s) "
-                      f"(geometric mean {b['geomean_vs_best']:.2f}x the per-batch best)", highlight=False)
+                      f"(p50 {b['geomean_vs_best']:.2f}x the per-batch best{versus})", highlight=False)
 
 
 def _render_profile(profiles) -> None:
     from rich.markup import escape
 
     for prof in profiles:
-        table = Table(title=f"top operators: {escape(prof.path)}, batch {prof.batch_size}", title_justify="left",
-                      pad_edge=False)
-        for col in ("op type", "provider", "calls", "total", "mean", "%"):
-            table.add_column(col, justify="left" if col in ("op type", "provider") else "right")
+        table = _table(f"top operators: {escape(prof.path)}, batch {prof.batch_size}",
+                       ["op type", "provider", "calls", "total", "mean", "%"], left=("op type", "provider"))
         for op in prof.top_ops:
             table.add_row(escape(op.op_type), op.provider.replace("ExecutionProvider", ""), f"{op.calls:,}",
                           f"{op.total_us:,.0f} µs", f"{op.mean_us:.2f} µs", f"{op.percent:.1f}")

@@ -62,7 +62,7 @@ REPORT_SCHEMA = {
                            "speedup": {"type": "object", "additionalProperties": {"type": "number"}}}}},
         "skipped_providers": {"type": "array", "items": {"type": "string"}},
         "harness_overhead_ms": {"type": "object", "required": ["p50", "p99"]},
-        "sweep": {"type": ["object", "null"], "required": ["batch_sizes", "opt_levels", "threads", "results", "best"]},
+        "sweep": {"type": ["object", "null"], "required": ["batch_sizes", "opt_levels", "threads", "configured", "results", "best"]},
         "profile": {"type": ["array", "null"], "items": {"type": "object", "required": [
             "path", "batch_size", "file", "runs", "run_mean_us", "node_mean_us", "top_ops"]}},
         "cold_start": {"type": "object", "required": ["measured", "reason", "runs", "paths"]},
