@@ -5,6 +5,7 @@ loaded by the real ONNX Runtime inside the rules; nothing is mocked."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -346,8 +347,10 @@ def cond_onnx(tmp_path_factory):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = folder / "cond.onnx"
-    torch.onnx.export(module.CondModel().eval(), (torch.randn(3, 4),), str(out), dynamo=True, opset_version=18,
-                      dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), external_data=False, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own deprecation noise while exporting
+        torch.onnx.export(module.CondModel().eval(), (torch.randn(3, 4),), str(out), dynamo=True, opset_version=18,
+                          dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), external_data=False, verbose=False)
     return out, src
 
 
