@@ -231,7 +231,9 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
         only: model names to run (default: all, in file order).
         reports_dir: where reports go (default: the config's `reports`); write=False writes none.
         keep_going: continue after a failing model (default: not the config's `fail_fast`).
-        providers, skip_unavailable: override every model's parity (and bench) providers.
+        providers: replace every model's parity (and bench) providers; they must then be on this
+            host unless skip_unavailable=True.
+        skip_unavailable: override the config's `skip_unavailable`.
         bench: False skips the configured benchmarks.
         host_label: the name this host gets in merged matrices (default: hostname + ORT package).
         on_stage: called as (model, stage, None) when a stage starts and (model, stage, result) when done.
@@ -287,10 +289,12 @@ def _with_overrides(model: ModelConfig, providers, skip_unavailable, bench: bool
 
     model = copy.deepcopy(model)
     if providers:
+        # providers named for this host must be there, unless skipping is asked for again
         model.parity.providers = list(providers)
+        model.parity.skip_unavailable = bool(skip_unavailable)
         if model.bench is not None:
             model.bench.providers = None  # follows the parity providers
-    if skip_unavailable is not None:
+    elif skip_unavailable is not None:
         model.parity.skip_unavailable = skip_unavailable
     if not bench:
         model.bench = None
@@ -466,6 +470,14 @@ def _stage_parity(model: ModelConfig, stage: StageResult, say: Callable[[str], N
                           opt_level=p.opt_level, threads=p.threads, progress=progress, **kwargs)
     stage.result = result
     stage.status = "passed" if result else "failed"
+    if not result and not any(pr.status != "skipped" for pr in result.providers):
+        from onnxtax.providers import compute_providers
+
+        stage.hint = (f"none of the providers asked for is on this host (it has {', '.join(compute_providers())}); "
+                      "list one it has, or run this model on a host that has them")
+    elif not result:
+        stage.hint = (f"the model report has every provider x shape x output; `onnxtax parity {model.spec} "
+                      f"{model.output}` shows the table")
     parts, missing = [], []
     for pr in result.providers:
         if pr.status == "skipped":
@@ -500,6 +512,7 @@ def _stage_verify(model: ModelConfig, stage: StageResult, say: Callable[[str], N
     else:
         bad = ", ".join(f"{f.file} {f.status}" for f in result.files if f.status != "ok")
         stage.summary = stage.error = f"checksum mismatch: {bad}"
+        stage.hint = "something changed the artifact after export (a concurrent writer, a post-processing step)"
 
 
 def _stage_bench(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
@@ -529,6 +542,7 @@ def _stage_bench(model: ModelConfig, stage: StageResult, say: Callable[[str], No
     stage.summary = _bench_summary(result)
     if not result:
         stage.error = "; ".join(g.message for g in result.failed_gates)[:400]
+        stage.hint = "`onnxtax bench` on the model shows the full latency table; adjust the gate or the model"
 
 
 def _bench_summary(result: Any) -> str:
@@ -565,8 +579,11 @@ def _provider_verdicts(model: ModelConfig, parity: Any, stage: StageResult | Non
             else:
                 verdict = pr.status if pr.status in VERDICTS else "failed"
             reason = pr.reason
-            if verdict == "passed" and not reason:
-                reason = None
+            bad = [c for c in pr.cases if not c.passed]
+            if verdict in ("failed", "error") and bad:
+                first = f"{bad[0].shape} {bad[0].output}: {bad[0].reason}"
+                more = f" (+{len(bad) - 1} more of {len(pr.cases)} cases)" if len(bad) > 1 else ""
+                reason = f"{reason}; {first}{more}" if reason else first + more
             if verdict == "fell_back" and not reason:
                 ops = ", ".join(pr.placement.fallback_op_types)
                 reason = f"{pr.placement.fallback_count} of {pr.placement.total_nodes} nodes ran elsewhere ({ops})"

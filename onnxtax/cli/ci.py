@@ -36,7 +36,7 @@ def ci(
                                                    "[tool.onnxtax]. Default: searched from the current folder "
                                                    "upward.", show_default=False)] = None,
     only: Annotated[list[str], typer.Option("--only", help="Run only this model (a [models.NAME] table); "
-                                            "repeatable.", show_default=False)] = [],  # noqa: B006
+                                            "repeatable.", show_default=False, metavar="NAME")] = [],  # noqa: B006
     reports: Annotated[Optional[Path], typer.Option(help="Folder for the reports (NAME.json, junit.xml, "
                                                     "lint.sarif, summary.md, host.json, ci.json). Default: the "
                                                     "config's `reports`, else onnxtax-reports/ beside the config.",
@@ -44,9 +44,11 @@ def ci(
     keep_going: Annotated[Optional[bool], typer.Option("--keep-going/--fail-fast", help="After a failing model, "
                                                        "go on with the next (default) or stop; the config's "
                                                        "`fail_fast` sets the default.", show_default=False)] = None,
-    provider: Annotated[list[str], typer.Option("--provider", "-p", help="Replace every model's parity providers "
-                                                "on this host, e.g. -p cuda -p tensorrt; repeatable.",
-                                                show_default=False)] = [],  # noqa: B006
+    provider: Annotated[list[str], typer.Option("--provider", "-p", help="Replace every model's parity (and "
+                                                "bench) providers, e.g. -p cuda -p tensorrt; repeatable. Providers "
+                                                "named here must be on this host (exit 2 otherwise) unless "
+                                                "--skip-unavailable is given too.", show_default=False,
+                                                metavar="PROVIDER")] = [],  # noqa: B006
     skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Report providers this host lacks "
                                                    "as not available instead of exit 2 (overrides the config).")
                                 ] = False,

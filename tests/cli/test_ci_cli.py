@@ -8,7 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from onnxtax.cli import app
-from tests.test_ci import make_project
+from tests.test_ci import CONFIG, make_project
 
 
 def test_ci_json_subprocess_exit_1_with_both_models(cli, tmp_path):
@@ -50,6 +50,11 @@ def test_ci_usage_errors_exit_2_before_running(tmp_path):
     assert "CUDAExecutionProvider is not available on this host" in result.output
     assert "--skip-unavailable" in result.output
     assert not (tmp_path / "onnx").exists() and not (tmp_path / "onnxtax-reports").exists()
+    # providers named on the command line must be on this host, even when the config skips missing ones
+    lenient = make_project(tmp_path / "lenient", CONFIG.replace('providers = ["cpu"]',
+                                                                'providers = ["cpu"]\nskip_unavailable = true'))
+    result = runner.invoke(app, ["ci", "--config", str(lenient), "-p", "cuda"])
+    assert result.exit_code == 2 and "CUDAExecutionProvider is not available" in result.output
 
 
 def test_ci_provider_flags_override_the_config(tmp_path):
