@@ -223,7 +223,7 @@ def _now_utc() -> str:
 def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = None,
            reports_dir: str | Path | None = None, write: bool = True, keep_going: bool | None = None,
            providers: list[str] | tuple[str, ...] | None = None, skip_unavailable: bool | None = None,
-           bench: bool = True, host_label: str | None = None, debug: bool = False,
+           bench: bool = True, host_label: str | None = None, reuse_artifacts: bool = False, debug: bool = False,
            on_stage: StageFn | None = None, on_message: MessageFn | None = None) -> CiReport:
     """Run every selected model through the chain and write the reports.
 
@@ -236,6 +236,9 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
         skip_unavailable: override the config's `skip_unavailable`.
         bench: False skips the configured benchmarks.
         host_label: the name this host gets in merged matrices (default: hostname + ORT package).
+        reuse_artifacts: test the artifact already at a model's output (with its manifest) instead
+            of exporting again, e.g. one downloaded from the job that exported it, so that every
+            host checks the same bytes; models without one are exported.
         on_stage: called as (model, stage, None) when a stage starts and (model, stage, result) when done.
         on_message: progress inside a stage, as (model, stage, message).
 
@@ -265,7 +268,7 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
                                                summary="not run: an earlier model failed (--fail-fast)")
             run.providers = _provider_verdicts(model, None)
         else:
-            run = _run_model(model, debug=debug, on_stage=on_stage, on_message=on_message)
+            run = _run_model(model, debug=debug, reuse=reuse_artifacts, on_stage=on_stage, on_message=on_message)
         report.models.append(run)
         if write:
             from onnxtax.files import write_json_atomic
@@ -325,14 +328,15 @@ def _clear_stale_reports(out_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _run_model(model: ModelConfig, *, debug: bool, on_stage: StageFn | None, on_message: MessageFn | None
-               ) -> ModelRun:
+def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageFn | None,
+               on_message: MessageFn | None) -> ModelRun:
     from onnxtax.manifest import read_manifest
 
     run = ModelRun(model.name, model, started_utc=_now_utc())
     t0 = time.perf_counter()
     steps: list[tuple[str, Callable[[StageResult, Callable[[str], None]], None]]] = [
-        ("export", lambda st, say: _stage_export(model, st, say, debug)),
+        ("export", lambda st, say: (_stage_reuse(model, st, say) if reuse and _has_artifact(model)
+                                    else _stage_export(model, st, say, debug))),
         ("lint", lambda st, say: _stage_lint(model, st, say)),
         ("parity", lambda st, say: _stage_parity(model, st, say)),
         ("verify", lambda st, say: _stage_verify(model, st, say)),
@@ -398,6 +402,29 @@ def _stage_export(model: ModelConfig, stage: StageResult, say: Callable[[str], N
     else:
         stage.status, stage.error, stage.hint = "failed", result.error, result.hint
         stage.summary = result.error or "export failed"
+
+
+def _has_artifact(model: ModelConfig) -> bool:
+    from onnxtax.manifest import manifest_path_for
+
+    return model.output.is_file() and manifest_path_for(model.output).is_file()
+
+
+def _stage_reuse(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
+    """The export stage with an artifact made elsewhere: its manifest must be readable; the
+    verify stage then checks its checksums and parity checks it against the source."""
+    from onnxtax.manifest import manifest_path_for, read_manifest
+
+    say("reading the existing artifact's manifest")
+    manifest = read_manifest(model.output)
+    assert manifest is not None
+    sha = (manifest.get("artifact") or {}).get("sha256") or ""
+    stage.status = "passed"
+    stage.result = {"reused": True, "output": str(model.output), "manifest": str(manifest_path_for(model.output)),
+                    "opset": manifest.get("opset"), "created_utc": manifest.get("created_utc"),
+                    "versions": manifest.get("versions")}
+    stage.summary = (f"reused the existing artifact (sha256 {sha[:12]}, opset {manifest.get('opset')}, "
+                     f"exported {manifest.get('created_utc') or '?'})")
 
 
 def _stage_lint(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
@@ -643,7 +670,7 @@ def _stage_cases(model: str, stage: StageResult) -> list:
                                    failure=None if gate.passed else gate.message))
         return cases
     details = stage.summary
-    if stage.name == "export" and stage.result is not None:
+    if stage.name == "export" and stage.result is not None and hasattr(stage.result, "checks"):
         details = "\n".join([stage.summary] + [f"{'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}"
                                               for c in stage.result.checks] + [f"warning: {w}" for w in
                                                                                  stage.result.warnings])

@@ -279,3 +279,26 @@ def test_merge_sarif_renumbers_rules_and_artifacts():
         loc = res["locations"][0]["physicalLocation"]["artifactLocation"]
         assert files[loc["index"]] == loc["uri"]
     assert len(merge_sarif([])["runs"]) == 1
+
+
+def test_reuse_artifacts_tests_the_existing_bytes_and_still_verifies_them(tmp_path):
+    cfg = load_config(make_project(tmp_path))
+    first = run_ci(cfg, only=["good"], write=False)
+    sha = first.models[0].artifact_sha256
+    reused = run_ci(cfg, only=["good"], write=False, reuse_artifacts=True)
+    export = reused.models[0].stages["export"]
+    assert export.status == "passed" and export.summary.startswith(f"reused the existing artifact (sha256 {sha[:12]}")
+    assert export.result["reused"] is True
+    assert reused.passed and reused.models[0].artifact_sha256 == sha
+    # an artifact whose bytes no longer match its manifest fails at verify
+    manifest_path = tmp_path / "onnx" / "good.manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifact"]["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    tampered = run_ci(cfg, only=["good"], write=False, reuse_artifacts=True)
+    verify = tampered.models[0].stages["verify"]
+    assert verify.status == "failed" and "good.onnx changed" in verify.error
+    assert tampered.exit_code == 1
+    # a model with no artifact yet is exported
+    fresh = run_ci(cfg, only=["frozen"], write=False, reuse_artifacts=True)
+    assert fresh.models[0].stages["export"].summary.startswith("torchscript")

@@ -53,6 +53,11 @@ def ci(
                                                    "as not available instead of exit 2 (overrides the config).")
                                 ] = False,
     no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the configured benchmarks.")] = False,
+    reuse_artifacts: Annotated[bool, typer.Option("--reuse-artifacts", help="Test the artifact already at each "
+                                                  "model's output (with its manifest; e.g. downloaded from the job "
+                                                  "that exported it) instead of exporting again, so every host "
+                                                  "checks the same bytes. Models without one are exported.")
+                               ] = False,
     host_label: Annotated[Optional[str], typer.Option(help="This host's name in merged matrices (`onnxtax report "
                                                       "merge`). Default: hostname and onnxruntime package.",
                                                       show_default=False)] = None,
@@ -74,7 +79,8 @@ def ci(
         with _CiProgress(out, len(selected)) as progress:
             report = run_ci(cfg, only=only or None, reports_dir=reports, keep_going=keep_going,
                             providers=provider or None, skip_unavailable=True if skip_unavailable else None,
-                            bench=not no_bench, host_label=host_label, debug=debug,
+                            bench=not no_bench, host_label=host_label, reuse_artifacts=reuse_artifacts,
+                            debug=debug,
                             on_stage=progress.stage, on_message=progress.message)
     if json_out:
         print_json(report.to_dict())
@@ -96,6 +102,7 @@ class _CiProgress:
         self.out = out
         self.total = total
         self.seen: list[str] = []
+        self.last_refresh = 0.0
         self.width = 8
 
     def __enter__(self) -> "_CiProgress":
@@ -126,10 +133,15 @@ class _CiProgress:
         self.bar.refresh()
 
     def message(self, model: str, stage: str, message: str) -> None:
+        import time
+
         from onnxtax.ci import STAGE_TITLES
 
         self.bar.update(self.task, description=escape(f"{model} › {STAGE_TITLES[stage]}: {message}"))
-        self.bar.refresh()
+        now = time.monotonic()
+        if now - self.last_refresh > 0.1:  # parity reports every sample; a terminal needs 10 frames/s at most
+            self.last_refresh = now
+            self.bar.refresh()
 
     def __exit__(self, *exc: object) -> None:
         if self.live:
