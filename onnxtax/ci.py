@@ -489,7 +489,7 @@ def _stage_parity(model: ModelConfig, stage: StageResult, say: Callable[[str], N
                          t.get("atol", p.atol if p.atol is not None else 1e-5)) for name, t in p.tolerances.items()}
 
     def progress(done: int, total: int, where: str) -> None:
-        say(f"parity {where} ({done}/{total})")
+        say(f"{where} ({done}/{total})")
 
     result = check_parity(model.spec, model.output, model.inputs, dims=p.dims or None, seed=p.seed, ranges=ranges,
                           data_files=p.data or None, tolerances=tolerances, providers=p.providers or None,
@@ -556,7 +556,7 @@ def _stage_bench(model: ModelConfig, stage: StageResult, say: Callable[[str], No
     providers = b.providers if b.providers is not None else (model.parity.providers or None)
 
     def progress(what: str, done: int, total: int) -> None:
-        say(f"bench {what} ({done}/{total})")
+        say(f"{what} ({done}/{total})")
 
     result = run_bench(model.spec, model.output, model.input_specs, batch_sizes=b.batch_sizes, dims=b.dims or None,
                        providers=providers, skip_unavailable=model.parity.skip_unavailable, threads=b.threads,

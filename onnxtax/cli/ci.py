@@ -76,7 +76,7 @@ def ci(
         selected = cfg.select(only)
         out.print(f"[bold]onnxtax ci[/]: {len(selected)} model{'s' if len(selected) != 1 else ''} from "
                   f"{escape(str(cfg.path))}", highlight=False)
-        with _CiProgress(out, len(selected)) as progress:
+        with _CiProgress(json_out, len(selected)) as progress:
             report = run_ci(cfg, only=only or None, reports_dir=reports, keep_going=keep_going,
                             providers=provider or None, skip_unavailable=True if skip_unavailable else None,
                             bench=not no_bench, host_label=host_label, reuse_artifacts=reuse_artifacts,
@@ -98,8 +98,11 @@ class _CiProgress:
     Refreshed by hand from the callbacks: the exporter redirects fds 1 and 2 while it
     runs, and a refresh thread writing then would desynchronise the terminal."""
 
-    def __init__(self, out: Any, total: int):
-        self.out = out
+    def __init__(self, to_stderr: bool, total: int):
+        from rich.console import Console
+
+        # a Console of its own: rich's live display needs the real object (it enters it as a context)
+        self.out = Console(stderr=to_stderr)
         self.total = total
         self.seen: list[str] = []
         self.last_refresh = 0.0
