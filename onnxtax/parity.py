@@ -63,8 +63,10 @@ JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/1"; keys stable)
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
   "duration_s": 1.23
 }
-Non-finite floats (max_rel_diff of a NaN mismatch, tolerance_ratio) are written as
-the strings "inf"/"nan". "tolerance_ratio" is |a-b| / (atol + rtol*|b|): above 1 fails.
+"tolerance_ratio" is |a-b| / (atol + rtol*|b|): above 1 fails; a NaN/Inf mismatch makes it
+infinite, written as the string "inf" (JSON has no infinity). Max abs/rel diff and cosine
+cover the elements finite on both sides; "nan_inf_mismatch" counts the others. "status"
+"error" marks a case ONNX Runtime could not run (or a provider whose session did not load).
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ class OutputStats:
     """Running comparison of one output across samples; only numbers are kept, never arrays.
 
     An element passes when |a-b| <= atol + rtol*|b| (b = source), or when both are NaN,
-    or both are the same infinity. Relative diff is taken where the source is non-zero.
+    or both are the same infinity. Max abs/rel diff and cosine cover the elements finite on
+    both sides (relative: where the source is non-zero); NaN/Inf mismatches are counted apart.
     """
 
     rtol: float
@@ -198,7 +201,8 @@ class OutputStats:
         else:
             finite = np.ones(a.shape, dtype=bool)
             special_mismatch = np.zeros(a.shape, dtype=bool)
-        diff = np.where(finite, np.abs(a - b), 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf at positions `finite` excludes
+            diff = np.where(finite, np.abs(a - b), 0.0)
         abs_b = np.where(finite, np.abs(b), 0.0)
         limit = self.atol + self.rtol * abs_b
         over = finite & (diff > limit)
@@ -213,7 +217,6 @@ class OutputStats:
             if nonzero.any():
                 self.max_rel_diff = max(self.max_rel_diff, float((diff[nonzero] / abs_b[nonzero]).max()))
         if n_special:
-            self.max_abs_diff = math.inf
             flat = int(np.flatnonzero(special_mismatch.ravel())[0])
             ratio = math.inf
         else:
@@ -227,8 +230,7 @@ class OutputStats:
             self.worst = Worst(idx, sample, float(a.ravel()[flat]), float(b.ravel()[flat]),
                                float(abs(a.ravel()[flat] - b.ravel()[flat])), ratio)
         if floats:
-            both = finite
-            av, bv = a[both], b[both]
+            av, bv = a[finite], b[finite]
             na, nb = float(np.linalg.norm(av)), float(np.linalg.norm(bv))
             if na == 0 and nb == 0:
                 cos = 1.0
@@ -379,6 +381,7 @@ class ParityReport:
     shapes: list[ShapePlan] = field(default_factory=list)
     providers: list[ProviderResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    model_failures: list[str] = field(default_factory=list)  # not tied to a provider; also in `failures`
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
@@ -445,10 +448,9 @@ class ParityReport:
                     jc.failure = _fallback_reason(pr)
                 suite.cases.append(jc)
             suites.append(suite)
-        model_level = [f for f in self.failures if f.startswith("outputs:") or f.startswith("no provider")]
-        if model_level:
-            suites.append(JUnitSuite("parity model", [JUnitCase("outputs", "onnxtax.parity", failure=f)
-                                                       for f in model_level]))
+        if self.model_failures:
+            suites.append(JUnitSuite("parity model", [JUnitCase("model", "onnxtax.parity", failure=f)
+                                                       for f in self.model_failures]))
         return suites
 
     def markdown(self) -> str:
@@ -838,15 +840,13 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
 
     requests, skipped = _resolve_requests(providers, skip_unavailable)
     module, spec_text = _resolve_model(model)
-    import torch
-
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         return _run(module, spec_text, onnx_path, inputs, dims=dims, samples=samples, seed=seed, ranges=ranges,
                     data_files=data_files, rtol=rtol, atol=atol, tolerances=tolerances or {}, requests=requests,
                     skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
-                    max_shapes=max_shapes, progress=progress, t_start=t_start, torch=torch)
+                    max_shapes=max_shapes, progress=progress, t_start=t_start)
     finally:
         for m, was_training in flags:
             m.training = was_training
@@ -862,7 +862,7 @@ def _resolve_requests(providers: Sequence[str | ProviderRequest] | None, skip_un
 
 def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, samples, seed, ranges, data_files,
          rtol, atol, tolerances, requests, skipped, fail_on_fallback, opt_level, threads, max_shapes, progress,
-         t_start, torch) -> ParityReport:
+         t_start) -> ParityReport:
     from onnxtax.loading import check_inputs_match
     from onnxtax.manifest import read_manifest
     from onnxtax.report import package_versions
@@ -905,7 +905,8 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
             pr.reason = _fallback_reason(pr)
             report.failures.append(pr.reason)
     if not requests:
-        report.failures.append("no provider ran: every requested provider was skipped, nothing was compared")
+        report.model_failures.append("no provider ran: every requested provider was skipped, nothing was compared")
+        report.failures.append(report.model_failures[-1])
     if not live:
         if specs is not None:
             report.inputs = [s.to_dict() for s in specs]
@@ -941,44 +942,32 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
     report.shapes = plans
 
     source = _Source(module, specs)
+    comparison = _Comparison(live, output_names, rtol, atol, tolerances)
     total = sum(p.samples for p in plans) * (1 + len(live))
     done = 0
-
-    # accumulators[(provider index, plan index, output index)]
-    stats: dict[tuple[int, int, int], OutputStats] = {}
-    run_errors: dict[tuple[int, int], str] = {}
-    run_time: dict[tuple[int, int], float] = {}
-    checked_first = False
-    count_mismatch = False
-
     for pi, plan in enumerate(plans):
         for k in range(plan.samples):
             arrays = _sample(plan, specs, recipe, k)
             where = f"{plan.label} sample {k}"
             expected = source(arrays, where)
-            if not checked_first:
-                checked_first = True
+            if done == 0:
                 mismatch = _first_sample_checks(source, arrays, where, expected, output_names, report)
                 if mismatch:
-                    count_mismatch = True
+                    report.model_failures.append(mismatch)
                     report.failures.append(mismatch)
                     for s in live:
                         s.result.status, s.result.reason = "failed", mismatch
-                    break
+                    report.duration_s = time.perf_counter() - t_start
+                    return report
             done += 1
             _tick(progress, done, total, where)
             feeds = {mapping[name]: arrays[name] for name in mapping}
-            for si, s in enumerate(live):
-                if (si, pi) not in run_errors:
-                    _run_provider(s.session, si, pi, k, plan, feeds, expected, output_names, rtol, atol, tolerances,
-                                  stats, run_errors, run_time)
+            for si in range(len(live)):
+                comparison.run(si, pi, k, plan, feeds, expected)
                 done += 1
                 _tick(progress, done, total, where)
-        if count_mismatch:
-            break
 
-    if not count_mismatch:
-        _collect_cases(report, live, plans, output_names, stats, run_errors, run_time)
+    comparison.collect(report, plans)
     report.duration_s = time.perf_counter() - t_start
     return report
 
@@ -1002,24 +991,67 @@ def _first_sample_checks(source: _Source, arrays: dict, where: str, expected: li
             f"{len(output_names)} ({', '.join(output_names)}); they cannot be matched")
 
 
-def _run_provider(session: Any, si: int, pi: int, k: int, plan: ShapePlan, feeds: dict, expected: list,
-                  output_names: list[str], rtol: float, atol: float, tolerances: dict, stats: dict,
-                  run_errors: dict, run_time: dict) -> None:
-    """One ORT run of one sample, folded into the running statistics; a run error is recorded."""
-    t0 = time.perf_counter()
-    try:
-        got = session.run(None, feeds)
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types
-        line, node = ort_error_summary(exc)
-        run_errors[(si, pi)] = f"ONNX Runtime failed to run at {plan.label}: {line}" + (f" (node {node})" if node else "")
-        return
-    run_time[(si, pi)] = run_time.get((si, pi), 0.0) + time.perf_counter() - t0
-    for oi, (a, b) in enumerate(zip(got, expected)):
-        acc = stats.get((si, pi, oi))
-        if acc is None:
-            r, t = tolerances.get(output_names[oi], _default_tolerance(b, rtol, atol))
-            acc = stats[(si, pi, oi)] = OutputStats(r, t)
-        acc.update(a, b, sample=k)
+class _Comparison:
+    """Running statistics per (provider, shape, output); one ORT run at a time, no arrays kept."""
+
+    def __init__(self, live: list[_Session], output_names: list[str], rtol: float, atol: float,
+                 tolerances: dict[str, tuple[float, float]]):
+        self.live, self.output_names = live, output_names
+        self.rtol, self.atol, self.tolerances = rtol, atol, tolerances
+        self.stats: dict[tuple[int, int, int], OutputStats] = {}
+        self.run_errors: dict[tuple[int, int], str] = {}
+        self.run_time: dict[tuple[int, int], float] = {}
+
+    def run(self, si: int, pi: int, k: int, plan: ShapePlan, feeds: dict, expected: list) -> None:
+        """Sample k of shape pi on provider si; after a run error that shape is not retried there."""
+        if (si, pi) in self.run_errors:
+            return
+        t0 = time.perf_counter()
+        try:
+            got = self.live[si].session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types
+            line, node = ort_error_summary(exc)
+            self.run_errors[(si, pi)] = (f"ONNX Runtime failed to run at {plan.label}: {line}"
+                                         + (f" (node {node})" if node else ""))
+            return
+        self.run_time[(si, pi)] = self.run_time.get((si, pi), 0.0) + time.perf_counter() - t0
+        for oi, (a, b) in enumerate(zip(got, expected)):
+            acc = self.stats.get((si, pi, oi))
+            if acc is None:
+                r, t = self.tolerances.get(self.output_names[oi], _default_tolerance(b, self.rtol, self.atol))
+                acc = self.stats[(si, pi, oi)] = OutputStats(r, t)
+            acc.update(a, b, sample=k)
+
+    def collect(self, report: ParityReport, plans: list[ShapePlan]) -> None:
+        """Turn the statistics into one CaseResult per provider x shape x output, with reasons."""
+        static_notes = [n for n in report.notes if "is static" in n]
+        for si, s in enumerate(self.live):
+            pr = s.result
+            for pi, plan in enumerate(plans):
+                error = self.run_errors.get((si, pi))
+                share = self.run_time.get((si, pi), 0.0) / max(1, len(self.output_names))
+                for oi, name in enumerate(self.output_names):
+                    acc = self.stats.get((si, pi, oi))
+                    if acc is None:  # no sample ran: the first run failed
+                        reason = (error or "not run") + (f"; {static_notes[0]}" if static_notes
+                                                         else _run_error_hint(plan))
+                        case = CaseResult(plan.label, name, "error", reason, None, share)
+                    else:
+                        reason = acc.failure_reason()
+                        if reason and any(p.startswith("shape ") for p in acc.problems):
+                            reason += _baked_hint(acc, plan, report.export_sizes)
+                        if error is not None:  # later samples stopped by a run error
+                            reason = "; ".join(filter(None, [reason, error]))
+                        case = CaseResult(plan.label, name, "passed" if reason is None else "failed", reason,
+                                          acc, share)
+                    pr.cases.append(case)
+                    if not case.passed:
+                        report.failures.append(f"{pr.label} {plan.label} {name}: {case.reason}")
+            if any(not c.passed for c in pr.cases) and pr.status == "passed":
+                pr.status = "failed"
+                pr.reason = _provider_diagnosis(pr, plans)
+            elif pr.status == "passed" and pr.placement and pr.placement.fell_back:
+                pr.reason = placement_text(pr.placement)
 
 
 def _default_tolerance(expected: np.ndarray, rtol: float, atol: float) -> tuple[float, float]:
@@ -1037,39 +1069,6 @@ def _sample(plan: ShapePlan, specs: list[InputSpec], recipe: SampleRecipe, k: in
 def _tick(progress: ProgressCallback | None, done: int, total: int, where: str) -> None:
     if progress is not None:
         progress(done, total, where)
-
-
-def _collect_cases(report: ParityReport, live: list[_Session], plans: list[ShapePlan], output_names: list[str],
-                   stats: dict, run_errors: dict, run_time: dict) -> None:
-    static_notes = [n for n in report.notes if "is static" in n]
-    for si, s in enumerate(live):
-        pr = s.result
-        for pi, plan in enumerate(plans):
-            error = run_errors.get((si, pi))
-            share = run_time.get((si, pi), 0.0) / max(1, len(output_names))
-            for oi, name in enumerate(output_names):
-                acc = stats.get((si, pi, oi))
-                if error is not None and (acc is None or acc.samples == 0):
-                    reason = error + (f"; {static_notes[0]}" if static_notes else _run_error_hint(plan))
-                    case = CaseResult(plan.label, name, "error", reason, acc, share)
-                elif acc is None:
-                    continue
-                else:
-                    reason = acc.failure_reason()
-                    if reason and any(p.startswith("shape ") for p in acc.problems):
-                        reason += _baked_hint(acc, plan, report.export_sizes)
-                    if error is not None:
-                        reason = "; ".join(filter(None, [reason, error]))
-                    case = CaseResult(plan.label, name, "passed" if reason is None else "failed", reason, acc, share)
-                pr.cases.append(case)
-                if not case.passed:
-                    report.failures.append(f"{pr.label} {plan.label} {name}: {case.reason}")
-        if any(not c.passed for c in pr.cases):
-            pr.status = "failed" if pr.status in ("passed", "failed") else pr.status
-            pr.reason = pr.reason or _provider_diagnosis(pr, plans)
-    for pr in report.providers:
-        if pr.status == "passed" and pr.reason is None and pr.placement and pr.placement.fell_back:
-            pr.reason = placement_text(pr.placement)
 
 
 def _run_error_hint(plan: ShapePlan) -> str:
