@@ -151,12 +151,14 @@ def render(report: Any, out=None) -> None:
     for col, justify in (("provider", "left"), ("shape", "left"), ("output", "left"), ("max abs", "right"),
                          ("max rel", "right"), ("outside", "right"), ("cosine", "right"),
                          ("worst: onnx vs source", "left"), ("result", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+        folds = col in ("worst: onnx vs source", "shape", "output")
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=not folds)
     for pr in report.providers:
         ratios = [c.stats.worst.tolerance_ratio for c in pr.cases if c.stats is not None and c.stats.worst]
-        worst_ratio = max(ratios) if ratios else None
+        worst_ratio = max(ratios) if ratios and len(pr.cases) > 1 else None
+        label = escape(pr.label)
         if not pr.cases:
-            table.add_row(escape(pr.label), "-", "-", "", "", "", "", "", _provider_cell(pr.status))
+            table.add_row(label, "-", "-", "", "", "", "", "", _provider_cell(pr.status))
         for case in pr.cases:
             s = case.stats
             if s is None or not s.samples or (s.outside == 0 and s.problems):
@@ -164,14 +166,16 @@ def render(report: Any, out=None) -> None:
             else:
                 w = s.worst
                 style = _ratio_style(w.tolerance_ratio if w else None)
-                worst = f"{_g(w.onnx, 6)} vs {_g(w.source, 6)} at {list(w.index)}" if w else "-"
+                worst = f"[{','.join(map(str, w.index))}] {_g(w.onnx, 6)} vs {_g(w.source, 6)}" if w else "-"
                 nums = [f"[{style}]{_g(s.max_abs_diff)}[/]", _g(s.max_rel_diff),
-                        f"{s.outside}/{s.elements}" if s.outside else "0",
+                        f"{s.outside}/{s.elements} ({s.outside_pct:.3g}%)" if s.outside else "0",
                         "-" if s.cosine_min is None else f"{s.cosine_min:.6f}", escape(worst)]
-            is_worst = bool(case.stats is not None and case.stats.worst and worst_ratio and
-                            case.stats.worst.tolerance_ratio == worst_ratio and len(pr.cases) > 1)
-            table.add_row(escape(pr.label), escape(case.shape), escape(case.output), *nums,
-                          _case_cell(case), style="bold" if is_worst else None)
+            is_worst = worst_ratio is not None and s is not None and s.worst is not None and (
+                s.worst.tolerance_ratio == worst_ratio)
+            table.add_row(label, escape(case.shape), escape(case.output), *nums, _case_cell(case),
+                          style="bold" if is_worst else None)
+            label = ""  # the provider once per group
+        table.add_section()
     out.print(table)
     for pr in report.providers:
         out.print(f"[bold]{escape(pr.label)}[/]: {escape(_placement_line(pr))}", highlight=False, soft_wrap=True)
