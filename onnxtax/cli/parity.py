@@ -107,12 +107,13 @@ class _Progress:
     """A bar on stderr, driven by check_parity's progress(done, total, description) callback."""
 
     def __enter__(self) -> "_Progress":
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        stderr = Console(stderr=True)  # a real Console: rich's live display needs one, not a proxy
         self._bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.description}"), TimeElapsedColumn(),
-                             console=err_console, transient=True)
-        self._live = err_console.is_terminal
+                             TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True)
+        self._live = stderr.is_terminal
         if self._live:
             self._bar.start()
         self._task = self._bar.add_task("loading the model and opening sessions", total=None)

@@ -111,3 +111,10 @@ def test_non_deterministic_source_as_a_user_sees_it(models, cli):
     proc = cli("parity", f"{models['file']}:Noisy", models["MLP"])
     assert proc.returncode == 2
     assert "not deterministic" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_progress_bar_on_a_terminal(models, cli):
+    proc = cli("parity", f"{models['file']}:MLP", models["MLP"], env={"TTY_COMPATIBLE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b[?25l" in proc.stderr and "parity" in proc.stderr  # the live bar ran (cursor hidden)
+    assert "Error" not in proc.stderr and "parity passed" in proc.stdout
