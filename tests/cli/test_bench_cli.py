@@ -76,24 +76,19 @@ REPORT_SCHEMA = {
 
 @pytest.fixture(scope="module")
 def m(tmp_path_factory):
-    """A tiny model exported with its manifest (for --record), and a bare copy without one."""
-    import torch
+    """A tiny model exported with its manifest (for --record), and a copy without one. The
+    export runs in its own process: the TorchScript exporter changes torch state for later tests."""
+    import shutil
 
-    from onnxtax.export import export_model
+    from tests.conftest import run_cli
 
     root = tmp_path_factory.mktemp("bench_cli")
     (root / "tiny.py").write_text(textwrap.dedent(MODEL))
     spec = f"{root / 'tiny.py'}:Tiny"
-    result = export_model(spec, root / "tiny.onnx", ["x:batch,16"], exporter="torchscript")
-    assert result.passed, result.error
+    proc = run_cli("export", spec, "-o", root / "tiny.onnx", "--input", "x:batch,16", "--exporter", "torchscript")
+    assert proc.returncode == 0, proc.stderr
     bare = root / "bare.onnx"
-    sys.path.insert(0, str(root))
-    try:
-        from tiny import Tiny  # noqa: PLC0415
-    finally:
-        sys.path.remove(str(root))
-    torch.onnx.export(Tiny().eval(), (torch.randn(3, 16),), str(bare), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "batch"}})
+    shutil.copy(root / "tiny.onnx", bare)
     return SimpleNamespace(root=root, spec=spec, onnx=root / "tiny.onnx", bare=bare)
 
 
