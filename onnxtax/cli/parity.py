@@ -93,14 +93,23 @@ def parity(
 
 
 def _write_outputs(report: Any, json_out: str | None, junit: Path | None) -> None:
+    from onnxtax.errors import OnnxtaxError
     from onnxtax.files import write_json_atomic
     from onnxtax.report import append_github_summary, jsonable, write_junit
 
-    if json_out and json_out != "-":
-        write_json_atomic(json_out, jsonable(report.to_dict()))
-    if junit:
-        write_junit(junit, report.junit_suites(), name="onnxtax parity")
-    append_github_summary(report.markdown())
+    target = ""
+    try:
+        if json_out and json_out != "-":
+            target = f"--json {json_out}"
+            write_json_atomic(json_out, jsonable(report.to_dict()))
+        if junit:
+            target = f"--junit {junit}"
+            write_junit(junit, report.junit_suites(), name="onnxtax parity")
+        target = "$GITHUB_STEP_SUMMARY"
+        append_github_summary(report.markdown())
+    except OSError as exc:
+        raise OnnxtaxError(f"cannot write {target}: {exc.strerror or exc}",
+                           "give a path in a writable directory") from exc
 
 
 class _Progress:

@@ -93,6 +93,7 @@ def test_data_file_errors_name_file_and_key(models, tmp_path):
     (["--opt-level", "max"], "unknown --opt-level"),
     (["--samples", "0"], "at least one sample"),
     (["--provider", "cpuu"], "did you mean 'cpu'"),
+    (["--junit", "/dev/null/r.xml"], "cannot write --junit /dev/null/r.xml"),
 ])
 def test_usage_errors_exit_2(models, args, words):
     res = invoke(f"{models['file']}:MLP", models["MLP"], *args)
