@@ -511,9 +511,12 @@ def placement_text(p: Placement) -> str:
     text = f"{p.on_provider}/{p.total_nodes} nodes on {p.provider}"
     if p.fell_back:
         others = ", ".join(f"{n} on {ep}" for ep, n in p.by_provider.items() if ep != p.provider)
-        ops = ", ".join(f"{op} x{n}" for op, n in p.fallback_op_types.items())
-        text += f"; {others} ({ops})"
+        text += f"; {others} ({_fallback_ops(p)})"
     return text
+
+
+def _fallback_ops(p: Placement) -> str:
+    return ", ".join(f"{op} x{n}" for op, n in p.fallback_op_types.items())
 
 
 def _fallback_reason(pr: ProviderResult) -> str:
@@ -522,8 +525,7 @@ def _fallback_reason(pr: ProviderResult) -> str:
     if p.method == "unavailable":
         return f"{pr.label}: cannot tell where nodes ran (no graph assignment record) and --fail-on-fallback is set"
     others = ", ".join(ep for ep in p.by_provider if ep != p.provider)
-    ops = ", ".join(f"{op} x{n}" for op, n in p.fallback_op_types.items())
-    return (f"{pr.label}: {p.fallback_count} of {p.total_nodes} nodes fell back to {others} ({ops}) "
+    return (f"{pr.label}: {p.fallback_count} of {p.total_nodes} nodes fell back to {others} ({_fallback_ops(p)}) "
             "and --fail-on-fallback is set")
 
 
