@@ -185,7 +185,8 @@ class CiReport:
             "reports_dir": self.reports_dir, "started_utc": self.started_utc, "seconds": round(self.seconds, 3),
             "counts": {status: sum(1 for m in self.models if m.status == status)
                        for status in ("passed", "failed", "error", "not_run")},
-            "models": [m.to_dict() for m in self.models], "host": self.host, "files": self.files,
+            "models": [m.to_dict(self.host, self.config_path) for m in self.models], "host": self.host,
+            "files": self.files,
         }
 
     # ----------------------------------------------------------------- CI file formats
