@@ -113,26 +113,29 @@ def _write_outputs(report: Any, json_out: str | None, junit: Path | None) -> Non
 
 
 class _Progress:
-    """A bar on stderr, driven by check_parity's progress(done, total, description) callback."""
+    """A bar on stderr when it is a terminal, driven by check_parity's progress(done, total, description)."""
 
     def __enter__(self) -> "_Progress":
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         stderr = Console(stderr=True)  # a real Console: rich's live display needs one, not a proxy
-        self._bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr, transient=True)
-        self._live = stderr.is_terminal
-        if self._live:
+        self._bar = None
+        if stderr.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr,
+                                 transient=True)
             self._bar.start()
-        self._task = self._bar.add_task("loading the model and opening sessions", total=None)
+            self._task = self._bar.add_task("loading the model and opening sessions", total=None)
         return self
 
     def update(self, done: int, total: int, description: str) -> None:
-        self._bar.update(self._task, completed=done, total=total, description=escape(description))
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total, description=escape(description))
 
     def __exit__(self, *exc: object) -> None:
-        if self._live:
+        if self._bar is not None:
             self._bar.stop()
 
 
