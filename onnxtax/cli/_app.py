@@ -9,6 +9,7 @@ import json
 import sys
 import traceback
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Iterator
 
 import typer
@@ -30,19 +31,30 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-class _LazyConsole:
-    """A rich Console built on first use, so `--help` does not import rich's renderer."""
+@lru_cache(maxsize=2)
+def get_console(stderr: bool = False):
+    """The real rich Console for stdout or stderr, built on first use."""
+    from rich.console import Console
 
-    def __init__(self, **options: object):
-        self._options = options
-        self._console = None
+    return Console(stderr=stderr)
+
+
+class _LazyConsole:
+    """Stands for get_console(...) so that importing a command module (and `--help`)
+    does not import rich's renderer. Pass `get_console()` itself where rich needs a
+    real Console (Progress, Live)."""
+
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
 
     def __getattr__(self, name: str):
-        if self._console is None:
-            from rich.console import Console
+        return getattr(get_console(self._stderr), name)
 
-            self._console = Console(**self._options)
-        return getattr(self._console, name)
+    def __enter__(self):
+        return get_console(self._stderr).__enter__()
+
+    def __exit__(self, *exc):
+        return get_console(self._stderr).__exit__(*exc)
 
 
 console = _LazyConsole()
@@ -84,6 +96,6 @@ def print_json(data: object) -> None:
     sys.stdout.flush()
 
 
-def status_console(json_mode: bool) -> _LazyConsole:
+def status_console(json_mode: bool):
     """Where progress goes: stderr when stdout carries JSON."""
-    return err_console if json_mode else console
+    return get_console(stderr=json_mode)
