@@ -227,13 +227,13 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
         return exc
     report = getattr(program, "_report", None)
     failures = list(getattr(report, "failures", []) or [])
-    names = dict(getattr(report, "str_to_filename", {}) or {})
+    names = _interned_filenames(report)
     counted = 0
     for failure in failures:
         kind = str(getattr(failure, "failure_type", ""))
         data = getattr(failure, "data", {}) or {}
-        frames = [(names.get(fr.get("filename"), str(fr.get("filename"))), int(fr.get("line", 0)))
-                  for fr in data.get("user_stack", []) if isinstance(fr, dict)]
+        frames = [(names[str(fr.get("filename"))], int(fr.get("line", 0)))
+                  for fr in data.get("user_stack", []) if isinstance(fr, dict) and str(fr.get("filename")) in names]
         where = _pick_frame(frames, user_file)
         if "DATA_DEPENDENT" in kind:
             counted += 1
@@ -252,6 +252,21 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
     steps["draft_export"] = f"ok ({counted} data-dependent guard(s))"
     _custom_ops_in(program, user_file, extra)
     return None
+
+
+def _interned_filenames(report) -> dict[str, str]:
+    """draft_export's stacks name files by intern id. Its report only lists the names
+    interned during this export; torch's process-wide table has the ones interned
+    earlier (by any previous export in the process). An id neither knows is dropped."""
+    names: dict[str, str] = {}
+    try:
+        from torch._logging import structured
+
+        names.update({str(v): k for k, v in structured.INTERN_TABLE.items()})
+    except (ImportError, AttributeError):
+        pass
+    names.update({str(k): v for k, v in (getattr(report, "str_to_filename", {}) or {}).items()})
+    return names
 
 
 def _custom_ops_in(program, user_file, extra) -> None:
