@@ -486,8 +486,11 @@ def _stage_parity(model: ModelConfig, stage: StageResult, say: Callable[[str], N
     if p.atol is not None:
         kwargs["atol"] = p.atol
     ranges = parse_ranges([f"{k}={v}" for k, v in p.ranges.items()])
-    tolerances = {name: (t.get("rtol", p.rtol if p.rtol is not None else 1e-4),
-                         t.get("atol", p.atol if p.atol is not None else 1e-5)) for name, t in p.tolerances.items()}
+    from onnxtax.parity import DEFAULT_ATOL, DEFAULT_RTOL
+
+    tolerances = {name: (t.get("rtol", p.rtol if p.rtol is not None else DEFAULT_RTOL),
+                         t.get("atol", p.atol if p.atol is not None else DEFAULT_ATOL))
+                  for name, t in p.tolerances.items()}
 
     def progress(done: int, total: int, where: str) -> None:
         say(f"{where} ({done}/{total})")

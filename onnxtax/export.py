@@ -174,7 +174,7 @@ def _torch_inputs(specs: list[InputSpec], sizes: dict[str, int], seed: int = 0) 
     return tuple(tensors)
 
 
-def _flatten_outputs(out: Any) -> list[tuple[str, Any]]:
+def flatten_outputs(out: Any) -> list[tuple[str, Any]]:
     """(path name, tensor) in the exporter's order: tuples/lists by position, dicts by insertion."""
     import torch
 
@@ -203,7 +203,7 @@ def _eager(model, args: tuple) -> list[tuple[str, Any]]:
     import torch
 
     with torch.inference_mode():
-        return _flatten_outputs(model(*args))
+        return flatten_outputs(model(*args))
 
 
 def _dynamic_shapes(specs: list[InputSpec]) -> tuple:

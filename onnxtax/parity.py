@@ -668,9 +668,9 @@ class _Source:
                 hint += "; integer inputs are drawn from 0:10 unless --range NAME=LOW:HIGH says otherwise"
             raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
                                  f"at {where} ({shapes})", hint) from exc
-        from onnxtax.export import _flatten_outputs  # the exporter's order and names, shared on purpose
+        from onnxtax.export import flatten_outputs  # the exporter's order and names, shared on purpose
 
-        flat = _flatten_outputs(result)
+        flat = flatten_outputs(result)
         if not flat:
             raise InputSpecError(f"the source model returns no tensors at {where}",
                                  "forward() must return a tensor, or a tuple/list/dict of them")

@@ -10,7 +10,8 @@ from rich.table import Table
 
 # onnxtax.bench imports only the standard library at module level, so its defaults are shown as they are
 from onnxtax.bench import DEFAULT_COLD_START_RUNS, DEFAULT_MIN_TIME, DEFAULT_THREADS, DEFAULT_WARMUP, MAX_SAMPLES
-from onnxtax.cli._app import DEBUG_HELP, EXIT_CODES_HELP, app, console, print_error, print_json, user_errors
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, get_console, print_error, print_json,
+                              user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError
 
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
@@ -85,7 +86,6 @@ def bench(
     """Measure the Python tax: PyTorch eager vs ONNX Runtime on each provider, latency
     percentiles and throughput per batch size, cold start and peak memory in fresh
     processes; gate on latency or speedup."""
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     json_stdout = json_out == "-"
@@ -107,7 +107,7 @@ def bench(
         if record:
             read_manifest(model, required=True)  # fail before measuring, not after
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+                      TimeElapsedColumn(), console=get_console(stderr=True), transient=True) as bar:
             task = bar.add_task("benchmarking", total=None)
 
             def progress(what: str, done: int, total: int) -> None:

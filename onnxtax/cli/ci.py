@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console, print_error,
-                              print_json, status_console, user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console, get_console,
+                              print_error, print_json, status_console, user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "not_run": "dim", "off": "dim",
@@ -99,10 +99,7 @@ class _CiProgress:
     runs, and a refresh thread writing then would desynchronise the terminal."""
 
     def __init__(self, to_stderr: bool, total: int):
-        from rich.console import Console
-
-        # a Console of its own: rich's live display needs the real object (it enters it as a context)
-        self.out = Console(stderr=to_stderr)
+        self.out = get_console(stderr=to_stderr)
         self.total = total
         self.seen: list[str] = []
         self.last_refresh = 0.0

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from onnxtax.cli._app import DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, user_errors
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, get_console, print_json,
+                              user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
@@ -116,9 +117,7 @@ class _Progress:
     """A bar on stderr when it is a terminal, driven by check_parity's progress(done, total, description)."""
 
     def __enter__(self) -> "_Progress":
-        from rich.console import Console
-
-        stderr = Console(stderr=True)  # a real Console: rich's live display needs one, not a proxy
+        stderr = get_console(stderr=True)
         self._bar = None
         if stderr.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
