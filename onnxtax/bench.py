@@ -934,21 +934,14 @@ def _resolve_model(model) -> tuple[Any, str | None, str | None, str | None]:
     """(nn.Module or None, spec string or None, class name, why cold start cannot rebuild it)."""
     if model is None:
         return None, None, None, "no PyTorch model given"
-    if isinstance(model, str):
-        from onnxtax.loading import load_model
+    from onnxtax.loading import resolve_model
 
-        loaded = load_model(model)
+    loaded = resolve_model(model)
+    if not loaded.in_memory:
         return loaded.module, loaded.spec, loaded.class_name, None
-    if hasattr(model, "module") and hasattr(model, "spec"):  # a LoadedModel
-        return model.module, model.spec, model.class_name, None
-    import torch
-
-    if not isinstance(model, torch.nn.Module):
-        raise LoadError(f"model is a {type(model).__name__}, not an nn.Module or a SPEC string",
-                        "pass an nn.Module, a LoadedModel, or 'path/to/file.py:NAME'")
-    model.eval()
-    return model, None, type(model).__name__, ("the model was given as an in-memory nn.Module: a fresh process "
-                                               "can only rebuild it from a SPEC string")
+    loaded.module.eval()
+    return loaded.module, None, loaded.class_name, ("the model was given as an in-memory nn.Module: a fresh "
+                                                    "process can only rebuild it from a SPEC string")
 
 
 def _sweep_threads(threads: int | None) -> list[int]:

@@ -622,7 +622,7 @@ def export_model(
     declared dynamic axes kept under their names, the checker and an ORT smoke run passed,
     and a manifest beside it. Usage errors raise OnnxtaxError; a failed check returns
     a result with `.error` set and writes nothing."""
-    from onnxtax.loading import LoadedModel, check_inputs_match, load_model
+    from onnxtax.loading import check_inputs_match, resolve_model
 
     started = time.perf_counter()
     progress = progress or (lambda _msg: None)
@@ -641,16 +641,8 @@ def export_model(
     sizes = export_sizes(specs, {k: [v] for k, v in (dims or {}).items()})
 
     progress("loading the model")
-    if isinstance(model, str):
-        loaded = load_model(model)
-    else:
-        import torch
-
-        if not isinstance(model, torch.nn.Module):
-            raise OnnxtaxError(f"model is a {type(model).__name__}, not an nn.Module or spec string",
-                               "pass an nn.Module or 'file.py:NAME'")
-        model.eval()
-        loaded = LoadedModel(model, f"<{type(model).__name__} instance>", type(model).__name__, None)
+    loaded = resolve_model(model)
+    loaded.module.eval()
     check_inputs_match(loaded.module, specs, loaded.spec)
 
     result = ExportResult(str(output), loaded.spec, exporter, opset)

@@ -15,7 +15,6 @@ Findings from both are merged per (file, line).
 
 from __future__ import annotations
 
-import inspect
 import linecache
 import os
 import re
@@ -101,20 +100,11 @@ def _specs_and_sizes(inputs: list[InputSpec] | None, manifest: dict | None) -> t
 def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest: dict | None = None) -> SourceResult:
     """Trace `source` (a spec string or an nn.Module) with example inputs and report
     data-dependent branches, tensors turned into Python values and untranslatable custom ops."""
-    import torch
-
-    from onnxtax.loading import LoadedModel, check_inputs_match, load_model
+    from onnxtax.loading import check_inputs_match, resolve_model
 
     started = time.perf_counter()
-    if isinstance(source, str):
-        loaded = load_model(source)
-    else:
-        if not isinstance(source, torch.nn.Module):
-            raise InputSpecError(f"source is a {type(source).__name__}, not an nn.Module or spec string",
-                                 "pass an nn.Module or 'file.py:NAME'")
-        source.eval()
-        file = _defining_file(type(source))
-        loaded = LoadedModel(source, f"<{type(source).__name__} instance>", type(source).__name__, file)
+    loaded = resolve_model(source)
+    loaded.module.eval()
     specs, sizes = _specs_and_sizes(inputs, manifest)
     check_inputs_match(loaded.module, specs, loaded.spec)
     args = _torch_args(specs, sizes)
@@ -146,18 +136,6 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
     info = {"spec": loaded.spec, "file": user_file, "inputs": [str(s) for s in specs], "sizes": sizes,
             "steps": steps, "step_seconds": timings, "seconds": round(time.perf_counter() - started, 3)}
     return SourceResult(findings, info)
-
-
-def _defining_file(cls) -> str | None:
-    """The file defining the model class (also for modules loaded without sys.modules)."""
-    try:
-        file = inspect.getsourcefile(cls)
-    except TypeError:
-        file = None
-    forward = getattr(cls, "forward", None)
-    if file is None and hasattr(forward, "__code__"):
-        file = forward.__code__.co_filename
-    return file
 
 
 def _dynamic_shapes(specs: list[InputSpec]) -> tuple:

@@ -23,6 +23,7 @@ class LoadedModel:
     spec: str
     class_name: str
     source_file: str | None
+    in_memory: bool = False  # given as an nn.Module object: no spec a fresh process could load
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "class_name": self.class_name, "source_file": self.source_file}
@@ -115,6 +116,34 @@ def load_model(spec: str) -> LoadedModel:
     model = _instantiate(obj, name, target, torch, path)
     model.eval()
     return LoadedModel(model, spec, type(model).__name__, str(path) if path else None)
+
+
+def defining_file(cls) -> str | None:
+    """The file defining a model class (also for modules loaded without sys.modules)."""
+    try:
+        file = inspect.getsourcefile(cls)
+    except TypeError:
+        file = None
+    forward = getattr(cls, "forward", None)
+    if file is None and hasattr(forward, "__code__"):
+        file = forward.__code__.co_filename
+    return file
+
+
+def resolve_model(model: Any) -> LoadedModel:
+    """What every stage accepts as a model: a spec string (loaded, in eval mode), a
+    LoadedModel, or an nn.Module object (used as it is; the caller sets its mode)."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str):
+        return load_model(model)
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise LoadError(f"model is a {type(model).__name__}, not an nn.Module or a spec string",
+                        "pass an nn.Module or 'path/to/file.py:NAME'")
+    name = type(model).__name__
+    return LoadedModel(model, f"<{name} instance>", name, defining_file(type(model)), in_memory=True)
 
 
 def _gives_module(obj: Any, torch) -> bool:

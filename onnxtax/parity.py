@@ -692,17 +692,10 @@ def _same_outputs(first: list[np.ndarray], second: list[np.ndarray]) -> tuple[bo
 
 
 def _resolve_model(model: Any) -> tuple[Any, str | None]:
-    import torch
+    from onnxtax.loading import resolve_model
 
-    if isinstance(model, str):
-        from onnxtax.loading import load_model
-
-        loaded = load_model(model)
-        return loaded.module, model
-    if isinstance(model, torch.nn.Module):
-        return model, None
-    raise LoadError(f"model must be a spec string or an nn.Module, not {type(model).__name__}",
-                    "pass 'path/to/file.py:NAME' or the module itself")
+    loaded = resolve_model(model)
+    return loaded.module, None if loaded.in_memory else loaded.spec
 
 
 # --------------------------------------------------------------------------- ONNX side

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console, get_console,
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, err_console, get_console,
                               print_error, print_json, status_console, user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
