@@ -100,16 +100,16 @@ from typing import Any, Callable
 from onnxtax.errors import CheckFailed, InputSpecError, LoadError, OnnxtaxError
 from onnxtax.specs import (DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, ValueRange, concrete_shape,
                            make_inputs, symbols_of)
+from onnxtax.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
+from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
+from onnxtax.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
+from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
+from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 
 SCHEMA_VERSION = 1
 DEFAULT_BATCH_SIZES = (1, 8, 64)
-DEFAULT_THREADS = 1
-DEFAULT_WARMUP = 20
-DEFAULT_MIN_TIME = 1.0
-DEFAULT_COLD_START_RUNS = 3
 ROUNDS = 10  # interleaved blocks per path and batch size
 MAX_EXTRA_ROUNDS = 10  # when the warm-up under-estimated the call time
-MAX_SAMPLES = 200_000  # per path and batch size: bounds memory for microsecond calls
 HARNESS_TIME = 0.2  # seconds of empty calls per batch size (capped by min_time)
 PROFILE_RUNS = 200
 BIND_CHECK_RUNS = 5  # calls that must reuse the pre-allocated outputs before they are trusted

@@ -85,12 +85,12 @@ from onnxtax.errors import CheckFailed, InputSpecError, LoadError, OnnxtaxError
 from onnxtax.providers import OPT_LEVELS, Placement, ProviderRequest, ort_error_summary
 from onnxtax.specs import (DTYPES, InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
                            export_sizes as default_export_sizes, make_inputs, parse_input_specs, symbols_of)
+from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
+from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
+from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
+from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 
 SCHEMA = "onnxtax.parity/1"
-DEFAULT_RTOL = 1e-4
-DEFAULT_ATOL = 1e-5
-DEFAULT_SAMPLES = 3
-MAX_SHAPES = 9
 # Sizes tried on each dynamic axis besides 1: the first even and the first odd one
 # that differ from the export-time size.
 _EVEN_SIZES = (4, 6, 8, 10)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.table import Table
 
-# onnxtax.bench imports only the standard library at module level, so its defaults are shown as they are
-from onnxtax.bench import DEFAULT_COLD_START_RUNS, DEFAULT_MIN_TIME, DEFAULT_THREADS, DEFAULT_WARMUP, MAX_SAMPLES
+if TYPE_CHECKING:
+    from rich.table import Table
+
+from onnxtax.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
+from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
+from onnxtax.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
+from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
+from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, get_console, print_error, print_json,
                               user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError
@@ -140,6 +145,7 @@ def bench(
 def _table(title: str, columns: list[str], left: tuple[str, ...] = ("path",)) -> Table:
     """Compact tables that fit 80 columns (what CI logs get); figures are never cut, a
     long path name folds instead."""
+    from rich.table import Table
     from rich import box
 
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0))

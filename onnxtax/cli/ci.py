@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, err_console, get_console,
                               print_error, print_json, status_console, user_errors)
@@ -25,6 +23,7 @@ app.add_typer(report_app, name="report")
 
 
 def _cell(status: str, text: str = "") -> str:
+    from rich.markup import escape
     label = MARKS.get(status, status)
     return f"[{STYLES.get(status, '')}]{label}[/]" + (f" {escape(text)}" if text else "")
 
@@ -67,6 +66,7 @@ def ci(
     """Gate a release: export -> lint-ops -> parity (every configured provider) -> manifest verify
     (-> bench, when configured) for every model in the config, with JUnit, SARIF, JSON and
     markdown reports. Appends the summary to $GITHUB_STEP_SUMMARY when set."""
+    from rich.markup import escape
     out = status_console(json_out)
     with user_errors(debug):
         from onnxtax.ci import run_ci
@@ -118,6 +118,7 @@ class _CiProgress:
         return self
 
     def stage(self, model: str, stage: str, result: Any) -> None:
+        from rich.markup import escape
         from onnxtax.ci import STAGE_TITLES
 
         self.width = max(self.width, len(model))
@@ -133,6 +134,7 @@ class _CiProgress:
         self.bar.refresh()
 
     def message(self, model: str, stage: str, message: str) -> None:
+        from rich.markup import escape
         import time
 
         from onnxtax.ci import STAGE_TITLES
@@ -149,6 +151,8 @@ class _CiProgress:
 
 
 def _render_summary(report: Any, out: Any) -> None:
+    from rich.table import Table
+    from rich.markup import escape
     from onnxtax.ci import STAGE_TITLES, STAGES
 
     table = Table(title="onnxtax ci", title_justify="left", header_style="bold")
@@ -195,6 +199,7 @@ def merge(
     """Combine `onnxtax ci` runs from several hosts into one model x provider matrix:
     passed, fell back, failed, not available, not run, per host; conflicting verdicts
     flagged. Appends the matrix to $GITHUB_STEP_SUMMARY when set."""
+    from rich.markup import escape
     with user_errors(debug):
         from onnxtax.merge import merge_reports, write_matrix
         from onnxtax.report import append_github_summary
@@ -212,6 +217,8 @@ def merge(
 
 
 def _render_matrix(matrix: Any, out: Any) -> None:
+    from rich.table import Table
+    from rich.markup import escape
     hosts = [h.label for h in matrix.hosts]
     table = Table(title="provider matrix", title_justify="left", header_style="bold")
     table.add_column("model")

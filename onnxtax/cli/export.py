@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console, print_error, print_json,
                               status_console, user_errors)
@@ -70,6 +69,7 @@ def export(
 
 def _render_export(result) -> None:
     from rich.markup import escape
+    from rich.table import Table
 
     if result.passed:
         console.print(f"[bold green]exported[/] {result.output}  ({result.exporter} exporter, opset {result.opset}, "
@@ -135,6 +135,8 @@ def providers(
         from onnxtax.providers import host_providers
 
         host = host_providers()
+    from rich.table import Table
+
     if json_out:
         print_json(host.to_dict())
         return

@@ -7,19 +7,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, get_console, print_json,
                               user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
-# Library defaults, repeated for --help (the library imports numpy); a test keeps them equal.
-DEFAULT_RTOL = 1e-4
-DEFAULT_ATOL = 1e-5
-DEFAULT_SAMPLES = 3
-MAX_SHAPES = 9
+from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
+from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
+from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
+from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -130,6 +127,7 @@ class _Progress:
         return self
 
     def update(self, done: int, total: int, description: str) -> None:
+        from rich.markup import escape
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=total, description=escape(description))
 
@@ -157,6 +155,8 @@ def _g(v: float | None, digits: int = 3) -> str:
 
 def render(report: Any, out=None) -> None:
     """The provider x shape x output table, placement per provider, notes and failures."""
+    from rich.table import Table
+    from rich.markup import escape
     out = out or console
     table = Table(title=f"parity: {escape(report.onnx)} vs {escape(report.model_spec or report.class_name)}",
                   title_justify="left", header_style="bold")
