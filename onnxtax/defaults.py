@@ -7,6 +7,10 @@ PARITY_ATOL = 1e-5
 PARITY_SAMPLES = 3
 PARITY_MAX_SHAPES = 9  # full product of axis values up to this many shapes, joint variation beyond
 
+# onnxruntime graph optimisation levels by the names onnxtax takes (GraphOptimizationLevel members)
+ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                  "all": "ORT_ENABLE_ALL"}
+
 # bench
 BENCH_THREADS = 1
 BENCH_WARMUP = 20

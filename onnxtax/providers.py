@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from onnxtax.defaults import ORT_OPT_LEVELS
 from onnxtax.errors import CheckFailed, ProviderError
 
 SHORT_NAMES: dict[str, str] = {
@@ -46,7 +47,7 @@ SHORT_NAMES: dict[str, str] = {
 # Registered by ORT but runs no graph nodes itself.
 NOT_COMPUTE = {"AzureExecutionProvider": "remote endpoint invoker: runs no graph nodes locally"}
 
-OPT_LEVELS = ("disable", "basic", "extended", "all")
+OPT_LEVELS = tuple(ORT_OPT_LEVELS)
 
 _ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
                  "onnxruntime-qnn", "onnxruntime-training", "ort-nightly", "onnxruntime-silicon")
@@ -161,12 +162,7 @@ def session_options(*, opt_level: str = "all", threads: int | None = None, recor
     if opt_level not in OPT_LEVELS:
         raise ProviderError(f"unknown optimisation level '{opt_level}'", f"use one of: {', '.join(OPT_LEVELS)}")
     so = ort.SessionOptions()
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[opt_level]
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[opt_level])
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
