@@ -297,3 +297,14 @@ def test_output_names_are_applied_and_counted(tmp_path):
     with pytest.raises(InputSpecError, match="1 --output-name given but the model returns 2"):
         export_model(spec("TwoInputs"), out, ["ids:[batch,seq]:int64", "mask:[batch,seq]:int64"],
                      output_names=["tags"])
+
+
+def test_output_dim_labelled_with_export_size_is_relabelled(tmp_path):
+    out = tmp_path / "gru.onnx"
+    res = export_model(spec("GRUTagger"), out, ["x:batch,seq,8"])
+    assert res.passed, res.error
+    assert graph_dims(out)["output"] == ["batch", "seq", 5]
+    assert read_manifest(out)["outputs"][0]["dims"] == ["batch", "seq", 5]
+    assert verify_artifact(out).passed, "the manifest checksums the repaired file"
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": np.zeros((2, 9, 8), np.float32)})[0].shape == (2, 9, 5)

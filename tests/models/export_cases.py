@@ -111,3 +111,17 @@ class ShapeBranch(nn.Module):
         if x.shape[0] > 1:
             return x * 2
         return x - 1
+
+
+class GRUTagger(nn.Module):
+    """The dynamo exporter labels the output's sequence dim with its export-time size."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru = nn.GRU(8, 6, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(12, 5)
+
+    def forward(self, x):
+        h, _ = self.gru(x)
+        return self.out(h)
