@@ -24,7 +24,7 @@ Rules (stable ids, default severity):
   source-tensor-to-python       warning  (--source) .item(), int(t), float(t), .tolist(), .numpy()
   source-custom-op              error    (--source) torch.library ops with no ONNX translation;
                                          warning for autograd.Function without symbolic()
-  source-trace                  warning  (--source) the model could not be traced at all
+  source-trace                  error    (--source) the model could not be traced at all, so no source rule ran
 
 JSON schema of `LintReport.to_dict()` (format_version 1, keys stable):
 {
@@ -125,8 +125,11 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     Rule("source-custom-op", "error", "Custom PyTorch op without an ONNX translation",
          "torch.library custom ops fail the dynamo exporter ('No ONNX function found') unless a "
          "custom_translation_table maps them; autograd.Function needs symbolic() for the TorchScript exporter."),
-    Rule("source-trace", "warning", "The PyTorch model could not be traced",
-         "The source rules trace the model with the given inputs; the error shows where tracing stopped."),
+    Rule("source-trace", "error", "The PyTorch model could not be traced",
+         "Neither torch.export nor torch.jit.trace ran the model with the given inputs, so no source rule "
+         "checked it (and neither exporter can export it this way). Check that --input (or the manifest's "
+         "inputs) matches what forward() expects: order, shapes, dtypes. If it does, fix the error at the "
+         "line shown."),
 )}
 
 
@@ -923,14 +926,38 @@ def rule_provider_fallback(ctx: LintContext, providers: list[str], report: LintR
     nodes_by_name = {r.node.name: r for r in iter_nodes(ctx.model) if r.node.name}
     for req in usable:
         try:
-            session = open_session(ctx.path, req)
+            if req.name == "CPUExecutionProvider":
+                placement = placement_of(open_session(ctx.path, req), req.name)
+            else:
+                placement = _isolated_placement(ctx.path, req)
+        except _ProviderCrashed as exc:
+            report.providers["checked"].append({"provider": req.name, "label": req.label, "placement": None,
+                                                "error": str(exc)})
+            out.append(_finding("provider-fallback", f"{req.label} crashed the process loading the model: {exc}",
+                                severity="error", provider=req.name, checked=True, crashed=True,
+                                hint=f"any program that loads this model on {req.short} dies the same way: find "
+                                     f"the construct it cannot take (control-flow findings are the usual cause) "
+                                     f"and remove it, or serve on a provider that loads the model"))
+            continue
         except CheckFailed as exc:
             report.providers["checked"].append({"provider": req.name, "label": req.label, "placement": None,
                                                 "error": exc.message})
-            out.append(_finding("provider-fallback", f"{req.label}: no session: {exc.message}", severity="error",
-                                hint=exc.hint or "", provider=req.name, checked=True))
+            flow = sorted({r.node.op_type for r in iter_nodes(ctx.model)
+                           if r.node.op_type in CONTROL_FLOW_OPS and r.node.domain in ("", "ai.onnx")})
+            if ctx.load_error is not None:
+                hint = "the CPU provider refuses the model too: fix the findings above first"
+            elif flow:
+                hint = (f"the CPU provider loads it, so {req.short} refuses something in the model; it has "
+                        f"{'/'.join(flow)} (see control-flow), which providers often cannot take: compute both sides "
+                        f"and select with torch.where instead of torch.cond, or serve on a provider that loads it")
+            else:
+                hint = (f"the CPU provider loads it, so {req.short} refuses something in the model: check the "
+                        f"provider options, rewrite the op the message names, or serve on a provider that loads it")
+            named = _node_named_in(exc.message)
+            ref = nodes_by_name.get(named) if named else None
+            out.append(_finding("provider-fallback", f"{req.label} cannot load the model: {exc.message}", ref,
+                                severity="error", hint=hint, provider=req.name, checked=True))
             continue
-        placement = placement_of(session, req.name)
         report.providers["checked"].append({"provider": req.name, "label": req.label,
                                             "placement": placement.to_dict()})
         if placement.method != "ort-graph-assignment":
@@ -960,6 +987,54 @@ def rule_provider_fallback(ctx: LintContext, providers: list[str], report: LintR
                 f.op_type = fb["op_type"]
             out.append(f)
     return out
+
+
+class _ProviderCrashed(Exception):
+    """The provider killed the process that loaded the model (ORT-OpenVINO aborts on some nested graphs)."""
+
+
+_PLACEMENT_CHILD = """
+import json, sys
+from onnxtax.errors import CheckFailed
+from onnxtax.providers import open_session, parse_provider, placement_of
+req = parse_provider(sys.argv[2])
+try:
+    out = {"placement": placement_of(open_session(sys.argv[1], req), req.name).to_dict()}
+except CheckFailed as exc:
+    out = {"error": exc.message, "hint": exc.hint}
+print(json.dumps(out))
+"""
+
+
+def _isolated_placement(path: Path, req):
+    """ORT's placement on an accelerator provider, read in a child process: a provider that
+    aborts on the model (a C++ `terminate`) must not take the whole report down with it."""
+    import json
+    import subprocess
+    import sys
+
+    from onnxtax.errors import CheckFailed
+    from onnxtax.providers import Placement
+
+    proc = subprocess.run([sys.executable, "-c", _PLACEMENT_CHILD, str(path), req.label], capture_output=True,
+                          text=True, timeout=600)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        import signal
+
+        how = (f"signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else
+               f"exit code {proc.returncode}")
+        said = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        detail = next((ln for ln in reversed(said) if "what():" in ln or "Error" in ln), said[-1] if said else "")
+        detail = re.sub(r"^/\S+:\d+ .*\)( const)? (?=[A-Z])", "", detail.split("what():", 1)[-1].strip())
+        raise _ProviderCrashed(f"{how}" + (f": {detail[:300]}" if detail else ""))
+    data = json.loads(lines[-1])
+    if "error" in data:
+        raise CheckFailed(data["error"], data.get("hint"))
+    pl = data["placement"]
+    return Placement(pl["provider"], total_nodes=pl["total_nodes"], on_provider=pl["on_provider"],
+                     by_provider=pl["by_provider"], fallback_op_types=pl["fallback_op_types"],
+                     fallback_nodes=pl["fallback_nodes"], method=pl["method"])
 
 
 def _touches_double(ref: NodeRef, ctx: LintContext) -> bool:

@@ -63,14 +63,20 @@ def _code(file: str, line: int) -> str:
 
 
 def _pick_frame(frames: list[tuple[str, int]], user_file: str | None) -> tuple[str, int] | None:
-    """The user's frame: the last one in the model's own file, else the last outside torch."""
-    if user_file:
-        want = os.path.realpath(user_file)
-        mine = [f for f in frames if os.path.realpath(f[0]) == want]
-        if mine:
-            return mine[-1]
-    outside = [f for f in frames if not _INTERNAL.search(f[0])]
-    return outside[-1] if outside else None
+    """The user's frame: the innermost one in the model's file, its folder, or anywhere outside
+    torch and site-packages. Innermost, because a branch in a helper that forward() calls must be
+    fixed in the helper, not at the call."""
+    home = os.path.dirname(os.path.realpath(user_file)) + os.sep if user_file else None
+
+    def is_user(path: str) -> bool:
+        if not _INTERNAL.search(path):
+            return True
+        real = os.path.realpath(path)
+        # the model's own package counts even when installed in site-packages; a venv inside it does not
+        return bool(home) and real.startswith(home) and not _INTERNAL.search(real[len(home):])
+
+    mine = [f for f in frames if is_user(f[0])]
+    return mine[-1] if mine else None
 
 
 def _torch_args(specs: list[InputSpec], sizes: dict[str, int]) -> tuple:
@@ -126,8 +132,11 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
         where = _pick_frame(frames, user_file)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         f = Finding("source-trace", RULES["source-trace"].severity,
-                    f"neither torch.export nor torch.jit.trace could trace the model: {type(exc).__name__}: {first}",
-                    RULES["source-trace"].help)
+                    f"neither torch.export nor torch.jit.trace could run the model with "
+                    f"{', '.join(str(s) for s in specs)} ({', '.join(f'{k}={v}' for k, v in sizes.items()) or 'static'}), "
+                    f"so no source rule checked it: {type(exc).__name__}: {first}",
+                    "check that --input (or the manifest's inputs) matches what forward() expects (order, shapes, "
+                    "dtypes); if it does, fix the error at the line shown: neither exporter gets past it either")
         if where:
             f.source_location = f"{where[0]}:{where[1]}"
         extra.append(f)
@@ -150,6 +159,9 @@ def _quiet_torch_logs():
     for name in ("torch.export", "torch._export", "torch.fx.experimental.symbolic_shapes", "torch._dynamo",
                  "torch.onnx", "torch._logging"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # fake tensors log a full traceback (at ERROR) for an input that does not fit the model;
+    # the source-trace finding reports that error in one line
+    logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
 
 
 def _add(hits: dict, rule: str, frame: tuple[str, int] | None, how: str, **detail) -> None:
@@ -335,7 +347,8 @@ def _run_jit_trace(module, args, user_file, hits, extra, steps) -> BaseException
         if name in seen or (fn_cls is not None and hasattr(fn_cls, "symbolic")):
             continue
         seen.add(name)
-        frames = [(f, int(n)) for f, n in re.findall(r"^(.+?)\((\d+)\): ", node.sourceRange(), re.M)]
+        # sourceRange lists the innermost call first; _pick_frame wants outermost first
+        frames = [(f, int(n)) for f, n in re.findall(r"^(.+?)\((\d+)\): ", node.sourceRange(), re.M)][::-1]
         where = _pick_frame(frames, user_file)
         f = Finding("source-custom-op", "warning",
                     f"autograd.Function {name} has no symbolic(): the TorchScript exporter (dynamo=False) fails on "

@@ -4,8 +4,10 @@ A finding with a known source location (the user's file:line, from the exporter'
 stack-trace metadata or from tracing the PyTorch model) is placed on that file, so the
 alert shows on the line that needs changing; the .onnx file is a related location and
 the node a logical location. Other findings are placed on the .onnx file. Paths under
-`base_dir` (default: the working directory, i.e. the repository checkout in CI) are
-written relative to `%SRCROOT%`, as code scanning expects. Allowed findings carry an
+`base_dir` are written relative to `%SRCROOT%`, as code scanning expects. The default base
+is the repository root ($GITHUB_WORKSPACE in GitHub Actions, else the git checkout holding
+the working directory, else the working directory), so a step that runs in a subfolder
+still places alerts on the right files. Allowed findings carry an
 external suppression, so code scanning lists them as dismissed, not open.
 """
 
@@ -23,6 +25,18 @@ SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 SRCROOT = "%SRCROOT%"
+
+
+def default_base_dir() -> Path:
+    """Where code scanning resolves relative paths: the repository root."""
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    cwd = Path(os.path.abspath(os.getcwd()))
+    if workspace and os.path.isdir(workspace):
+        return Path(os.path.abspath(workspace))
+    for folder in (cwd, *cwd.parents):
+        if (folder / ".git").exists():
+            return folder
+    return cwd
 
 
 def _rule_name(rule_id: str) -> str:
@@ -108,7 +122,7 @@ def report_to_sarif(report: "LintReport", *, base_dir: str | Path | None = None)
     """The whole report as one SARIF run (valid against the SARIF 2.1.0 JSON schema)."""
     from onnxtax import __version__
 
-    base = Path(os.path.abspath(base_dir or os.getcwd()))
+    base = Path(os.path.abspath(base_dir)) if base_dir else default_base_dir()
     rules = rule_descriptors()
     rule_index = {r["id"]: i for i, r in enumerate(rules)}
     results = [finding_to_result(f, report.model, base, rule_index) for f in report.findings]

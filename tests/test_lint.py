@@ -385,3 +385,25 @@ def test_sarif_is_valid_and_points_at_the_user_file(cond_onnx, tmp_path):
     assert levels["opset"] == "error"
     assert all(r.get("suppressions") for r in results if r["ruleId"] == "float64")
     assert not any(r.get("suppressions") for r in results if r["ruleId"] != "float64")
+
+
+def test_sarif_paths_are_relative_to_the_repository_root(cond_onnx, tmp_path, monkeypatch):
+    """Code scanning resolves URIs against the checkout root, not the step's working directory."""
+    path, src = cond_onnx
+    report = lint_model(path)
+    sub = src.parent / "sub"
+    sub.mkdir(exist_ok=True)
+    monkeypatch.chdir(sub)
+    monkeypatch.delenv("GITHUB_WORKSPACE", raising=False)
+    (src.parent / ".git").mkdir(exist_ok=True)  # the folder is a checkout
+
+    def control_flow_uri(sarif):
+        [cf] = [r for r in sarif["runs"][0]["results"] if r["ruleId"] == "control-flow"]
+        return cf["locations"][0]["physicalLocation"]["artifactLocation"], sarif["runs"][0]["originalUriBaseIds"]
+
+    loc, bases = control_flow_uri(report.to_sarif())
+    assert loc == {"uri": "cond_model.py", "uriBaseId": "%SRCROOT%"}
+    assert bases["%SRCROOT%"]["uri"] == src.parent.as_uri() + "/"
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(src.parent.parent))
+    loc, _ = control_flow_uri(report.to_sarif())
+    assert loc == {"uri": f"{src.parent.name}/cond_model.py", "uriBaseId": "%SRCROOT%"}

@@ -142,3 +142,47 @@ def test_lint_model_with_source_merges_findings(write_model, tmp_path):
                         allow=["source-data-dependent-branch"])
     assert report and [f.rule for f in report.allowed] == ["source-data-dependent-branch"]
     assert report.source["spec"].endswith(":Branchy") and "source-trace" in report.rules_run
+
+
+HELPER_FILE = """\
+def gate(h):
+    if h.mean() > 0:
+        return h * 2
+    return h
+"""
+HELPER_LINE = 2
+CALLER_MODEL = """\
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from lint_helper_gate import gate
+
+
+class Caller(torch.nn.Module):
+    def forward(self, x):
+        return gate(x + 1)
+"""
+
+
+def test_branch_in_a_helper_file_is_reported_once_at_the_helper(write_model):
+    """torch.export's stack holds forward()'s call and the helper's `if`: the fix belongs at the `if`."""
+    helper = write_model(HELPER_FILE, "lint_helper_gate")
+    path = write_model(CALLER_MODEL, "caller")
+    result = lint_source(f"{path}:Caller", X)
+    [f] = result.findings
+    assert f.rule == "source-data-dependent-branch"
+    assert f.source_location == f"{helper.resolve()}:{HELPER_LINE}"
+    assert f.details["found_by"] == "torch.export and torch.jit.trace"
+
+
+def test_inputs_that_do_not_fit_are_an_error_not_a_pass(write_model, capfd):
+    path = write_model(CLEAN_MODEL, "clean_wrong_inputs")
+    result = lint_source(f"{path}:Clean", parse_input_specs(["x:batch,9"]))
+    [f] = result.findings
+    assert f.rule == "source-trace" and f.severity == "error"
+    assert "x:[batch,9]:float32 (batch=3)" in f.message and "--input" in f.hint
+    assert f.source_location == f"{path.resolve()}:10"
+    assert "Traceback" not in capfd.readouterr().err  # torch's fake-tensor log is kept quiet

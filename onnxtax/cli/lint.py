@@ -60,15 +60,7 @@ def lint_ops(
             report = lint_model(model, source=source, inputs=specs, target_opset=target_opset, target_ir=target_ir,
                                 providers=provider or None, allow=allow or None, fail_on=fail_on,
                                 progress=lambda msg: status.update(msg))
-        if sarif_path is not None:
-            from onnxtax.files import write_json_atomic
-
-            write_json_atomic(sarif_path, report.to_sarif())
-        if json_path is not None and not json_stdout:
-            from onnxtax.files import write_json_atomic
-            from onnxtax.report import jsonable
-
-            write_json_atomic(json_path, jsonable(report.to_dict()))
+        _write_outputs(report, json_path if not json_stdout else None, sarif_path)
     if json_stdout:
         print_json(report.to_dict())
     else:
@@ -77,6 +69,25 @@ def lint_ops(
             if path is not None:
                 console.print(f"{what} report: {path}", highlight=False)
     raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+
+
+def _write_outputs(report, json_path: str | None, sarif_path: Path | None) -> None:
+    """Both reports, atomically; a path that cannot be written is a usage error, not a traceback."""
+    from onnxtax.errors import OnnxtaxError
+    from onnxtax.files import write_json_atomic
+    from onnxtax.report import jsonable
+
+    for flag, path, data in (("--sarif", sarif_path, report.to_sarif), ("--json", json_path, report.to_dict)):
+        if path is None:
+            continue
+        try:
+            write_json_atomic(path, jsonable(data()))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if exc.filename and str(exc.filename) != str(path):
+                why += f": {exc.filename}"
+            raise OnnxtaxError(f"cannot write {flag} {path}: {why}",
+                               "give a path in a writable directory") from exc
 
 
 def render(report) -> None:

@@ -98,3 +98,10 @@ def test_source_finding_with_file_and_line(write_model, tmp_path):
     assert f["rule"] == "source-data-dependent-branch"
     assert f["source_location"] == f"{path.resolve()}:{BRANCH_LINE}"
     onnx.checker.check_model(str(model))
+
+
+@pytest.mark.parametrize("flag", ["--sarif", "--json"])
+def test_unwritable_report_path_is_a_usage_error(custom_model, flag):
+    res = lint(custom_model, flag, custom_model / "lint.out")  # a file where a folder should be
+    assert res.exit_code == 2 and f"cannot write {flag}" in res.stderr and "Traceback" not in res.stderr
+    assert not (custom_model.parent / "lint.out").exists()
