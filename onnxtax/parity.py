@@ -227,8 +227,9 @@ class OutputStats:
             ratio = float(ratios.ravel()[flat])
         if self.worst is None or ratio > self.worst.tolerance_ratio:
             idx = tuple(int(i) for i in np.unravel_index(flat, expected.shape))
-            self.worst = Worst(idx, sample, float(a.ravel()[flat]), float(b.ravel()[flat]),
-                               float(abs(a.ravel()[flat] - b.ravel()[flat])), ratio)
+            # diff already holds 0 where both sides are the same NaN/Inf; a special mismatch is infinite
+            worst_diff = math.inf if n_special else float(diff.ravel()[flat])
+            self.worst = Worst(idx, sample, float(a.ravel()[flat]), float(b.ravel()[flat]), worst_diff, ratio)
         if floats:
             av, bv = a[finite], b[finite]
             na, nb = float(np.linalg.norm(av)), float(np.linalg.norm(bv))
@@ -643,12 +644,14 @@ def _to_numpy(t: Any) -> np.ndarray:
 class _Source:
     """The eager model, in eval mode under inference_mode, called positionally in spec order."""
 
-    def __init__(self, module: Any, specs: list[InputSpec]):
+    def __init__(self, module: Any, specs: list[InputSpec], ranges: dict[str, ValueRange] | None = None):
         self.module = module
         self.specs = specs
+        self.ranges = ranges or {}
         self.paths: list[str] | None = None
 
-    def __call__(self, arrays: dict[str, np.ndarray], where: str) -> list[np.ndarray]:
+    def __call__(self, arrays: dict[str, np.ndarray], where: str, data_file: str | None = None
+                 ) -> list[np.ndarray]:
         import torch
 
         tensors = []
@@ -662,10 +665,7 @@ class _Source:
                 result = self.module(*tensors)
         except Exception as exc:  # noqa: BLE001 - any error in user code at a chosen shape
             shapes = ", ".join(f"{s.name}{list(arrays[s.name].shape)}" for s in self.specs)
-            hint = ("check that the inputs fit the model (--input NAME:DIMS:DTYPE) and choose sizes it accepts "
-                    "with --dim SYMBOL=V1,V2")
-            if any(DTYPES[s.dtype][0].startswith(("int", "uint")) for s in self.specs):
-                hint += "; integer inputs are drawn from 0:10 unless --range NAME=LOW:HIGH says otherwise"
+            hint = self._raise_hint(data_file)
             raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
                                  f"at {where} ({shapes})", hint) from exc
         from onnxtax.export import flatten_outputs  # the exporter's order and names, shared on purpose
@@ -676,6 +676,23 @@ class _Source:
                                  "forward() must return a tensor, or a tuple/list/dict of them")
         self.paths = [p for p, _ in flat]
         return [_to_numpy(t) for _, t in flat]
+
+
+    def _raise_hint(self, data_file: str | None) -> str:
+        if data_file is not None:
+            return (f"the arrays in {data_file} do not fit the model (values or sizes it rejects, e.g. a token id "
+                    "at or above the vocabulary size): fix the file, or check it with the model in Python first")
+        hint = ("check that the inputs fit the model (--input NAME:DIMS:DTYPE) and choose sizes it accepts "
+                "with --dim SYMBOL=V1,V2")
+        ints = [s.name for s in self.specs if DTYPES[s.dtype][0].startswith(("int", "uint"))]
+        if ints:
+            drawn = ", ".join(f"{n} from {_range_text(self.ranges.get(n))}" for n in ints)
+            hint += f"; integer inputs are drawn as: {drawn} (set them with --range NAME=LOW:HIGH, HIGH exclusive)"
+        return hint
+
+
+def _range_text(r: ValueRange | None) -> str:
+    return "0:10 (default)" if r is None else f"{int(r.low)}:{int(r.high)}"
 
 
 def _same_outputs(first: list[np.ndarray], second: list[np.ndarray]) -> tuple[bool, str]:
@@ -828,8 +845,12 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
         raise InputSpecError(f"--samples {samples}: need at least one sample", "use --samples 1 or more, or --data")
     if opt_level not in OPT_LEVELS:
         raise InputSpecError(f"unknown --opt-level '{opt_level}'", f"use one of: {', '.join(OPT_LEVELS)}")
-    if rtol < 0 or atol < 0:
-        raise InputSpecError("--rtol and --atol must be non-negative", "e.g. --rtol 1e-4 --atol 1e-5")
+    if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
+        # a NaN bound makes every `diff > bound` false: the gate would pass anything
+        raise InputSpecError(f"--rtol {rtol:g} --atol {atol:g}: tolerances must be finite, non-negative numbers",
+                             "e.g. --rtol 1e-4 --atol 1e-5")
+    if threads is not None and threads < 0:
+        raise InputSpecError(f"--threads {threads}: must be 0 (ORT's choice) or more", "e.g. --threads 2")
     if max_shapes < 1:
         raise InputSpecError("max_shapes must be at least 1", "e.g. --max-shapes 9")
 
@@ -926,17 +947,20 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
                           if s.name in value_ranges else None) for s in specs]
 
     output_names = [m.name for m in probe.get_outputs()]
-    for name in tolerances:
+    for name, pair in tolerances.items():
         if name not in output_names:
             raise InputSpecError(f"--tolerance names '{name}', which is not an ONNX output",
                                  f"outputs: {', '.join(output_names)}")
+        if len(pair) != 2 or not all(math.isfinite(v) and v >= 0 for v in pair):
+            raise InputSpecError(f"tolerance of '{name}' is {pair}: need (rtol, atol), finite and non-negative",
+                                 "e.g. --tolerance logits=1e-3:1e-4")
 
     plans = plan_shapes(specs, dims, export_sizes, samples=samples, joint=report.input_source == "onnx-graph",
                         max_shapes=max_shapes) if samples else []
     plans += [plan_data_file(f, specs) for f in data_files or []]
     report.shapes = plans
 
-    source = _Source(module, specs)
+    source = _Source(module, specs, value_ranges)
     comparison = _Comparison(live, output_names, rtol, atol, tolerances)
     total = sum(p.samples for p in plans) * (1 + len(live))
     done = 0
@@ -944,7 +968,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
         for k in range(plan.samples):
             arrays = _sample(plan, specs, recipe, k)
             where = f"{plan.label} sample {k}"
-            expected = source(arrays, where)
+            expected = source(arrays, where, plan.file)
             if done == 0:
                 mismatch = _first_sample_checks(source, arrays, where, expected, output_names, report)
                 if mismatch:
@@ -962,6 +986,8 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
                 done += 1
                 _tick(progress, done, total, where)
 
+    comparison.recheck_in_fresh_sessions(plans, lambda plan, k: _sample(plan, specs, recipe, k), source, mapping,
+                                         onnx_path, opt_level=opt_level, threads=threads)
     comparison.collect(report, plans)
     report.duration_s = time.perf_counter() - t_start
     return report
@@ -995,7 +1021,9 @@ class _Comparison:
         self.rtol, self.atol, self.tolerances = rtol, atol, tolerances
         self.stats: dict[tuple[int, int, int], OutputStats] = {}
         self.run_errors: dict[tuple[int, int], str] = {}
+        self.error_sample: dict[tuple[int, int], int] = {}
         self.run_time: dict[tuple[int, int], float] = {}
+        self.fresh_notes: dict[tuple[int, int], str] = {}  # failures a fresh session does not reproduce
 
     def run(self, si: int, pi: int, k: int, plan: ShapePlan, feeds: dict, expected: list) -> None:
         """Sample k of shape pi on provider si; after a run error that shape is not retried there."""
@@ -1008,6 +1036,7 @@ class _Comparison:
             line, node = ort_error_summary(exc)
             self.run_errors[(si, pi)] = (f"ONNX Runtime failed to run at {plan.label}: {line}"
                                          + (f" (node {node})" if node else ""))
+            self.error_sample[(si, pi)] = k
             return
         self.run_time[(si, pi)] = self.run_time.get((si, pi), 0.0) + time.perf_counter() - t0
         for oi, (a, b) in enumerate(zip(got, expected)):
@@ -1017,6 +1046,48 @@ class _Comparison:
                 acc = self.stats[(si, pi, oi)] = OutputStats(r, t)
             acc.update(a, b, sample=k)
 
+    def failing_shapes(self, si: int, n_plans: int) -> list[tuple[int, int]]:
+        """(shape index, sample) of each shape where provider si failed, with the sample to replay."""
+        out = []
+        for pi in range(n_plans):
+            if (si, pi) in self.run_errors:
+                out.append((pi, self.error_sample[(si, pi)]))
+                continue
+            bad = [self.stats[(si, pi, oi)] for oi in range(len(self.output_names))
+                   if (si, pi, oi) in self.stats and not self.stats[(si, pi, oi)].passed]
+            if bad:
+                worst = bad[0].worst
+                out.append((pi, worst.sample if worst is not None else 0))
+        return out
+
+    def recheck_in_fresh_sessions(self, plans: list[ShapePlan], sample_of: Callable, source: _Source,
+                                  mapping: dict[str, str], onnx_path: Path, *, opt_level: str,
+                                  threads: int | None, limit: int = 2) -> None:
+        """Replay a failing shape in a new session. Shapes run one after another in one session, as in
+        a server; when a provider fails at a shape only after other shapes ran (a provider keeping
+        state from an earlier shape), the fresh session passes and the reason says so."""
+        from onnxtax.providers import open_session
+
+        for si, live in enumerate(self.live):
+            for pi, k in [(pi, k) for pi, k in self.failing_shapes(si, len(plans)) if pi > 0][:limit]:
+                plan = plans[pi]
+                arrays = sample_of(plan, k)
+                expected = source(arrays, f"{plan.label} sample {k}", plan.file)
+                try:
+                    session = open_session(onnx_path, live.result.request, opt_level=opt_level, threads=threads,
+                                           record_placement=False)
+                    got = session.run(None, {mapping[name]: arrays[name] for name in mapping})
+                except Exception:  # noqa: BLE001 - the original failure stands on its own
+                    continue
+                checks = [OutputStats(*self.tolerances.get(name, _default_tolerance(b, self.rtol, self.atol)))
+                          for name, b in zip(self.output_names, expected)]
+                if len(got) == len(expected) and all(c.update(a, b) for c, a, b in zip(checks, got, expected)):
+                    self.fresh_notes[(si, pi)] = (
+                        f"a new {live.result.request.name} session computes sample {k} of {plan.label} correctly: "
+                        f"it fails only after {', '.join(p.label for p in plans[:pi])} ran in the same session, so "
+                        "the provider keeps state from an earlier shape (a provider bug a long-lived session "
+                        "serving several shapes hits too)")
+
     def collect(self, report: ParityReport, plans: list[ShapePlan]) -> None:
         """Turn the statistics into one CaseResult per provider x shape x output, with reasons."""
         static_notes = [n for n in report.notes if "is static" in n]
@@ -1024,16 +1095,20 @@ class _Comparison:
             pr = s.result
             for pi, plan in enumerate(plans):
                 error = self.run_errors.get((si, pi))
+                fresh = self.fresh_notes.get((si, pi))
                 share = self.run_time.get((si, pi), 0.0) / max(1, len(self.output_names))
                 for oi, name in enumerate(self.output_names):
                     acc = self.stats.get((si, pi, oi))
                     if acc is None:  # no sample ran: the first run failed
-                        reason = (error or "not run") + (f"; {static_notes[0]}" if static_notes
-                                                         else _run_error_hint(plan))
+                        reason = (error or "not run") + (
+                            f"; {fresh}" if fresh else f"; {static_notes[0]}" if static_notes
+                            else _run_error_hint(plan))
                         case = CaseResult(plan.label, name, "error", reason, None, share)
                     else:
                         reason = acc.failure_reason()
-                        if reason and any(p.startswith("shape ") for p in acc.problems):
+                        if reason and fresh:
+                            reason += f"; {fresh}"
+                        elif reason and any(p.startswith("shape ") for p in acc.problems):
                             reason += _baked_hint(acc, plan, report.export_sizes)
                         if error is not None:  # later samples stopped by a run error
                             reason = "; ".join(filter(None, [reason, error]))
@@ -1042,9 +1117,13 @@ class _Comparison:
                     pr.cases.append(case)
                     if not case.passed:
                         report.failures.append(f"{pr.label} {plan.label} {name}: {case.reason}")
+        for si, s in enumerate(self.live):
+            pr = s.result
             if any(not c.passed for c in pr.cases) and pr.status == "passed":
                 pr.status = "failed"
-                pr.reason = _provider_diagnosis(pr, plans)
+                others = [o.result for o in self.live if o is not s]
+                pr.reason = (_fresh_diagnosis(pr, [n for (i, _), n in self.fresh_notes.items() if i == si])
+                             or _cross_provider_diagnosis(pr, others) or _provider_diagnosis(pr, plans))
             elif pr.status == "passed" and pr.placement and pr.placement.fell_back:
                 pr.reason = placement_text(pr.placement)
 
@@ -1094,11 +1173,31 @@ def _baked_hint(acc: OutputStats, plan: ShapePlan, export_sizes: dict[str, int])
     return ""
 
 
+def _fresh_diagnosis(pr: ProviderResult, fresh_notes: list[str]) -> str | None:
+    if not fresh_notes:
+        return None
+    return (f"{pr.request.name} gives wrong results at some shapes only after other shapes ran in the same session "
+            "(a new session computes them correctly): a provider bug, not an export problem")
+
+
+def _cross_provider_diagnosis(pr: ProviderResult, others: list[ProviderResult]) -> str | None:
+    """A provider failing cases another provider passes: the export is right, this provider is not."""
+    bad = {(c.shape, c.output) for c in pr.cases if not c.passed}
+    for other in others:
+        good = {(c.shape, c.output) for c in other.cases if c.passed}
+        if bad and bad <= good:
+            return (f"{other.label} passes the cases {pr.label} fails, so the exported graph is right there: "
+                    f"{pr.request.name} computes them differently from the source (a provider bug or a precision "
+                    "it lowers to)")
+    return None
+
+
 def _provider_diagnosis(pr: ProviderResult, plans: list[ShapePlan]) -> str | None:
     """When some random shapes pass and others fail, say what that pattern means."""
     bad = list(dict.fromkeys(c.shape for c in pr.cases if not c.passed))
     good = [p.label for p in plans if p.label not in bad and p.origin == "random"]
     if good and all(p.origin == "random" for p in plans if p.label in bad):
         return (f"passes at {', '.join(good)} but fails at {', '.join(bad)}: the graph is right only at some sizes "
-                "of a dynamic axis, so a size was fixed at export")
+                "of a dynamic axis, so a size was fixed at export or a shape-dependent branch "
+                "(e.g. `if x.shape[0] > 1`) was specialised")
     return None

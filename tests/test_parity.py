@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -394,6 +395,28 @@ def test_compare_equal_nans_pass_nan_vs_number_fails():
     a = b.copy()
     a[3] = -np.inf  # +inf vs -inf
     assert compare_arrays(a, b).nan_inf_mismatch == 1
+
+
+def test_compare_worst_of_matching_infinities_has_no_nan_diff():
+    """An output that is all +inf on both sides passes with a worst diff of 0, not NaN (inf - inf),
+    so the JSON carries a number and numpy prints no warning."""
+    b = np.full((2, 3), np.inf, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = compare_arrays(b.copy(), b)
+    assert stats and stats.worst.abs_diff == 0.0 and stats.max_abs_diff == 0.0
+    a = b.copy()
+    a[1, 2] = np.nan
+    worst = compare_arrays(a, b).worst
+    assert worst.index == (1, 2) and worst.abs_diff == math.inf and worst.tolerance_ratio == math.inf
+
+
+def test_tolerances_must_be_finite(models):
+    """A NaN tolerance makes every `diff > bound` false: it must not turn the gate off."""
+    for kwargs in ({"rtol": math.nan}, {"atol": math.inf}, {"tolerances": {"y": (math.nan, 0.0)}},
+                   {"threads": -1}):
+        with pytest.raises(InputSpecError):
+            check_parity(spec(models, "MLP"), models["MLP"], samples=1, **kwargs)
 
 
 def test_compare_tolerance_formula_and_worst_element():

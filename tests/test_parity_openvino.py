@@ -32,6 +32,17 @@ class Float64Tail(nn.Module):
         return torch.relu((self.l(x).double() * 1.5 + 0.25).float())
 '''
 
+SELF_ATTENTION = '''
+import torch
+from torch import nn
+
+
+class SelfAttention(nn.Module):
+    """softmax(x x^T) x: four ONNX nodes (Transpose, MatMul, Softmax, MatMul)."""
+    def forward(self, x):
+        return (x @ x.transpose(1, 2)).softmax(-1) @ x
+'''
+
 OV = ["--provider", "openvino:device_type=CPU", "--provider", "cpu"]
 
 
@@ -48,7 +59,11 @@ def exported(tmp_path_factory):
                                ["x"], ["prob"], {"x": {0: "batch"}})
     mixed = export_torchscript(load_model(mixed_spec).module, root / "mixed.onnx", (torch.randn(3, 8),),
                                ["x"], ["y"], {"x": {0: "batch"}})
-    return {"fraud": (fraud_spec, fraud), "mixed": (mixed_spec, mixed)}
+    (root / "attention.py").write_text(SELF_ATTENTION)
+    attention_spec = f"{root / 'attention.py'}:SelfAttention"
+    attention = export_torchscript(load_model(attention_spec).module, root / "attention.onnx",
+                                   (torch.randn(2, 3, 8),), ["x"], ["y"], {"x": {0: "batch", 1: "seq"}})
+    return {"fraud": (fraud_spec, fraud), "mixed": (mixed_spec, mixed), "attention": (attention_spec, attention)}
 
 
 def test_openvino_and_cpu_both_match_the_source(exported, cli, ov_python):
@@ -79,3 +94,19 @@ def test_float64_ops_fall_back_to_cpu_and_fail_on_fallback_gates(exported, cli, 
     assert "fell back to CPUExecutionProvider" in proc.stdout and "--fail-on-fallback is set" in proc.stdout
     assert "Traceback" not in proc.stderr
     assert '<testcase name="placement" classname="onnxtax.parity.openvino"' in (tmp_path / "j.xml").read_text()
+
+
+def test_provider_state_across_shapes_is_told_apart_from_an_export_fault(exported, cli, ov_python):
+    """Measured with onnxruntime-openvino 1.24.1: once a session ran seq=1, MatMul-Softmax-MatMul
+    gives wrong values at seq >= 17 (a new session at seq=33 is right). The failure must not
+    be blamed on the export."""
+    spec, path = exported["attention"]
+    proc = cli("parity", spec, path, *OV, "--dim", "batch=1", "--dim", "seq=1,33", "--samples", "1",
+               "--json", "-", python=ov_python)
+    assert proc.returncode == 1, proc.stderr
+    ov, cpu = json.loads(proc.stdout)["providers"]
+    assert cpu["status"] == "passed" and ov["status"] == "failed"
+    assert [c["status"] for c in ov["cases"]] == ["passed", "failed"]
+    assert "a new OpenVINOExecutionProvider session computes sample 0 of batch=1,seq=33 correctly" in (
+        ov["cases"][1]["reason"])
+    assert "provider bug, not an export problem" in ov["reason"] and "fixed at export" not in ov["reason"]

@@ -75,6 +75,8 @@ def parity(
         dims = parse_dim_values(dim, multi=True)
         ranges = parse_ranges(range_)
         tolerances = parse_tolerances(tolerance)
+        _check_writable("--json", json_out if json_out != "-" else None)
+        _check_writable("--junit", junit)
         with _Progress() as progress:
             report = check_parity(spec, onnx_model, input or None, dims=dims, samples=samples, seed=seed,
                                   ranges=ranges, data_files=data, rtol=rtol, atol=atol, tolerances=tolerances,
@@ -88,6 +90,27 @@ def parity(
         render(report)
     _verdict(report, err_console if json_stdout else console)
     raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+
+
+def _check_writable(flag: str, path: str | Path | None) -> None:
+    """Refuse an output path that cannot be written before the run, not after it."""
+    import os
+
+    from onnxtax.errors import OnnxtaxError
+
+    if path is None:
+        return
+    path = Path(path)
+    problem = "it is a directory" if path.is_dir() else None
+    ancestor = path.parent
+    while problem is None and not ancestor.exists():
+        ancestor = ancestor.parent
+    if problem is None and not ancestor.is_dir():
+        problem = f"{ancestor} is not a directory"
+    elif problem is None and not os.access(ancestor, os.W_OK | os.X_OK):
+        problem = f"{ancestor} is not writable"
+    if problem:
+        raise OnnxtaxError(f"cannot write {flag} {path}: {problem}", "give a path in a writable directory")
 
 
 def _write_outputs(report: Any, json_out: str | None, junit: Path | None) -> None:

@@ -74,7 +74,7 @@ def test_range_for_int64_inputs(models):
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["inputs"][0]["range"] == [0, 50]
     res = invoke(f"{models['file']}:Tokens", models["Tokens"], "--range", "ids=0:500")
-    assert res.exit_code == 2 and "IndexError" in res.stderr and "--range" in res.stderr
+    assert res.exit_code == 2 and "IndexError" in res.stderr and "ids from 0:500" in res.stderr
 
 
 def test_data_file_errors_name_file_and_key(models, tmp_path):
@@ -94,6 +94,7 @@ def test_data_file_errors_name_file_and_key(models, tmp_path):
     (["--samples", "0"], "at least one sample"),
     (["--provider", "cpuu"], "did you mean 'cpu'"),
     (["--junit", "/dev/null/r.xml"], "cannot write --junit /dev/null/r.xml"),
+    (["--rtol", "nan"], "must be finite"),
 ])
 def test_usage_errors_exit_2(models, args, words):
     res = invoke(f"{models['file']}:MLP", models["MLP"], *args)
@@ -119,3 +120,13 @@ def test_progress_bar_on_a_terminal(models, cli):
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[?25l" in proc.stderr and "parity" in proc.stderr  # the live bar ran (cursor hidden)
     assert "Error" not in proc.stderr and "parity passed" in proc.stdout
+
+
+def test_unwritable_output_path_refused_before_the_run(models, tmp_path):
+    """A --json path inside a file fails at once (no report was computed for nothing); the other
+    output is not written either."""
+    (tmp_path / "file").write_text("")
+    res = invoke(f"{models['file']}:MLP", models["MLP"], "--junit", tmp_path / "ok.xml",
+                 "--json", tmp_path / "file" / "r.json")
+    assert res.exit_code == 2 and "is not a directory" in res.stderr
+    assert "parity" not in res.stdout and not (tmp_path / "ok.xml").exists()
