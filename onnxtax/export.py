@@ -451,12 +451,53 @@ def _unify_custom_functions(model) -> None:
                 imp.version = opset
 
 
-def _smoke_sizes(sizes: dict[str, int]) -> list[dict[str, int]]:
-    """Two sizes per dynamic axis, both unlike the export-time one: 1 (the online-serving
-    batch, where 0/1 specialisation bites) and 2*size+1."""
+def _smoke_candidates(sizes: dict[str, int]) -> list[dict[str, list[int]]]:
+    """Two trials, each with the sizes to try per dynamic axis, in order of preference:
+    1 first (the online-serving batch, where 0/1 specialisation bites), then 2*size+1;
+    the later candidates serve models that reject those sizes (a kernel longer than 1,
+    an even length). The export-time size itself is never a candidate."""
     if not sizes:
         return [{}]
-    return [{s: 1 for s in sizes}, {s: 2 * v + 1 for s, v in sizes.items()}]
+    small = {s: [1, 2, v + 1, v + 2] for s, v in sizes.items()}
+    large = {s: [2 * v + 1, 2 * v, 2 * v + 2, 3 * v, 4 * v + 1] for s, v in sizes.items()}
+    return [{s: [c for c in dict.fromkeys(cands) if c != sizes[s]] for s, cands in trial.items()}
+            for trial in (small, large)]
+
+
+def _eager_at(model, specs: list[InputSpec], trial: dict[str, int]):
+    """(inputs, eager outputs) at these sizes, or None when the model itself rejects them."""
+    args = _torch_inputs(specs, trial, seed=1)
+    try:
+        return args, _eager(model, args)
+    except Exception:  # noqa: BLE001 - any error from the user's forward() at this size
+        return None
+
+
+def _pick_trial(model, specs: list[InputSpec], sizes: dict[str, int], candidates: dict[str, list[int]],
+                taken: dict[str, int]):
+    """Sizes at which eager PyTorch runs: every axis at its first candidate when the model
+    accepts that; else axis by axis from the export-time sizes (known to run), each axis
+    taking its first candidate the model accepts. `taken` holds the sizes the previous
+    trial used, so that each axis runs at two different values.
+    Returns (sizes, notes, inputs, eager outputs)."""
+    options = {s: [c for c in cands if c != taken.get(s)] for s, cands in candidates.items()}
+    first = {s: opts[0] for s, opts in options.items()}
+    ran = _eager_at(model, specs, first)
+    if ran is not None:
+        return first, [], *ran
+    trial = dict(sizes)
+    for sym, opts in options.items():
+        for value in opts:
+            if _eager_at(model, specs, {**trial, sym: value}) is not None:
+                trial[sym] = value
+                break
+    notes = [f"{sym}={value} fails in PyTorch itself" for sym, value in first.items() if trial[sym] != value]
+    ran = _eager_at(model, specs, trial)
+    if ran is None:  # axes that run one at a time but not together: the export sizes run
+        trial, ran = dict(sizes), _eager_at(model, specs, sizes)
+        notes = [f"{', '.join(f'{k}={v}' for k, v in first.items())} fails in PyTorch itself"]
+    assert ran is not None, "the export-time sizes ran before export"
+    return trial, notes, *ran
 
 
 def _compare_loose(ref, got) -> str | None:
@@ -492,21 +533,15 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
     ort_inputs = [i.name for i in session.get_inputs()]
     details: list[str] = []
     observed: dict[str, list] = {}
-    for trial in _smoke_sizes(sizes):
+    taken: dict[str, int] = {}
+    seen: dict[str, set[int]] = {s: set() for s in sizes}
+    for candidates in _smoke_candidates(sizes):
+        trial, notes, args, ref = _pick_trial(model, specs, sizes, candidates, taken)
+        taken = dict(trial)
+        for sym, value in trial.items():
+            seen[sym].add(value)
         label = ", ".join(f"{k}={v}" for k, v in trial.items()) or "static shapes"
         progress(f"running ONNX Runtime at {label}")
-        args = _torch_inputs(specs, trial, seed=1)
-        try:
-            ref = _eager(model, args)
-        except Exception as exc:  # noqa: BLE001 - the model itself rejects this size
-            fallback = {s: v + 1 for s, v in sizes.items()}
-            if trial == fallback:
-                raise
-            details.append(f"{label}: PyTorch itself fails here ({type(exc).__name__}); used "
-                           + ", ".join(f"{k}={v}" for k, v in fallback.items()))
-            trial, label = fallback, ", ".join(f"{k}={v}" for k, v in fallback.items())
-            args = _torch_inputs(specs, trial, seed=1)
-            ref = _eager(model, args)
         feeds = {}
         for name, spec, t in zip(ort_inputs, specs, args):
             arr = t.float().numpy() if spec.dtype == "bfloat16" else t.numpy()
@@ -532,7 +567,13 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
                     "the graph does not compute what the model computes at this size (a frozen branch or a "
                     "specialised size): run `onnxtax lint-ops --source` and `onnxtax parity` for details")
             observed.setdefault(name, []).append((trial, tuple(np.asarray(arr).shape)))
-        details.append(f"{label}: ok")
+        details.append(f"{label}: ok" + (f" ({'; '.join(notes)})" if notes else ""))
+    stuck = [sym for sym, values in seen.items() if values <= {sizes[sym]}]
+    if stuck:
+        raise InputSpecError(
+            f"dynamic axis {', '.join(repr(s) for s in stuck)} could not be run at any size but the export-time "
+            f"one ({', '.join(f'{s}={sizes[s]}' for s in stuck)}): PyTorch itself fails at every other size tried",
+            "declare the axis static in --input, or set an example size the model accepts with --dim")
     return details, observed
 
 
@@ -551,6 +592,9 @@ def _save(model, path: Path, external: bool) -> list[Path]:
         if data.stat().st_size == 0:
             data.unlink()  # no empty sidecars
         else:
+            # onnx creates the sidecar owner-only (0600): a server running as another user
+            # could load the model but not its weights. Same permissions as the model file.
+            data.chmod(path.stat().st_mode & 0o777)
             files.insert(0, data)
     return files
 
@@ -637,6 +681,7 @@ def export_model(
         raise OnnxtaxError(f"output '{output}' does not end in .onnx", "name the output like model.onnx")
     if output.exists() and output.is_dir():
         raise OnnxtaxError(f"output '{output}' is a directory", "give a file path like out/model.onnx")
+    _check_output_folder(output)
     specs = parse_input_specs(inputs) if inputs and isinstance(inputs[0], str) else list(inputs)  # type: ignore[arg-type]
     sizes = export_sizes(specs, {k: [v] for k, v in (dims or {}).items()})
 
@@ -663,17 +708,45 @@ def export_model(
                              f"({', '.join(n for n, _ in reference)})", "give one --output-name per output, in order")
     if len(set(names)) != len(names):
         raise InputSpecError(f"output names are not unique: {', '.join(names)}", "give distinct --output-name values")
+    clash = [n for n in names if n in {s.name for s in specs}]
+    if clash:
+        raise InputSpecError(f"output name {', '.join(repr(n) for n in clash)} is also an input name",
+                             "an ONNX graph names every value once: give the output another --output-name")
 
-    with staging_dir(output.parent) as stage:
-        try:
-            _export_checked(loaded, specs, sizes, args, names, stage, output, result, opset=opset,
-                            exporter=exporter, external_data=external_data,
-                            custom_translation_table=custom_translation_table, debug=debug, progress=progress)
-        except CheckFailed as exc:
-            result.error, result.hint = exc.message, exc.hint
-            result.checks.append(CheckRecord(result.stage, False, exc.message))
+    staging = staging_dir(output.parent)
+    try:
+        stage = staging.__enter__()
+    except OSError as exc:
+        raise OnnxtaxError(f"cannot write into the folder of '{output}': {exc.strerror or exc}",
+                           "choose an output path in a folder you can write to") from exc
+    try:
+        _export_checked(loaded, specs, sizes, args, names, stage, output, result, opset=opset,
+                        exporter=exporter, external_data=external_data,
+                        custom_translation_table=custom_translation_table, debug=debug, progress=progress)
+    except CheckFailed as exc:
+        result.error, result.hint = exc.message, exc.hint
+        result.checks.append(CheckRecord(result.stage, False, exc.message))
+    finally:
+        staging.__exit__(None, None, None)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _check_output_folder(output: Path) -> None:
+    """Before the (slow) export: the folder for OUT must exist or be creatable, and be
+    writable. Nothing is created here, so a usage error leaves no empty folders behind."""
+    import os
+
+    folder = output.parent.absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OnnxtaxError(f"cannot create the folder for '{output}': '{existing}' is a file",
+                           "choose an output path whose folders are folders")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OnnxtaxError(f"cannot write into '{existing}' (permission denied)",
+                           "choose an output path in a folder you can write to")
 
 
 def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path, result: ExportResult, *,

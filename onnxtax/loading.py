@@ -7,9 +7,10 @@ import importlib.util
 import inspect
 import sys
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from onnxtax.errors import InputSpecError, LoadError
 from onnxtax.specs import InputSpec
@@ -72,6 +73,10 @@ def _import_target(target: str) -> tuple[Any, Path | None]:
             sys.modules.pop(mod_name, None)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
+            if isinstance(exc, ImportError) and "no known parent package" in str(exc):
+                packaged = _import_in_package(path)
+                if packaged is not None:
+                    return packaged, path
             raise LoadError(
                 f"importing '{target}' failed: {type(exc).__name__}: {exc} at {_user_frame(exc, path)}",
                 "fix the error in your model file; --debug shows the full traceback",
@@ -83,7 +88,8 @@ def _import_target(target: str) -> tuple[Any, Path | None]:
                 pass
         return module, path
     try:
-        module = importlib.import_module(target)
+        with _on_sys_path(Path.cwd()):  # as `python -m` does: packages in the current folder
+            module = importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name and target.startswith(exc.name):
             raise LoadError(f"module '{target}' not found", f"{SPEC_HELP}; is the package installed?") from exc
@@ -98,6 +104,51 @@ def _import_target(target: str) -> tuple[Any, Path | None]:
         ) from exc
     file = getattr(module, "__file__", None)
     return module, Path(file).resolve() if file else None
+
+
+@contextmanager
+def _on_sys_path(folder: Path) -> Iterator[None]:
+    """`folder` first on sys.path while importing, unless it is there already."""
+    entry = str(folder)
+    present = entry in sys.path or (folder == Path.cwd() and "" in sys.path)
+    if not present:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if not present:
+            try:
+                sys.path.remove(entry)
+            except ValueError:
+                pass
+
+
+def _import_in_package(path: Path) -> Any | None:
+    """A file inside a package (folders with __init__.py) that uses relative imports
+    (`from .layers import Block`): import it by its dotted name, as its package does.
+    None when the file is not in a package or another module owns that name."""
+    parts = [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder != folder.parent:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if len(parts) == 1:
+        return None
+    dotted = ".".join(parts)
+    try:
+        with _on_sys_path(folder):
+            module = importlib.import_module(dotted)
+    except BaseException as exc:  # noqa: BLE001 - any error in user code is a load error
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise LoadError(
+            f"importing '{path}' as {dotted} failed: {type(exc).__name__}: {exc} at {_user_frame(exc, path)}",
+            "fix the error in your model file; --debug shows the full traceback",
+        ) from exc
+    file = getattr(module, "__file__", None)
+    if not file or Path(file).resolve() != path:
+        return None  # an installed package of the same name shadows it
+    return module
 
 
 def load_model(spec: str) -> LoadedModel:

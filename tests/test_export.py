@@ -175,6 +175,7 @@ def test_external_data_always_lists_sidecar_and_verifies(tmp_path):
     assert res.passed, res.error
     sidecar = tmp_path / "ext.onnx.data"
     assert sidecar.is_file() and sidecar.stat().st_size > 0
+    assert sidecar.stat().st_mode & 0o777 == out.stat().st_mode & 0o777, "weights as readable as the model"
     ext = read_manifest(out)["artifact"]["external_data"]
     assert [e["file"] for e in ext] == ["ext.onnx.data"]
     assert verify_artifact(out).passed
@@ -308,3 +309,72 @@ def test_output_dim_labelled_with_export_size_is_relabelled(tmp_path):
     assert verify_artifact(out).passed, "the manifest checksums the repaired file"
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.run(None, {"x": np.zeros((2, 9, 8), np.float32)})[0].shape == (2, 9, 5)
+
+
+def smoke_detail(res) -> str:
+    return next(c.detail for c in res.checks if c.name == "onnxruntime_smoke")
+
+
+def test_smoke_run_keeps_batch_1_when_only_another_axis_rejects_1(tmp_path):
+    res = export_model(spec("ConvKernel5"), tmp_path / "c.onnx", ["x:batch,4,seq"], exporter="torchscript")
+    assert res.passed, res.error
+    detail = smoke_detail(res)
+    assert detail.startswith("batch=1, seq=6: ok (seq=1 fails in PyTorch itself)"), detail
+    assert "batch=7, seq=11: ok" in detail
+
+
+def test_smoke_run_finds_sizes_the_model_accepts(tmp_path):
+    """Only even lengths run: neither 1 nor 2*4+1, nor the export size + 1, may end in a traceback."""
+    res = export_model(spec("EvenPairs"), tmp_path / "e.onnx", ["x:batch,seq,4"], exporter="torchscript",
+                       dims={"seq": 4})
+    assert res.passed, res.error
+    assert smoke_detail(res) == ("batch=1, seq=2: ok (seq=1 fails in PyTorch itself); "
+                                 "batch=7, seq=8: ok (seq=9 fails in PyTorch itself)")
+
+
+def test_axis_that_runs_only_at_its_export_size_is_refused(tmp_path):
+    out = tmp_path / "t.onnx"
+    with pytest.raises(InputSpecError, match="dynamic axis 'seq' could not be run at any size but the export-time"):
+        export_model(spec("OnlyTen"), out, ["x:batch,seq"], exporter="torchscript", dims={"seq": 10})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_folder_is_checked_before_exporting_and_created_when_missing(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(OnnxtaxError, match="'.*taken' is a file"):
+        export_model(spec("Linear"), tmp_path / "taken" / "sub" / "m.onnx", ["x:batch,4"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    out = tmp_path / "new" / "deeper" / "m.onnx"
+    assert export_model(spec("Linear"), out, ["x:batch,4"], exporter="torchscript").passed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.manifest.json", "m.onnx"]
+
+
+def test_output_name_equal_to_an_input_name_is_a_usage_error(tmp_path):
+    with pytest.raises(InputSpecError, match="output name 'x' is also an input name"):
+        export_model(spec("Linear"), tmp_path / "m.onnx", ["x:batch,4"], output_names=["x"])
+
+
+def test_spec_file_inside_a_package_may_use_relative_imports(tmp_path, monkeypatch):
+    package = tmp_path / "relpkg_a"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text(
+        "import torch\n\nclass Block(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 2)\n\n    def forward(self, x):\n        return self.fc(x)\n")
+    (package / "model.py").write_text("from .layers import Block\n\nModel = Block\n")
+    res = export_model(f"{package / 'model.py'}:Model", tmp_path / "m.onnx", ["x:batch,4"], exporter="torchscript")
+    assert res.passed, res.error
+    assert read_manifest(tmp_path / "m.onnx")["model"]["class_name"] == "Block"
+
+
+def test_dotted_spec_finds_packages_in_the_current_folder(tmp_path, monkeypatch):
+    """The `onnxtax` console script, unlike `python -m`, does not put the current folder on sys.path."""
+    package = tmp_path / "cwdpkg_b"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "net.py").write_text("import torch\n\nModel = lambda: torch.nn.Linear(4, 2)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    from onnxtax.loading import load_model
+
+    assert load_model("cwdpkg_b.net:Model").class_name == "Linear"

@@ -120,8 +120,9 @@ def verify(
                           + ("" if f.status == "ok" else f"  (manifest: {(f.expected_sha256 or '-')[:16]})"),
                           highlight=False)
         if not report.passed:
-            bad = ", ".join(f.file for f in report.files if f.status != "ok")
-            err_console.print(f"[bold red]verify failed:[/] {bad} does not match {report.manifest}", highlight=False)
+            bad = "; ".join(f"{f.file} " + ("is missing" if f.status == "missing" else "differs")
+                            for f in report.files if f.status != "ok")
+            err_console.print(f"[bold red]verify failed:[/] {bad} (checksums in {report.manifest})", highlight=False)
     raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
 
 

@@ -98,3 +98,21 @@ def test_providers_in_openvino_env(cli, ov_python):
     data = json.loads(proc.stdout)
     assert data["package"] == "onnxruntime-openvino"
     assert "OpenVINOExecutionProvider" in {p["name"] for p in data["providers"]}
+
+
+def test_output_under_a_file_is_exit_2_before_any_export(cli, tmp_path):
+    (tmp_path / "taken").write_text("")
+    proc = cli("export", f"{CASES}:Linear", "-o", tmp_path / "taken" / "m.onnx", "--input", "x:batch,4")
+    assert proc.returncode == 2, proc.stderr
+    assert "is a file" in proc.stderr and "fix:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_verify_names_a_missing_sidecar(cli, tmp_path):
+    from onnxtax.export import export_model
+
+    out = tmp_path / "m.onnx"
+    assert export_model(f"{CASES}:Linear", out, ["x:batch,4"], exporter="torchscript", external_data="always")
+    (tmp_path / "m.onnx.data").unlink()
+    proc = cli("verify", out)
+    assert proc.returncode == 1
+    assert "m.onnx.data is missing" in proc.stderr

@@ -125,3 +125,30 @@ class GRUTagger(nn.Module):
     def forward(self, x):
         h, _ = self.gru(x)
         return self.out(h)
+
+
+class ConvKernel5(nn.Module):
+    """A conv over a sequence: seq=1 (and up to 4) fails in PyTorch itself; batch=1 is fine."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(4, 6, 5)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class EvenPairs(nn.Module):
+    """Sums neighbouring pairs: runs only at even sequence lengths."""
+
+    def forward(self, x):
+        b, s, f = x.shape
+        return x.reshape(b, s // 2, 2, f).sum(2)
+
+
+class OnlyTen(nn.Module):
+    """Declared dynamic, but runs only at length 10."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], 5, 2)
