@@ -282,6 +282,7 @@ class _Source:
         prefix of it (dotted and quoted keys allowed), else the header itself."""
         header: tuple[str, ...] = ()
         best: tuple[int, int] | None = None  # (matched depth, line)
+        below: int | None = None  # the first header of a table inside `full`
         for number, raw in enumerate(self.lines, 1):
             line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith(("'", '"')) else raw.strip()
             m = re.match(r"^\[\[?\s*(.+?)\s*\]\]?$", line)
@@ -289,6 +290,8 @@ class _Source:
                 header = _split_key(m.group(1))
                 if header == full:
                     return number
+                if header[:len(full)] == full and below is None:
+                    below = number  # `[model.a]` defines the unknown key `model`
                 continue
             if full[:len(header)] != header:
                 continue
@@ -307,7 +310,7 @@ class _Source:
                         re.search(rf"(^|[{{,\s]){_key_pattern(k)}\s*=", line) for k in rest[:1]):
                     if best is None or len(full) > best[0]:
                         best = (len(full), number)
-        return best[1] if best else None
+        return best[1] if best else below
 
 
 def _key_pattern(key: str) -> str:
@@ -322,6 +325,25 @@ def _split_key(text: str) -> tuple[str, ...]:
 
 def _quote_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def _suggest_key(key: str, schema: "_Table", table: tuple[str, ...]) -> str:
+    """A close key of this table, else the sub-table that has this key (`samples` in a
+    model table belongs in its `parity` table), else a close key of a sub-table."""
+    own = list(schema.keys or {})
+    nested = {name: list(sub.keys) for name, sub in (schema.keys or {}).items()
+              if isinstance(sub, _Table) and sub.keys is not None}
+    homes = [name for name, keys in nested.items() if key in keys]
+    if not homes and not difflib.get_close_matches(key, own, n=1, cutoff=0.6):
+        homes = [name for name, keys in nested.items() if difflib.get_close_matches(key, keys, n=1, cutoff=0.75)]
+        if homes:
+            key = difflib.get_close_matches(key, nested[homes[0]], n=1, cutoff=0.75)[0]
+            homes = homes[:1]
+    if not homes:
+        return _suggest(key, own)
+    options = " or ".join(f"'{home}.{key}'" for home in homes)
+    tables = " or ".join("[" + ".".join(_quote_key(k) for k in table + (home,)) + "]" for home in homes)
+    return f"did you mean {options}? `{key} = ...` goes in {tables}"
 
 
 def _suggest(word: str, choices: list[str], what: str = "known keys") -> str:
@@ -349,7 +371,7 @@ def _validate(value: Any, schema: Any, keypath: tuple[str, ...], src: _Source) -
             if schema.keys is not None:
                 if key not in schema.keys:
                     raise ConfigError(f"{src.where(keypath + (key,))}: unknown key '{key}'",
-                                      _suggest(key, list(schema.keys)))
+                                      _suggest_key(key, schema, src.prefix + keypath))
                 _validate(item, schema.keys[key], keypath + (key,), src)
             else:
                 _validate(item, schema.values, keypath + (key,), src)
@@ -389,9 +411,15 @@ def find_config(start: str | Path | None = None) -> tuple[Path, str]:
 
 def _has_tool_table(pyproject: Path) -> bool:
     try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return False  # not ours to judge here; a broken pyproject without [tool.onnxtax] is skipped
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        # a broken pyproject that mentions our table is ours (load_config names the syntax
+        # error); skipping it would silently run a config further up
+        return re.search(r"^\s*\[\s*tool\s*\.\s*onnxtax\b|^\s*tool\s*\.\s*onnxtax\s*[.=]", text, re.M) is not None
     return isinstance(data.get("tool"), dict) and "onnxtax" in data["tool"]
 
 

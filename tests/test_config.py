@@ -237,3 +237,31 @@ def test_cli_reports_config_errors_with_exit_2_and_the_fix(project):
     assert "Traceback" not in result.output
     result = CliRunner().invoke(app, ["ci", "--config", str(path.parent / "missing.toml")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_a_key_of_a_sub_table_written_in_the_model_table_points_at_that_table(project):
+    err = error_of(project(GOOD.replace('    exporter = "torchscript"', "    samples = 2")))
+    assert ":26: models.other.samples: unknown key 'samples'" in err.message
+    assert err.hint == "did you mean 'parity.samples'? `samples = ...` goes in [models.other.parity]"
+    err = error_of(project(GOOD.replace('    exporter = "torchscript"', "    threads = 2")))
+    assert err.hint.startswith("did you mean 'parity.threads' or 'bench.threads'?")
+    err = error_of(project(GOOD.replace("opset = 17", "batch_size = [1]")))  # top level, and misspelt
+    assert err.hint == "did you mean 'bench.batch_sizes'? `batch_sizes = ...` goes in [bench]"
+    err = error_of(project(GOOD.replace('    exporter = "torchscript"', '    ouput = "x.onnx"')))
+    assert err.hint == "did you mean 'output'?"  # a close key of the table itself comes first
+
+
+def test_a_broken_pyproject_with_our_table_is_reported_not_skipped_for_a_config_above(project, tmp_path):
+    project(GOOD)  # a valid onnxtax.toml in the parent folder must not be picked instead
+    sub = tmp_path / "app"
+    sub.mkdir()
+    (sub / "pyproject.toml").write_text('[tool.onnxtax]\nopset = 17\n[tool.onnxtax]\nopset = 18\n')
+    assert find_config(sub) == (sub / "pyproject.toml", "tool.onnxtax")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(start=sub)
+
+
+def test_an_unknown_table_header_is_placed_on_its_line(project):
+    err = error_of(project(GOOD.replace("[models.other]", "[model.other]").replace(
+        "[models.other.parity]", "[model.other.parity]")))
+    assert err.message.endswith(":21: model: unknown key 'model'") and err.hint == "did you mean 'models'?"
