@@ -165,16 +165,19 @@ class CiReport:
     started_utc: str = ""
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped by Ctrl-C / SIGINT; unfinished models are "not_run"
 
     @property
     def passed(self) -> bool:
-        return bool(self.models) and all(m.passed for m in self.models)
+        return bool(self.models) and not self.interrupted and all(m.passed for m in self.models)
 
     def __bool__(self) -> bool:
         return self.passed
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return 130  # as a shell reports SIGINT
         if any(m.status == "error" for m in self.models):
             return EXIT_USAGE
         return EXIT_OK if self.passed else EXIT_CHECK_FAILED
@@ -182,7 +185,8 @@ class CiReport:
     def to_dict(self) -> dict:
         return {
             "schema": RUN_SCHEMA, "passed": self.passed, "exit_code": self.exit_code, "config": self.config_path,
-            "reports_dir": self.reports_dir, "started_utc": self.started_utc, "seconds": round(self.seconds, 3),
+            "reports_dir": self.reports_dir, "interrupted": self.interrupted, "started_utc": self.started_utc,
+            "seconds": round(self.seconds, 3),
             "counts": {status: sum(1 for m in self.models if m.status == status)
                        for status in ("passed", "failed", "error", "not_run")},
             "models": [m.to_dict(self.host, self.config_path) for m in self.models], "host": self.host,
@@ -261,26 +265,43 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
         report.reports_dir = str(out_dir)
         _clear_stale_reports(out_dir)
     stop = False
-    for model in models:
-        if stop:
-            run = ModelRun(model.name, model, started_utc=_now_utc())
-            for name in STAGES:
-                run.stages[name] = StageResult(name, "off" if name == "bench" and model.bench is None else "not_run",
-                                               summary="not run: an earlier model failed (--fail-fast)")
-            run.providers = _provider_verdicts(model, None)
-        else:
-            run = _run_model(model, debug=debug, reuse=reuse_artifacts, on_stage=on_stage, on_message=on_message)
-        report.models.append(run)
-        if write:
-            from onnxtax.files import write_json_atomic
+    try:
+        for model in models:
+            if stop:
+                run = _not_run(model, "not run: an earlier model failed (--fail-fast)")
+            else:
+                run = _run_model(model, debug=debug, reuse=reuse_artifacts, on_stage=on_stage,
+                                 on_message=on_message)
+            report.models.append(run)
+            if write:
+                from onnxtax.files import write_json_atomic
 
-            write_json_atomic(out_dir / f"{run.name}.json", run.to_dict(host, str(config.path)))
-        if not run.passed and not keep_going:
-            stop = True
+                write_json_atomic(out_dir / f"{run.name}.json", run.to_dict(host, str(config.path)))
+            if not run.passed and not keep_going:
+                stop = True
+    except KeyboardInterrupt:
+        # Ctrl-C, or a CI job cancelled (GitHub Actions sends SIGINT): the run-level reports
+        # still describe this run, with the models that did not finish as not run.
+        report.interrupted = True
+        done = {run.name for run in report.models}
+        report.models += [_not_run(m, "not run: the run was interrupted") for m in models if m.name not in done]
+        report.seconds = time.perf_counter() - started
+        if write:
+            report.files = [str(p) for p in write_reports(report, out_dir)]
+        raise
     report.seconds = time.perf_counter() - started
     if write:
         report.files = [str(p) for p in write_reports(report, out_dir)]
     return report
+
+
+def _not_run(model: ModelConfig, why: str) -> ModelRun:
+    run = ModelRun(model.name, model, started_utc=_now_utc())
+    for name in STAGES:
+        run.stages[name] = StageResult(name, "off" if name == "bench" and model.bench is None else "not_run",
+                                       summary=why)
+    run.providers = _provider_verdicts(model, None)
+    return run
 
 
 def default_host_label(host: dict) -> str:
@@ -317,9 +338,12 @@ def _preflight_providers(model: ModelConfig) -> None:
 
 def _clear_stale_reports(out_dir: Path) -> None:
     """A reports folder describes one run: model reports of earlier runs go (only files
-    onnxtax wrote: JSON carrying its schema), the rest is rewritten at the end."""
+    onnxtax wrote: JSON carrying its schema), and so do the run-level files when the
+    folder holds an earlier run's ci.json, so a run killed before its end never leaves
+    an older run's junit.xml or summary beside its own model reports."""
     if not out_dir.is_dir():
         return
+    earlier_run = False
     for path in out_dir.glob("*.json"):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -327,6 +351,11 @@ def _clear_stale_reports(out_dir: Path) -> None:
             continue
         if isinstance(data, dict) and data.get("schema") == MODEL_SCHEMA:
             path.unlink(missing_ok=True)
+        elif isinstance(data, dict) and data.get("schema") == RUN_SCHEMA and path.name == "ci.json":
+            earlier_run = True
+    if earlier_run:
+        for name in REPORT_FILES:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageFn | None,
@@ -768,7 +797,10 @@ ICONS = {"passed": "✅", "failed": "❌", "error": "⛔", "not_run": "⏭️", 
 def summary_markdown(report: CiReport) -> str:
     n = len(report.models)
     failed = [m for m in report.models if not m.passed]
-    if report.passed:
+    if report.interrupted:
+        head = (f"## ⛔ onnxtax ci interrupted: {sum(1 for m in report.models if m.status != 'not_run')} of {n} "
+                f"model{'s' if n != 1 else ''} finished")
+    elif report.passed:
         head = f"## ✅ onnxtax ci passed: {n} model{'s' if n != 1 else ''}"
     else:
         head = f"## ❌ onnxtax ci failed: {len(failed)} of {n} model{'s' if n != 1 else ''}"
@@ -804,7 +836,8 @@ def summary_markdown(report: CiReport) -> str:
         for run in failed:
             stage = run.first_problem
             if stage is None:
-                lines.append(f"- **{run.name}**: not run")
+                why = next((s.summary for s in run.stages.values() if s.status == "not_run" and s.summary), "not run")
+                lines.append(f"- **{run.name}**: {_md(why)}")
                 continue
             lines.append(f"- **{run.name}** {STAGE_TITLES[stage.name]} {stage.status}: {_md(stage.error or '')}")
             if stage.hint:

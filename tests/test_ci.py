@@ -302,3 +302,39 @@ def test_reuse_artifacts_tests_the_existing_bytes_and_still_verifies_them(tmp_pa
     # a model with no artifact yet is exported
     fresh = run_ci(cfg, only=["frozen"], write=False, reuse_artifacts=True)
     assert fresh.models[0].stages["export"].summary.startswith("torchscript")
+
+
+def test_an_interrupted_run_leaves_reports_of_this_run_only(two_models, tmp_path):
+    """Ctrl-C (or a cancelled CI job's SIGINT) between models: the finished model's report
+    stays, the run-level files describe this run (interrupted), none of an earlier run's remain."""
+    report, reports, _ = two_models
+    out = tmp_path / "reports"
+    shutil.copytree(reports, out)  # an earlier, complete run in the same folder
+
+    def interrupt(model, stage, result):
+        if model == "good" and result is None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ci(load_config(report.config_path), reports_dir=out, reuse_artifacts=True, on_stage=interrupt)
+    assert sorted(p.name for p in out.iterdir()) == ["ci.json", "frozen.json", "host.json", "junit.xml",
+                                                    "lint.sarif", "summary.md"]
+    run = json.loads((out / "ci.json").read_text())
+    assert run["interrupted"] is True and run["passed"] is False and run["exit_code"] == 130
+    assert [(m["model"], m["status"]) for m in run["models"]] == [("frozen", "failed"), ("good", "not_run")]
+    assert run["models"][1]["stages"]["export"]["summary"] == "not run: the run was interrupted"
+    assert (out / "summary.md").read_text().startswith("## ⛔ onnxtax ci interrupted: 1 of 2 models finished")
+    suites = ET.parse(out / "junit.xml").getroot()
+    assert [s.get("name") for s in suites] == ["frozen", "good"]
+    assert suites[1].get("skipped") == suites[1].get("tests")
+
+
+def test_a_run_killed_before_its_end_leaves_no_earlier_run_level_files(two_models, tmp_path):
+    report, reports, _ = two_models
+    out = tmp_path / "reports"
+    shutil.copytree(reports, out)
+    (out / "notes.md").write_text("mine")
+    from onnxtax.ci import _clear_stale_reports
+
+    _clear_stale_reports(out)  # what a run does first; a SIGKILL right after leaves this folder
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
