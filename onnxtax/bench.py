@@ -855,7 +855,7 @@ def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_
         results[EAGER] = ColdStart(EAGER, False, spec_reason)
     for p in ort_paths:
         jobs.append((p.info.id, {"kind": "ort", "onnx": str(onnx_path.resolve()), "provider": p.request.name,
-                                 "provider_options": dict(p.request.options), "threads": threads,
+                                 "provider_options": dict(_threaded(p.request, threads).options), "threads": threads,
                                  "opt_level": opt_level, "inputs": child_inputs}))
     env = dict(os.environ)
     target = (spec or "").rpartition(":")[0]
@@ -1047,11 +1047,12 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
     # sessions first: a provider that cannot load the model fails before any timing
     ort_paths: list[_OrtPath] = []
     for req in usable:
-        session = open_session(onnx_path, req, opt_level=opt_level, threads=threads)
+        session = open_session(onnx_path, _threaded(req, threads), opt_level=opt_level, threads=threads)
         if not ort_paths:
             _check_against_session(specs, session, onnx_path)
         placement = placement_of(session, req.name)
-        pinfo = PathInfo(f"ort:{req.label}", "onnxruntime", "iobinding", req.name, dict(req.options), threads,
+        pinfo = PathInfo(f"ort:{req.label}", "onnxruntime", "iobinding", req.name,
+                         dict(_threaded(req, threads).options), threads,
                          opt_level, _DEVICE_OF.get(req.name, "cpu"),
                          {"method": placement.method, "total_nodes": placement.total_nodes,
                           "on_provider": placement.on_provider, "fallback": placement.fallback_count,
@@ -1148,6 +1149,22 @@ def _to_torch(torch, arr, dtype: str):
     return tensor.to(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
+# Providers with their own inference thread pool, which ORT's intra_op_num_threads does not
+# reach: measured here, OpenVINO (device_type=CPU) ran on every core with intra_op 1.
+_OWN_THREAD_OPTION = {"OpenVINOExecutionProvider": "num_of_threads"}
+
+
+def _threaded(req, threads: int | None):
+    """The request with the provider's own thread option set to `threads` (unless the user
+    set it), so every path runs on the thread count the report states."""
+    from onnxtax.providers import ProviderRequest
+
+    key = _OWN_THREAD_OPTION.get(req.name)
+    if not threads or key is None or key in req.options:
+        return req
+    return ProviderRequest(req.name, {**req.options, key: str(threads)})
+
+
 def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads, opt_level, warmup,
                min_time, tick) -> SweepResult:
     from onnxtax.providers import OPT_LEVELS, ProviderRequest, open_session
@@ -1159,7 +1176,8 @@ def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, re
     for req in usable:
         for level in OPT_LEVELS:
             for n in thread_counts:
-                session = open_session(onnx_path, req, opt_level=level, threads=n, record_placement=False)
+                session = open_session(onnx_path, _threaded(req, n), opt_level=level, threads=n,
+                                       record_placement=False)
                 configs.append((f"ort:{req.label}", level, n, session, req))
     for bs in sizes_list:
         tick(f"sweep: batch {bs}")
@@ -1195,7 +1213,7 @@ def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath],
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.request.label)
         for bs in sizes_list:
             tick(f"profile: {p.info.id} batch {bs}")
-            session = open_session(onnx_path, p.request, opt_level=opt_level, threads=threads,
+            session = open_session(onnx_path, _threaded(p.request, threads), opt_level=opt_level, threads=threads,
                                    record_placement=False, profile_prefix=str(profile_dir / f"ort-{safe}-b{bs}"))
             sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
             feeds = make_inputs(specs, sizes, recipe)
@@ -1261,13 +1279,21 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
     path = Path(path)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     xs = [b.batch_size for b in report.batches]
-    for pid in [p.id for p in report.paths]:
-        p50 = [b.latency[pid].p50_ms for b in report.batches]
-        p90 = [b.latency[pid].p90_ms for b in report.batches]
-        p99 = [b.latency[pid].p99_ms for b in report.batches]
+    pids = [p.id for p in report.paths]
+    # µs for microsecond models, ms otherwise: tick labels read as numbers, not 10^-2
+    top = max((b.latency[pid].p50_ms for b in report.batches for pid in pids), default=1.0)
+    unit, scale = ("µs", 1000.0) if top < 1.0 else ("ms", 1.0) if top < 1000.0 else ("s", 0.001)
+    for pid in pids:
+        p50 = [b.latency[pid].p50_ms * scale for b in report.batches]
+        p90 = [b.latency[pid].p90_ms * scale for b in report.batches]
+        p99 = [b.latency[pid].p99_ms * scale for b in report.batches]
         (line,) = ax.plot(xs, p50, marker="o", label=f"{pid} p50")
         ax.plot(xs, p99, linestyle="--", color=line.get_color(), linewidth=1, label=f"{pid} p99")
         ax.fill_between(xs, p90, p99, color=line.get_color(), alpha=0.15)
@@ -1276,7 +1302,10 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     ax.set_yscale("log")
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel(f"batch size ({report.settings.get('batch_axis') or 'static'})")
-    ax.set_ylabel("latency per call (ms); band: p90-p99")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    ax.set_ylabel(f"latency per call ({unit}); band: p90-p99")
     threads = report.settings.get("threads")
     ax.set_title(f"{Path(report.onnx).name}: latency by batch size "
                  f"({'default' if threads is None else threads} thread{'' if threads == 1 else 's'})")

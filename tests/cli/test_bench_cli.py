@@ -218,6 +218,8 @@ def test_openvino_and_cpu_side_by_side(m, cli, ov_python):
     paths = {p["id"]: p for p in data["paths"]}
     assert list(paths) == ["eager", "ort:openvino:device_type=CPU", "ort:cpu"]
     ov = paths["ort:openvino:device_type=CPU"]
-    assert ov["provider"] == "OpenVINOExecutionProvider" and ov["options"] == {"device_type": "CPU"}
+    # OpenVINO keeps its own thread pool: bench sets it to the thread count it reports (1)
+    assert ov["provider"] == "OpenVINOExecutionProvider" and ov["threads"] == 1
+    assert ov["options"] == {"device_type": "CPU", "num_of_threads": "1"}
     assert ov["placement"]["on_provider"] > 0
     assert set(data["batches"][0]["speedup"]) == {"ort:openvino:device_type=CPU", "ort:cpu"}
