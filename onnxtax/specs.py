@@ -216,7 +216,8 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRec
     import numpy as np
 
     recipe = recipe or SampleRecipe()
-    rng = np.random.default_rng([recipe.seed, sample_index])
+    # the sizes are part of the seed: a batch-7 sample must not start with the batch-4 one
+    rng = np.random.default_rng([recipe.seed, sample_index, *(sizes[k] for k in sorted(sizes))])
     scale = (1.0, 0.1, 10.0)[sample_index % 3]
     arrays = {}
     for spec in specs:

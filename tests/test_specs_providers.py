@@ -133,3 +133,10 @@ def test_openvino_placement_shows_float64_fallback(tmp_path, ov_python):
     assert placement["fallback"] >= 1
     assert placement["by_provider"].get("CPUExecutionProvider", 0) >= 1
     assert any(n["op_type"] in ("Mul", "Cast") for n in placement["fallback_nodes"])
+
+
+def test_samples_at_different_sizes_are_not_prefixes_of_each_other():
+    specs = parse_input_specs(["x:batch,4"])
+    small = make_inputs(specs, {"batch": 4}, SampleRecipe(seed=0), 0)["x"]
+    large = make_inputs(specs, {"batch": 7}, SampleRecipe(seed=0), 0)["x"]
+    assert not np.array_equal(large[:4], small)
