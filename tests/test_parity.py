@@ -99,6 +99,14 @@ class Noisy(MLP):
         return self.net(x) + 0.01 * torch.randn(x.shape[0], 4)
 
 
+class NoisyWhenBatched(MLP):
+    """Deterministic at batch 1, random above: the check at batch 1 alone would miss it."""
+
+    def forward(self, x):
+        noise = 0.01 * torch.randn(x.shape[0], 4) if x.shape[0] > 1 else 0.0
+        return self.net(x) + noise
+
+
 class WithDropout(nn.Module):
     def __init__(self):
         super().__init__()
@@ -278,6 +286,12 @@ def test_non_deterministic_source_refused(models):
     with pytest.raises(OnnxtaxError, match="not deterministic") as err:
         check_parity(spec(models, "Noisy"), models["MLP"])
     assert err.value.exit_code == 2 and "dropout" in err.value.hint
+
+
+def test_non_determinism_is_also_checked_at_the_largest_shape(models):
+    with pytest.raises(OnnxtaxError, match="not deterministic") as err:
+        check_parity(spec(models, "NoisyWhenBatched"), models["MLP"])
+    assert "batch=7" in str(err.value) or "batch=4" in str(err.value)
 
 
 def test_module_in_train_mode_checked_in_eval_and_restored(models, tmp_path):
