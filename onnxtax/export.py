@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
-from onnxtax.files import publish, sha256_file, staging_dir
+from onnxtax.files import publish, sha256_file, staging_dir, unwritable_ancestor
 from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
 from onnxtax.specs import (DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, export_sizes, make_inputs,
                            parse_input_specs, symbols_of)
@@ -731,18 +731,15 @@ def export_model(
 def _check_output_folder(output: Path) -> None:
     """Before the (slow) export: the folder for OUT must exist or be creatable, and be
     writable. Nothing is created here, so a usage error leaves no empty folders behind."""
-    import os
-
-    folder = output.parent.absolute()
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
+    blocked = unwritable_ancestor(output)
+    if blocked is None:
+        return
+    existing, why = blocked
+    if why == "is a file":
         raise OnnxtaxError(f"cannot create the folder for '{output}': '{existing}' is a file",
                            "choose an output path whose folders are folders")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OnnxtaxError(f"cannot write into '{existing}' (permission denied)",
-                           "choose an output path in a folder you can write to")
+    raise OnnxtaxError(f"cannot write into '{existing}' (permission denied)",
+                       "choose an output path in a folder you can write to")
 
 
 def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path, result: ExportResult, *,

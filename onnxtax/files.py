@@ -13,6 +13,20 @@ from pathlib import Path
 from typing import Iterator
 
 
+def unwritable_ancestor(path: str | Path) -> tuple[Path, str] | None:
+    """Why `path` could not be written, checked before slow work and without creating
+    anything: (the blocking path, "is a file" | "is not writable"), or None when it can be.
+    Missing folders are fine (they are created on write)."""
+    folder = Path(path).parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return folder, "is a file"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return folder, "is not writable"
+    return None
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -94,21 +94,17 @@ def parity(
 
 def _check_writable(flag: str, path: str | Path | None) -> None:
     """Refuse an output path that cannot be written before the run, not after it."""
-    import os
-
     from onnxtax.errors import OnnxtaxError
+    from onnxtax.files import unwritable_ancestor
 
     if path is None:
         return
     path = Path(path)
+    blocked = None if path.is_dir() else unwritable_ancestor(path)
     problem = "it is a directory" if path.is_dir() else None
-    ancestor = path.parent
-    while problem is None and not ancestor.exists():
-        ancestor = ancestor.parent
-    if problem is None and not ancestor.is_dir():
-        problem = f"{ancestor} is not a directory"
-    elif problem is None and not os.access(ancestor, os.W_OK | os.X_OK):
-        problem = f"{ancestor} is not writable"
+    if blocked is not None:
+        ancestor, why = blocked
+        problem = f"{ancestor} is not a directory" if why == "is a file" else f"{ancestor} {why}"
     if problem:
         raise OnnxtaxError(f"cannot write {flag} {path}: {problem}", "give a path in a writable directory")
 
