@@ -609,7 +609,9 @@ def _fixed_sizes(specs: list[InputSpec], batch_axis: str | None, dims: dict[str,
         if name not in known:
             raise InputSpecError(f"--dim '{name}' names no dynamic axis",
                                  f"dynamic axes: {', '.join(known)}" if known else "the inputs have no dynamic axis")
-    axes = (manifest or {}).get("dynamic_axes") or {}
+    from onnxtax.manifest import export_sizes_of
+
+    recorded = export_sizes_of(manifest)
     sizes: dict[str, int] = {}
     for sym in known:
         if sym == batch_axis:
@@ -619,8 +621,8 @@ def _fixed_sizes(specs: list[InputSpec], batch_axis: str | None, dims: dict[str,
                 raise InputSpecError(f"--dim {sym}= gives several values; only the batch axis "
                                      f"({batch_axis}) is swept", f"e.g. --dim {sym}={dims[sym][0]}")
             sizes[sym] = dims[sym][0]
-        elif isinstance(axes.get(sym), dict) and isinstance(axes[sym].get("export_size"), int):
-            sizes[sym] = axes[sym]["export_size"]
+        elif sym in recorded:
+            sizes[sym] = recorded[sym]
         else:
             raise InputSpecError(f"no size for dynamic axis '{sym}'",
                                  f"give one with --dim {sym}=N (the manifest records none)")

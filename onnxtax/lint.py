@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from onnxtax.errors import ConfigError, LoadError
+from onnxtax.manifest import export_sizes_of
 from onnxtax.specs import InputSpec
 
 FORMAT_VERSION = 1
@@ -834,8 +835,7 @@ def rule_baked_shape(ctx: LintContext) -> list[Finding]:
                                         hint=hint, node=vi.name, kind=kind, axis=axis, symbol=want,
                                         size=have.dim_value))
     # 2. constant shapes holding an export-time size
-    sizes = {sym: info.get("export_size") for sym, info in (manifest.get("dynamic_axes") or {}).items()
-             if isinstance(info, dict) and isinstance(info.get("export_size"), int)}
+    sizes = export_sizes_of(manifest)
     ambiguous = _static_dims(ctx.model) | {0, 1}
     wanted = {size: sym for sym, size in sizes.items() if size not in ambiguous and size > 1}
     if not wanted:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onnxtax.errors import InputSpecError
+from onnxtax.manifest import export_sizes_of
 from onnxtax.lint import RULES, Finding, user_frame
 from onnxtax.specs import DTYPES, InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
 
@@ -95,11 +96,10 @@ def _specs_and_sizes(inputs: list[InputSpec] | None, manifest: dict | None) -> t
                              "add --input NAME:DIMS[:DTYPE] per forward() argument (or lint a model exported by "
                              "`onnxtax export`, whose manifest lists them)")
     sizes = export_sizes(specs)
-    axes = (manifest or {}).get("dynamic_axes") or {}
+    recorded = export_sizes_of(manifest)
     for sym in symbols_of(specs):
-        size = (axes.get(sym) or {}).get("export_size") if isinstance(axes.get(sym), dict) else None
-        if isinstance(size, int) and size > 1:
-            sizes[sym] = size
+        if recorded.get(sym, 0) > 1:
+            sizes[sym] = recorded[sym]
     return specs, sizes
 
 

@@ -64,6 +64,14 @@ def update_manifest(model_path: str | Path, key: str, value: object) -> Path:
     return path
 
 
+def export_sizes_of(manifest: dict | None) -> dict[str, int]:
+    """The example size each dynamic axis had while exporting (`dynamic_axes[sym].export_size`);
+    axes without a recorded integer size are left out."""
+    axes = (manifest or {}).get("dynamic_axes") or {}
+    return {sym: info["export_size"] for sym, info in axes.items()
+            if isinstance(info, dict) and isinstance(info.get("export_size"), int)}
+
+
 @dataclass
 class FileCheck:
     file: str

@@ -880,7 +880,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
          rtol, atol, tolerances, requests, skipped, fail_on_fallback, opt_level, threads, max_shapes, progress,
          t_start) -> ParityReport:
     from onnxtax.loading import check_inputs_match
-    from onnxtax.manifest import read_manifest
+    from onnxtax.manifest import export_sizes_of, read_manifest
     from onnxtax.report import package_versions
 
     report = ParityReport(str(onnx_path), spec_text, type(module).__name__, rtol=rtol, atol=atol,
@@ -901,9 +901,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
         report.input_source = "manifest"
     if manifest and specs is not None:
         known = set(symbols_of(specs))
-        for sym, info in (manifest.get("dynamic_axes") or {}).items():
-            if sym in known and isinstance(info, dict) and isinstance(info.get("export_size"), int):
-                export_sizes[sym] = info["export_size"]
+        export_sizes = {sym: size for sym, size in export_sizes_of(manifest).items() if sym in known}
     if specs is not None:
         check_inputs_match(module, specs, spec_text or type(module).__name__)
 
