@@ -40,16 +40,20 @@ unless the key says otherwise):
   "schema_version": 1, "passed": true,
   "model": {"spec": "m.py:Net" | null, "class_name": "Net" | null, "onnx": "m.onnx"},
   "inputs": [{"name": "x", "dims": ["batch", 128], "dtype": "float32"}],
-  "input_source": "--input" | "manifest" | "onnx",
+  "input_source": "arguments" | "manifest" | "onnx-graph",
   "settings": {"batch_axis": "batch" | null, "batch_sizes": [1, 8, 64], "dims": {"seq": 16},
                "threads": 1 | null, "torch_threads": 1, "opt_level": "all", "warmup": 20,
                "min_time_s": 1.0, "rounds": 10, "timer": "time.perf_counter_ns", "gc_disabled": true,
                "interleaved": "ABBA blocks per batch size", "seed": 0},
   "paths": [{"id": "eager", "kind": "torch-eager", "call": "inference_mode", "provider": null,
-             "options": {}, "threads": 1, "opt_level": null, "device": "cpu", "placement": null},
+             "options": {}, "threads": 1, "opt_level": null, "device": "cpu", "placement": null,
+             "status": "measured", "reason": null},
             {"id": "ort:cpu", "kind": "onnxruntime", "call": "iobinding", "provider": "CPUExecutionProvider",
              "options": {}, "threads": 1, "opt_level": "all", "device": "cpu",
-             "placement": {"total_nodes": 3, "on_provider": 3, "fallback": 0, "fallback_op_types": {}}}],
+             "placement": {"total_nodes": 3, "on_provider": 3, "fallback": 0, "fallback_op_types": {}},
+             "status": "measured" | "failed" | "error", "reason": null | "ort:cpu failed at batch size 64: ..."}],
+     (a path whose session did not load is "error"; one that failed to run at a batch size is "failed"
+      and is left out of that and later batch sizes; either fails the report: exit 1)
   "skipped_providers": ["cuda"],
   "batches": [{"batch_size": 1, "shapes": {"x": [1, 128]},
                "latency": {"eager": STATS, "ort:cpu": STATS, "harness": STATS},
@@ -78,6 +82,7 @@ unless the key says otherwise):
                      "total_us": 1100.0, "mean_us": 1.8, "percent": 88.0}]}],
   "gates": [{"gate": "max_latency_ms", "key": "p99", "path": "ort:cpu", "batch_size": 1,
              "limit": 5.0, "value": 0.012, "passed": true, "message": "..."}],
+  "failures": ["ort:cpu failed at batch size 64: ..."],   (paths not measured; empty when all were)
   "host": {... report.host_facts() ...},
   "duration_s": 12.3
 }
@@ -95,18 +100,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from onnxtax.errors import CheckFailed, InputSpecError, LoadError, OnnxtaxError
-from onnxtax.specs import (DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, ValueRange, concrete_shape,
-                           make_inputs, symbols_of)
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputSpecError, OnnxtaxError
+from onnxtax.inputs import ResolvedInputs
+from onnxtax.specs import DTYPES, InputSpec, SampleRecipe, ValueRange, concrete_shape, make_inputs, symbols_of
 from onnxtax.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
 from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
 from onnxtax.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
 from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: input_source labels shared with parity; per-path status and reason; failures
 DEFAULT_BATCH_SIZES = (1, 8, 64)
 ROUNDS = 10  # interleaved blocks per path and batch size
 MAX_EXTRA_ROUNDS = 10  # when the warm-up under-estimated the call time
@@ -116,6 +121,7 @@ BIND_CHECK_RUNS = 5  # calls that must reuse the pre-allocated outputs before th
 TOP_OPS = 10
 COLD_START_TIMEOUT = 600
 
+PathStatus = Literal["measured", "failed", "error"]
 EAGER = "eager"
 HARNESS = "harness"
 GATE_KEYS = ("p50", "p90", "p99", "max")
@@ -198,6 +204,8 @@ class PathInfo:
     opt_level: str | None = None
     device: str = "cpu"
     placement: dict | None = None
+    status: PathStatus = "measured"
+    reason: str | None = None  # why it was not (fully) measured
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -407,11 +415,20 @@ class BenchReport:
     duration_s: float = 0.0
 
     @property
+    def failures(self) -> list[str]:
+        """Paths that could not be measured: a finding about the model or a provider."""
+        return [p.reason or f"{p.id} {p.status}" for p in self.paths if p.status != "measured"]
+
+    @property
     def passed(self) -> bool:
-        return all(g.passed for g in self.gates)
+        return all(g.passed for g in self.gates) and not self.failures
 
     def __bool__(self) -> bool:
         return self.passed
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -447,6 +464,7 @@ class BenchReport:
             "sweep": self.sweep.to_dict() if self.sweep else None,
             "profile": [p.to_dict() for p in self.profile] if self.profile is not None else None,
             "gates": [g.to_dict() for g in self.gates],
+            "failures": self.failures,
             "host": self.host,
             "duration_s": self.duration_s,
         })
@@ -545,51 +563,6 @@ def _check_gates(max_latency_ms: dict[str, float] | None, min_speedup: float | N
 # --------------------------------------------------------------------------- inputs
 
 
-def onnx_graph_inputs(onnx_path: str | Path) -> list[InputSpec]:
-    """The graph's real inputs (initializers excluded) as InputSpecs. A dynamic dim
-    without a name gets `INPUT_dimK`."""
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
-        raise LoadError(f"'{onnx_path}' is not a readable ONNX model: {exc}",
-                        "point at the .onnx file written by `onnxtax export`") from exc
-    initializers = {i.name for i in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        onnx_type = onnx.TensorProto.DataType.Name(tensor.elem_type)
-        if onnx_type not in ONNX_TO_DTYPE:
-            raise InputSpecError(f"input '{value.name}' has type {onnx_type}, which bench cannot generate",
-                                 f"supported: {', '.join(DTYPES)}")
-        dims: list[int | str] = []
-        for k, dim in enumerate(tensor.shape.dim):
-            if dim.HasField("dim_value") and dim.dim_value > 0:
-                dims.append(int(dim.dim_value))
-            elif dim.dim_param:
-                dims.append(re.sub(r"\W", "_", dim.dim_param))
-            else:
-                dims.append(f"{value.name}_dim{k}")
-        specs.append(InputSpec(value.name, tuple(dims), ONNX_TO_DTYPE[onnx_type]))
-    return specs
-
-
-def resolve_inputs(onnx_path: str | Path, inputs: list[InputSpec] | None
-                   ) -> tuple[list[InputSpec], str, dict | None]:
-    """(specs, where they came from, manifest or None)."""
-    from onnxtax.manifest import read_manifest
-
-    manifest = read_manifest(onnx_path, required=False)
-    if inputs:
-        return list(inputs), "--input", manifest
-    if manifest and manifest.get("inputs"):
-        return [InputSpec.from_dict(d) for d in manifest["inputs"]], "manifest", manifest
-    return onnx_graph_inputs(onnx_path), "onnx", manifest
-
-
 def batch_axis_of(specs: list[InputSpec]) -> str | None:
     """`batch` if any input names it, else the first dynamic axis of the first input with one."""
     symbols = symbols_of(specs)
@@ -602,16 +575,13 @@ def batch_axis_of(specs: list[InputSpec]) -> str | None:
 
 
 def _fixed_sizes(specs: list[InputSpec], batch_axis: str | None, dims: dict[str, list[int]],
-                 manifest: dict | None) -> dict[str, int]:
+                 recorded: dict[str, int]) -> dict[str, int]:
     """Size of every dynamic axis except the batch axis."""
     known = symbols_of(specs)
     for name in dims:
         if name not in known:
             raise InputSpecError(f"--dim '{name}' names no dynamic axis",
                                  f"dynamic axes: {', '.join(known)}" if known else "the inputs have no dynamic axis")
-    from onnxtax.manifest import export_sizes_of
-
-    recorded = export_sizes_of(manifest)
     sizes: dict[str, int] = {}
     for sym in known:
         if sym == batch_axis:
@@ -629,27 +599,7 @@ def _fixed_sizes(specs: list[InputSpec], batch_axis: str | None, dims: dict[str,
     return sizes
 
 
-def _check_against_session(specs: list[InputSpec], session, onnx_path) -> None:
-    """The specs must name the graph's inputs with their dtypes and static sizes."""
-    graph = {i.name: i for i in session.get_inputs()}
-    given = [s.name for s in specs]
-    if set(given) != set(graph):
-        raise InputSpecError(f"inputs {given} do not match the inputs of {Path(onnx_path).name}: {list(graph)}",
-                             "give one --input per graph input, with the graph's names")
-    for spec in specs:
-        g = graph[spec.name]
-        ort_type = g.type.replace("tensor(", "").rstrip(")")
-        want = {"float": "float32", "double": "float64"}.get(ort_type, ort_type)
-        if want != spec.dtype:
-            raise InputSpecError(f"input '{spec.name}' is {spec.dtype} but the graph wants {want}",
-                                 f"write --input {spec.name}:...:{want}")
-        if len(g.shape) != len(spec.dims):
-            raise InputSpecError(f"input '{spec.name}' has {len(spec.dims)} dims but the graph has {len(g.shape)}",
-                                 f"the graph's shape is {g.shape}")
-        for mine, theirs in zip(spec.dims, g.shape):
-            if isinstance(mine, int) and isinstance(theirs, int) and mine != theirs:
-                raise InputSpecError(f"input '{spec.name}' has size {mine} where the graph has {theirs}",
-                                     f"the graph's shape is {g.shape}")
+def _refuse_bfloat16(specs: list[InputSpec]) -> None:
     for spec in specs:
         if spec.dtype == "bfloat16":
             raise InputSpecError(f"input '{spec.name}' is bfloat16, which numpy cannot hold for ONNX Runtime",
@@ -954,7 +904,7 @@ def _sweep_threads(threads: int | None) -> list[int]:
     return sorted(values)
 
 
-def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = None, *,
+def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] | ResolvedInputs | None = None, *,
               batch_sizes: list[int] | tuple[int, ...] | None = None,
               dims: dict[str, list[int] | int] | None = None,
               providers: list[str] | tuple[str, ...] | None = None,
@@ -979,13 +929,12 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
     for the batch axis replaces `batch_sizes`). `providers` as on the command line
     (`cpu`, `openvino:device_type=CPU`); default every compute provider. Gates:
     `max_latency_ms` {"p99": 5, "p50@1": 0.05} and `min_speedup`."""
+    from onnxtax.inputs import resolve_inputs
     from onnxtax.providers import OPT_LEVELS, open_session, placement_of, resolve_providers
     from onnxtax.report import host_facts
 
     started = time.monotonic()
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise LoadError(f"ONNX model '{onnx_path}' does not exist", "export it first with `onnxtax export`")
     if opt_level not in OPT_LEVELS:
         raise InputSpecError(f"unknown optimisation level '{opt_level}'", f"use one of: {', '.join(OPT_LEVELS)}")
     if warmup < 1:
@@ -997,13 +946,11 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
         raise InputSpecError(f"threads {threads} must be >= 1", "or None (--threads 0) for each runtime's default")
     if cold_start_runs < 1:
         raise InputSpecError(f"cold start runs {cold_start_runs} must be >= 1")
-    ranges = dict(ranges or {})
     dims_lists = {k: (list(v) if isinstance(v, (list, tuple)) else [int(v)]) for k, v in (dims or {}).items()}
 
-    specs, input_source, manifest = resolve_inputs(onnx_path, inputs)
-    for name in ranges:
-        if name not in [s.name for s in specs]:
-            raise InputSpecError(f"--range '{name}' names no input", f"inputs: {', '.join(s.name for s in specs)}")
+    resolved = resolve_inputs(onnx_path, inputs, ranges=ranges)
+    specs, ranges = resolved.specs, resolved.ranges
+    _refuse_bfloat16(specs)
     batch_axis = batch_axis_of(specs)
     if batch_axis is None:
         if batch_sizes:
@@ -1020,7 +967,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
         sizes_list = list(dict.fromkeys(int(b) for b in (batch_sizes or DEFAULT_BATCH_SIZES)))
     if any(b < 1 for b in sizes_list):
         raise InputSpecError(f"batch sizes {sizes_list} must be positive", "e.g. --batch-sizes 1,8,64")
-    fixed = _fixed_sizes(specs, batch_axis, dims_lists, manifest)
+    fixed = _fixed_sizes(specs, batch_axis, dims_lists, resolved.export_sizes)
 
     usable, skipped = resolve_providers(list(providers) if providers else None, skip_unavailable=skip_unavailable)
     if not usable:
@@ -1046,19 +993,22 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
             progress(what, steps[0], n_steps)
         steps[0] += 1
 
-    # sessions first: a provider that cannot load the model fails before any timing
+    # sessions first: a provider that cannot load the model is recorded before any timing
     ort_paths: list[_OrtPath] = []
+    not_loaded: list[PathInfo] = []
     for req in usable:
-        session = open_session(onnx_path, _threaded(req, threads), opt_level=opt_level, threads=threads)
-        if not ort_paths:
-            _check_against_session(specs, session, onnx_path)
-        placement = placement_of(session, req.name)
         pinfo = PathInfo(f"ort:{req.label}", "onnxruntime", "iobinding", req.name,
-                         dict(_threaded(req, threads).options), threads,
-                         opt_level, _DEVICE_OF.get(req.name, "cpu"),
-                         {"method": placement.method, "total_nodes": placement.total_nodes,
-                          "on_provider": placement.on_provider, "fallback": placement.fallback_count,
-                          "fallback_op_types": dict(placement.fallback_op_types)})
+                         dict(_threaded(req, threads).options), threads, opt_level, _DEVICE_OF.get(req.name, "cpu"))
+        try:
+            session = open_session(onnx_path, _threaded(req, threads), opt_level=opt_level, threads=threads)
+        except CheckFailed as exc:
+            pinfo.status, pinfo.reason = "error", exc.message
+            not_loaded.append(pinfo)
+            continue
+        placement = placement_of(session, req.name)
+        pinfo.placement = {"method": placement.method, "total_nodes": placement.total_nodes,
+                           "on_provider": placement.on_provider, "fallback": placement.fallback_count,
+                           "fallback_op_types": dict(placement.fallback_op_types)}
         ort_paths.append(_OrtPath(pinfo, session, req))
 
     recipe = SampleRecipe(seed, ranges)
@@ -1081,61 +1031,79 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
     if module is not None:
         paths.append(PathInfo(EAGER, "torch-eager", "inference_mode", None, {},
                               torch.get_num_threads(), None, "cpu", None))
-    paths += [p.info for p in ort_paths]
+    paths += [p.info for p in ort_paths] + not_loaded
+    by_id = {p.id: p for p in paths}
+
+    def fail(path_id: str, bs: int, exc: BaseException) -> None:
+        info = by_id[path_id]
+        info.status, info.reason = "failed", _path_failed(path_id, bs, exc).message
 
     batches: list[BatchResult] = []
     try:
         for bs in sizes_list:
             tick(f"batch {bs}")
             sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
-            feeds = make_inputs(specs, sizes, recipe)
+            arrays = make_inputs(specs, sizes, recipe)
+            feeds = resolved.feeds(arrays)
             timed: list[_Timed] = [_Timed(HARNESS, _noop, (None,), min(min_time, HARNESS_TIME))]
             call_path: dict[str, str] = {}
             keep_alive = []
-            if module is not None:
-                tensors = tuple(_to_torch(torch, feeds[s.name], s.dtype) for s in specs)
+            if module is not None and by_id[EAGER].status == "measured":
+                from onnxtax.inputs import torch_tensors
+
+                tensors = torch_tensors(specs, arrays)
                 try:
                     with torch.inference_mode():
                         module(*tensors)
+                    timed.append(_Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
                 except Exception as exc:  # noqa: BLE001 - the user's forward()
-                    raise _path_failed(EAGER, bs, exc) from exc
-                timed.append(_Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
+                    fail(EAGER, bs, exc)
             for p in ort_paths:
+                if p.info.status != "measured":
+                    continue
                 try:
                     fn, args, call, keep = _bind(p.session, feeds, p.info.device)
                 except Exception as exc:  # noqa: BLE001 - ORT's pybind errors
-                    raise _path_failed(p.info.id, bs, exc) from exc
+                    fail(p.info.id, bs, exc)
+                    continue
                 keep_alive.append(keep)
                 call_path[p.info.id] = call
                 if call != "iobinding":
                     p.info.call = call
                 timed.append(_Timed(p.info.id, fn, args, min_time))
-            try:
-                latency = _measure(timed, warmup)
-            except _PathFailed as failed:
-                raise _path_failed(failed.path, bs, failed.exc) from failed.exc
-            batches.append(BatchResult(bs, {s.name: list(concrete_shape(s, sizes)) for s in specs},
-                                       {t.path: latency[t.path] for t in timed}, call_path))
+            while len(timed) > 1:
+                try:
+                    latency = _measure(timed, warmup)
+                except _PathFailed as failed:  # a call that worked once failed while timed: measure the rest
+                    fail(failed.path, bs, failed.exc)
+                    timed = [_Timed(t.path, t.fn, t.args, t.target_ns / 1e9, t.context) for t in timed
+                             if t.path != failed.path]
+                    continue
+                batches.append(BatchResult(bs, {s.name: list(concrete_shape(s, sizes)) for s in specs},
+                                           {t.path: latency[t.path] for t in timed},
+                                           {k: v for k, v in call_path.items() if k in latency}))
+                break
             del keep_alive
     finally:
         if torch is not None and torch_threads_before is not None:
             torch.set_num_threads(torch_threads_before)
 
+    measured = [p for p in ort_paths if p.info.status == "measured"]
     sweep_result = None
     if sweep:
-        sweep_result = _run_sweep(onnx_path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads,
-                                  opt_level, warmup, min_time, tick)
+        sweep_result = _run_sweep(onnx_path, [p.request for p in measured], resolved, fixed, batch_axis,
+                                  sizes_list, recipe, threads, opt_level, warmup, min_time, tick)
 
     profiles = None
     if profile_dir is not None:
-        profiles = _run_profiles(Path(profile_dir), onnx_path, ort_paths, specs, fixed, batch_axis, sizes_list,
+        profiles = _run_profiles(Path(profile_dir), onnx_path, measured, resolved, fixed, batch_axis, sizes_list,
                                  recipe, threads, opt_level, warmup, tick)
 
     settings = {"batch_axis": batch_axis, "batch_sizes": sizes_list, "dims": fixed, "threads": threads,
                 "torch_threads": paths[0].threads if module is not None else None, "opt_level": opt_level,
                 "warmup": warmup, "min_time_s": min_time, "rounds": ROUNDS, "timer": "time.perf_counter_ns",
                 "gc_disabled": True, "interleaved": "ABBA blocks per batch size", "seed": seed}
-    report = BenchReport(str(onnx_path), spec, class_name, specs, input_source, settings, paths,
+    report = BenchReport(str(onnx_path), spec, class_name, specs, resolved.source, settings, paths,
                          [r.label for r in skipped], batches, cold, cold_start_reason,
                          cold_start_runs if cold_start else 0, sweep_result, profiles)
     report.gates = _evaluate_gates(report, gates, min_speedup)
@@ -1144,11 +1112,6 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | None = Non
     if progress:
         progress("done", n_steps, n_steps)
     return report
-
-
-def _to_torch(torch, arr, dtype: str):
-    tensor = torch.from_numpy(arr)
-    return tensor.to(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
 # Providers with their own inference thread pool, which ORT's intra_op_num_threads does not
@@ -1167,8 +1130,8 @@ def _threaded(req, threads: int | None):
     return ProviderRequest(req.name, {**req.options, key: str(threads)})
 
 
-def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, recipe, threads, opt_level, warmup,
-               min_time, tick) -> SweepResult:
+def _run_sweep(onnx_path: Path, usable, resolved: ResolvedInputs, fixed, batch_axis, sizes_list, recipe, threads,
+               opt_level, warmup, min_time, tick) -> SweepResult:
     from onnxtax.providers import OPT_LEVELS, ProviderRequest, open_session
 
     thread_counts = _sweep_threads(threads)
@@ -1184,7 +1147,7 @@ def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, re
     for bs in sizes_list:
         tick(f"sweep: batch {bs}")
         sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
-        feeds = make_inputs(specs, sizes, recipe)
+        feeds = resolved.feeds(make_inputs(resolved.specs, sizes, recipe))
         timed, keep_alive, meta = [], [], {}
         for i, (path, level, n, session, req) in enumerate(configs):
             try:
@@ -1205,8 +1168,8 @@ def _run_sweep(onnx_path: Path, usable, specs, fixed, batch_axis, sizes_list, re
     return result
 
 
-def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath], specs, fixed, batch_axis,
-                  sizes_list, recipe, threads, opt_level, warmup, tick) -> list[ProfileResult]:
+def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath], resolved: ResolvedInputs, fixed,
+                  batch_axis, sizes_list, recipe, threads, opt_level, warmup, tick) -> list[ProfileResult]:
     from onnxtax.providers import open_session
 
     profile_dir.mkdir(parents=True, exist_ok=True)
@@ -1218,7 +1181,7 @@ def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath],
             session = open_session(onnx_path, _threaded(p.request, threads), opt_level=opt_level, threads=threads,
                                    record_placement=False, profile_prefix=str(profile_dir / f"ort-{safe}-b{bs}"))
             sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
-            feeds = make_inputs(specs, sizes, recipe)
+            feeds = resolved.feeds(make_inputs(resolved.specs, sizes, recipe))
             fn, args, _, keep = _bind(session, feeds, p.info.device)  # 1 + BIND_CHECK_RUNS runs (or + 1)
             for _ in range(warmup):
                 fn(*args)
@@ -1246,7 +1209,8 @@ def _evaluate_gates(report: BenchReport, latency_gates: dict[str, float], min_sp
         for b in report.batches:
             for path in b.ort_paths:
                 value = b.speedup(path)
-                assert value is not None
+                if value is None:  # eager failed at this batch size: a failure of its own, no speedup
+                    continue
                 out.append(GateResult("min_speedup", "eager/ort p50", path, b.batch_size, float(min_speedup),
                                       value, value >= min_speedup))
     return out

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,10 +80,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from onnxtax.errors import CheckFailed, InputSpecError, LoadError, OnnxtaxError
+from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
+from onnxtax.inputs import ResolvedInputs
 from onnxtax.providers import OPT_LEVELS, Placement, ProviderRequest, ort_error_summary
 from onnxtax.specs import (DTYPES, InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
-                           export_sizes as default_export_sizes, make_inputs, parse_input_specs, symbols_of)
+                           export_sizes as default_export_sizes, make_inputs, symbols_of)
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
@@ -96,11 +96,6 @@ SCHEMA = "onnxtax.parity/1"
 _EVEN_SIZES = (4, 6, 8, 10)
 _ODD_SIZES = (7, 9, 5, 11)
 
-ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
-    "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
-    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
-}
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -632,15 +627,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- source model
 
 
-def _to_numpy(t: Any) -> np.ndarray:
-    import torch
-
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.cpu().numpy()
-
-
 class _Source:
     """The eager model, in eval mode under inference_mode, called positionally in spec order."""
 
@@ -654,12 +640,9 @@ class _Source:
                  ) -> list[np.ndarray]:
         import torch
 
-        tensors = []
-        for spec in self.specs:
-            t = torch.from_numpy(np.array(arrays[spec.name], copy=True))
-            if spec.dtype == "bfloat16":
-                t = t.to(torch.bfloat16)
-            tensors.append(t)
+        from onnxtax.inputs import flatten_outputs, to_numpy, torch_tensors
+
+        tensors = torch_tensors(self.specs, arrays)
         try:
             with torch.inference_mode():
                 result = self.module(*tensors)
@@ -668,15 +651,12 @@ class _Source:
             hint = self._raise_hint(data_file)
             raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
                                  f"at {where} ({shapes})", hint) from exc
-        from onnxtax.export import flatten_outputs  # the exporter's order and names, shared on purpose
-
-        flat = flatten_outputs(result)
+        flat = flatten_outputs(result)  # the exporter's order and names, shared on purpose
         if not flat:
             raise InputSpecError(f"the source model returns no tensors at {where}",
                                  "forward() must return a tensor, or a tuple/list/dict of them")
         self.paths = [p for p, _ in flat]
-        return [_to_numpy(t) for _, t in flat]
-
+        return [to_numpy(t) for _, t in flat]
 
     def _raise_hint(self, data_file: str | None) -> str:
         if data_file is not None:
@@ -708,13 +688,6 @@ def _same_outputs(first: list[np.ndarray], second: list[np.ndarray]) -> tuple[bo
     return True, ""
 
 
-def _resolve_model(model: Any) -> tuple[Any, str | None]:
-    from onnxtax.loading import resolve_model
-
-    loaded = resolve_model(model)
-    return loaded.module, None if loaded.in_memory else loaded.spec
-
-
 # --------------------------------------------------------------------------- ONNX side
 
 
@@ -722,66 +695,6 @@ def _resolve_model(model: Any) -> tuple[Any, str | None]:
 class _Session:
     result: ProviderResult
     session: Any
-
-
-def _ort_input_specs(session: Any) -> list[InputSpec]:
-    specs = []
-    for meta in session.get_inputs():
-        dtype = ORT_TYPES.get(meta.type)
-        if dtype is None:
-            raise InputSpecError(f"ONNX input '{meta.name}' has type {meta.type}, which parity cannot generate",
-                                 "give --input specs for the model, or test it with --data files")
-        dims: list[int | str] = []
-        for axis, d in enumerate(meta.shape):
-            if isinstance(d, int) and d >= 0:
-                dims.append(d)
-            elif isinstance(d, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d):
-                dims.append(d)
-            else:
-                dims.append(f"{meta.name}_dim{axis}")
-        specs.append(InputSpec(meta.name, tuple(dims), dtype))
-    return specs
-
-
-def _match_onnx_inputs(specs: list[InputSpec], session: Any, notes: list[str]) -> dict[str, str]:
-    """spec name -> ONNX input name; checks dtype and static dims."""
-    metas = session.get_inputs()
-    onnx_names = [m.name for m in metas]
-    spec_names = [s.name for s in specs]
-    if set(onnx_names) <= set(spec_names):
-        mapping = {n: n for n in onnx_names}
-        unused = [n for n in spec_names if n not in onnx_names]
-        if unused:
-            notes.append(f"inputs {', '.join(unused)} go to the source model only: the ONNX graph has no such input "
-                         "(the exporter drops inputs the graph does not use)")
-    elif len(onnx_names) == len(spec_names):
-        mapping = dict(zip(spec_names, onnx_names))
-        notes.append("inputs matched to the ONNX graph by position: " +
-                     ", ".join(f"{s} -> {o}" for s, o in mapping.items() if s != o))
-    else:
-        raise InputSpecError(f"inputs ({', '.join(spec_names)}) do not match the ONNX graph's inputs "
-                             f"({', '.join(onnx_names)})",
-                             "name each --input after the graph input it feeds, in forward() order")
-    by_name = {m.name: m for m in metas}
-    specs_by_name = {s.name: s for s in specs}
-    for spec_name, onnx_name in mapping.items():
-        spec, meta = specs_by_name[spec_name], by_name[onnx_name]
-        dtype = ORT_TYPES.get(meta.type, meta.type)
-        if dtype != spec.dtype:
-            raise InputSpecError(f"input '{spec_name}' is {spec.dtype} but the ONNX graph takes {dtype} "
-                                 f"('{onnx_name}')", f"declare it as {spec_name}:...:{dtype}")
-        if len(meta.shape) != len(spec.dims):
-            raise InputSpecError(f"input '{spec_name}' has {len(spec.dims)} dims {list(spec.dims)}, the ONNX input "
-                                 f"'{onnx_name}' has {len(meta.shape)} {list(meta.shape)}",
-                                 "give the --input dims of the exported model")
-        for axis, (want, have) in enumerate(zip(spec.dims, meta.shape)):
-            if isinstance(want, int) and isinstance(have, int) and want != have:
-                raise InputSpecError(f"input '{spec_name}' is {want} at axis {axis}, the ONNX input "
-                                     f"'{onnx_name}' is fixed at {have}", "give the --input dims of the exported model")
-            if isinstance(want, str) and isinstance(have, int):
-                notes.append(f"the ONNX input '{onnx_name}' is static ({have}) at axis {axis} where '{want}' is "
-                             f"declared dynamic: the exporter fixed the size; other sizes will fail to run")
-    return mapping
 
 
 def _open_sessions(onnx_path: Path, requests: list[ProviderRequest], *, opt_level: str, threads: int | None
@@ -809,7 +722,8 @@ def _open_sessions(onnx_path: Path, requests: list[ProviderRequest], *, opt_leve
 # --------------------------------------------------------------------------- the check
 
 
-def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | InputSpec] | None = None, *,
+def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | InputSpec] | ResolvedInputs | None = None,
+                 *,
                  dims: dict[str, list[int]] | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                  ranges: dict[str, ValueRange | tuple[float, float]] | None = None,
                  data_files: Sequence[str | Path] | None = None,
@@ -821,10 +735,10 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
     """Compare the ONNX model with the eager source on every provider, shape and sample.
 
     Args:
-        model: a spec string (`path/to/file.py:NAME`) or an nn.Module.
+        model: a spec string (`path/to/file.py:NAME`), a LoadedModel or an nn.Module.
         onnx_path: the exported model.
-        inputs: `NAME:DIMS[:DTYPE]` strings or InputSpecs, in forward() order; default: the
-            manifest beside the model, else the ONNX graph's inputs.
+        inputs: `NAME:DIMS[:DTYPE]` strings or InputSpecs, in forward() order, or ResolvedInputs;
+            default: the manifest beside the model, else the ONNX graph's inputs (inputs.resolve_inputs).
         dims: sizes per dynamic axis, e.g. {"batch": [1, 8, 33]}; default 1, an even and an odd size.
         samples: random samples per shape. ranges: value range per input (integers: high exclusive).
         data_files: `.npz` files, arrays keyed by input name, one batch each.
@@ -839,8 +753,6 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
     """
     t_start = time.perf_counter()
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise LoadError(f"ONNX model '{onnx_path}' does not exist", "export it first with `onnxtax export`")
     if samples < 0 or (samples == 0 and not data_files):
         raise InputSpecError(f"--samples {samples}: need at least one sample", "use --samples 1 or more, or --data")
     if opt_level not in OPT_LEVELS:
@@ -854,13 +766,20 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
     if max_shapes < 1:
         raise InputSpecError("max_shapes must be at least 1", "e.g. --max-shapes 9")
 
-    requests, skipped = _resolve_requests(providers, skip_unavailable)
-    module, spec_text = _resolve_model(model)
+    from onnxtax.inputs import resolve_inputs
+    from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.providers import resolve_providers
+
+    resolved = resolve_inputs(onnx_path, inputs, ranges=ranges)
+    requests, skipped = resolve_providers(providers, skip_unavailable=skip_unavailable)
+    loaded = resolve_model(model)
+    module = loaded.module
+    check_inputs_match(module, resolved.specs, loaded.spec)
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
-        return _run(module, spec_text, onnx_path, inputs, dims=dims, samples=samples, seed=seed, ranges=ranges,
-                    data_files=data_files, rtol=rtol, atol=atol, tolerances=tolerances or {}, requests=requests,
+        return _run(module, None if loaded.in_memory else loaded.spec, onnx_path, resolved, dims=dims,
+                    samples=samples, seed=seed, data_files=data_files, rtol=rtol, atol=atol, tolerances=tolerances or {}, requests=requests,
                     skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
                     max_shapes=max_shapes, progress=progress, t_start=t_start)
     finally:
@@ -868,42 +787,31 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
             m.training = was_training
 
 
-def _resolve_requests(providers: Sequence[str | ProviderRequest] | None, skip_unavailable: bool
-                      ) -> tuple[list[ProviderRequest], list[ProviderRequest]]:
-    from onnxtax.providers import resolve_providers
-
-    texts = [p.label if isinstance(p, ProviderRequest) else p for p in providers or []]
-    return resolve_providers(texts, skip_unavailable=skip_unavailable)
-
-
-def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, samples, seed, ranges, data_files,
-         rtol, atol, tolerances, requests, skipped, fail_on_fallback, opt_level, threads, max_shapes, progress,
-         t_start) -> ParityReport:
-    from onnxtax.loading import check_inputs_match
-    from onnxtax.manifest import export_sizes_of, read_manifest
+def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: ResolvedInputs, *, dims, samples, seed,
+         data_files, rtol, atol, tolerances, requests, skipped, fail_on_fallback, opt_level, threads, max_shapes,
+         progress, t_start) -> ParityReport:
     from onnxtax.report import package_versions
 
-    report = ParityReport(str(onnx_path), spec_text, type(module).__name__, rtol=rtol, atol=atol,
+    specs = resolved.specs
+    report = ParityReport(str(onnx_path), spec_text, type(module).__name__, input_source=resolved.source,
+                          inputs=resolved.to_dicts(), export_sizes=dict(resolved.export_sizes), rtol=rtol, atol=atol,
                           per_output=dict(tolerances), seed=seed, samples_per_shape=samples,
+                          notes=list(resolved.notes),
                           settings={"fail_on_fallback": fail_on_fallback, "opt_level": opt_level,
                                     "threads": threads, "max_shapes": max_shapes},
                           versions=package_versions())
-
-    # Inputs: arguments, else the manifest, else the graph (needs a session).
-    manifest = read_manifest(onnx_path, required=False)
-    export_sizes: dict[str, int] = {}
-    specs: list[InputSpec] | None = None
-    if inputs:
-        specs = parse_input_specs([str(s) for s in inputs])  # InputSpec prints as a parseable spec
-        report.input_source = "arguments"
-    elif manifest and manifest.get("inputs"):
-        specs = [InputSpec.from_dict(d) for d in manifest["inputs"]]
-        report.input_source = "manifest"
-    if manifest and specs is not None:
-        known = set(symbols_of(specs))
-        export_sizes = {sym: size for sym, size in export_sizes_of(manifest).items() if sym in known}
-    if specs is not None:
-        check_inputs_match(module, specs, spec_text or type(module).__name__)
+    output_names = resolved.output_names
+    for name, pair in tolerances.items():
+        if name not in output_names:
+            raise InputSpecError(f"--tolerance names '{name}', which is not an ONNX output",
+                                 f"outputs: {', '.join(output_names)}")
+        if len(pair) != 2 or not all(math.isfinite(v) and v >= 0 for v in pair):
+            raise InputSpecError(f"tolerance of '{name}' is {pair}: need (rtol, atol), finite and non-negative",
+                                 "e.g. --tolerance logits=1e-3:1e-4")
+    plans = plan_shapes(specs, dims, resolved.export_sizes, samples=samples, joint=resolved.source == "onnx-graph",
+                        max_shapes=max_shapes) if samples else []
+    plans += [plan_data_file(f, specs) for f in data_files or []]
+    report.shapes = plans
 
     opened = _open_sessions(onnx_path, requests, opt_level=opt_level, threads=threads)
     live = [o for o in opened if isinstance(o, _Session)]
@@ -922,42 +830,11 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
         report.model_failures.append("no provider ran: every requested provider was skipped, nothing was compared")
         report.failures.append(report.model_failures[-1])
     if not live:
-        if specs is not None:
-            report.inputs = [s.to_dict() for s in specs]
         report.duration_s = time.perf_counter() - t_start
         return report
 
-    probe = live[0].session
-    if specs is None:
-        specs = _ort_input_specs(probe)
-        report.input_source = "onnx-graph"
-        check_inputs_match(module, specs, spec_text or type(module).__name__)
-    mapping = _match_onnx_inputs(specs, probe, report.notes)
-    report.export_sizes = export_sizes
-
-    value_ranges = {k: (v if isinstance(v, ValueRange) else ValueRange(*v)) for k, v in (ranges or {}).items()}
-    for name in value_ranges:
-        if name not in {s.name for s in specs}:
-            raise InputSpecError(f"--range '{name}' names no input", f"inputs: {', '.join(s.name for s in specs)}")
+    value_ranges = resolved.ranges
     recipe = SampleRecipe(seed, value_ranges)
-    report.inputs = [dict(s.to_dict(), onnx_name=mapping.get(s.name),
-                          range=[value_ranges[s.name].low, value_ranges[s.name].high]
-                          if s.name in value_ranges else None) for s in specs]
-
-    output_names = [m.name for m in probe.get_outputs()]
-    for name, pair in tolerances.items():
-        if name not in output_names:
-            raise InputSpecError(f"--tolerance names '{name}', which is not an ONNX output",
-                                 f"outputs: {', '.join(output_names)}")
-        if len(pair) != 2 or not all(math.isfinite(v) and v >= 0 for v in pair):
-            raise InputSpecError(f"tolerance of '{name}' is {pair}: need (rtol, atol), finite and non-negative",
-                                 "e.g. --tolerance logits=1e-3:1e-4")
-
-    plans = plan_shapes(specs, dims, export_sizes, samples=samples, joint=report.input_source == "onnx-graph",
-                        max_shapes=max_shapes) if samples else []
-    plans += [plan_data_file(f, specs) for f in data_files or []]
-    report.shapes = plans
-
     source = _Source(module, specs, value_ranges)
     comparison = _Comparison(live, output_names, rtol, atol, tolerances)
     total = sum(p.samples for p in plans) * (1 + len(live))
@@ -983,13 +860,13 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, inputs, *, dims, s
                     return report
             done += 1
             _tick(progress, done, total, where)
-            feeds = {mapping[name]: arrays[name] for name in mapping}
+            feeds = resolved.feeds(arrays)
             for si in range(len(live)):
                 comparison.run(si, pi, k, plan, feeds, expected)
                 done += 1
                 _tick(progress, done, total, where)
 
-    comparison.recheck_in_fresh_sessions(plans, lambda plan, k: _sample(plan, specs, recipe, k), source, mapping,
+    comparison.recheck_in_fresh_sessions(plans, lambda plan, k: _sample(plan, specs, recipe, k), source, resolved,
                                          onnx_path, opt_level=opt_level, threads=threads)
     comparison.collect(report, plans)
     report.duration_s = time.perf_counter() - t_start
@@ -1068,7 +945,7 @@ class _Comparison:
         return out
 
     def recheck_in_fresh_sessions(self, plans: list[ShapePlan], sample_of: Callable, source: _Source,
-                                  mapping: dict[str, str], onnx_path: Path, *, opt_level: str,
+                                  resolved: ResolvedInputs, onnx_path: Path, *, opt_level: str,
                                   threads: int | None, limit: int = 2) -> None:
         """Replay a failing shape in a new session. Shapes run one after another in one session, as in
         a server; when a provider fails at a shape only after other shapes ran (a provider keeping
@@ -1083,7 +960,7 @@ class _Comparison:
                 try:
                     session = open_session(onnx_path, live.result.request, opt_level=opt_level, threads=threads,
                                            record_placement=False)
-                    got = session.run(None, {mapping[name]: arrays[name] for name in mapping})
+                    got = session.run(None, resolved.feeds(arrays))
                 except Exception:  # noqa: BLE001 - the original failure stands on its own
                     continue
                 checks = [OutputStats(*self.tolerances.get(name, _default_tolerance(b, self.rtol, self.atol)))

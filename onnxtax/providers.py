@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from onnxtax.defaults import ORT_OPT_LEVELS
 from onnxtax.errors import CheckFailed, ProviderError
@@ -129,15 +129,15 @@ def ort_package() -> tuple[str, str]:
     return "onnxruntime", ort.__version__
 
 
-def resolve_providers(texts: list[str] | tuple[str, ...] | None, *, skip_unavailable: bool = False
+def resolve_providers(requested: Sequence[str | ProviderRequest] | None, *, skip_unavailable: bool = False
                       ) -> tuple[list[ProviderRequest], list[ProviderRequest]]:
     """(usable, skipped). Nothing asked: every compute provider on this host.
     An unavailable one is an error listing what is available, or skipped if allowed."""
-    if not texts:
+    if not requested:
         return [ProviderRequest(p) for p in compute_providers()], []
     usable, skipped = [], []
-    for text in texts:
-        req = parse_provider(text)
+    for item in requested:
+        req = item if isinstance(item, ProviderRequest) else parse_provider(item)
         if req.name in NOT_COMPUTE:
             raise ProviderError(f"{req.name} is not a compute provider ({NOT_COMPUTE[req.name]})",
                                 f"available compute providers: {', '.join(compute_providers())}")

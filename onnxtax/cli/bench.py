@@ -137,9 +137,11 @@ def bench(
         for label, path in (("json", json_out), ("plot", plot), ("recorded in", recorded)):
             if path:
                 console.print(f"{label}: {path}", highlight=False)
+    for failure in report.failures:
+        print_error(failure, label="not measured")
     for gate in report.failed_gates:
         print_error(gate.message, label=f"gate failed ({gate.gate})")
-    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+    raise typer.Exit(report.exit_code)
 
 
 def _table(title: str, columns: list[str], left: tuple[str, ...] = ("path",)) -> Table:

@@ -40,19 +40,20 @@ REPORT_SCHEMA = {
     "type": "object",
     "required": ["schema_version", "passed", "model", "inputs", "input_source", "settings", "paths",
                  "skipped_providers", "batches", "harness_overhead_ms", "cold_start", "sweep", "profile", "gates",
-                 "host", "duration_s"],
+                 "failures", "host", "duration_s"],
     "additionalProperties": False,
     "properties": {
-        "schema_version": {"const": 1},
+        "schema_version": {"const": 2},
         "passed": {"type": "boolean"},
         "model": {"type": "object", "required": ["spec", "class_name", "onnx"]},
         "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "dims", "dtype"]}},
-        "input_source": {"enum": ["--input", "manifest", "onnx"]},
+        "input_source": {"enum": ["arguments", "manifest", "onnx-graph"]},
         "settings": {"type": "object", "required": ["batch_axis", "batch_sizes", "dims", "threads", "torch_threads",
                                                     "opt_level", "warmup", "min_time_s", "rounds", "timer",
                                                     "gc_disabled", "interleaved", "seed"]},
         "paths": {"type": "array", "items": {"type": "object", "required": [
-            "id", "kind", "call", "provider", "options", "threads", "opt_level", "device", "placement"]}},
+            "id", "kind", "call", "provider", "options", "threads", "opt_level", "device", "placement", "status",
+            "reason"]}},
         "batches": {"type": "array", "minItems": 1, "items": {
             "type": "object",
             "required": ["batch_size", "shapes", "latency", "call_path", "throughput_per_s", "speedup",
@@ -68,6 +69,7 @@ REPORT_SCHEMA = {
         "cold_start": {"type": "object", "required": ["measured", "reason", "runs", "paths"]},
         "gates": {"type": "array", "items": {"type": "object", "required": [
             "gate", "key", "path", "batch_size", "limit", "value", "passed", "message"]}},
+        "failures": {"type": "array", "items": {"type": "string"}},
         "host": {"type": "object", "required": ["cpu", "cpu_count", "versions"]},
         "duration_s": {"type": "number"},
     },
@@ -137,7 +139,7 @@ def test_table_json_file_and_plot(m, tmp_path):
                  "cold start: not measured: not requested"):
         assert text in result.stdout
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["input_source"] == "--input" and len(data["batches"]) == 2
+    assert data["input_source"] == "arguments" and len(data["batches"]) == 2
     assert (tmp_path / "lat.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -165,7 +167,8 @@ def test_record_without_a_manifest_fails_before_measuring(m):
 
 @pytest.mark.parametrize("args, message", [
     (["--input", "x:batch,1 6"], "neither a size nor an axis name"),
-    (["--input", "y:batch,16"], "do not match the inputs"),
+    (["--input", "x:batch,16:int64"], "but the ONNX graph takes float32"),
+    (["--input", "x:batch,16", "--input", "y:batch,16"], "forward() takes 1"),
     (["--batch-sizes", "0"], "not a positive integer"),
     (["--max-latency-ms", "p42=1"], "PERCENTILE[@BATCH]=MS"),
     (["--max-latency-ms", "p99@3=1", "--batch-sizes", "1"], "batch size 3, which is not benchmarked"),
