@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from onnxtax.config import ModelConfig, OnnxtaxConfig
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxtaxError
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, OnnxtaxError
 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
@@ -364,13 +364,14 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
 
     run = ModelRun(model.name, model, started_utc=_now_utc())
     t0 = time.perf_counter()
+    source = _SourceModel(model.spec)  # built once, on first use, and handed to every stage
     steps: list[tuple[str, Callable[[StageResult, Callable[[str], None]], None]]] = [
         ("export", lambda st, say: (_stage_reuse(model, st, say) if reuse and _has_artifact(model)
-                                    else _stage_export(model, st, say, debug))),
-        ("lint", lambda st, say: _stage_lint(model, st, say)),
-        ("parity", lambda st, say: _stage_parity(model, st, say)),
+                                    else _stage_export(model, source, st, say, debug))),
+        ("lint", lambda st, say: _stage_lint(model, source, st, say)),
+        ("parity", lambda st, say: _stage_parity(model, source, st, say)),
         ("verify", lambda st, say: _stage_verify(model, st, say)),
-        ("bench", lambda st, say: _stage_bench(model, st, say)),
+        ("bench", lambda st, say: _stage_bench(model, source, st, say)),
     ]
     blocked: str | None = None
     for name, fn in steps:
@@ -392,9 +393,10 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
         t_stage = time.perf_counter()
         try:
             fn(stage, say)
-        except OnnxtaxError as exc:
-            stage.status, stage.error, stage.hint = "error", exc.message, exc.hint
-            stage.summary = exc.message
+        except (OnnxtaxError, CheckFailed) as exc:
+            # a usage problem is an error (exit 2); a check that failed is a failure (exit 1)
+            stage.status = "error" if isinstance(exc, OnnxtaxError) else "failed"
+            stage.error, stage.hint, stage.summary = exc.message, exc.hint, exc.message
             if debug:
                 stage.traceback = traceback.format_exc()
         stage.seconds = time.perf_counter() - t_stage
@@ -416,10 +418,27 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
 
 # --------------------------------------------------------------------------- stages
 
-def _stage_export(model: ModelConfig, stage: StageResult, say: Callable[[str], None], debug: bool) -> None:
+
+class _SourceModel:
+    """The model's eager source, loaded on first use and shared by every stage of one model:
+    building a model (a transformers checkpoint, a 1 GB network) once instead of per stage."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self._loaded = None
+
+    def get(self):
+        if self._loaded is None:
+            from onnxtax.loading import load_model
+
+            self._loaded = load_model(self.spec)
+        return self._loaded
+
+def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None],
+                  debug: bool) -> None:
     from onnxtax.export import export_model
 
-    result = export_model(model.spec, model.output, model.inputs, opset=model.opset, exporter=model.exporter,
+    result = export_model(source.get(), model.output, model.inputs, opset=model.opset, exporter=model.exporter,
                           dims=model.dims or None, output_names=model.output_names,
                           external_data=model.external_data, debug=debug, progress=say)
     stage.result = result
@@ -457,13 +476,13 @@ def _stage_reuse(model: ModelConfig, stage: StageResult, say: Callable[[str], No
                      f"exported {manifest.get('created_utc') or '?'})")
 
 
-def _stage_lint(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
+def _stage_lint(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
     from onnxtax.lint import lint_model
 
     say("linting operators against the runtime")
     kwargs: dict[str, Any] = {"allow": model.lint.allow, "fail_on": model.lint.fail_on}
     if model.lint.source:
-        kwargs.update(source=model.spec, inputs=model.input_specs)
+        kwargs.update(source=source.get(), inputs=model.input_specs)
     if model.lint.target_opset is not None:
         kwargs["target_opset"] = model.lint.target_opset
     if model.lint.target_ir is not None:
@@ -502,7 +521,8 @@ def _lint_summary(result: Any) -> str:
     return text[:300]
 
 
-def _stage_parity(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
+def _stage_parity(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]
+                  ) -> None:
     from onnxtax.parity import check_parity
     from onnxtax.specs import parse_ranges
 
@@ -524,7 +544,7 @@ def _stage_parity(model: ModelConfig, stage: StageResult, say: Callable[[str], N
     def progress(done: int, total: int, where: str) -> None:
         say(f"{where} ({done}/{total})")
 
-    result = check_parity(model.spec, model.output, model.inputs, dims=p.dims or None, seed=p.seed, ranges=ranges,
+    result = check_parity(source.get(), model.output, model.inputs, dims=p.dims or None, seed=p.seed, ranges=ranges,
                           data_files=p.data or None, tolerances=tolerances, providers=p.providers or None,
                           skip_unavailable=p.skip_unavailable, fail_on_fallback=p.fail_on_fallback,
                           opt_level=p.opt_level, threads=p.threads, progress=progress, **kwargs)
@@ -575,7 +595,7 @@ def _stage_verify(model: ModelConfig, stage: StageResult, say: Callable[[str], N
         stage.hint = "something changed the artifact after export (a concurrent writer, a post-processing step)"
 
 
-def _stage_bench(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
+def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
     from onnxtax.bench import run_bench
     from onnxtax.specs import parse_ranges
 
@@ -591,7 +611,7 @@ def _stage_bench(model: ModelConfig, stage: StageResult, say: Callable[[str], No
     def progress(what: str, done: int, total: int) -> None:
         say(f"{what} ({done}/{total})")
 
-    result = run_bench(model.spec, model.output, model.input_specs, batch_sizes=b.batch_sizes, dims=b.dims or None,
+    result = run_bench(source.get(), model.output, model.input_specs, batch_sizes=b.batch_sizes, dims=b.dims or None,
                        providers=providers, skip_unavailable=model.parity.skip_unavailable, threads=b.threads,
                        opt_level=b.opt_level, cold_start=b.cold_start, max_latency_ms=b.max_latency_ms or None,
                        min_speedup=b.min_speedup,
@@ -601,8 +621,9 @@ def _stage_bench(model: ModelConfig, stage: StageResult, say: Callable[[str], No
     stage.status = "passed" if result else "failed"
     stage.summary = _bench_summary(result)
     if not result:
-        stage.error = "; ".join(g.message for g in result.failed_gates)[:400]
-        stage.hint = "`onnxtax bench` on the model shows the full latency table; adjust the gate or the model"
+        stage.error = "; ".join(result.failures + [g.message for g in result.failed_gates])[:400]
+        stage.hint = ("`onnxtax parity` at that batch size shows what the graph computes there" if result.failures
+                      else "`onnxtax bench` on the model shows the full latency table; adjust the gate or the model")
 
 
 def _bench_summary(result: Any) -> str:

@@ -11,8 +11,8 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
 
-class OnnxtaxError(Exception):
-    """A problem with what the user gave us; exits 2 with a one-line message and a fix."""
+class _Explained(Exception):
+    """An exception that carries a one-line message and a fix."""
 
     exit_code = EXIT_USAGE
 
@@ -23,6 +23,10 @@ class OnnxtaxError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class OnnxtaxError(_Explained):
+    """A problem with what the user gave us; exits 2 with a one-line message and a fix."""
 
 
 class InputSpecError(OnnxtaxError):
@@ -45,7 +49,11 @@ class ManifestError(OnnxtaxError):
     """The manifest beside a model is missing or unreadable."""
 
 
-class CheckFailed(OnnxtaxError):
-    """A gate failed (export checks, opset lock, parity, lint): exits 1."""
+class CheckFailed(_Explained):
+    """A check of the artifact failed (a session that does not load, a size the graph cannot run).
+
+    Not a user error: stages catch it and record it in their report (export's `error`, parity's
+    provider status, bench's path status), which then exits 1. Where one escapes to the CLI or
+    to `onnxtax ci` it still means "a check failed": exit 1 and stage status "failed", never 2."""
 
     exit_code = EXIT_CHECK_FAILED

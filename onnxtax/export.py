@@ -23,8 +23,8 @@ from typing import Any, Callable
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.files import publish, sha256_file, staging_dir, unwritable_ancestor
 from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
-from onnxtax.specs import (DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, export_sizes, make_inputs,
-                           parse_input_specs, symbols_of)
+from onnxtax.inputs import dims_of, dtype_of, dynamic_shapes, flatten_outputs, torch_tensors
+from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, parse_input_specs, symbols_of
 
 DEFAULT_OPSET = 18
 DEFAULT_EXPORTER = "dynamo"
@@ -160,39 +160,7 @@ def _capture_fds(buffer: io.StringIO):
 
 
 def _torch_inputs(specs: list[InputSpec], sizes: dict[str, int], seed: int = 0) -> tuple:
-    import torch
-
-    arrays = make_inputs(specs, sizes, SampleRecipe(seed=seed))
-    tensors = []
-    for spec in specs:
-        t = torch.from_numpy(arrays[spec.name].copy())
-        tensors.append(t.to(getattr(torch, DTYPES[spec.dtype][2])))
-    return tuple(tensors)
-
-
-def flatten_outputs(out: Any) -> list[tuple[str, Any]]:
-    """(path name, tensor) in the exporter's order: tuples/lists by position, dicts by insertion."""
-    import torch
-
-    flat: list[tuple[str, Any]] = []
-
-    def walk(obj: Any, path: str) -> None:
-        if isinstance(obj, torch.Tensor):
-            flat.append((path, obj))
-        elif isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(v, f"{path}.{k}" if path else str(k))
-        elif isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                walk(v, f"{path}.{i}" if path else f"output_{i}")
-        elif hasattr(obj, "to_tuple"):  # ModelOutput-like containers
-            walk(obj.to_tuple(), path)
-        # scalars and None are not graph outputs
-
-    walk(out, "")
-    if len(flat) == 1 and flat[0][0] in ("", "output_0"):
-        return [("output", flat[0][1])]
-    return flat
+    return torch_tensors(specs, make_inputs(specs, sizes, SampleRecipe(seed=seed)))
 
 
 def _eager(model, args: tuple) -> list[tuple[str, Any]]:
@@ -200,14 +168,6 @@ def _eager(model, args: tuple) -> list[tuple[str, Any]]:
 
     with torch.inference_mode():
         return flatten_outputs(model(*args))
-
-
-def _dynamic_shapes(specs: list[InputSpec]) -> tuple:
-    """Dim.DYNAMIC per declared axis: with it torch.export keeps `int(x.shape[0])` symbolic
-    (a named Dim would specialise it silently); names are restored afterwards."""
-    from torch.export import Dim
-
-    return tuple({i: Dim.DYNAMIC for i, d in enumerate(s.dims) if isinstance(d, str)} or None for s in specs)
 
 
 def _explain_export_error(exc: BaseException, source_file: str | None) -> tuple[str, str]:
@@ -277,26 +237,6 @@ def _line_of(path: str, line: int) -> str:
         return ""
 
 
-def _dims_of(value_info) -> list[int | str | None]:
-    dims: list[int | str | None] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(d.dim_value)
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return dims
-
-
-def _dtype_of(value_info) -> str:
-    import onnx
-
-    elem = value_info.type.tensor_type.elem_type
-    onnx_name = onnx.TensorProto.DataType.Name(elem)
-    return ONNX_TO_DTYPE.get(onnx_name, onnx_name.lower())
-
-
 def _rename_symbols(model, mapping: dict[str, str]) -> None:
     """Rename dim_params everywhere (inputs, outputs, value_info), also inside
     expressions such as `s77*5`."""
@@ -344,7 +284,7 @@ def _lock_dynamic_axes(model, specs: list[InputSpec], sizes: dict[str, int]) -> 
     for spec, vi in zip(specs, real_inputs):
         if vi.name != spec.name:
             notes.append(f"graph input '{vi.name}' holds --input '{spec.name}'")
-        dims = _dims_of(vi)
+        dims = dims_of(vi)
         if len(dims) != len(spec.dims):
             raise CheckFailed(f"input '{spec.name}' has rank {len(dims)} in the graph but {len(spec.dims)} declared",
                               "fix the --input dims")
@@ -403,9 +343,9 @@ def _repair_output_dims(model, observed: dict[str, list[tuple[dict[str, int], tu
 
 def _io_records(model) -> tuple[list[dict], list[dict]]:
     initializers = {t.name for t in model.graph.initializer}
-    ins = [{"name": vi.name, "dims": _dims_of(vi), "dtype": _dtype_of(vi)}
+    ins = [{"name": vi.name, "dims": dims_of(vi), "dtype": dtype_of(vi)}
            for vi in model.graph.input if vi.name not in initializers]
-    outs = [{"name": vo.name, "dims": _dims_of(vo), "dtype": _dtype_of(vo)} for vo in model.graph.output]
+    outs = [{"name": vo.name, "dims": dims_of(vo), "dtype": dtype_of(vo)} for vo in model.graph.output]
     return ins, outs
 
 
@@ -760,7 +700,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
             if exporter == "dynamo":
                 program = torch.onnx.export(
                     loaded.module, args, dynamo=True, opset_version=opset, input_names=input_names,
-                    output_names=names, dynamic_shapes=_dynamic_shapes(specs), external_data=True,
+                    output_names=names, dynamic_shapes=dynamic_shapes(specs), external_data=True,
                     custom_translation_table=custom_translation_table, optimize=True, verify=False, report=False)
                 program.save(str(raw_path), external_data=True)
             else:

@@ -27,7 +27,8 @@ from typing import Any
 from onnxtax.errors import InputSpecError
 from onnxtax.manifest import export_sizes_of
 from onnxtax.lint import RULES, Finding, user_frame
-from onnxtax.specs import DTYPES, InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
+from onnxtax.inputs import dynamic_shapes, torch_tensors
+from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
 
 SOURCE_RULES = ("source-data-dependent-branch", "source-tensor-to-python", "source-custom-op", "source-trace")
 _INTERNAL = re.compile(r"site-packages|dist-packages|[/\\]torch[/\\]|[/\\]onnxtax[/\\]|^<")
@@ -80,13 +81,6 @@ def _pick_frame(frames: list[tuple[str, int]], user_file: str | None) -> tuple[s
     return mine[-1] if mine else None
 
 
-def _torch_args(specs: list[InputSpec], sizes: dict[str, int]) -> tuple:
-    import torch
-
-    arrays = make_inputs(specs, sizes, SampleRecipe(seed=0))
-    return tuple(torch.from_numpy(arrays[s.name].copy()).to(getattr(torch, DTYPES[s.dtype][2])) for s in specs)
-
-
 def _specs_and_sizes(inputs: list[InputSpec] | None, manifest: dict | None) -> tuple[list[InputSpec], dict[str, int]]:
     specs = list(inputs or [])
     if not specs and manifest and manifest.get("inputs"):
@@ -113,7 +107,7 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
     loaded.module.eval()
     specs, sizes = _specs_and_sizes(inputs, manifest)
     check_inputs_match(loaded.module, specs, loaded.spec)
-    args = _torch_args(specs, sizes)
+    args = torch_tensors(specs, make_inputs(specs, sizes, SampleRecipe(seed=0)))
     user_file = loaded.source_file
     hits: dict[tuple[str, int, str], _Hit] = {}
     extra: list[Finding] = []
@@ -145,12 +139,6 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
     info = {"spec": loaded.spec, "file": user_file, "inputs": [str(s) for s in specs], "sizes": sizes,
             "steps": steps, "step_seconds": timings, "seconds": round(time.perf_counter() - started, 3)}
     return SourceResult(findings, info)
-
-
-def _dynamic_shapes(specs: list[InputSpec]) -> tuple:
-    from torch.export import Dim
-
-    return tuple({i: Dim.DYNAMIC for i, d in enumerate(s.dims) if isinstance(d, str)} or None for s in specs)
 
 
 def _quiet_torch_logs():
@@ -195,7 +183,7 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(specs), strict=False)
+            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes(specs), strict=False)
         steps["torch_export"] = "ok"
         _custom_ops_in(program, user_file, extra)
         return None
@@ -204,7 +192,7 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.export.draft_export(module, args, dynamic_shapes=_dynamic_shapes(specs), strict=False)
+            program = torch.export.draft_export(module, args, dynamic_shapes=dynamic_shapes(specs), strict=False)
     except Exception as exc:  # noqa: BLE001 - recorded; jit.trace may still see the model
         steps["draft_export"] = f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
         frames = [(fr.filename, fr.lineno or 0) for fr in traceback.extract_tb(exc.__traceback__)]

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import typer
 
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, OnnxtaxError
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, OnnxtaxError
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} passed; {EXIT_CHECK_FAILED} a check failed (export checks, opset lock, "
@@ -66,13 +66,14 @@ JSON_HELP = "Print the result as JSON on stdout instead of the table."
 
 @contextmanager
 def user_errors(debug: bool = False) -> Iterator[None]:
-    """Turn OnnxtaxError into a one-line message and its exit code; bugs keep their traceback."""
+    """Turn OnnxtaxError (exit 2) and an escaped CheckFailed (exit 1) into a one-line message;
+    bugs keep their traceback."""
     try:
         yield
-    except OnnxtaxError as exc:
+    except (OnnxtaxError, CheckFailed) as exc:
         if debug:
             traceback.print_exc()
-        print_error(exc.message, exc.hint)
+        print_error(exc.message, exc.hint, label="error" if isinstance(exc, OnnxtaxError) else "check failed")
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
