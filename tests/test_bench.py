@@ -5,7 +5,7 @@ anything ran."""
 from __future__ import annotations
 
 import json
-import textwrap
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,28 +16,10 @@ from onnxtax.bench import (EAGER, HARNESS, ROUNDS, BenchReport, batch_axis_of, p
                            parse_latency_gates, parse_profile, run_bench)
 from onnxtax.errors import InputSpecError, LoadError, OnnxtaxError
 from onnxtax.specs import InputSpec, parse_input_specs
+from tests.models import tiny
 
 FAST = dict(min_time=0.05, warmup=3, cold_start=False)
 
-MODELS = """
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1))
-
-    def forward(self, x):
-        return torch.sigmoid(self.net(x))
-
-
-class SeqMean(nn.Module):
-    def forward(self, x):
-        return x.mean(dim=1) * 2.0
-"""
 
 
 def _graph(path: Path, x_dims: list, nodes: list, initializers: list, y_dims: list) -> Path:
@@ -80,16 +62,9 @@ def _seq_graph(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    import importlib.util
-
     root = tmp_path_factory.mktemp("bench_models")
-    source = root / "models.py"
-    source.write_text(textwrap.dedent(MODELS))
-    spec = importlib.util.spec_from_file_location("bench_test_models", source)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return SimpleNamespace(root=root, module=mod, spec=f"{source}:Tiny", onnx=_tiny_graph(root / "tiny.onnx", "batch"),
-                           seq_spec=f"{source}:SeqMean", seq_onnx=_seq_graph(root / "seq.onnx"),
+    return SimpleNamespace(root=root, module=tiny, spec=tiny.spec("Tiny"), onnx=_tiny_graph(root / "tiny.onnx", "batch"),
+                           seq_spec=tiny.spec("SeqMean"), seq_onnx=_seq_graph(root / "seq.onnx"),
                            inputs=parse_input_specs(["x:batch,16"]))
 
 
@@ -245,8 +220,6 @@ def test_inputs_come_from_the_graph_when_nothing_else_says(models):
 
 
 def test_inputs_and_export_sizes_come_from_the_manifest(models, tmp_path):
-    import shutil
-
     from onnxtax.manifest import manifest_path_for
 
     out = tmp_path / "seq.onnx"
@@ -289,7 +262,7 @@ def test_static_model_has_one_batch_size(models, tmp_path):
 
 def test_cold_start_runs_fresh_processes_for_both_paths(models, tmp_path, monkeypatch):
     # a `module:NAME` spec importable here only through sys.path: the child must see the same path
-    (tmp_path / "bench_probe_models.py").write_text(textwrap.dedent(MODELS))
+    shutil.copy(tiny.FILE, tmp_path / "bench_probe_models.py")
     monkeypatch.syspath_prepend(str(tmp_path))
     rep = run_bench("bench_probe_models:Tiny", models.onnx, models.inputs, batch_sizes=(1,), min_time=0.02,
                     warmup=2, cold_start=True, cold_start_runs=1)

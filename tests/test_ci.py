@@ -338,3 +338,83 @@ def test_a_run_killed_before_its_end_leaves_no_earlier_run_level_files(two_model
 
     _clear_stale_reports(out)  # what a run does first; a SIGKILL right after leaves this folder
     assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
+
+
+COUNTED = '''
+import os
+import torch
+from torch import nn
+
+
+class Counted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        with open(os.environ["ONNXTAX_TEST_BUILDS"], "a") as log:
+            log.write(f"{os.getpid()}\\n")
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.lin(x)
+'''
+
+
+def test_each_model_is_built_once_for_every_stage(tmp_path, monkeypatch):
+    """export, lint (source rules on), parity and bench share one build of the model; only
+    bench's cold start builds it again, in fresh processes, which is what it measures."""
+    builds = tmp_path / "builds.log"
+    monkeypatch.setenv("ONNXTAX_TEST_BUILDS", str(builds))
+    (tmp_path / "counted.py").write_text(COUNTED)
+    (tmp_path / "onnxtax.toml").write_text(textwrap.dedent("""
+        exporter = "torchscript"
+        [parity]
+        samples = 1
+        providers = ["cpu"]
+        [lint]
+        source = true
+        [models.counted]
+        spec = "counted.py:Counted"
+        inputs = ["x:batch,4"]
+        [models.counted.bench]
+        batch_sizes = [1]
+        min_time = 0.01
+        warmup = 1
+        cold_start = false
+    """))
+    report = run_ci(load_config(tmp_path / "onnxtax.toml"), write=False)
+    assert report.passed, report.models[0].first_problem
+    assert [s for s in report.models[0].stages] == ["export", "lint", "parity", "verify", "bench"]
+    assert builds.read_text().split() == [str(os.getpid())]
+
+
+def test_a_path_that_fails_in_the_bench_stage_fails_the_run_with_exit_1(tmp_path):
+    """ORT cannot run the exported Table model at batch 64 (torch.export assumed batch <= 32):
+    a failed check, so exit 1 and a JUnit <failure>, the same verdict `onnxtax bench` gives."""
+    from tests.models import tiny
+
+    (tmp_path / "onnxtax.toml").write_text(textwrap.dedent(f"""
+        [parity]
+        samples = 1
+        providers = ["cpu"]
+        [lint]
+        source = false
+        [models.table]
+        spec = "{tiny.spec('Table')}"
+        inputs = ["x:batch,16"]
+        [models.table.parity]
+        dims = {{ batch = [1, 4] }}
+        [models.table.bench]
+        batch_sizes = [1, 64]
+        min_time = 0.01
+        warmup = 1
+        cold_start = false
+    """))
+    report = run_ci(load_config(tmp_path / "onnxtax.toml"), reports_dir=tmp_path / "reports")
+    bench = report.models[0].stages["bench"]
+    assert (bench.status, report.exit_code) == ("failed", 1), bench.error
+    assert "ort:cpu failed at batch size 64" in bench.error
+    assert [p.status for p in bench.result.paths] == ["measured", "failed"]
+    suite = ET.parse(tmp_path / "reports" / "junit.xml").getroot().find("testsuite")
+    case = next(c for c in suite.findall("testcase") if c.get("name") == "bench")
+    assert case.find("failure") is not None and case.find("error") is None

@@ -17,7 +17,7 @@ from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, get_console, print_error, print_json,
                               user_errors)
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError
+from onnxtax.errors import InputSpecError
 
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
               "model, else the ONNX graph's inputs.")

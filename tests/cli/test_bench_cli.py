@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from onnxtax.cli import app
+from tests.models import tiny
 
 FAST = ["--min-time", "0.05", "--warmup", "3", "--no-cold-start"]
 
-MODEL = """
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1))
-
-    def forward(self, x):
-        return torch.sigmoid(self.net(x))
-"""
 
 STATS = {"type": "object", "required": ["iterations", "total_s", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
                                         "mean_ms"], "additionalProperties": False,
@@ -85,8 +71,7 @@ def m(tmp_path_factory):
     from tests.conftest import run_cli
 
     root = tmp_path_factory.mktemp("bench_cli")
-    (root / "tiny.py").write_text(textwrap.dedent(MODEL))
-    spec = f"{root / 'tiny.py'}:Tiny"
+    spec = tiny.spec("Tiny")
     proc = run_cli("export", spec, "-o", root / "tiny.onnx", "--input", "x:batch,16", "--exporter", "torchscript")
     assert proc.returncode == 0, proc.stderr
     bare = root / "bare.onnx"
