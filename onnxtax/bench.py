@@ -104,6 +104,7 @@ from typing import Any, Callable, Literal
 
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.inputs import ResolvedInputs
+from onnxtax.progress import Progress
 from onnxtax.specs import DTYPES, InputSpec, SampleRecipe, ValueRange, concrete_shape, make_inputs, symbols_of
 from onnxtax.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
 from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
@@ -131,7 +132,6 @@ PERCENTILE_KEYS = ("p50", "p90", "p99", "min", "max", "mean")
 _DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
               "NvTensorRTRTXExecutionProvider": "cuda"}
 
-ProgressFn = Callable[[str, int, int], None]  # (what is running, steps done, steps in all)
 
 
 # --------------------------------------------------------------------------- results
@@ -921,7 +921,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
               min_speedup: float | None = None,
               ranges: dict[str, ValueRange] | None = None,
               seed: int = 0,
-              progress: ProgressFn | None = None) -> BenchReport:
+              progress: Progress | None = None) -> BenchReport:
     """Benchmark `model` (SPEC string, LoadedModel, nn.Module, or None for ORT only)
     against `onnx_path` on each provider. See the module docstring for what is measured.
 

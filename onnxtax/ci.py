@@ -419,6 +419,15 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
 # --------------------------------------------------------------------------- stages
 
 
+def _counting(say: Callable[[str], None]):
+    """A stage's Progress as one line for ci's display: `step (done/total)`."""
+
+    def progress(message: str, done: int | None = None, total: int | None = None) -> None:
+        say(f"{message} ({done}/{total})" if total else message)
+
+    return progress
+
+
 class _SourceModel:
     """The model's eager source, loaded on first use and shared by every stage of one model:
     building a model (a transformers checkpoint, a 1 GB network) once instead of per stage."""
@@ -440,7 +449,7 @@ def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, 
 
     result = export_model(source.get(), model.output, model.inputs, opset=model.opset, exporter=model.exporter,
                           dims=model.dims or None, output_names=model.output_names,
-                          external_data=model.external_data, debug=debug, progress=say)
+                          external_data=model.external_data, debug=debug, progress=_counting(say))
     stage.result = result
     if result.passed:
         stage.status = "passed"
@@ -489,7 +498,7 @@ def _stage_lint(model: ModelConfig, source: _SourceModel, stage: StageResult, sa
         kwargs["target_ir"] = model.lint.target_ir
     if model.parity.providers:
         kwargs["providers"] = _usable_providers(model)
-    result = lint_model(model.output, progress=say, **kwargs)
+    result = lint_model(model.output, progress=_counting(say), **kwargs)
     stage.result = result
     stage.status = "passed" if result else "failed"
     stage.summary = _lint_summary(result)
@@ -541,13 +550,10 @@ def _stage_parity(model: ModelConfig, source: _SourceModel, stage: StageResult, 
                          t.get("atol", p.atol if p.atol is not None else DEFAULT_ATOL))
                   for name, t in p.tolerances.items()}
 
-    def progress(done: int, total: int, where: str) -> None:
-        say(f"{where} ({done}/{total})")
-
     result = check_parity(source.get(), model.output, model.inputs, dims=p.dims or None, seed=p.seed, ranges=ranges,
                           data_files=p.data or None, tolerances=tolerances, providers=p.providers or None,
                           skip_unavailable=p.skip_unavailable, fail_on_fallback=p.fail_on_fallback,
-                          opt_level=p.opt_level, threads=p.threads, progress=progress, **kwargs)
+                          opt_level=p.opt_level, threads=p.threads, progress=_counting(say), **kwargs)
     stage.result = result
     stage.status = "passed" if result else "failed"
     if not result and not any(pr.status != "skipped" for pr in result.providers):
@@ -608,15 +614,12 @@ def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, s
         kwargs["min_time"] = b.min_time
     providers = b.providers if b.providers is not None else (model.parity.providers or None)
 
-    def progress(what: str, done: int, total: int) -> None:
-        say(f"{what} ({done}/{total})")
-
     result = run_bench(source.get(), model.output, model.input_specs, batch_sizes=b.batch_sizes, dims=b.dims or None,
                        providers=providers, skip_unavailable=model.parity.skip_unavailable, threads=b.threads,
                        opt_level=b.opt_level, cold_start=b.cold_start, max_latency_ms=b.max_latency_ms or None,
                        min_speedup=b.min_speedup,
                        ranges=parse_ranges([f"{k}={v}" for k, v in model.parity.ranges.items()]),
-                       seed=model.parity.seed, progress=progress, **kwargs)
+                       seed=model.parity.seed, progress=_counting(say), **kwargs)
     stage.result = result
     stage.status = "passed" if result else "failed"
     stage.summary = _bench_summary(result)

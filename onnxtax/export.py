@@ -18,11 +18,12 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.files import publish, sha256_file, staging_dir, unwritable_ancestor
 from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
+from onnxtax.progress import Progress, silent
 from onnxtax.inputs import dims_of, dtype_of, dynamic_shapes, flatten_outputs, torch_tensors
 from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, parse_input_specs, symbols_of
 
@@ -44,7 +45,6 @@ EXTERNAL_DATA_THRESHOLD = 2_000_000_000
 SMOKE_RTOL = 1e-3
 SMOKE_ATOL = 1e-4
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -605,7 +605,7 @@ def export_model(
     from onnxtax.loading import check_inputs_match, resolve_model
 
     started = time.perf_counter()
-    progress = progress or (lambda _msg: None)
+    progress = progress or silent
     if exporter not in EXPORTERS:
         raise OnnxtaxError(f"unknown exporter '{exporter}'", f"use one of: {', '.join(EXPORTERS)}")
     if external_data not in EXTERNAL_DATA_MODES:

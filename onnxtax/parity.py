@@ -82,6 +82,7 @@ import numpy as np
 
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.inputs import ResolvedInputs
+from onnxtax.progress import Progress
 from onnxtax.providers import OPT_LEVELS, Placement, ProviderRequest, ort_error_summary
 from onnxtax.specs import (DTYPES, InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
                            export_sizes as default_export_sizes, make_inputs, symbols_of)
@@ -95,9 +96,6 @@ SCHEMA = "onnxtax.parity/1"
 # that differ from the export-time size.
 _EVEN_SIZES = (4, 6, 8, 10)
 _ODD_SIZES = (7, 9, 5, 11)
-
-
-ProgressCallback = Callable[[int, int, str], None]
 
 
 # --------------------------------------------------------------------------- comparison
@@ -731,7 +729,7 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
                  tolerances: dict[str, tuple[float, float]] | None = None,
                  providers: Sequence[str | ProviderRequest] | None = None, skip_unavailable: bool = False,
                  fail_on_fallback: bool = False, opt_level: str = "all", threads: int | None = None,
-                 max_shapes: int = MAX_SHAPES, progress: ProgressCallback | None = None) -> ParityReport:
+                 max_shapes: int = MAX_SHAPES, progress: Progress | None = None) -> ParityReport:
     """Compare the ONNX model with the eager source on every provider, shape and sample.
 
     Args:
@@ -746,7 +744,7 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
         providers: names (`cpu`, `openvino:device_type=CPU`) or ProviderRequests; default every
             compute provider on this host.
         fail_on_fallback: any node ORT places on another provider fails that provider.
-        progress: called as progress(done, total, description).
+        progress: a Progress, called as progress(description, done, total).
 
     Raises OnnxtaxError (exit 2) for unusable inputs, unknown/unavailable providers and a
     non-deterministic source. Failures of the artifact are in the report, never raised.
@@ -1024,9 +1022,9 @@ def _sample(plan: ShapePlan, specs: list[InputSpec], recipe: SampleRecipe, k: in
     return make_inputs(specs, plan.sizes, recipe, k)
 
 
-def _tick(progress: ProgressCallback | None, done: int, total: int, where: str) -> None:
+def _tick(progress: Progress | None, done: int, total: int, where: str) -> None:
     if progress is not None:
-        progress(done, total, where)
+        progress(where, done, total)
 
 
 def _run_error_hint(plan: ShapePlan) -> str:

@@ -100,3 +100,51 @@ def print_json(data: object) -> None:
 def status_console(json_mode: bool):
     """Where progress goes: stderr when stdout carries JSON."""
     return get_console(stderr=json_mode)
+
+
+class progress_display:
+    """The one progress renderer: a bar with the stage's current step on the console, only when
+    that console is a terminal (CI logs get the summary, not frames). Refreshed by hand from the
+    callbacks, never from a thread: the exporter redirects fds 1 and 2 while it runs, and a
+    refresh thread writing then would desynchronise the terminal. Usable as a Progress."""
+
+    def __init__(self, label: str, *, to_stderr: bool = True, min_interval: float = 0.1):
+        self.label = label
+        self.out = get_console(stderr=to_stderr)
+        self.min_interval = min_interval
+        self._bar = None
+        self._last = 0.0
+
+    def __enter__(self) -> "progress_display":
+        if self.out.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+            self._bar = Progress(SpinnerColumn(), TextColumn(self.label), BarColumn(bar_width=24),
+                                 MofNCompleteColumn(), TextColumn("{task.description}"), console=self.out,
+                                 transient=True, auto_refresh=False)
+            self._bar.start()
+            self._task = self._bar.add_task("", total=None)
+        return self
+
+    def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None:
+        if self._bar is None:
+            return
+        import time
+
+        from rich.markup import escape
+
+        self._bar.update(self._task, description=escape(message), completed=done or 0, total=total)
+        now = time.monotonic()
+        if now - self._last >= self.min_interval or (total is not None and done == total):
+            self._last = now
+            self._bar.refresh()
+
+    def print(self, *args, **kwargs) -> None:
+        """A line that stays (above the bar on a terminal; as is in a log)."""
+        (self._bar.console if self._bar is not None else self.out).print(*args, **kwargs)
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

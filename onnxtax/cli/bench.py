@@ -15,8 +15,8 @@ from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
 from onnxtax.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
 from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, get_console, print_error, print_json,
-                              user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_error,
+                              print_json, progress_display, user_errors)
 from onnxtax.errors import InputSpecError
 
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
@@ -91,8 +91,6 @@ def bench(
     """Measure the Python tax: PyTorch eager vs ONNX Runtime on each provider, latency
     percentiles and throughput per batch size, cold start and peak memory in fresh
     processes; gate on latency or speedup."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     json_stdout = json_out == "-"
     with user_errors(debug):
         from onnxtax.bench import parse_batch_sizes, parse_latency_gates, require_plot, run_bench, write_plot
@@ -111,13 +109,7 @@ def bench(
             require_plot()
         if record:
             read_manifest(model, required=True)  # fail before measuring, not after
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=get_console(stderr=True), transient=True) as bar:
-            task = bar.add_task("benchmarking", total=None)
-
-            def progress(what: str, done: int, total: int) -> None:
-                bar.update(task, description=what, completed=done, total=total)
-
+        with progress_display("bench") as progress:
             report = run_bench(spec, model, specs, batch_sizes=sizes, dims=dims, providers=provider or None,
                                skip_unavailable=skip_unavailable, threads=threads or None, opt_level=opt_level,
                                warmup=warmup, min_time=min_time, cold_start=not no_cold_start,

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, err_console, get_console,
-                              print_error, print_json, status_console, user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, err_console,
+                              print_error, print_json, progress_display, status_console,
+                              user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "not_run": "dim", "off": "dim",
@@ -94,60 +95,41 @@ def ci(
 
 
 class _CiProgress:
-    """One line per finished stage (kept in CI logs) under a live bar (terminals only).
-    Refreshed by hand from the callbacks: the exporter redirects fds 1 and 2 while it
-    runs, and a refresh thread writing then would desynchronise the terminal."""
+    """One line per finished stage (kept in CI logs) under the shared progress bar (terminals
+    only), counting models."""
 
     def __init__(self, to_stderr: bool, total: int):
-        self.out = get_console(stderr=to_stderr)
+        self.display = progress_display("models", to_stderr=to_stderr)
         self.total = total
         self.seen: list[str] = []
-        self.last_refresh = 0.0
         self.width = 8
 
     def __enter__(self) -> "_CiProgress":
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-
-        self.bar = Progress(SpinnerColumn(), TextColumn("models"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                            TextColumn("{task.description}"), console=self.out, transient=True,
-                            auto_refresh=False)
-        self.live = self.out.is_terminal
-        if self.live:
-            self.bar.start()
-        self.task = self.bar.add_task("", total=self.total)
+        self.display.__enter__()
         return self
 
     def stage(self, model: str, stage: str, result: Any) -> None:
         from rich.markup import escape
+
         from onnxtax.ci import STAGE_TITLES
 
         self.width = max(self.width, len(model))
         if model not in self.seen:
             self.seen.append(model)
-            self.bar.update(self.task, completed=len(self.seen) - 1)
         if result is None:
-            self.bar.update(self.task, description=escape(f"{model} › {STAGE_TITLES[stage]}"))
+            self.display(f"{model} › {STAGE_TITLES[stage]}", len(self.seen) - 1, self.total)
         else:
-            self.bar.console.print(f"{escape(model):{self.width}}  {STAGE_TITLES[stage]:15} {_cell(result.status)}"
-                                   f"  {result.seconds:5.1f} s  {escape(result.summary)}",
-                                   highlight=False, soft_wrap=True)
-        self.bar.refresh()
+            self.display.print(f"{escape(model):{self.width}}  {STAGE_TITLES[stage]:15} {_cell(result.status)}"
+                               f"  {result.seconds:5.1f} s  {escape(result.summary)}",
+                               highlight=False, soft_wrap=True)
 
     def message(self, model: str, stage: str, message: str) -> None:
-        from rich.markup import escape
-        import time
-
         from onnxtax.ci import STAGE_TITLES
 
-        self.bar.update(self.task, description=escape(f"{model} › {STAGE_TITLES[stage]}: {message}"))
-        now = time.monotonic()
-        if now - self.last_refresh > 0.1:  # parity reports every sample; a terminal needs 10 frames/s at most
-            self.last_refresh = now
-            self.bar.refresh()
+        self.display(f"{model} › {STAGE_TITLES[stage]}: {message}", len(self.seen) - 1, self.total)
 
     def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.bar.stop()
+        self.display.__exit__(*exc)
 
 
 def _render_summary(report: Any, out: Any) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console, print_error, print_json,
-                              status_console, user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console,
+                              print_error, print_json, progress_display, user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 SPEC_ARG = typer.Argument(help="The model: path/to/file.py:NAME or package.module:NAME (an nn.Module instance, "
@@ -50,11 +50,10 @@ def export(
 
         specs = parse_input_specs(input)
         dims = {k: v[0] for k, v in parse_dim_values(dim).items()}
-        out = status_console(json_out)
-        with out.status("exporting", spinner="dots") as status:
+        with progress_display("export") as progress:
             result = export_model(spec, output, specs, opset=opset, exporter=exporter, dims=dims,
                                   output_names=output_name or None, external_data=external_data, debug=debug,
-                                  progress=lambda msg: status.update(msg))
+                                  progress=progress)
     if json_out:
         print_json(result.to_dict())
     else:

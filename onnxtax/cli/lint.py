@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxtax.cli._app import DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, status_console, user_errors
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, progress_display,
+                              user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 MAX_ROWS_PER_RULE = 25
@@ -55,11 +56,10 @@ def lint_ops(
         specs = parse_input_specs(input) if input else None
         if specs and not source:
             raise InputSpecError("--input is only used with --source", "add --source path/to/model.py:NAME")
-        out = status_console(json_stdout)
-        with out.status("linting", spinner="dots") as status:
+        with progress_display("lint-ops") as progress:
             report = lint_model(model, source=source, inputs=specs, target_opset=target_opset, target_ir=target_ir,
                                 providers=provider or None, allow=allow or None, fail_on=fail_on,
-                                progress=lambda msg: status.update(msg))
+                                progress=progress)
         _write_outputs(report, json_path if not json_stdout else None, sarif_path)
     if json_stdout:
         print_json(report.to_dict())

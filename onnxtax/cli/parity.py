@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, get_console, print_json,
-                              user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console,
+                              print_json, progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
@@ -77,12 +77,12 @@ def parity(
         tolerances = parse_tolerances(tolerance)
         _check_writable("--json", json_out if json_out != "-" else None)
         _check_writable("--junit", junit)
-        with _Progress() as progress:
+        with progress_display("parity") as progress:
             report = check_parity(spec, onnx_model, input or None, dims=dims, samples=samples, seed=seed,
                                   ranges=ranges, data_files=data, rtol=rtol, atol=atol, tolerances=tolerances,
                                   providers=provider or None, skip_unavailable=skip_unavailable,
                                   fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
-                                  max_shapes=max_shapes, progress=progress.update)
+                                  max_shapes=max_shapes, progress=progress)
         _write_outputs(report, json_out, junit)
     if json_stdout:
         print_json(report.to_dict())
@@ -127,32 +127,6 @@ def _write_outputs(report: Any, json_out: str | None, junit: Path | None) -> Non
     except OSError as exc:
         raise OnnxtaxError(f"cannot write {target}: {exc.strerror or exc}",
                            "give a path in a writable directory") from exc
-
-
-class _Progress:
-    """A bar on stderr when it is a terminal, driven by check_parity's progress(done, total, description)."""
-
-    def __enter__(self) -> "_Progress":
-        stderr = get_console(stderr=True)
-        self._bar = None
-        if stderr.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr,
-                                 transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task("loading the model and opening sessions", total=None)
-        return self
-
-    def update(self, done: int, total: int, description: str) -> None:
-        from rich.markup import escape
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, total=total, description=escape(description))
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def _ratio_style(ratio: float | None) -> str:
