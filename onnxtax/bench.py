@@ -102,6 +102,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from onnxtax import defaults
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.inputs import ResolvedInputs
 from onnxtax.progress import Progress
@@ -113,7 +114,6 @@ from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 
 SCHEMA_VERSION = 2  # 2: input_source labels shared with parity; per-path status and reason; failures
-DEFAULT_BATCH_SIZES = (1, 8, 64)
 ROUNDS = 10  # interleaved blocks per path and batch size
 MAX_EXTRA_ROUNDS = 10  # when the warm-up under-estimated the call time
 HARNESS_TIME = 0.2  # seconds of empty calls per batch size (capped by min_time)
@@ -910,7 +910,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
               providers: list[str] | tuple[str, ...] | None = None,
               skip_unavailable: bool = False,
               threads: int | None = DEFAULT_THREADS,
-              opt_level: str = "all",
+              opt_level: str = defaults.OPT_LEVEL,
               warmup: int = DEFAULT_WARMUP,
               min_time: float = DEFAULT_MIN_TIME,
               cold_start: bool = True,
@@ -964,7 +964,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
                                  "use one of them")
         sizes_list = list(dict.fromkeys(dims_lists.pop(batch_axis)))
     else:
-        sizes_list = list(dict.fromkeys(int(b) for b in (batch_sizes or DEFAULT_BATCH_SIZES)))
+        sizes_list = list(dict.fromkeys(int(b) for b in (batch_sizes or defaults.BENCH_BATCH_SIZES)))
     if any(b < 1 for b in sizes_list):
         raise InputSpecError(f"batch sizes {sizes_list} must be positive", "e.g. --batch-sizes 1,8,64")
     fixed = _fixed_sizes(specs, batch_axis, dims_lists, resolved.export_sizes)

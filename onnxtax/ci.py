@@ -536,24 +536,14 @@ def _stage_parity(model: ModelConfig, source: _SourceModel, stage: StageResult, 
     from onnxtax.specs import parse_ranges
 
     p = model.parity
-    kwargs: dict[str, Any] = {}
-    if p.samples is not None:
-        kwargs["samples"] = p.samples
-    if p.rtol is not None:
-        kwargs["rtol"] = p.rtol
-    if p.atol is not None:
-        kwargs["atol"] = p.atol
     ranges = parse_ranges([f"{k}={v}" for k, v in p.ranges.items()])
-    from onnxtax.parity import DEFAULT_ATOL, DEFAULT_RTOL
-
-    tolerances = {name: (t.get("rtol", p.rtol if p.rtol is not None else DEFAULT_RTOL),
-                         t.get("atol", p.atol if p.atol is not None else DEFAULT_ATOL))
-                  for name, t in p.tolerances.items()}
+    tolerances = {name: p.tolerance_of(name) for name in p.tolerances}
 
     result = check_parity(source.get(), model.output, model.inputs, dims=p.dims or None, seed=p.seed, ranges=ranges,
                           data_files=p.data or None, tolerances=tolerances, providers=p.providers or None,
                           skip_unavailable=p.skip_unavailable, fail_on_fallback=p.fail_on_fallback,
-                          opt_level=p.opt_level, threads=p.threads, progress=_counting(say), **kwargs)
+                          opt_level=p.opt_level, threads=p.threads, samples=p.samples, rtol=p.rtol, atol=p.atol,
+                          progress=_counting(say))
     stage.result = result
     stage.status = "passed" if result else "failed"
     if not result and not any(pr.status != "skipped" for pr in result.providers):
@@ -607,11 +597,6 @@ def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, s
 
     b = model.bench
     assert b is not None
-    kwargs: dict[str, Any] = {}
-    if b.warmup is not None:
-        kwargs["warmup"] = b.warmup
-    if b.min_time is not None:
-        kwargs["min_time"] = b.min_time
     providers = b.providers if b.providers is not None else (model.parity.providers or None)
 
     result = run_bench(source.get(), model.output, model.input_specs, batch_sizes=b.batch_sizes, dims=b.dims or None,
@@ -619,7 +604,7 @@ def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, s
                        opt_level=b.opt_level, cold_start=b.cold_start, max_latency_ms=b.max_latency_ms or None,
                        min_speedup=b.min_speedup,
                        ranges=parse_ranges([f"{k}={v}" for k, v in model.parity.ranges.items()]),
-                       seed=model.parity.seed, progress=_counting(say), **kwargs)
+                       seed=model.parity.seed, warmup=b.warmup, min_time=b.min_time, progress=_counting(say))
     stage.result = result
     stage.status = "passed" if result else "failed"
     stage.summary = _bench_summary(result)

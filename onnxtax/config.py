@@ -60,10 +60,11 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from onnxtax import defaults
 from onnxtax.errors import ConfigError, OnnxtaxError
 
 CONFIG_NAME = "onnxtax.toml"
@@ -76,73 +77,83 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # --------------------------------------------------------------------------- dataclasses
+# Field defaults come from onnxtax.defaults (the library's and --help's); a key read from the
+# file replaces the field of the same name (`_from_table`), so a new key is a schema entry and
+# a field, nothing more.
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Record:
+    """to_dict() derived from the dataclass fields (Paths as strings)."""
+
+    def to_dict(self) -> dict:
+        return {f.name: (getattr(self, f.name).to_dict() if isinstance(getattr(self, f.name), _Record)
+                         else _plain(getattr(self, f.name))) for f in fields(self)}  # type: ignore[arg-type]
+
 
 @dataclass
-class ParityConfig:
+class ParityConfig(_Record):
     dims: dict[str, list[int]] = field(default_factory=dict)
-    samples: int | None = None
-    seed: int = 0
+    samples: int = defaults.PARITY_SAMPLES
+    seed: int = defaults.PARITY_SEED
     ranges: dict[str, str] = field(default_factory=dict)  # name -> "low:high"
     data: list[Path] = field(default_factory=list)
-    rtol: float | None = None
-    atol: float | None = None
+    rtol: float = defaults.PARITY_RTOL
+    atol: float = defaults.PARITY_ATOL
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)  # output -> {"rtol", "atol"}
     providers: list[str] = field(default_factory=list)  # empty: every compute provider on the host
     skip_unavailable: bool = False
     fail_on_fallback: bool = False
-    opt_level: str = "all"
+    opt_level: str = defaults.OPT_LEVEL
     threads: int | None = None
 
-    def to_dict(self) -> dict:
-        return {"dims": self.dims, "samples": self.samples, "seed": self.seed, "ranges": self.ranges,
-                "data": [str(p) for p in self.data], "rtol": self.rtol, "atol": self.atol,
-                "tolerances": self.tolerances, "providers": self.providers,
-                "skip_unavailable": self.skip_unavailable, "fail_on_fallback": self.fail_on_fallback,
-                "opt_level": self.opt_level, "threads": self.threads}
+    def tolerance_of(self, output: str) -> tuple[float, float]:
+        """(rtol, atol) of one output: its own entry over the model's."""
+        own = self.tolerances.get(output, {})
+        return own.get("rtol", self.rtol), own.get("atol", self.atol)
 
 
 @dataclass
-class LintConfig:
+class LintConfig(_Record):
     target_opset: int | None = None
     target_ir: int | None = None
     allow: list[str] = field(default_factory=list)
-    fail_on: str = "error"
+    fail_on: str = defaults.LINT_FAIL_ON
     source: bool = True  # also lint the PyTorch source (traces the model: seconds for big ones)
-
-    def to_dict(self) -> dict:
-        return {"target_opset": self.target_opset, "target_ir": self.target_ir, "allow": self.allow,
-                "fail_on": self.fail_on, "source": self.source}
 
 
 @dataclass
-class BenchConfig:
-    batch_sizes: list[int] | None = None
+class BenchConfig(_Record):
+    batch_sizes: list[int] | None = None  # None: the batch sizes of `onnxtax bench`
     dims: dict[str, list[int]] = field(default_factory=dict)
     providers: list[str] | None = None  # None: the parity providers
-    threads: int | None = 1
-    opt_level: str = "all"
-    warmup: int | None = None
-    min_time: float | None = None
+    threads: int | None = defaults.BENCH_THREADS
+    opt_level: str = defaults.OPT_LEVEL
+    warmup: int = defaults.BENCH_WARMUP
+    min_time: float = defaults.BENCH_MIN_TIME
     cold_start: bool = False  # fresh interpreters cost seconds each: off in CI unless asked
     max_latency_ms: dict[str, float] = field(default_factory=dict)
     min_speedup: float | None = None
 
-    def to_dict(self) -> dict:
-        return {"batch_sizes": self.batch_sizes, "dims": self.dims, "providers": self.providers,
-                "threads": self.threads, "opt_level": self.opt_level, "warmup": self.warmup,
-                "min_time": self.min_time, "cold_start": self.cold_start, "max_latency_ms": self.max_latency_ms,
-                "min_speedup": self.min_speedup}
-
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Record):
     name: str
     spec: str  # a file spec made absolute against the config folder
     inputs: list[str]
     output: Path
-    opset: int = 18
-    exporter: str = "dynamo"
-    external_data: str = "auto"
+    opset: int = defaults.OPSET
+    exporter: str = defaults.EXPORTER
+    external_data: str = defaults.EXTERNAL_DATA
     dims: dict[str, int] = field(default_factory=dict)
     output_names: list[str] | None = None
     parity: ParityConfig = field(default_factory=ParityConfig)
@@ -155,11 +166,12 @@ class ModelConfig:
 
         return parse_input_specs(self.inputs)
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "spec": self.spec, "inputs": self.inputs, "output": str(self.output),
-                "opset": self.opset, "exporter": self.exporter, "external_data": self.external_data,
-                "dims": self.dims, "output_names": self.output_names, "parity": self.parity.to_dict(),
-                "lint": self.lint.to_dict(), "bench": self.bench.to_dict() if self.bench else None}
+
+def _from_table(cls, table: dict, /, **resolved: Any):
+    """A config dataclass from a validated table: every key of the same name as a field, then
+    the values the caller resolved (paths, parsed forms) over them; absent keys keep defaults."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{**{k: v for k, v in table.items() if k in names}, **resolved})
 
 
 @dataclass
@@ -187,7 +199,7 @@ class OnnxtaxConfig:
                 chosen.append(self.models[name])
         return [m for m in self.models.values() if m in chosen]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict:  # not a _Record: `table` "" is written null and models by name
         return {"path": str(self.path), "table": self.table or None, "reports": str(self.reports),
                 "fail_fast": self.fail_fast, "models": {k: m.to_dict() for k, m in self.models.items()}}
 
@@ -531,13 +543,10 @@ def _resolve_model(name: str, entry: dict, top: dict, root: Path, output_dir: Pa
         data_files.append(p)
     for value in pdata.get("providers", []):
         _check_provider(value, src, where + ("parity", "providers"))
-    parity = ParityConfig(
-        dims=pdims, samples=pdata.get("samples"), seed=pdata.get("seed", 0), ranges=ranges, data=data_files,
-        rtol=_float(pdata.get("rtol")), atol=_float(pdata.get("atol")),
+    parity = _from_table(
+        ParityConfig, pdata, dims=pdims, ranges=ranges, data=data_files,
         tolerances={k: {t: float(x) for t, x in v.items()} for k, v in pdata.get("tolerances", {}).items()},
-        providers=list(pdata.get("providers", [])), skip_unavailable=pdata.get("skip_unavailable", False),
-        fail_on_fallback=pdata.get("fail_on_fallback", False), opt_level=pdata.get("opt_level", "all"),
-        threads=pdata.get("threads"))
+        **{k: float(pdata[k]) for k in ("rtol", "atol") if k in pdata})
 
     ldata = _merge(top.get("lint"), entry.get("lint"))
     if ldata.get("allow"):
@@ -547,9 +556,7 @@ def _resolve_model(name: str, entry: dict, top: dict, root: Path, output_dir: Pa
             parse_allow(ldata["allow"])
         except OnnxtaxError as exc:
             raise ConfigError(f"{src.where(where + ('lint', 'allow'))}: {exc.message}", exc.hint) from exc
-    lint = LintConfig(target_opset=ldata.get("target_opset"), target_ir=ldata.get("target_ir"),
-                      allow=list(ldata.get("allow", [])), fail_on=ldata.get("fail_on", "error"),
-                      source=ldata.get("source", True))
+    lint = _from_table(LintConfig, ldata)
 
     bench = None
     top_bench, own_bench = top.get("bench"), entry.get("bench")
@@ -561,24 +568,16 @@ def _resolve_model(name: str, entry: dict, top: dict, root: Path, output_dir: Pa
             _check_provider(value, src, where + ("bench", "providers"))
         for key in bdata.get("max_latency_ms", {}):
             _check_latency_key(key, src, where + ("bench", "max_latency_ms", key))
-        bench = BenchConfig(
-            batch_sizes=bdata.get("batch_sizes"), dims=bdims,
-            providers=list(bdata["providers"]) if "providers" in bdata else None,
-            threads=bdata.get("threads", 1), opt_level=bdata.get("opt_level", "all"), warmup=bdata.get("warmup"),
-            min_time=_float(bdata.get("min_time")), cold_start=bdata.get("cold_start", False),
+        bench = _from_table(
+            BenchConfig, bdata, dims=bdims,
             max_latency_ms={k: float(v) for k, v in bdata.get("max_latency_ms", {}).items()},
-            min_speedup=_float(bdata.get("min_speedup")))
+            **{k: float(bdata[k]) for k in ("min_time", "min_speedup") if k in bdata})
 
-    return ModelConfig(
-        name=name, spec=spec, inputs=[str(s) for s in specs], output=output,
-        opset=entry.get("opset", top.get("opset", 18)), exporter=entry.get("exporter", top.get("exporter", "dynamo")),
-        external_data=entry.get("external_data", top.get("external_data", "auto")),
-        dims=dims, output_names=list(entry["output_names"]) if "output_names" in entry else None,
-        parity=parity, lint=lint, bench=bench)
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    shared = {k: entry[k] if k in entry else top[k] for k in ("opset", "exporter", "external_data")
+              if k in entry or k in top}
+    return ModelConfig(name=name, spec=spec, inputs=[str(s) for s in specs], output=output, dims=dims,
+                       output_names=list(entry["output_names"]) if "output_names" in entry else None,
+                       parity=parity, lint=lint, bench=bench, **shared)
 
 
 def _resolve_spec(spec: str, root: Path, src: _Source, keypath: tuple[str, ...]) -> str:

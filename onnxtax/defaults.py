@@ -1,17 +1,30 @@
-"""Defaults that both a library stage and its command's --help need. This module imports
-nothing, so the CLI can show them without importing the stage (and numpy with it)."""
+"""Every default a library stage, the config file and a command's --help share, in one place.
+This module imports nothing, so the CLI can show them without importing the stage (and numpy
+with it)."""
+
+# export
+OPSET = 18  # every ORT since 1.14 runs it; the dynamo exporter builds at 18 and converts from there
+EXPORTER = "dynamo"
+EXTERNAL_DATA = "auto"  # weights beside the model only above protobuf's 2 GB limit
+
+# onnxruntime sessions
+OPT_LEVEL = "all"
+# onnxruntime graph optimisation levels by the names onnxtax takes (GraphOptimizationLevel members)
+ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                  "all": "ORT_ENABLE_ALL"}
 
 # parity: ~3x the worst FP32 drift measured on real exports, 10x below a 1e-3 weight change
 PARITY_RTOL = 1e-4
 PARITY_ATOL = 1e-5
 PARITY_SAMPLES = 3
+PARITY_SEED = 0
 PARITY_MAX_SHAPES = 9  # full product of axis values up to this many shapes, joint variation beyond
 
-# onnxruntime graph optimisation levels by the names onnxtax takes (GraphOptimizationLevel members)
-ORT_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                  "all": "ORT_ENABLE_ALL"}
+# lint
+LINT_FAIL_ON = "error"
 
 # bench
+BENCH_BATCH_SIZES = (1, 8, 64)
 BENCH_THREADS = 1
 BENCH_WARMUP = 20
 BENCH_MIN_TIME = 1.0

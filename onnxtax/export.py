@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from onnxtax import defaults
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.files import publish, sha256_file, staging_dir, unwritable_ancestor
 from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
@@ -27,8 +28,6 @@ from onnxtax.progress import Progress, silent
 from onnxtax.inputs import dims_of, dtype_of, dynamic_shapes, flatten_outputs, torch_tensors
 from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, parse_input_specs, symbols_of
 
-DEFAULT_OPSET = 18
-DEFAULT_EXPORTER = "dynamo"
 EXPORTERS = ("dynamo", "torchscript")
 EXTERNAL_DATA_MODES = ("auto", "always", "never")
 EXPORTER_REASONS = {
@@ -589,11 +588,11 @@ def export_model(
     output: str | Path,
     inputs: list[InputSpec] | list[str],
     *,
-    opset: int = DEFAULT_OPSET,
-    exporter: str = DEFAULT_EXPORTER,
+    opset: int = defaults.OPSET,
+    exporter: str = defaults.EXPORTER,
     dims: dict[str, int] | None = None,
     output_names: list[str] | None = None,
-    external_data: str = "auto",
+    external_data: str = defaults.EXTERNAL_DATA,
     custom_translation_table: dict | None = None,
     debug: bool = False,
     progress: Progress | None = None,

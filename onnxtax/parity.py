@@ -86,6 +86,7 @@ from onnxtax.progress import Progress
 from onnxtax.providers import OPT_LEVELS, Placement, ProviderRequest, ort_error_summary
 from onnxtax.specs import (DTYPES, InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
                            export_sizes as default_export_sizes, make_inputs, symbols_of)
+from onnxtax.defaults import OPT_LEVEL, PARITY_SEED
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
@@ -722,13 +723,13 @@ def _open_sessions(onnx_path: Path, requests: list[ProviderRequest], *, opt_leve
 
 def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | InputSpec] | ResolvedInputs | None = None,
                  *,
-                 dims: dict[str, list[int]] | None = None, samples: int = DEFAULT_SAMPLES, seed: int = 0,
+                 dims: dict[str, list[int]] | None = None, samples: int = DEFAULT_SAMPLES, seed: int = PARITY_SEED,
                  ranges: dict[str, ValueRange | tuple[float, float]] | None = None,
                  data_files: Sequence[str | Path] | None = None,
                  rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL,
                  tolerances: dict[str, tuple[float, float]] | None = None,
                  providers: Sequence[str | ProviderRequest] | None = None, skip_unavailable: bool = False,
-                 fail_on_fallback: bool = False, opt_level: str = "all", threads: int | None = None,
+                 fail_on_fallback: bool = False, opt_level: str = OPT_LEVEL, threads: int | None = None,
                  max_shapes: int = MAX_SHAPES, progress: Progress | None = None) -> ParityReport:
     """Compare the ONNX model with the eager source on every provider, shape and sample.
 

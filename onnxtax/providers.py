@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxtax.defaults import ORT_OPT_LEVELS
+from onnxtax.defaults import OPT_LEVEL, ORT_OPT_LEVELS
 from onnxtax.errors import CheckFailed, ProviderError
 
 SHORT_NAMES: dict[str, str] = {
@@ -155,7 +155,7 @@ def resolve_providers(requested: Sequence[str | ProviderRequest] | None, *, skip
     return usable, skipped
 
 
-def session_options(*, opt_level: str = "all", threads: int | None = None, record_placement: bool = True,
+def session_options(*, opt_level: str = OPT_LEVEL, threads: int | None = None, record_placement: bool = True,
                     disable_cpu_fallback: bool = False, profile_prefix: str | None = None, quiet: bool = True):
     import onnxruntime as ort
 
@@ -195,7 +195,7 @@ def ort_error_summary(exc: BaseException) -> tuple[str, str | None]:
     return first.strip()[:400], node
 
 
-def open_session(model_path: str | Path, request: ProviderRequest | None = None, *, opt_level: str = "all",
+def open_session(model_path: str | Path, request: ProviderRequest | None = None, *, opt_level: str = OPT_LEVEL,
                  threads: int | None = None, record_placement: bool = True, disable_cpu_fallback: bool = False,
                  profile_prefix: str | None = None):
     """One InferenceSession on exactly this provider (ORT adds CPU as its fallback

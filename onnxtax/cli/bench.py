@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from onnxtax import defaults
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -57,7 +59,7 @@ def bench(
     threads: Annotated[int, typer.Option(help="Threads for torch and ORT alike (intra-op); 0 = each runtime's "
                                          "own default.")] = DEFAULT_THREADS,
     opt_level: Annotated[str, typer.Option(help="ORT graph optimisation level: disable, basic, extended, all.")
-                         ] = "all",
+                         ] = defaults.OPT_LEVEL,
     warmup: Annotated[int, typer.Option(help="Warm-up calls per path and batch size (also calibrate blocks).")
                       ] = DEFAULT_WARMUP,
     min_time: Annotated[float, typer.Option(help="Seconds of measured calls per path and batch size (at least, "
@@ -70,7 +72,7 @@ def bench(
                                ] = DEFAULT_COLD_START_RUNS,
     range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH value range of an input (integers: "
                                               "high exclusive), e.g. ids=0:30522.", show_default=False)] = [],  # noqa: B006
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = defaults.PARITY_SEED,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to PATH, or '-' for "
                                                     "stdout (then no table).", show_default=False)] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of latency by batch size (needs matplotlib: "

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from onnxtax import defaults
+
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console,
                               print_error, print_json, progress_display, user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
@@ -30,15 +32,15 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .onnx file; the manifest "
                                          "goes beside it as NAME.manifest.json.", show_default=False)],
     input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP, show_default=False)] = [],  # noqa: B006
-    opset: Annotated[int, typer.Option(help="The ai.onnx opset the file must have; anything else fails.")] = 18,
-    exporter: Annotated[str, typer.Option(help="dynamo (torch.export-based, default) or torchscript.")] = "dynamo",
+    opset: Annotated[int, typer.Option(help="The ai.onnx opset the file must have; anything else fails.")] = defaults.OPSET,
+    exporter: Annotated[str, typer.Option(help="dynamo (torch.export-based, default) or torchscript.")] = defaults.EXPORTER,
     dim: Annotated[list[str], typer.Option(help="SYMBOL=VALUE: example size of a dynamic axis while exporting. "
                                            "Defaults: 3 for the first axis, then 5, 7, 11, ... (never 0 or 1, "
                                            "which torch.export specialises).", show_default=False)] = [],  # noqa: B006
     output_name: Annotated[list[str], typer.Option("--output-name", help="Name of each graph output, in order. "
                                                    "Default: dict keys, or output / output_0, output_1, ...",
                                                    show_default=False)] = [],  # noqa: B006
-    external_data: Annotated[str, typer.Option(help="auto (only above 2 GB), always, never.")] = "auto",
+    external_data: Annotated[str, typer.Option(help="auto (only above 2 GB), always, never.")] = defaults.EXTERNAL_DATA,
     json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from onnxtax import defaults
+
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, progress_display,
                               user_errors)
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
@@ -35,7 +37,7 @@ def lint_ops(
                                                 "host are reported as not checked.", show_default=False)] = [],  # noqa: B006
     allow: Annotated[list[str], typer.Option(help="RULE or RULE:NODE (NODE may use * and ?): report but do not "
                                              "fail. Repeatable.", show_default=False)] = [],  # noqa: B006
-    fail_on: Annotated[str, typer.Option(help="Lowest severity that fails: error or warning.")] = "error",
+    fail_on: Annotated[str, typer.Option(help="Lowest severity that fails: error or warning.")] = defaults.LINT_FAIL_ON,
     json_path: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON to PATH ('-' = "
                                                      "stdout, no table).", show_default=False)] = None,
     sarif_path: Annotated[Optional[Path], typer.Option("--sarif", help="Write SARIF 2.1.0 to PATH (GitHub code "

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from onnxtax import defaults
+
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console,
                               print_json, progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
@@ -30,7 +32,7 @@ def parity(
                                            show_default=False)] = [],  # noqa: B006
     samples: Annotated[int, typer.Option(help="Random samples per shape (seeded; both signs, magnitudes 1, 0.1, "
                                          "10 in turn).")] = DEFAULT_SAMPLES,
-    seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = defaults.PARITY_SEED,
     range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH: value range of an input (integers: "
                                               "HIGH exclusive, e.g. token ids 0:30522). Integers default to 0:10.",
                                               show_default=False)] = [],  # noqa: B006
@@ -52,7 +54,7 @@ def parity(
                                                    "instead of failing with exit 2.")] = False,
     fail_on_fallback: Annotated[bool, typer.Option(help="Fail a provider when ORT places any node on another "
                                                    "provider.")] = False,
-    opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
+    opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")] = defaults.OPT_LEVEL,
     threads: Annotated[int | None, typer.Option(help="ORT intra-op threads (default: ORT's choice).",
                                                 show_default=False)] = None,
     max_shapes: Annotated[int, typer.Option(help="Largest cartesian product of axis sizes; beyond it the axes "
