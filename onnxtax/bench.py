@@ -103,9 +103,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from onnxtax import defaults
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, CheckFailed, InputSpecError, OnnxtaxError
+from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.inputs import ResolvedInputs
 from onnxtax.progress import Progress
+from onnxtax.report import Verdict
 from onnxtax.specs import DTYPES, InputSpec, SampleRecipe, ValueRange, concrete_shape, make_inputs, symbols_of
 from onnxtax.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
 from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
@@ -393,7 +394,7 @@ class GateResult:
 
 
 @dataclass
-class BenchReport:
+class BenchReport(Verdict):
     """Everything one `run_bench` measured. Truthy when every gate passed (no gates: True)."""
 
     onnx: str
@@ -422,13 +423,6 @@ class BenchReport:
     @property
     def passed(self) -> bool:
         return all(g.passed for g in self.gates) and not self.failures
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
 
     @property
     def failed_gates(self) -> list[GateResult]:

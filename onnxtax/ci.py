@@ -48,7 +48,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 from onnxtax.config import ModelConfig, OnnxtaxConfig
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, OnnxtaxError
@@ -56,10 +56,13 @@ from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
 STAGES = ("export", "lint", "parity", "verify", "bench")
+# error: a usage problem stopped the stage (exit 2); failed: its check failed (exit 1); off: not configured
+StageStatus = Literal["passed", "failed", "error", "not_run", "off"]
+ProviderVerdictName = Literal["passed", "fell_back", "failed", "error", "not_available", "not_run"]
 STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "verify": "manifest verify",
                 "bench": "bench"}
 # Verdicts of one provider on one model, from best to worst; "passed" and "fell_back" are passes.
-VERDICTS = ("passed", "fell_back", "failed", "error", "not_available", "not_run")
+VERDICTS = get_args(ProviderVerdictName)
 PASSING = ("passed", "fell_back")
 REPORT_FILES = ("junit.xml", "lint.sarif", "summary.md", "host.json", "ci.json")
 
@@ -72,7 +75,7 @@ class StageResult:
     """One stage of one model. `status` "off": not configured; "not_run": an earlier stage failed."""
 
     name: str
-    status: str = "not_run"  # "passed" | "failed" | "error" | "not_run" | "off"
+    status: StageStatus = "not_run"
     seconds: float = 0.0
     summary: str = ""
     error: str | None = None
@@ -98,7 +101,7 @@ class ProviderVerdict:
 
     provider: str
     label: str
-    verdict: str
+    verdict: ProviderVerdictName
     reason: str | None = None
     placement: dict | None = None
 

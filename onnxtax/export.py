@@ -25,6 +25,7 @@ from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.files import publish, sha256_file, staging_dir, unwritable_ancestor
 from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
 from onnxtax.progress import Progress, silent
+from onnxtax.report import Verdict
 from onnxtax.inputs import dims_of, dtype_of, dynamic_shapes, flatten_outputs, torch_tensors
 from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, parse_input_specs, symbols_of
 
@@ -57,7 +58,7 @@ class CheckRecord:
 
 
 @dataclass
-class ExportResult:
+class ExportResult(Verdict):
     """What `export_model` did. Truthy when the model was written."""
 
     output: str
@@ -82,9 +83,6 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return self.error is None
-
-    def __bool__(self) -> bool:
-        return self.passed
 
     def to_dict(self) -> dict:
         return {

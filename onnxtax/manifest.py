@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from onnxtax.errors import ManifestError
 from onnxtax.files import sha256_file, write_json_atomic
+from onnxtax.report import Verdict
 
 FORMAT_VERSION = 1
 
@@ -77,11 +79,11 @@ class FileCheck:
     file: str
     expected_sha256: str | None
     actual_sha256: str | None
-    status: str  # "ok" | "changed" | "missing"
+    status: Literal["ok", "changed", "missing"]
 
 
 @dataclass
-class VerifyReport:
+class VerifyReport(Verdict):
     model: str
     manifest: str
     files: list[FileCheck] = field(default_factory=list)
@@ -89,9 +91,6 @@ class VerifyReport:
     @property
     def passed(self) -> bool:
         return all(f.status == "ok" for f in self.files)
-
-    def __bool__(self) -> bool:
-        return self.passed
 
     def to_dict(self) -> dict:
         return {"model": self.model, "manifest": self.manifest, "passed": self.passed,

@@ -76,13 +76,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.inputs import ResolvedInputs
 from onnxtax.progress import Progress
+from onnxtax.report import Verdict
 from onnxtax.providers import OPT_LEVELS, Placement, ProviderRequest, ort_error_summary
 from onnxtax.specs import (DTYPES, InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
                            export_sizes as default_export_sizes, make_inputs, symbols_of)
@@ -93,6 +94,8 @@ from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 
 SCHEMA = "onnxtax.parity/1"
+CaseStatus = Literal["passed", "failed", "error"]  # error: ONNX Runtime could not run the case
+ProviderStatus = Literal["passed", "failed", "error", "skipped"]  # skipped: not on this host
 # Sizes tried on each dynamic axis besides 1: the first even and the first odd one
 # that differ from the export-time size.
 _EVEN_SIZES = (4, 6, 8, 10)
@@ -317,7 +320,7 @@ class CaseResult:
 
     shape: str
     output: str
-    status: str  # "passed" | "failed" | "error"
+    status: CaseStatus
     reason: str | None = None
     stats: OutputStats | None = None
     time_s: float = 0.0
@@ -338,7 +341,7 @@ class CaseResult:
 @dataclass
 class ProviderResult:
     request: ProviderRequest
-    status: str = "passed"  # "passed" | "failed" | "error" | "skipped"
+    status: ProviderStatus = "passed"
     reason: str | None = None
     placement: Placement | None = None
     session_load_s: float | None = None
@@ -358,7 +361,7 @@ class ProviderResult:
 
 
 @dataclass
-class ParityReport:
+class ParityReport(Verdict):
     """The verdict of one `check_parity` run; truthy when every case on every provider passed."""
 
     onnx: str
@@ -385,9 +388,6 @@ class ParityReport:
     @property
     def passed(self) -> bool:
         return not self.failures
-
-    def __bool__(self) -> bool:
-        return self.passed
 
     @property
     def cases(self) -> list[CaseResult]:

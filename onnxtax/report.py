@@ -15,7 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 from onnxtax.files import write_text_atomic
+
+
+class Verdict:
+    """The result contract every stage report follows: `passed`, truthy when it passed, and the
+    exit code that follows from it (0 passed, 1 a check failed). Usage errors never reach a
+    report: they are raised before the work (exit 2)."""
+
+    passed: bool
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
 
 
 def jsonable(value: Any) -> Any:

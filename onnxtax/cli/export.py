@@ -11,7 +11,6 @@ from onnxtax import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console,
                               print_error, print_json, progress_display, user_errors)
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 SPEC_ARG = typer.Argument(help="The model: path/to/file.py:NAME or package.module:NAME (an nn.Module instance, "
                                "class, or zero-argument factory).", show_default=False)
@@ -65,7 +64,7 @@ def export(
         err_console.print(f"  nothing was written to {result.output}", highlight=False)
         if debug and result.exporter_log:
             err_console.print(result.exporter_log, highlight=False, markup=False)
-    raise typer.Exit(EXIT_OK if result.passed else EXIT_CHECK_FAILED)
+    raise typer.Exit(result.exit_code)
 
 
 def _render_export(result) -> None:
@@ -124,7 +123,7 @@ def verify(
             bad = "; ".join(f"{f.file} " + ("is missing" if f.status == "missing" else "differs")
                             for f in report.files if f.status != "ok")
             err_console.print(f"[bold red]verify failed:[/] {bad} (checksums in {report.manifest})", highlight=False)
-    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command(epilog=EXIT_CODES_HELP)

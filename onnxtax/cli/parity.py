@@ -13,7 +13,6 @@ from onnxtax import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console,
                               print_json, progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
@@ -91,7 +90,7 @@ def parity(
     else:
         render(report)
     _verdict(report, err_console if json_stdout else console)
-    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+    raise typer.Exit(report.exit_code)
 
 
 def _check_writable(flag: str, path: str | Path | None) -> None:
