@@ -876,7 +876,7 @@ def parse_profile(file: str | Path, last_runs: int | None = None, top: int = TOP
 # --------------------------------------------------------------------------- main
 
 
-def _resolve_model(model) -> tuple[Any, str | None, str | None, str | None]:
+def _eager_model(model) -> tuple[Any, str | None, str | None, str | None]:
     """(nn.Module or None, spec string or None, class name, why cold start cannot rebuild it)."""
     if model is None:
         return None, None, None, "no PyTorch model given"
@@ -969,7 +969,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
                              "drop --skip-unavailable or name a provider this host has")
     gates = _check_gates(max_latency_ms, min_speedup, sizes_list, model is not None)
 
-    module, spec, class_name, cold_reason = _resolve_model(model)
+    module, spec, class_name, cold_reason = _eager_model(model)
     if module is not None:
         from onnxtax.loading import check_inputs_match
 

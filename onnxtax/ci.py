@@ -52,6 +52,7 @@ from typing import Any, Callable, Literal, get_args
 
 from onnxtax.config import ModelConfig, OnnxtaxConfig
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, OnnxtaxError
+from onnxtax.report import md_cell
 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
@@ -700,11 +701,9 @@ def _stage_cases(model: str, stage: StageResult) -> list:
                                                         stage.traceback) if x))]
     if stage.name == "parity" and stage.result is not None and hasattr(stage.result, "junit_suites"):
         cases = []
-        for suite in stage.result.junit_suites():
+        for suite in stage.result.junit_suites(classname=classname):
             for case in suite.cases:
-                sub = case.classname.rsplit(".", 1)[-1] if case.classname.startswith("onnxtax.parity.") else "model"
-                case.classname = f"{classname}.{sub}"
-                case.name = f"parity {suite.name.removeprefix('parity ')} {case.name}"
+                case.name = f"{suite.name} {case.name}"
                 cases.append(case)
         return cases
     if stage.name == "bench" and stage.result is not None and getattr(stage.result, "gates", None):
@@ -834,7 +833,7 @@ def summary_markdown(report: CiReport) -> str:
             elif stage.status == "not_run":
                 cells.append("⏭️ not run")
             else:
-                cells.append(f"{ICONS[stage.status]} {_md(stage.summary)}"[:160])
+                cells.append(f"{ICONS[stage.status]} {md_cell(stage.summary)}"[:160])
         lines.append(f"| **{run.name}** | " + " | ".join(cells) + f" | {run.seconds:.1f} s |")
     providers = [p for run in report.models for p in run.providers]
     if providers:
@@ -849,11 +848,11 @@ def summary_markdown(report: CiReport) -> str:
             stage = run.first_problem
             if stage is None:
                 why = next((s.summary for s in run.stages.values() if s.status == "not_run" and s.summary), "not run")
-                lines.append(f"- **{run.name}**: {_md(why)}")
+                lines.append(f"- **{run.name}**: {md_cell(why)}")
                 continue
-            lines.append(f"- **{run.name}** {STAGE_TITLES[stage.name]} {stage.status}: {_md(stage.error or '')}")
+            lines.append(f"- **{run.name}** {STAGE_TITLES[stage.name]} {stage.status}: {md_cell(stage.error or '')}")
             if stage.hint:
-                lines.append(f"  - fix: {_md(stage.hint)}")
+                lines.append(f"  - fix: {md_cell(stage.hint)}")
     return "\n".join(lines) + "\n"
 
 
@@ -864,9 +863,6 @@ VERDICT_TEXT = {"passed": "✅ passed", "fell_back": "⚠️ fell back", "failed
 def _verdict_cell(v: ProviderVerdict | None) -> str:
     return "" if v is None else VERDICT_TEXT.get(v.verdict, v.verdict)
 
-
-def _md(text: str) -> str:
-    return (text or "").replace("|", "\\|").replace("\n", " ")
 
 
 # --------------------------------------------------------------------------- files

@@ -275,7 +275,7 @@ ROOT = _Table({"output_dir": STR, "reports": STR, "fail_fast": BOOL, "models": _
 
 # --------------------------------------------------------------------------- locating errors
 
-class _Source:
+class _ConfigText:
     """The file text, to point errors at a line (tomllib keeps none)."""
 
     def __init__(self, path: Path, text: str, prefix: tuple[str, ...]):
@@ -367,7 +367,7 @@ def _suggest(word: str, choices: list[str], what: str = "known keys") -> str:
 
 # --------------------------------------------------------------------------- validation
 
-def _validate(value: Any, schema: Any, keypath: tuple[str, ...], src: _Source) -> None:
+def _validate(value: Any, schema: Any, keypath: tuple[str, ...], src: _ConfigText) -> None:
     if isinstance(schema, _Table):
         if schema.or_false and value is False:
             return
@@ -462,7 +462,7 @@ def load_config(path: str | Path | None = None, *, start: str | Path | None = No
         if not isinstance(tool, dict) or "onnxtax" not in tool:
             raise ConfigError(f"{file} has no [tool.onnxtax] table", f"add one, or use an {CONFIG_NAME}")
         data = tool["onnxtax"]
-    src = _Source(file, text, prefix)
+    src = _ConfigText(file, text, prefix)
     _validate(data, ROOT, (), src)
     return _resolve(data, file, table, src)
 
@@ -474,7 +474,7 @@ def _merge(base: dict | None, over: Any) -> dict:
     return out
 
 
-def _resolve(data: dict, file: Path, table: str, src: _Source) -> OnnxtaxConfig:
+def _resolve(data: dict, file: Path, table: str, src: _ConfigText) -> OnnxtaxConfig:
     root = file.parent
     models_data = data.get("models") or {}
     if not models_data:
@@ -488,7 +488,7 @@ def _resolve(data: dict, file: Path, table: str, src: _Source) -> OnnxtaxConfig:
         if not _NAME.match(name) or name.lower() in RESERVED_NAMES:
             raise ConfigError(f"{src.where(where)}: model name '{name}' cannot name a report file",
                               "use letters, digits, '_', '-', '.' (not " + ", ".join(RESERVED_NAMES) + ")")
-        model = _resolve_model(name, entry, data, root, output_dir, src)
+        model = _model_config(name, entry, data, root, output_dir, src)
         if model.output in outputs:
             raise ConfigError(f"{src.where(where + ('output',))}: models '{outputs[model.output]}' and '{name}' "
                               f"both write {model.output}", "give each model its own output path")
@@ -498,7 +498,7 @@ def _resolve(data: dict, file: Path, table: str, src: _Source) -> OnnxtaxConfig:
     return OnnxtaxConfig(file, table, models, reports.resolve(), bool(data.get("fail_fast", False)))
 
 
-def _resolve_model(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: _Source) -> ModelConfig:
+def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: _ConfigText) -> ModelConfig:
     from onnxtax.specs import check_dims_known, parse_input_specs, parse_ranges
 
     where = ("models", name)
@@ -580,7 +580,7 @@ def _resolve_model(name: str, entry: dict, top: dict, root: Path, output_dir: Pa
                        parity=parity, lint=lint, bench=bench, **shared)
 
 
-def _resolve_spec(spec: str, root: Path, src: _Source, keypath: tuple[str, ...]) -> str:
+def _resolve_spec(spec: str, root: Path, src: _ConfigText, keypath: tuple[str, ...]) -> str:
     """A file spec relative to the config folder becomes absolute; its file must exist."""
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name or "/" in name or "\\" in name:
@@ -595,7 +595,7 @@ def _resolve_spec(spec: str, root: Path, src: _Source, keypath: tuple[str, ...])
     return spec
 
 
-def _check_axes(dims: dict, specs: list, src: _Source, keypath: tuple[str, ...], check: Callable) -> None:
+def _check_axes(dims: dict, specs: list, src: _ConfigText, keypath: tuple[str, ...], check: Callable) -> None:
     from onnxtax.specs import symbols_of
 
     known = symbols_of(specs)
@@ -606,7 +606,7 @@ def _check_axes(dims: dict, specs: list, src: _Source, keypath: tuple[str, ...],
     check(dims, specs)
 
 
-def _check_provider(text: str, src: _Source, keypath: tuple[str, ...]) -> None:
+def _check_provider(text: str, src: _ConfigText, keypath: tuple[str, ...]) -> None:
     from onnxtax.providers import parse_provider
 
     try:
@@ -615,7 +615,7 @@ def _check_provider(text: str, src: _Source, keypath: tuple[str, ...]) -> None:
         raise ConfigError(f"{src.where(keypath)}: {exc.message}", exc.hint) from exc
 
 
-def _check_latency_key(key: str, src: _Source, keypath: tuple[str, ...]) -> None:
+def _check_latency_key(key: str, src: _ConfigText, keypath: tuple[str, ...]) -> None:
     stat, _, batch = key.partition("@")
     stats = ["p50", "p90", "p99", "max"]
     if stat not in stats or (batch and not batch.isdigit()):

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from onnxtax.ci import MODEL_SCHEMA, PASSING, VERDICT_TEXT
 from onnxtax.errors import OnnxtaxError
+from onnxtax.report import md_cell
 
 MATRIX_SCHEMA = "onnxtax.matrix/1"
 FAILING = ("failed", "error")
@@ -278,7 +279,7 @@ def matrix_markdown(matrix: Matrix) -> str:
         if failing:
             problems.append(f"failures on {', '.join(failing)}")
         head = "## ❌ onnxtax provider matrix: " + "; ".join(problems)
-    lines = [head, "", "| model | provider | " + " | ".join(_md(h) for h in hosts) + " | verdict |",
+    lines = [head, "", "| model | provider | " + " | ".join(md_cell(h) for h in hosts) + " | verdict |",
              "|---|---|" + "---|" * len(hosts) + "---|"]
     for row in matrix.rows:
         cells = []
@@ -286,8 +287,8 @@ def matrix_markdown(matrix: Matrix) -> str:
             cell = row.cells.get(h)
             cells.append("" if cell is None else VERDICT_TEXT.get(cell["verdict"], cell["verdict"]))
         overall = "⚠️❗ conflict" if row.conflict else VERDICT_TEXT.get(row.verdict, row.verdict)
-        lines.append(f"| {row.model} | {_md(row.provider)} | " + " | ".join(cells) + f" | **{overall}** |")
-    lines += ["", "| model | " + " | ".join(_md(h) for h in hosts) + " |", "|---|" + "---|" * len(hosts)]
+        lines.append(f"| {row.model} | {md_cell(row.provider)} | " + " | ".join(cells) + f" | **{overall}** |")
+    lines += ["", "| model | " + " | ".join(md_cell(h) for h in hosts) + " |", "|---|" + "---|" * len(hosts)]
     for name in matrix.model_names:
         cells = []
         for h in matrix.hosts:
@@ -305,31 +306,28 @@ def matrix_markdown(matrix: Matrix) -> str:
     if matrix.conflicts:
         lines += ["", "### Conflicting verdicts", ""]
         for c in matrix.conflicts:
-            lines.append(f"- **{c.model}** on **{_md(c.provider)}**, artifact `{(c.artifact_sha256 or '')[:12]}`: "
+            lines.append(f"- **{c.model}** on **{md_cell(c.provider)}**, artifact `{(c.artifact_sha256 or '')[:12]}`: "
                          f"passed on {', '.join(c.passed_on)}, failed on {', '.join(c.failed_on)}")
             for host, reason in c.reasons.items():
                 if reason:
-                    lines.append(f"  - {host}: {_md(reason)}")
+                    lines.append(f"  - {host}: {md_cell(reason)}")
     details = [(row, h, cell) for row in matrix.rows for h, cell in row.cells.items()
                if cell["verdict"] in ("failed", "error", "fell_back") and cell.get("reason")]
     if details:
         lines += ["", "### Details", ""]
         for row, h, cell in details:
-            lines.append(f"- {row.model} / {_md(row.provider)} on {h}: {cell['verdict']}: {_md(cell['reason'])}")
+            lines.append(f"- {row.model} / {md_cell(row.provider)} on {h}: {cell['verdict']}: {md_cell(cell['reason'])}")
     if matrix.notes:
-        lines += ["", "### Notes", ""] + [f"- {_md(n)}" for n in matrix.notes]
+        lines += ["", "### Notes", ""] + [f"- {md_cell(n)}" for n in matrix.notes]
     lines += ["", "### Hosts", ""]
     for h in matrix.hosts:
         d = h.to_dict()
-        lines.append(f"- **{_md(h.label)}** ({d['hostname']}): {d['cpu']}"
+        lines.append(f"- **{md_cell(h.label)}** ({d['hostname']}): {d['cpu']}"
                      + (f", GPU {', '.join(d['gpus'])}" if d["gpus"] else "")
                      + f"; {d['onnxruntime_package']} {d['onnxruntime']}; providers "
                        f"{', '.join(d['compute_providers'])}; reports `{d['source']}`")
     return "\n".join(lines) + "\n"
 
-
-def _md(text: str) -> str:
-    return str(text or "").replace("|", "\\|").replace("\n", " ")
 
 
 def write_matrix(matrix: Matrix, out_dir: str | Path) -> list[Path]:

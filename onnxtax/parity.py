@@ -416,35 +416,36 @@ class ParityReport(Verdict):
             "duration_s": self.duration_s,
         }
 
-    def junit_suites(self) -> list:
+    def junit_suites(self, classname: str = "onnxtax.parity") -> list:
         """One suite per provider, one testcase per shape x output; a provider that could not
-        load is one error case, a skipped one one skipped case, a gated fallback one failure."""
+        load is one error case, a skipped one one skipped case, a gated fallback one failure.
+        Case classnames are CLASSNAME.PROVIDER (CLASSNAME.model for failures of no provider)."""
         from onnxtax.report import JUnitCase, JUnitSuite
 
         suites = []
         for pr in self.providers:
-            classname = f"onnxtax.parity.{pr.request.short}"
+            case_class = f"{classname}.{pr.request.short}"
             suite = JUnitSuite(f"parity {pr.label}", properties={"provider": pr.request.name, "onnx": self.onnx})
             if pr.status == "skipped":
-                suite.cases.append(JUnitCase("provider", classname, skipped=pr.reason or "skipped"))
+                suite.cases.append(JUnitCase("provider", case_class, skipped=pr.reason or "skipped"))
             elif pr.placement is None and pr.status == "error":
-                suite.cases.append(JUnitCase("session", classname, error=pr.reason or "could not load"))
+                suite.cases.append(JUnitCase("session", case_class, error=pr.reason or "could not load"))
             for case in pr.cases:
                 details = _case_details(case)
-                jc = JUnitCase(f"{case.shape} {case.output}", classname, time_s=case.time_s, details=details)
+                jc = JUnitCase(f"{case.shape} {case.output}", case_class, time_s=case.time_s, details=details)
                 if case.status == "failed":
                     jc.failure = case.reason or "failed"
                 elif case.status == "error":
                     jc.error = case.reason or "error"
                 suite.cases.append(jc)
             if self.settings.get("fail_on_fallback") and pr.placement is not None:
-                jc = JUnitCase("placement", classname, details=placement_text(pr.placement))
+                jc = JUnitCase("placement", case_class, details=placement_text(pr.placement))
                 if pr.placement.fell_back or pr.placement.method == "unavailable":
                     jc.failure = _fallback_reason(pr)
                 suite.cases.append(jc)
             suites.append(suite)
         if self.model_failures:
-            suites.append(JUnitSuite("parity model", [JUnitCase("model", "onnxtax.parity", failure=f)
+            suites.append(JUnitSuite("parity model", [JUnitCase("model", f"{classname}.model", failure=f)
                                                        for f in self.model_failures]))
         return suites
 

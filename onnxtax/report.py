@@ -34,6 +34,11 @@ class Verdict:
         return EXIT_OK if self.passed else EXIT_CHECK_FAILED
 
 
+def md_cell(text: Any) -> str:
+    """Text that stays inside one markdown table cell."""
+    return str(text or "").replace("|", "\\|").replace("\n", " ")
+
+
 def jsonable(value: Any) -> Any:
     """Dataclasses, paths, numpy scalars/arrays and non-finite floats -> plain JSON values."""
     if hasattr(value, "to_dict") and callable(value.to_dict):
