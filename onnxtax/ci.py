@@ -215,6 +215,8 @@ class CiReport:
     def sarif(self) -> dict:
         """Every model's lint findings as one SARIF 2.1.0 log with a single run (code
         scanning rejects several runs of one tool in one upload)."""
+        from onnxtax.lint.sarif import merge_sarif
+
         logs = [s.result.to_sarif() for run in self.models for s in [run.stages.get("lint")]
                 if s is not None and s.result is not None and hasattr(s.result, "to_sarif")]
         return merge_sarif(logs)
@@ -733,71 +735,6 @@ def _finding_line(f: Any) -> str:
     at = f" at {f.source_location}" if f.source_location else ""
     allowed = " (allowed)" if f.allowed else ""
     return f"{f.severity} {f.rule}{where}{at}{allowed}: {f.message}"
-
-
-# --------------------------------------------------------------------------- SARIF
-
-SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
-
-
-def merge_sarif(logs: list[dict], automation_id: str = "onnxtax/ci/") -> dict:
-    """SARIF logs -> one log with one run: rules deduplicated by id, results and
-    artifacts concatenated with their indexes renumbered, each run's properties kept
-    per model."""
-    from onnxtax import __version__
-
-    runs = [run for log in logs for run in (log or {}).get("runs", [])]
-    driver: dict[str, Any] = {"name": "onnxtax", "version": __version__, "rules": []}
-    if runs:
-        driver = dict(runs[0].get("tool", {}).get("driver", {}))
-    rules: list[dict] = []
-    rule_index: dict[str, int] = {}
-    artifacts: list[dict] = []
-    artifact_index: dict[str, int] = {}
-    results: list[dict] = []
-    invocations: list[dict] = []
-    base_ids: dict[str, Any] = {}
-    per_run: list[dict] = []
-    for run in runs:
-        remap_rule = {}
-        for i, rule in enumerate(run.get("tool", {}).get("driver", {}).get("rules", []) or []):
-            rid = rule.get("id", f"rule{i}")
-            if rid not in rule_index:
-                rule_index[rid] = len(rules)
-                rules.append(rule)
-            remap_rule[i] = rule_index[rid]
-        remap_art = {}
-        for i, art in enumerate(run.get("artifacts", []) or []):
-            key = json.dumps(art.get("location", art), sort_keys=True)
-            if key not in artifact_index:
-                artifact_index[key] = len(artifacts)
-                artifacts.append(art)
-            remap_art[i] = artifact_index[key]
-        for res in run.get("results", []) or []:
-            res = json.loads(json.dumps(res))  # a copy to renumber
-            if res.get("ruleIndex") in remap_rule:
-                res["ruleIndex"] = remap_rule[res["ruleIndex"]]
-            for loc in (res.get("locations") or []) + (res.get("relatedLocations") or []):
-                art = loc.get("physicalLocation", {}).get("artifactLocation", {})
-                if art.get("index") in remap_art:
-                    art["index"] = remap_art[art["index"]]
-            results.append(res)
-        invocations.extend(run.get("invocations", []) or [])
-        base_ids.update(run.get("originalUriBaseIds", {}) or {})
-        if run.get("properties"):
-            per_run.append(run["properties"])
-    driver["rules"] = rules
-    merged: dict[str, Any] = {"tool": {"driver": driver}, "automationDetails": {"id": automation_id}}
-    if base_ids:
-        merged["originalUriBaseIds"] = base_ids
-    if invocations:
-        merged["invocations"] = invocations
-    if artifacts:
-        merged["artifacts"] = artifacts
-    merged["results"] = results
-    if per_run:
-        merged["properties"] = {"models": per_run}
-    return {"$schema": SARIF_SCHEMA_URI, "version": "2.1.0", "runs": [merged]}
 
 
 # --------------------------------------------------------------------------- markdown

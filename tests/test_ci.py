@@ -13,7 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from onnxtax.ci import MODEL_SCHEMA, merge_sarif, run_ci
+from onnxtax.ci import MODEL_SCHEMA, run_ci
+from onnxtax.lint.sarif import merge_sarif
 from onnxtax.config import load_config
 from onnxtax.errors import ProviderError
 

@@ -15,7 +15,8 @@ from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
 from onnxtax.errors import ConfigError, LoadError
-from onnxtax.lint import RULES, lint_model, parse_allow, user_frame
+from onnxtax.lint import RULES, lint_model, parse_allow
+from onnxtax.lint.graph import user_frame
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"
 # onnx 1.23 stamps IR 14, which ORT 1.31 refuses (max 13): every helper-built model says 10.

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from onnxtax.errors import InputSpecError
-from onnxtax.lint_source import lint_source
+from onnxtax.lint.source import lint_source
 from onnxtax.specs import parse_input_specs
 
 BRANCH_MODEL = """\

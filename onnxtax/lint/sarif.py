@@ -14,12 +14,10 @@ external suppression, so code scanning lists them as dismissed, not open.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from onnxtax.lint import Finding, LintReport
+from typing import Any, Iterable
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -43,11 +41,10 @@ def _rule_name(rule_id: str) -> str:
     return "".join(part.capitalize() for part in rule_id.split("-"))
 
 
-def rule_descriptors() -> list[dict]:
-    from onnxtax.lint import RULES
-
+def rule_descriptors(rules: Iterable[Any]) -> list[dict]:
+    """SARIF reportingDescriptors for the rule registry (`onnxtax.lint.RULES.values()`)."""
     out = []
-    for rule in RULES.values():
+    for rule in rules:
         tags = ["onnx", "pytorch-source" if rule.id.startswith("source-") else "onnx-graph"]
         out.append({
             "id": rule.id,
@@ -71,13 +68,13 @@ def _artifact(path: str, base: Path) -> dict:
         return {"uri": absolute.as_uri()}
 
 
-def _fingerprint(f: "Finding", model: str) -> str:
+def _fingerprint(f: Any, model: str) -> str:
     key = "|".join([f.rule, Path(model).name, f.subgraph or "", f.node or "", f.op_type or "",
                     str(f.details.get("provider", ""))])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def finding_to_result(f: "Finding", model: str, base: Path, rule_index: dict[str, int]) -> dict:
+def finding_to_result(f: Any, model: str, base: Path, rule_index: dict[str, int]) -> dict:
     text = f.message + (f" Fix: {f.hint}" if f.hint else "")
     model_loc = {"artifactLocation": _artifact(model, base), "region": {"startLine": 1}}
     logical = []
@@ -118,12 +115,15 @@ def finding_to_result(f: "Finding", model: str, base: Path, rule_index: dict[str
     return result
 
 
-def report_to_sarif(report: "LintReport", *, base_dir: str | Path | None = None) -> dict:
-    """The whole report as one SARIF run (valid against the SARIF 2.1.0 JSON schema)."""
+def report_to_sarif(report: Any, rules: Iterable[Any], *, base_dir: str | Path | None = None) -> dict:
+    """A LintReport as one SARIF run (valid against the SARIF 2.1.0 JSON schema).
+
+    The report and the rules are taken by their attributes, not imported: the report
+    offers `to_sarif()`, so this module must not depend on onnxtax.lint.findings."""
     from onnxtax import __version__
 
     base = Path(os.path.abspath(base_dir)) if base_dir else default_base_dir()
-    rules = rule_descriptors()
+    rules = rule_descriptors(rules)
     rule_index = {r["id"]: i for i, r in enumerate(rules)}
     results = [finding_to_result(f, report.model, base, rule_index) for f in report.findings]
     return {
@@ -141,3 +141,63 @@ def report_to_sarif(report: "LintReport", *, base_dir: str | Path | None = None)
             "properties": {"model": report.model, "summary": report.counts()},
         }],
     }
+
+
+def merge_sarif(logs: list[dict], automation_id: str = "onnxtax/ci/") -> dict:
+    """SARIF logs (one per model, from `onnxtax ci`) -> one log with one run: rules deduplicated by id, results and
+    artifacts concatenated with their indexes renumbered, each run's properties kept
+    per model."""
+    from onnxtax import __version__
+
+    runs = [run for log in logs for run in (log or {}).get("runs", [])]
+    driver: dict[str, Any] = {"name": "onnxtax", "version": __version__, "rules": []}
+    if runs:
+        driver = dict(runs[0].get("tool", {}).get("driver", {}))
+    rules: list[dict] = []
+    rule_index: dict[str, int] = {}
+    artifacts: list[dict] = []
+    artifact_index: dict[str, int] = {}
+    results: list[dict] = []
+    invocations: list[dict] = []
+    base_ids: dict[str, Any] = {}
+    per_run: list[dict] = []
+    for run in runs:
+        remap_rule = {}
+        for i, rule in enumerate(run.get("tool", {}).get("driver", {}).get("rules", []) or []):
+            rid = rule.get("id", f"rule{i}")
+            if rid not in rule_index:
+                rule_index[rid] = len(rules)
+                rules.append(rule)
+            remap_rule[i] = rule_index[rid]
+        remap_art = {}
+        for i, art in enumerate(run.get("artifacts", []) or []):
+            key = json.dumps(art.get("location", art), sort_keys=True)
+            if key not in artifact_index:
+                artifact_index[key] = len(artifacts)
+                artifacts.append(art)
+            remap_art[i] = artifact_index[key]
+        for res in run.get("results", []) or []:
+            res = json.loads(json.dumps(res))  # a copy to renumber
+            if res.get("ruleIndex") in remap_rule:
+                res["ruleIndex"] = remap_rule[res["ruleIndex"]]
+            for loc in (res.get("locations") or []) + (res.get("relatedLocations") or []):
+                art = loc.get("physicalLocation", {}).get("artifactLocation", {})
+                if art.get("index") in remap_art:
+                    art["index"] = remap_art[art["index"]]
+            results.append(res)
+        invocations.extend(run.get("invocations", []) or [])
+        base_ids.update(run.get("originalUriBaseIds", {}) or {})
+        if run.get("properties"):
+            per_run.append(run["properties"])
+    driver["rules"] = rules
+    merged: dict[str, Any] = {"tool": {"driver": driver}, "automationDetails": {"id": automation_id}}
+    if base_ids:
+        merged["originalUriBaseIds"] = base_ids
+    if invocations:
+        merged["invocations"] = invocations
+    if artifacts:
+        merged["artifacts"] = artifacts
+    merged["results"] = results
+    if per_run:
+        merged["properties"] = {"models": per_run}
+    return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [merged]}

@@ -26,8 +26,9 @@ from typing import Any
 
 from onnxtax.errors import InputSpecError
 from onnxtax.manifest import export_sizes_of
-from onnxtax.lint import RULES, Finding, user_frame
 from onnxtax.inputs import dynamic_shapes, torch_tensors
+from onnxtax.lint.findings import RULES, Finding
+from onnxtax.lint.graph import user_frame
 from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
 
 SOURCE_RULES = ("source-data-dependent-branch", "source-tensor-to-python", "source-custom-op", "source-trace")

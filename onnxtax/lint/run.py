@@ -1,0 +1,128 @@
+"""`lint_model`: load the model once, ask the installed ORT about it, run the rules
+(graph rules, provider placement, source rules) and apply the allow list."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from onnxtax.errors import ConfigError
+from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, check_fail_on, parse_allow
+from onnxtax.lint.graph import iter_graphs, iter_nodes
+from onnxtax.lint.rules import (LintContext, _clean_ort_message, _load_onnx, _try_load, rule_baked_shape,
+                                rule_control_flow, rule_custom_op, rule_float64, rule_ir_version, rule_opset,
+                                rule_provider_fallback, rule_runtime_load)
+from onnxtax.specs import InputSpec
+
+# ----------------------------------------------------------------------------------------- entry point
+
+GRAPH_RULES = ("control-flow", "custom-op", "opset", "ir-version", "runtime-load", "float64", "baked-shape")
+
+
+def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputSpec] | None = None,
+               target_opset: int | None = None, target_ir: int | None = None,
+               providers: list[str] | None = None, allow: list[str] | None = None,
+               fail_on: str = "error", progress=None) -> LintReport:
+    """Lint an ONNX model (and, with `source`, the PyTorch model it came from).
+
+    Args:
+        onnx_path: the .onnx file (external data beside it is fine).
+        source: a model spec ("file.py:Name") or an nn.Module, for the source rules.
+        inputs: forward() inputs for the source rules; default: the manifest's.
+        target_opset / target_ir: the deployment runtime's limits.
+        providers: provider texts ("openvino:device_type=CPU"); placement checked for those on this host.
+        allow: "rule" or "rule:node" (fnmatch) entries that are reported but do not fail.
+        fail_on: "error" or "warning".
+    Returns:
+        LintReport, truthy when nothing at/above fail_on is left.
+    """
+    from onnxtax.manifest import read_manifest
+    from onnxtax.providers import ort_max_ir_version, ort_max_opset, ort_package
+
+    start = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    check_fail_on(fail_on)
+    allow_entries = parse_allow(allow)
+    for value, flag in ((target_opset, "--target-opset"), (target_ir, "--target-ir")):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{flag} {value} is not a positive integer", f"e.g. {flag} 17")
+    path = Path(onnx_path)
+    model = _load_onnx(path)
+    report = LintReport(str(path), fail_on=fail_on, allow=[str(a) for a in allow_entries],
+                        targets={"opset": target_opset, "ir_version": target_ir})
+    manifest = None
+    try:
+        manifest = read_manifest(path, required=False)
+    except Exception as exc:  # noqa: BLE001 - a broken manifest must not stop the lint
+        report.notes.append(f"manifest ignored: {getattr(exc, 'message', exc)}")
+    ctx = LintContext(path, model, manifest=manifest, target_opset=target_opset, target_ir=target_ir,
+                      ort_max_ir=ort_max_ir_version(), ort_max_opset=ort_max_opset())
+    ctx.inferred = _infer(model, ctx)
+    say("loading the model in ONNX Runtime")
+    ctx.load_error = _try_load(path)
+    if ctx.load_error and ctx.ort_max_ir and model.ir_version > ctx.ort_max_ir and not ctx.has_external_data():
+        # ORT stops at the IR version; load a copy at its max IR to see what else it would refuse.
+        import onnx
+
+        lowered = onnx.ModelProto()
+        lowered.CopyFrom(model)
+        lowered.ir_version = ctx.ort_max_ir
+        second = _try_load(lowered)
+        ctx.notes.append("ONNX Runtime refuses the IR version; with the IR version lowered to "
+                         f"{ctx.ort_max_ir} it " + ("loads the model" if second is None else
+                                                    f"still refuses it: {_clean_ort_message(second)}"))
+    dist, ver = ort_package()
+    report.runtime = {"package": dist, "version": ver, "max_ir_version": ctx.ort_max_ir,
+                      "max_opset": ctx.ort_max_opset, "loads_model": ctx.load_error is None,
+                      "load_error": _clean_ort_message(ctx.load_error) if ctx.load_error else None}
+    report.model_info = _model_info(model)
+
+    findings: list[Finding] = []
+    say("graph rules")
+    findings += rule_ir_version(ctx)
+    findings += rule_opset(ctx)
+    findings += rule_custom_op(ctx)
+    findings += rule_runtime_load(ctx, findings)
+    findings += rule_control_flow(ctx)
+    findings += rule_float64(ctx)
+    findings += rule_baked_shape(ctx)
+    report.rules_run = list(GRAPH_RULES)
+    if providers:
+        say("provider placement")
+        findings += rule_provider_fallback(ctx, list(providers), report)
+        report.rules_run.append("provider-fallback")
+    if source is not None:
+        from onnxtax.lint.source import SOURCE_RULES, lint_source
+
+        say("tracing the PyTorch model (source rules)")
+        src = lint_source(source, inputs, manifest=manifest)
+        findings += src.findings
+        report.source = src.info
+        report.rules_run += list(SOURCE_RULES)
+    for f in findings:
+        f.allowed = any(a.matches(f) for a in allow_entries)
+    findings.sort(key=lambda f: (list(RULES).index(f.rule), -SEVERITY_RANK[f.severity]))
+    report.findings = findings
+    report.notes += ctx.notes
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _infer(model, ctx: LintContext):
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception as exc:  # noqa: BLE001 - custom ops or >2 GB: rules work without inferred types
+        ctx.notes.append(f"shape inference failed ({type(exc).__name__}); value types come from the graph only")
+        return None
+
+
+def _model_info(model) -> dict:
+    subgraphs = sum(1 for _, p in iter_graphs(model) if p is not None)
+    return {"ir_version": model.ir_version,
+            "opsets": {(i.domain or ""): i.version for i in model.opset_import},
+            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "nodes": sum(1 for _ in iter_nodes(model)), "subgraphs": subgraphs,
+            "functions": len(model.functions)}
