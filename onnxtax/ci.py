@@ -503,7 +503,11 @@ def _stage_lint(model: ModelConfig, source: _SourceModel, stage: StageResult, sa
     if model.lint.target_ir is not None:
         kwargs["target_ir"] = model.lint.target_ir
     if model.parity.providers:
-        kwargs["providers"] = _usable_providers(model)
+        from onnxtax.providers import resolve_providers
+
+        # the ones the preflight let through: unavailable ones are skipped (or were an error already)
+        kwargs["providers"] = resolve_providers(model.parity.providers,
+                                                skip_unavailable=model.parity.skip_unavailable)[0]
     result = lint_model(model.output, progress=_counting(say), **kwargs)
     stage.result = result
     stage.status = "passed" if result else "failed"
@@ -514,13 +518,6 @@ def _stage_lint(model: ModelConfig, source: _SourceModel, stage: StageResult, sa
                       f"{result.fail_on}; first: {first.rule}" + (f" ({first.where})" if first.where else "") + \
                       f": {first.message}"
         stage.hint = first.hint or None
-
-
-def _usable_providers(model: ModelConfig) -> list[str]:
-    from onnxtax.providers import resolve_providers
-
-    usable, _ = resolve_providers(model.parity.providers, skip_unavailable=model.parity.skip_unavailable)
-    return [p.label for p in usable]
 
 
 def _lint_summary(result: Any) -> str:

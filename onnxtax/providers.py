@@ -9,7 +9,6 @@ The placement here comes from ORT's own graph assignment
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -85,6 +84,8 @@ def full_provider_name(text: str) -> str:
             return full
     if key.endswith("ExecutionProvider"):
         return key  # an EP we have no short name for; availability decides
+    import difflib
+
     close = difflib.get_close_matches(key.lower(), list(SHORT_NAMES), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"short names: {', '.join(sorted(SHORT_NAMES))}"
     raise ProviderError(f"unknown execution provider '{text}'", hint)
@@ -180,18 +181,27 @@ def session_options(*, opt_level: str = OPT_LEVEL, threads: int | None = None, r
     return so
 
 
-def ort_error_summary(exc: BaseException) -> tuple[str, str | None]:
-    """(first meaningful line of an ORT error, the node it names if any)."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    # drop "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT :" and the C++ source location
-    first = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", first)
-    first = re.sub(r"/\S+\.(cc|h|cpp):\d+\s+(\S+\s+)*?\S+\(.*?\)\s*", "", first) if "(" in first else first
+_ORT_STATUS_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+# "/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...) [const] " before the message itself
+_CPP_LOCATION = re.compile(r"/\S+\.(?:cc|cpp|h|hpp):\d+\s+.*?\)(?: const)?\s+")
+# the node an ORT message names, most specific first
+_NODE_NAMED = tuple(re.compile(p) for p in (
+    r'In Node, \("([^"]+)"', r"node with name '([^']+)'", r"[Nn]ode \(([^)]+)\)", r"Name:\s*'([^']+)'",
+    r"node_name[=: ]+'?([\w./:-]+)", r"Node:\s*'?([\w./:-]+)"))
+
+
+def ort_error_summary(error: BaseException | str) -> tuple[str, str | None]:
+    """(first meaningful line of an ORT error, the node it names if any): the status
+    prefix and the C++ source location are dropped, the node is searched in the whole text."""
+    text = (error if isinstance(error, str) else str(error)).strip()
+    first = text.splitlines()[0] if text else (type(error).__name__ if not isinstance(error, str) else "")
+    first = _CPP_LOCATION.sub("", _ORT_STATUS_PREFIX.sub("", first), count=1)
     node = None
-    m = re.search(r"[Nn]ode \(([^)]+)\)|node_name[=: ]+'?([\w./:-]+)|Node:\s*'?([\w./:-]+)|Name:\s*'([^']+)'"
-                  r"|node with name '([^']+)'", text)
-    if m:
-        node = next(g for g in m.groups() if g)
+    for pattern in _NODE_NAMED:
+        m = pattern.search(text)
+        if m:
+            node = m.group(1)
+            break
     return first.strip()[:400], node
 
 
@@ -270,48 +280,55 @@ def placement_of(session: Any, provider: str) -> Placement:
     return result
 
 
-@lru_cache(maxsize=1)
-def ort_max_ir_version() -> int | None:
-    """The highest model IR version the installed runtime loads, asked of the runtime itself."""
+def probe_model(node: Any = None, *, inputs: list | None = None, outputs: list | None = None,
+                opsets: dict[str, int] | None = None, ir_version: int):
+    """A one-node ModelProto for asking the installed runtime what it loads (an IR version,
+    an opset, one op with its input types). Default node: float Identity x -> y."""
     import onnx
     from onnx import helper
 
+    if node is None:
+        node = helper.make_node("Identity", ["x"], ["y"])
+        inputs = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])]
+        outputs = [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]
+    graph = helper.make_graph([node], "probe", list(inputs or []), list(outputs or []))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, version)
+                                                    for domain, version in (opsets or {"": 13}).items()])
+    model.ir_version = ir_version
+    return model
+
+
+def load_error(model: Any) -> str | None:
+    """None if the installed ORT creates a CPU session for `model` (a path or a ModelProto),
+    else its error text. No graph optimisation: the question is what it accepts, not speed."""
     import onnxruntime as ort
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 1000
+    source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
     try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
-        m = re.search(r"max supported IR version: (\d+)", str(exc))
-        if m:
-            return int(m.group(1))
-    return None
+        ort.InferenceSession(source, session_options(opt_level="disable", record_placement=False),
+                             providers=["CPUExecutionProvider"])
+        return None
+    except Exception as exc:  # noqa: BLE001 - ORT raises pybind exception types
+        return str(exc).strip() or type(exc).__name__
+
+
+def _limit_in_refusal(model: Any, pattern: str) -> int | None:
+    error = load_error(model)
+    m = re.search(pattern, error or "")
+    return int(m.group(1)) if m else None
+
+
+@lru_cache(maxsize=1)
+def ort_max_ir_version() -> int | None:
+    """The highest model IR version the installed runtime loads, asked of the runtime itself."""
+    return _limit_in_refusal(probe_model(ir_version=1000), r"max supported IR version: (\d+)")
 
 
 @lru_cache(maxsize=1)
 def ort_max_opset() -> int | None:
     """The highest ai.onnx opset the installed runtime officially supports."""
-    import onnx
-    from onnx import helper
-
-    import onnxruntime as ort
-
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 1000)])
-    model.ir_version = 8
-    try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
-        m = re.search(r"support for domain ai\.onnx is till opset (\d+)", str(exc))
-        if m:
-            return int(m.group(1))
-    return None
+    return _limit_in_refusal(probe_model(opsets={"": 1000}, ir_version=8),
+                             r"support for domain ai\.onnx is till opset (\d+)")
 
 
 @dataclass

@@ -13,6 +13,7 @@ from onnxtax.errors import LoadError
 from onnxtax.lint.findings import RULES, Finding, LintReport
 from onnxtax.lint.graph import CONTROL_FLOW_OPS, STANDARD_DOMAINS, NodeRef, iter_graphs, iter_nodes, node_source_location
 from onnxtax.manifest import export_sizes_of
+from onnxtax.providers import ort_error_summary
 
 SHAPE_OPS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
@@ -79,43 +80,6 @@ def _load_onnx(path: Path):
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
         raise LoadError(f"'{path}' is not a readable ONNX model: {type(exc).__name__}: {str(exc)[:200]}",
                         "check the path; an ONNX file is a protobuf written by torch.onnx.export or onnx.save") from exc
-
-
-def _session_options():
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return so
-
-
-def _try_load(model_or_path) -> str | None:
-    """None if the installed ORT creates a CPU session, else its error text."""
-    import onnxruntime as ort
-
-    source = str(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path.SerializeToString()
-    try:
-        ort.InferenceSession(source, _session_options(), providers=["CPUExecutionProvider"])
-        return None
-    except Exception as exc:  # noqa: BLE001 - ORT raises pybind exception types
-        return str(exc).strip() or type(exc).__name__
-
-
-def _clean_ort_message(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else text
-    first = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", first)
-    first = re.sub(r"/\S+\.(?:cc|h|cpp):\d+ .*?\) ", "", first)
-    return first.strip()[:400]
-
-
-def _node_named_in(text: str) -> str | None:
-    for pattern in (r'In Node, \("([^"]*)"', r"node with name '([^']+)'", r"in node \(([^)]+)\)",
-                    r"[Nn]ode \(([^)]+)\)", r"Node:\s*'?([\w./:-]+)"):
-        m = re.search(pattern, text)
-        if m and m.group(1):
-            return m.group(1)
-    return None
 
 
 # ----------------------------------------------------------------------------------------- rules
@@ -194,6 +158,8 @@ def _probe_op(ref: NodeRef, ctx: LintContext) -> str | None:
     import onnx
     from onnx import helper
 
+    from onnxtax.providers import load_error, probe_model
+
     node = onnx.NodeProto()
     node.CopyFrom(ref.node)
     types = _value_types(ctx)
@@ -213,11 +179,10 @@ def _probe_op(ref: NodeRef, ctx: LintContext) -> str | None:
             vi = onnx.ValueInfoProto()
             vi.name = name
             outputs.append(vi)
-    graph = helper.make_graph([node], "probe", inputs, outputs)
-    opsets = [helper.make_opsetid(i.domain, i.version) for i in ctx.model.opset_import]
-    probe = helper.make_model(graph, opset_imports=opsets)
-    probe.ir_version = min(ctx.model.ir_version, ctx.ort_max_ir or ctx.model.ir_version)
-    return _try_load(probe)
+    probe = probe_model(node, inputs=inputs, outputs=outputs,
+                        opsets={i.domain: i.version for i in ctx.model.opset_import},
+                        ir_version=min(ctx.model.ir_version, ctx.ort_max_ir or ctx.model.ir_version))
+    return load_error(probe)
 
 
 def _value_types(ctx: LintContext) -> dict[str, Any]:
@@ -279,7 +244,7 @@ def rule_custom_op(ctx: LintContext) -> list[Finding]:
                 out.append(_finding("custom-op", msg, ref, severity="warning", hint=RULES["custom-op"].help,
                                     loads=True, ort_only=False))
             else:
-                why = _clean_ort_message(verdict) if verdict else ""
+                why = ort_error_summary(verdict)[0] if verdict else ""
                 refused = bool(_NOT_REGISTERED.search(verdict or ""))
                 msg = (f"{domain}::{op} is not a standard ONNX op and the installed ONNX Runtime "
                        + ("cannot load it" if refused else "rejects it") + (f": {why}" if why else ""))
@@ -296,7 +261,7 @@ def rule_runtime_load(ctx: LintContext, explained: list[Finding]) -> list[Findin
     if ctx.load_error is None:
         return []
     text = ctx.load_error
-    clean = _clean_ort_message(text)
+    clean, node = ort_error_summary(text)
     if "IR version" in text and any(f.rule == "ir-version" and f.details.get("limit_from") == "onnxruntime"
                                     for f in explained):
         return []
@@ -306,7 +271,6 @@ def rule_runtime_load(ctx: LintContext, explained: list[Finding]) -> list[Findin
     if re.search(r"is not a registered function/op", text) and any(
             f.rule == "custom-op" and f.details.get("loads") is False for f in explained):
         return []
-    node = _node_named_in(text)
     ref = None
     if node:
         ref = next((r for r in iter_nodes(ctx.model) if r.node.name == node), None)
@@ -584,7 +548,7 @@ def _constant_pieces(value: str, consts: dict, producers: dict) -> list:
     return []
 
 
-def rule_provider_fallback(ctx: LintContext, providers: list[str], report: LintReport) -> list[Finding]:
+def rule_provider_fallback(ctx: LintContext, providers: list, report: LintReport) -> list[Finding]:
     from onnxtax.errors import CheckFailed
     from onnxtax.providers import open_session, placement_of, resolve_providers
 
@@ -626,7 +590,7 @@ def rule_provider_fallback(ctx: LintContext, providers: list[str], report: LintR
             else:
                 hint = (f"the CPU provider loads it, so {req.short} refuses something in the model: check the "
                         f"provider options, rewrite the op the message names, or serve on a provider that loads it")
-            named = _node_named_in(exc.message)
+            named = ort_error_summary(exc.message)[1]
             ref = nodes_by_name.get(named) if named else None
             out.append(_finding("provider-fallback", f"{req.label} cannot load the model: {exc.message}", ref,
                                 severity="error", hint=hint, provider=req.name, checked=True))

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from onnxtax.errors import ConfigError
 from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, check_fail_on, parse_allow
 from onnxtax.lint.graph import iter_graphs, iter_nodes
-from onnxtax.lint.rules import (LintContext, _clean_ort_message, _load_onnx, _try_load, rule_baked_shape,
+from onnxtax.lint.rules import (LintContext, _load_onnx, rule_baked_shape,
                                 rule_control_flow, rule_custom_op, rule_float64, rule_ir_version, rule_opset,
                                 rule_provider_fallback, rule_runtime_load)
+from onnxtax.providers import (ProviderRequest, load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
+                               ort_package)
 from onnxtax.specs import InputSpec
 
 # ----------------------------------------------------------------------------------------- entry point
@@ -22,7 +24,7 @@ GRAPH_RULES = ("control-flow", "custom-op", "opset", "ir-version", "runtime-load
 
 def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputSpec] | None = None,
                target_opset: int | None = None, target_ir: int | None = None,
-               providers: list[str] | None = None, allow: list[str] | None = None,
+               providers: Sequence[str | ProviderRequest] | None = None, allow: list[str] | None = None,
                fail_on: str = "error", progress=None) -> LintReport:
     """Lint an ONNX model (and, with `source`, the PyTorch model it came from).
 
@@ -31,14 +33,14 @@ def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputS
         source: a model spec ("file.py:Name") or an nn.Module, for the source rules.
         inputs: forward() inputs for the source rules; default: the manifest's.
         target_opset / target_ir: the deployment runtime's limits.
-        providers: provider texts ("openvino:device_type=CPU"); placement checked for those on this host.
+        providers: provider texts ("openvino:device_type=CPU") or ProviderRequests; placement checked
+            for those on this host, the others reported as not checked.
         allow: "rule" or "rule:node" (fnmatch) entries that are reported but do not fail.
         fail_on: "error" or "warning".
     Returns:
         LintReport, truthy when nothing at/above fail_on is left.
     """
     from onnxtax.manifest import read_manifest
-    from onnxtax.providers import ort_max_ir_version, ort_max_opset, ort_package
 
     start = time.perf_counter()
     say = progress or (lambda _msg: None)
@@ -60,7 +62,7 @@ def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputS
                       ort_max_ir=ort_max_ir_version(), ort_max_opset=ort_max_opset())
     ctx.inferred = _infer(model, ctx)
     say("loading the model in ONNX Runtime")
-    ctx.load_error = _try_load(path)
+    ctx.load_error = load_error(path)
     if ctx.load_error and ctx.ort_max_ir and model.ir_version > ctx.ort_max_ir and not ctx.has_external_data():
         # ORT stops at the IR version; load a copy at its max IR to see what else it would refuse.
         import onnx
@@ -68,14 +70,14 @@ def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputS
         lowered = onnx.ModelProto()
         lowered.CopyFrom(model)
         lowered.ir_version = ctx.ort_max_ir
-        second = _try_load(lowered)
+        second = load_error(lowered)
         ctx.notes.append("ONNX Runtime refuses the IR version; with the IR version lowered to "
                          f"{ctx.ort_max_ir} it " + ("loads the model" if second is None else
-                                                    f"still refuses it: {_clean_ort_message(second)}"))
+                                                    f"still refuses it: {ort_error_summary(second)[0]}"))
     dist, ver = ort_package()
     report.runtime = {"package": dist, "version": ver, "max_ir_version": ctx.ort_max_ir,
                       "max_opset": ctx.ort_max_opset, "loads_model": ctx.load_error is None,
-                      "load_error": _clean_ort_message(ctx.load_error) if ctx.load_error else None}
+                      "load_error": ort_error_summary(ctx.load_error)[0] if ctx.load_error else None}
     report.model_info = _model_info(model)
 
     findings: list[Finding] = []
