@@ -95,7 +95,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -771,21 +770,16 @@ def _child_inputs(specs: list[InputSpec], sizes: dict[str, int], ranges: dict[st
 
 
 def _run_child(cfg: dict, env: dict | None) -> dict:
-    from onnxtax.bench_child import RESULT_MARKER, STUB
+    from onnxtax.child import run_in_child
 
-    spawn = time.monotonic_ns()
-    try:
-        proc = subprocess.run([sys.executable, "-c", STUB, json.dumps(cfg)], capture_output=True, text=True,
-                              timeout=COLD_START_TIMEOUT, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {COLD_START_TIMEOUT} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_MARKER):
-            data = json.loads(line[len(RESULT_MARKER):])
-            data["spawn_ns"] = spawn
-            return data
-    lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-    return {"error": f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}"}
+    result = run_in_child("onnxtax.bench_child:cold_start", cfg, timeout=COLD_START_TIMEOUT, env=env)
+    if not result:
+        kind = f"{result.error_type}: " if result.status == "error" and result.error_type else ""
+        return {"error": f"{kind}{result.message}"}
+    data = dict(result.value)
+    data["stamps_ns"]["interpreter_ready"] = result.started_ns
+    data["spawn_ns"] = result.spawn_ns
+    return data
 
 
 def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_paths: list[_OrtPath],

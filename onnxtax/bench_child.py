@@ -1,30 +1,17 @@
-"""Cold-start probes: run by `onnxtax.bench` in a fresh interpreter (`python -c`), one
-process per measurement, so that imports, model construction and the first call are
-paid exactly as a new serving process pays them.
+"""Cold-start probes: run by `onnxtax.bench` in a fresh interpreter through
+`onnxtax.child.run_in_child`, one process per measurement, so that imports, model
+construction and the first call are paid exactly as a new serving process pays them.
 
 Only the standard library is imported at module level: whatever the probe needs
-(torch, or onnxruntime + numpy) is imported inside it and timed.
-
-Protocol: argv[1] is a JSON config; the probe prints one line `RESULT_MARKER + JSON`
-on stdout with monotonic timestamps (CLOCK_MONOTONIC is system-wide on Linux, so the
-parent can subtract its own spawn time) and the peak resident set size.
+(torch, or onnxruntime + numpy) is imported inside it and timed. The probe returns
+monotonic timestamps (the child runner adds the interpreter's start) and the peak
+resident set size.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-
-from onnxtax.defaults import ORT_OPT_LEVELS  # imports nothing: the timed imports stay the probe's own
-
-RESULT_MARKER = "ONNXTAX-COLD-START "
-
-# The whole `-c` program. The first timestamp is taken before anything else runs, so
-# the parent can tell interpreter start-up from the work itself.
-STUB = ("import time; _t0 = time.monotonic_ns()\n"
-        "from onnxtax.bench_child import main\n"
-        "main(_t0)\n")
 
 
 def peak_rss_kb() -> tuple[int, str]:
@@ -68,17 +55,15 @@ def _torch_probe(cfg: dict, stamps: dict) -> None:
 
 
 def _ort_probe(cfg: dict, stamps: dict) -> None:
+    # onnxtax's session options, imported before the clock starts: a serving process has its own
+    from onnxtax.providers import session_options
+
     stamps["import_start"] = time.monotonic_ns()
     import numpy as np
     import onnxruntime as ort
 
     stamps["import_end"] = time.monotonic_ns()
-    so = ort.SessionOptions()
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[cfg["opt_level"]])
-    if cfg.get("threads"):
-        so.intra_op_num_threads = int(cfg["threads"])
-        so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = session_options(opt_level=cfg["opt_level"], threads=cfg.get("threads"), record_placement=False)
     session = ort.InferenceSession(cfg["onnx"], so, providers=[cfg["provider"]],
                                    provider_options=[cfg.get("provider_options") or {}])
     stamps["load_end"] = time.monotonic_ns()
@@ -96,13 +81,10 @@ def _ort_probe(cfg: dict, stamps: dict) -> None:
     stamps["first_result"] = time.monotonic_ns()
 
 
-def main(t0_ns: int) -> None:
-    """Entry point of the `-c` stub: run the probe named in argv[1], print the result line."""
-    cfg = json.loads(sys.argv[1])
-    stamps = {"interpreter_ready": t0_ns}
+def cold_start(cfg: dict) -> dict:
+    """Child-runner target: run the probe `cfg["kind"]` names ("torch" or "ort")."""
+    stamps: dict[str, int] = {}
     probe = _torch_probe if cfg["kind"] == "torch" else _ort_probe
     probe(cfg, stamps)
     rss_kb, rss_source = peak_rss_kb()
-    sys.stdout.write(RESULT_MARKER + json.dumps({"stamps_ns": stamps, "peak_rss_kb": rss_kb,
-                                                  "rss_source": rss_source}) + "\n")
-    sys.stdout.flush()
+    return {"stamps_ns": stamps, "peak_rss_kb": rss_kb, "rss_source": rss_source}

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+from onnxtax.child import ChildResult, run_in_child
 from onnxtax.defaults import OPT_LEVEL, ORT_OPT_LEVELS
 from onnxtax.errors import CheckFailed, ProviderError
 
@@ -245,6 +246,12 @@ class Placement:
     def fell_back(self) -> bool:
         return self.fallback_count > 0
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Placement":
+        return cls(data["provider"], total_nodes=data["total_nodes"], on_provider=data["on_provider"],
+                   by_provider=dict(data["by_provider"]), fallback_op_types=dict(data["fallback_op_types"]),
+                   fallback_nodes=list(data["fallback_nodes"]), method=data["method"])
+
     def to_dict(self) -> dict:
         return {"provider": self.provider, "method": self.method, "total_nodes": self.total_nodes,
                 "on_provider": self.on_provider, "fallback": self.fallback_count,
@@ -278,6 +285,29 @@ def placement_of(session: Any, provider: str) -> Placement:
     result.by_provider = dict(per_ep)
     result.fallback_op_types = dict(ops.most_common())
     return result
+
+
+# Loading a large model on an accelerator provider can take minutes; a hang must still end.
+PLACEMENT_TIMEOUT_S = 600
+
+
+def isolated_placement(model_path: str | Path, request: ProviderRequest, *,
+                       timeout: float = PLACEMENT_TIMEOUT_S) -> ChildResult:
+    """ORT's placement on `request`, read in a child process: a provider that aborts on the
+    model (a C++ `terminate`) or hangs must not take the caller down with it.
+
+    The result's `value` is `Placement.to_dict()` when ok; status "error" is the provider
+    refusing the model (message and hint of the CheckFailed); "crashed" and "timeout" say
+    how the child ended."""
+    return run_in_child("onnxtax.providers:placement_in_child",
+                        {"model": str(model_path), "provider": request.name, "options": dict(request.options)},
+                        timeout=timeout)
+
+
+def placement_in_child(request: dict) -> dict:
+    """The child's side of isolated_placement."""
+    req = ProviderRequest(request["provider"], dict(request["options"]))
+    return placement_of(open_session(request["model"], req), req.name).to_dict()
 
 
 def probe_model(node: Any = None, *, inputs: list | None = None, outputs: list | None = None,

@@ -7,13 +7,15 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from onnxtax.errors import LoadError
+from onnxtax.child import ChildResult
+from onnxtax.errors import CheckFailed, LoadError
 from onnxtax.lint.findings import RULES, Finding, LintReport
 from onnxtax.lint.graph import CONTROL_FLOW_OPS, STANDARD_DOMAINS, NodeRef, iter_graphs, iter_nodes, node_source_location
 from onnxtax.manifest import export_sizes_of
-from onnxtax.providers import ort_error_summary
+from onnxtax.providers import (Placement, ProviderRequest, isolated_placement, open_session, ort_error_summary,
+                               placement_of, resolve_providers)
 
 SHAPE_OPS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
@@ -548,10 +550,7 @@ def _constant_pieces(value: str, consts: dict, producers: dict) -> list:
     return []
 
 
-def rule_provider_fallback(ctx: LintContext, providers: list, report: LintReport) -> list[Finding]:
-    from onnxtax.errors import CheckFailed
-    from onnxtax.providers import open_session, placement_of, resolve_providers
-
+def rule_provider_fallback(ctx: LintContext, providers: Sequence[str | ProviderRequest], report: LintReport) -> list[Finding]:
     out: list[Finding] = []
     usable, skipped = resolve_providers(providers, skip_unavailable=True)
     for req in skipped:
@@ -562,23 +561,15 @@ def rule_provider_fallback(ctx: LintContext, providers: list, report: LintReport
                             provider=req.name, checked=False))
     nodes_by_name = {r.node.name: r for r in iter_nodes(ctx.model) if r.node.name}
     for req in usable:
-        try:
-            if req.name == "CPUExecutionProvider":
-                placement = placement_of(open_session(ctx.path, req), req.name)
-            else:
-                placement = _isolated_placement(ctx.path, req)
-        except _ProviderCrashed as exc:
+        placement, refused, ended = _placement(ctx.path, req)
+        if ended is not None:
             report.providers["checked"].append({"provider": req.name, "label": req.label, "placement": None,
-                                                "error": str(exc)})
-            out.append(_finding("provider-fallback", f"{req.label} crashed the process loading the model: {exc}",
-                                severity="error", provider=req.name, checked=True, crashed=True,
-                                hint=f"any program that loads this model on {req.short} dies the same way: find "
-                                     f"the construct it cannot take (control-flow findings are the usual cause) "
-                                     f"and remove it, or serve on a provider that loads the model"))
+                                                "error": ended.message})
+            out.append(_ended_finding(req, ended))
             continue
-        except CheckFailed as exc:
+        if refused is not None:
             report.providers["checked"].append({"provider": req.name, "label": req.label, "placement": None,
-                                                "error": exc.message})
+                                                "error": refused})
             flow = sorted({r.node.op_type for r in iter_nodes(ctx.model)
                            if r.node.op_type in CONTROL_FLOW_OPS and r.node.domain in ("", "ai.onnx")})
             if ctx.load_error is not None:
@@ -590,9 +581,9 @@ def rule_provider_fallback(ctx: LintContext, providers: list, report: LintReport
             else:
                 hint = (f"the CPU provider loads it, so {req.short} refuses something in the model: check the "
                         f"provider options, rewrite the op the message names, or serve on a provider that loads it")
-            named = ort_error_summary(exc.message)[1]
+            named = ort_error_summary(refused)[1]
             ref = nodes_by_name.get(named) if named else None
-            out.append(_finding("provider-fallback", f"{req.label} cannot load the model: {exc.message}", ref,
+            out.append(_finding("provider-fallback", f"{req.label} cannot load the model: {refused}", ref,
                                 severity="error", hint=hint, provider=req.name, checked=True))
             continue
         report.providers["checked"].append({"provider": req.name, "label": req.label,
@@ -626,52 +617,39 @@ def rule_provider_fallback(ctx: LintContext, providers: list, report: LintReport
     return out
 
 
-class _ProviderCrashed(Exception):
-    """The provider killed the process that loaded the model (ORT-OpenVINO aborts on some nested graphs)."""
+def _placement(path: Path, req: ProviderRequest) -> tuple[Placement | None, str | None, ChildResult | None]:
+    """(placement, the provider's refusal, how a child that gave no answer ended). The CPU
+    provider is read in this process; any other in a child, as a provider can abort the
+    process (ORT-OpenVINO on an If inside a Loop) or hang on a model."""
+    if req.name == "CPUExecutionProvider":
+        try:
+            return placement_of(open_session(path, req), req.name), None, None
+        except CheckFailed as exc:
+            return None, exc.message, None
+    run = isolated_placement(path, req)
+    if run:
+        return Placement.from_dict(run.value), None, None
+    if run.status == "error":
+        return None, run.message if run.error_type == "CheckFailed" else f"{run.error_type}: {run.message}", None
+    return None, None, run
 
 
-_PLACEMENT_CHILD = """
-import json, sys
-from onnxtax.errors import CheckFailed
-from onnxtax.providers import open_session, parse_provider, placement_of
-req = parse_provider(sys.argv[2])
-try:
-    out = {"placement": placement_of(open_session(sys.argv[1], req), req.name).to_dict()}
-except CheckFailed as exc:
-    out = {"error": exc.message, "hint": exc.hint}
-print(json.dumps(out))
-"""
-
-
-def _isolated_placement(path: Path, req):
-    """ORT's placement on an accelerator provider, read in a child process: a provider that
-    aborts on the model (a C++ `terminate`) must not take the whole report down with it."""
-    import json
-    import subprocess
-    import sys
-
-    from onnxtax.errors import CheckFailed
-    from onnxtax.providers import Placement
-
-    proc = subprocess.run([sys.executable, "-c", _PLACEMENT_CHILD, str(path), req.label], capture_output=True,
-                          text=True, timeout=600)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        import signal
-
-        how = (f"signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 else
-               f"exit code {proc.returncode}")
-        said = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        detail = next((ln for ln in reversed(said) if "what():" in ln or "Error" in ln), said[-1] if said else "")
-        detail = re.sub(r"^/\S+:\d+ .*\)( const)? (?=[A-Z])", "", detail.split("what():", 1)[-1].strip())
-        raise _ProviderCrashed(f"{how}" + (f": {detail[:300]}" if detail else ""))
-    data = json.loads(lines[-1])
-    if "error" in data:
-        raise CheckFailed(data["error"], data.get("hint"))
-    pl = data["placement"]
-    return Placement(pl["provider"], total_nodes=pl["total_nodes"], on_provider=pl["on_provider"],
-                     by_provider=pl["by_provider"], fallback_op_types=pl["fallback_op_types"],
-                     fallback_nodes=pl["fallback_nodes"], method=pl["method"])
+def _ended_finding(req: ProviderRequest, run: ChildResult) -> Finding:
+    """A provider that killed (or hung) the process loading the model."""
+    if run.status == "timeout":
+        return _finding("provider-fallback", f"{req.label} did not finish loading the model: {run.message}",
+                        severity="error", provider=req.name, checked=True, timed_out=True,
+                        hint=f"a program that loads this model on {req.short} may hang the same way: check the "
+                             f"provider options, try a smaller model part to find the construct, or serve on a "
+                             f"provider that loads the model")
+    how = f"signal {run.signal}" if run.signal else f"exit code {run.exit_code}"
+    detail = ort_error_summary(run.stderr_tail)[0] if run.stderr_tail else ""
+    return _finding("provider-fallback", f"{req.label} crashed the process loading the model: {how}"
+                    + (f": {detail[:300]}" if detail else ""), severity="error", provider=req.name, checked=True,
+                    crashed=True,
+                    hint=f"any program that loads this model on {req.short} dies the same way: find the construct "
+                         f"it cannot take (control-flow findings are the usual cause) and remove it, or serve on a "
+                         f"provider that loads the model")
 
 
 def _touches_double(ref: NodeRef, ctx: LintContext) -> bool:
