@@ -207,31 +207,14 @@ def _explain_export_error(exc: BaseException, source_file: str | None) -> tuple[
 
 
 def _user_location(text: str, chain: list[BaseException], source_file: str | None) -> str | None:
-    """The user's file:line from torch's message ('File "x.py", line 8') or the traceback."""
-    import traceback
+    """The user's file:line from torch's message ('File "x.py", line 8') or else the traceback."""
+    from onnxtax.frames import frames_in_text, frames_of, user_frame
 
-    candidates = [(f, int(n), "") for f, n in re.findall(r'File "([^"]+)", line (\d+)', text)]
-    for e in chain:
-        for fr in traceback.extract_tb(e.__traceback__):
-            candidates.append((fr.filename, fr.lineno or 0, fr.line or ""))
-
-    def is_user(path: str) -> bool:
-        if source_file and Path(path).resolve() == Path(source_file).resolve():
-            return True
-        return not source_file and not re.search(r"site-packages|dist-packages|/torch/|/onnxtax/|<", path)
-
-    for path, line, _ in candidates:
-        if is_user(path):
-            code = _line_of(path, line)
-            return f"{path}:{line}" + (f" `{code}`" if code else "")
-    return None
-
-
-def _line_of(path: str, line: int) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[line - 1].strip()
-    except (OSError, IndexError):
-        return ""
+    frame = (user_frame(frames_in_text(text), source_file)
+             or user_frame([f for e in chain for f in frames_of(e)], source_file))
+    if frame is None:
+        return None
+    return frame.location + (f" `{frame.code}`" if frame.code else "")
 
 
 def _rename_symbols(model, mapping: dict[str, str]) -> None:

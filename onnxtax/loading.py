@@ -6,13 +6,13 @@ import importlib
 import importlib.util
 import inspect
 import sys
-import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from onnxtax.errors import InputSpecError, LoadError
+from onnxtax.frames import frames_of, user_frame
 from onnxtax.specs import InputSpec
 
 SPEC_HELP = "write the model as path/to/file.py:NAME or package.module:NAME"
@@ -39,17 +39,12 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def _user_frame(exc: BaseException, path: Path | None) -> str:
-    """The deepest frame inside the user's file, as 'file:line: code'."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    """The user's frame of the error, as 'file:line: code' (the deepest frame if none is theirs)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename}:{exc.lineno}: {(exc.text or '').strip()}"
-    chosen = None
-    for fr in frames:
-        if path is None or Path(fr.filename).resolve() == path:
-            chosen = fr
-    if chosen is None and frames:
-        chosen = frames[-1]
-    return f"{chosen.filename}:{chosen.lineno}: {(chosen.line or '').strip()}" if chosen else "?"
+    frames = frames_of(exc)
+    chosen = user_frame(frames, str(path) if path else None) or (frames[-1] if frames else None)
+    return f"{chosen.location}: {chosen.code}" if chosen else "?"
 
 
 def _import_target(target: str) -> tuple[Any, Path | None]:

@@ -16,7 +16,6 @@ from onnx import helper, numpy_helper
 
 from onnxtax.errors import ConfigError, LoadError
 from onnxtax.lint import RULES, lint_model, parse_allow
-from onnxtax.lint.graph import user_frame
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"
 # onnx 1.23 stamps IR 14, which ORT 1.31 refuses (max 13): every helper-built model says 10.
@@ -310,14 +309,6 @@ def test_to_dict_schema(tmp_path):
     assert set(data["findings"][0]) == {"rule", "severity", "message", "hint", "node", "op_type", "domain",
                                         "subgraph", "source_location", "allowed", "details"}
     assert data["model_info"]["opsets"] == {"": 17} and data["runtime"]["max_ir_version"] >= IR
-
-
-def test_user_frame_skips_torch_and_generated_code():
-    trace = ('File "/home/u/model.py", line 12, in forward\n    return torch.cond(p, a, b, (x,))\n'
-             'File "<eval_with_key>.5", line 9, in forward\n    cond = ...\n'
-             'File "/venv/lib/python3.11/site-packages/torch/_ops.py", line 3, in __call__')
-    assert user_frame(trace) == "/home/u/model.py:12"
-    assert user_frame('File "<eval_with_key>.1", line 2') is None
 
 
 # ---------------------------------------------------------------------------------- dynamo export + SARIF

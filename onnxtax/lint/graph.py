@@ -3,10 +3,10 @@ bodies, model-local functions), and the user's file:line the exporter recorded o
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 from typing import Any, Iterator
+
+from onnxtax.frames import frames_in_text, user_frame
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "ai.onnx.preview"}
 CONTROL_FLOW_OPS = {"If", "Loop", "Scan", "SequenceMap"}
@@ -53,27 +53,12 @@ def iter_graphs(model) -> Iterator[tuple[Any, str | None]]:
                 yield sub, path
 
 
-_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
-_INTERNAL = re.compile(r"site-packages|dist-packages|[/\\]torch[/\\]|[/\\]onnxscript[/\\]|[/\\]onnxtax[/\\]")
-
-
-def user_frame(stack_trace: str, prefer_file: str | None = None) -> str | None:
-    """The last user frame ('file:line') of a Python stack trace text; frames inside torch,
-    generated code (<eval_with_key>) and site-packages are skipped."""
-    frames = [(f, int(n)) for f, n in _FRAME.findall(stack_trace or "")]
-    if prefer_file:
-        want = os.path.realpath(prefer_file)
-        mine = [fr for fr in frames if os.path.realpath(fr[0]) == want]
-        if mine:
-            return f"{mine[-1][0]}:{mine[-1][1]}"
-    user = [fr for fr in frames if not fr[0].startswith("<") and not _INTERNAL.search(fr[0])]
-    return f"{user[-1][0]}:{user[-1][1]}" if user else None
-
-
 def node_source_location(node) -> str | None:
+    """The user's file:line in the stack trace the dynamo exporter records on a node."""
     for prop in node.metadata_props:
         if prop.key == STACK_TRACE_KEY:
-            return user_frame(prop.value)
+            frame = user_frame(frames_in_text(prop.value))
+            return frame.location if frame else None
     return None
 
 

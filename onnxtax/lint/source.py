@@ -15,24 +15,20 @@ Findings from both are merged per (file, line).
 
 from __future__ import annotations
 
-import linecache
-import os
 import re
 import time
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from onnxtax.errors import InputSpecError
-from onnxtax.manifest import export_sizes_of
+from onnxtax.frames import Frame, frames_in_text, frames_of, is_library, user_frame
 from onnxtax.inputs import dynamic_shapes, torch_tensors
 from onnxtax.lint.findings import RULES, Finding
-from onnxtax.lint.graph import user_frame
+from onnxtax.manifest import export_sizes_of
 from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
 
 SOURCE_RULES = ("source-data-dependent-branch", "source-tensor-to-python", "source-custom-op", "source-trace")
-_INTERNAL = re.compile(r"site-packages|dist-packages|[/\\]torch[/\\]|[/\\]onnxtax[/\\]|^<")
 _BRANCH_LINE = re.compile(r"^\s*(if|elif|while|assert)\b|\bif\b.*\belse\b")
 _TO_PYTHON = re.compile(r"\.item\(|\bint\(|\bfloat\(|\bbool\(|\.tolist\(|\.numpy\(")
 _RELATIONAL = re.compile(r"^(Eq|Ne|Lt|Le|Gt|Ge|And|Or|Not)\(|[<>]=?|==|!=")
@@ -61,25 +57,6 @@ class _Hit:
     detail: dict = field(default_factory=dict)
 
 
-def _code(file: str, line: int) -> str:
-    return linecache.getline(file, line).strip()
-
-
-def _pick_frame(frames: list[tuple[str, int]], user_file: str | None) -> tuple[str, int] | None:
-    """The user's frame: the innermost one in the model's file, its folder, or anywhere outside
-    torch and site-packages. Innermost, because a branch in a helper that forward() calls must be
-    fixed in the helper, not at the call."""
-    home = os.path.dirname(os.path.realpath(user_file)) + os.sep if user_file else None
-
-    def is_user(path: str) -> bool:
-        if not _INTERNAL.search(path):
-            return True
-        real = os.path.realpath(path)
-        # the model's own package counts even when installed in site-packages; a venv inside it does not
-        return bool(home) and real.startswith(home) and not _INTERNAL.search(real[len(home):])
-
-    mine = [f for f in frames if is_user(f[0])]
-    return mine[-1] if mine else None
 
 
 def _specs_and_sizes(inputs: list[InputSpec] | None, manifest: dict | None) -> tuple[list[InputSpec], dict[str, int]]:
@@ -123,8 +100,7 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
     timings["jit_trace"] = round(time.perf_counter() - t0, 3)
     if draft_error is not None and trace_error is not None:
         exc = draft_error
-        frames = [(fr.filename, fr.lineno or 0) for fr in traceback.extract_tb(exc.__traceback__)]
-        where = _pick_frame(frames, user_file)
+        where = user_frame(frames_of(exc), user_file)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         f = Finding("source-trace", RULES["source-trace"].severity,
                     f"neither torch.export nor torch.jit.trace could run the model with "
@@ -133,7 +109,7 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
                     "check that --input (or the manifest's inputs) matches what forward() expects (order, shapes, "
                     "dtypes); if it does, fix the error at the line shown: neither exporter gets past it either")
         if where:
-            f.source_location = f"{where[0]}:{where[1]}"
+            f.source_location = where.location
         extra.append(f)
 
     findings = _merge(hits) + extra
@@ -153,11 +129,11 @@ def _quiet_torch_logs():
     logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
 
 
-def _add(hits: dict, rule: str, frame: tuple[str, int] | None, how: str, **detail) -> None:
+def _add(hits: dict, rule: str, frame: Frame | None, how: str, **detail) -> None:
     if frame is None:
         return
-    key = (frame[0], frame[1], rule)
-    hit = hits.setdefault(key, _Hit(rule, frame[0], frame[1]))
+    key = (frame.file, frame.line, rule)
+    hit = hits.setdefault(key, _Hit(rule, frame.file, frame.line))
     if how not in hit.how:
         hit.how.append(how)
     for k, v in detail.items():
@@ -196,12 +172,10 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
             program = torch.export.draft_export(module, args, dynamic_shapes=dynamic_shapes(specs), strict=False)
     except Exception as exc:  # noqa: BLE001 - recorded; jit.trace may still see the model
         steps["draft_export"] = f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
-        frames = [(fr.filename, fr.lineno or 0) for fr in traceback.extract_tb(exc.__traceback__)]
-        frames += [(f, int(n)) for f, n in re.findall(r'File "([^"]+)", line (\d+)', str(exc))]
-        where = _pick_frame(frames, user_file)
+        where = user_frame(frames_of(exc) + frames_in_text(str(exc)), user_file)
         text = f"{type(exc).__name__}: {exc}"
         if where and re.search(r"GuardOnDataDependentSymNode|data-dependent", text):
-            rule = _classify_guard("", _code(*where))
+            rule = _classify_guard("", where.code)
             _add(hits, rule, where, "torch.export")
         return exc
     report = getattr(program, "_report", None)
@@ -211,13 +185,13 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
     for failure in failures:
         kind = str(getattr(failure, "failure_type", ""))
         data = getattr(failure, "data", {}) or {}
-        frames = [(names[str(fr.get("filename"))], int(fr.get("line", 0)))
+        frames = [Frame(names[str(fr.get("filename"))], int(fr.get("line", 0)))
                   for fr in data.get("user_stack", []) if isinstance(fr, dict) and str(fr.get("filename")) in names]
-        where = _pick_frame(frames, user_file)
+        where = user_frame(frames, user_file)
         if "DATA_DEPENDENT" in kind:
             counted += 1
             expr = str(data.get("expr", ""))
-            rule = _classify_guard(expr, _code(*where) if where else "")
+            rule = _classify_guard(expr, where.code if where else "")
             _add(hits, rule, where, "torch.export", guard=expr, example_value=str(data.get("result", "")))
         elif "FAKE_KERNEL" in kind:
             op = str(data.get("op", "?"))
@@ -226,7 +200,7 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
                         f"register one with @{op.split('::')[-1]}.register_fake (torch.library), then export")
             f.op_type, f.domain = op.split("::")[-1], op.split("::")[0]
             if where:
-                f.source_location = f"{where[0]}:{where[1]}"
+                f.source_location = where.location
             extra.append(f)
     steps["draft_export"] = f"ok ({counted} data-dependent guard(s))"
     _custom_ops_in(program, user_file, extra)
@@ -267,7 +241,8 @@ def _custom_ops_in(program, user_file, extra) -> None:
             continue
         name = f"{target.namespace}::{target._opname}"
         stack = nodes[0].meta.get("stack_trace") or ""
-        loc = user_frame(stack, user_file)
+        frame = user_frame(frames_in_text(stack), user_file)
+        loc = frame.location if frame else None
         f = Finding("source-custom-op", "error",
                     f"custom op {name} ({len(nodes)} call(s)) has no ONNX translation in torch.onnx: the dynamo "
                     f"exporter fails with 'No ONNX function found'",
@@ -297,18 +272,18 @@ def _onnx_registry():
 def _run_jit_trace(module, args, user_file, hits, extra, steps) -> BaseException | None:
     import torch
 
-    recorded: list[tuple[str, list[tuple[str, int]]]] = []
+    recorded: list[tuple[str, list[Frame]]] = []
     library: list[str] = []
 
     def hook(message, category, filename, lineno, file=None, line=None):
         if category.__name__ != "TracerWarning":
             return
-        if _INTERNAL.search(filename or ""):
+        if is_library(filename or ""):
             # raised inside torch (e.g. nn.MultiheadAttention's checks): not the user's code, and
             # torch.export handles it; it only matters to the TorchScript exporter
             library.append(f"{filename}:{lineno}")
             return
-        recorded.append((str(message), [(filename, lineno)]))
+        recorded.append((str(message), [Frame(filename, lineno)]))
 
     try:
         with warnings.catch_warnings():
@@ -336,16 +311,16 @@ def _run_jit_trace(module, args, user_file, hits, extra, steps) -> BaseException
         if name in seen or (fn_cls is not None and hasattr(fn_cls, "symbolic")):
             continue
         seen.add(name)
-        # sourceRange lists the innermost call first; _pick_frame wants outermost first
-        frames = [(f, int(n)) for f, n in re.findall(r"^(.+?)\((\d+)\): ", node.sourceRange(), re.M)][::-1]
-        where = _pick_frame(frames, user_file)
+        # sourceRange lists the innermost call first; user_frame wants outermost first
+        frames = [Frame(f, int(n)) for f, n in re.findall(r"^(.+?)\((\d+)\): ", node.sourceRange(), re.M)][::-1]
+        where = user_frame(frames, user_file)
         f = Finding("source-custom-op", "warning",
                     f"autograd.Function {name} has no symbolic(): the TorchScript exporter (dynamo=False) fails on "
                     f"it; the dynamo exporter traces its forward() instead",
                     "keep the default dynamo exporter, or add a staticmethod symbolic(g, ...) emitting ONNX ops")
         f.op_type = name
         if where:
-            f.source_location = f"{where[0]}:{where[1]}"
+            f.source_location = where.location
         f.details = {"kind": "autograd.Function"}
         extra.append(f)
     return None
@@ -355,7 +330,7 @@ def _tracer_hits(recorded, user_file, hits) -> None:
     for message, frames in recorded:
         for pattern, rule, what in _TRACER_KINDS:
             if pattern.search(message):
-                _add(hits, rule, _pick_frame(frames, user_file), "torch.jit.trace", tracer=what)
+                _add(hits, rule, user_frame(frames, user_file), "torch.jit.trace", tracer=what)
                 break
 
 
@@ -366,7 +341,7 @@ def _merge(hits: dict) -> list[Finding]:
     for hit in sorted(hits.values(), key=lambda h: (h.file, h.line, h.rule)):
         if hit.rule == "source-tensor-to-python" and (hit.file, hit.line) in branch_lines:
             continue
-        code = _code(hit.file, hit.line)
+        code = Frame(hit.file, hit.line).code
         shown = f" `{code}`" if code else ""
         found = " and ".join(hit.how)
         if hit.rule == "source-data-dependent-branch":
