@@ -22,16 +22,22 @@ print("HEAVY:" + ",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
-def commands() -> list[list[str]]:
+def _walk(group, path: list[str]):
+    """Every (argv path, click command) under `group`, nested groups (`ci report merge`) included."""
+    for name, cmd in group.commands.items():
+        yield [*path, name], cmd
+        if hasattr(cmd, "commands"):
+            yield from _walk(cmd, [*path, name])
+
+
+def command_tree() -> list[tuple[list[str], object]]:
     import typer.main
 
-    group = typer.main.get_command(app)
-    out = [[]]
-    for name, cmd in group.commands.items():
-        out.append([name])
-        for sub in getattr(cmd, "commands", {}):
-            out.append([name, sub])
-    return out
+    return list(_walk(typer.main.get_command(app), []))
+
+
+def commands() -> list[list[str]]:
+    return [[]] + [argv for argv, _ in command_tree()]
 
 
 @pytest.mark.parametrize("argv", commands(), ids=lambda a: " ".join(a) or "onnxtax")
@@ -43,13 +49,19 @@ def test_help_imports_no_heavy_module(argv):
     assert loaded == "", f"`onnxtax {' '.join(argv)} --help` imported {loaded}"
 
 
-def test_every_command_has_help_text():
+def test_nested_groups_are_walked():
+    """`report merge` is a command of the `report` group: its --help and its options' help are checked."""
+    assert ["report", "merge"] in [argv for argv, _ in command_tree()]
+
+
+def test_every_command_and_option_has_help_text():
     import typer.main
 
-    group = typer.main.get_command(app)
-    assert {"export", "verify", "providers"} <= set(group.commands)
-    for name, cmd in group.commands.items():
+    assert {"export", "verify", "providers"} <= set(typer.main.get_command(app).commands)
+    for argv, cmd in command_tree():
+        name = " ".join(argv)
         assert (cmd.help or "").strip(), f"command {name} has no help"
         for param in cmd.params:
-            if param.name not in ("help",) and getattr(param, "help", None) is not None:
-                assert param.help.strip(), f"{name} {param.name} has empty help"
+            if param.name == "help":
+                continue
+            assert (getattr(param, "help", None) or "").strip(), f"{name} {param.name} has no help"
