@@ -60,9 +60,3 @@ def node_source_location(node) -> str | None:
             frame = user_frame(frames_in_text(prop.value))
             return frame.location if frame else None
     return None
-
-
-
-def op_name(node) -> str:
-    return f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
-

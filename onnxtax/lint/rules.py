@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from onnxtax.child import ChildResult
-from onnxtax.errors import CheckFailed, LoadError
+from onnxtax.errors import CheckFailed
 from onnxtax.lint.findings import RULES, Finding, LintReport
 from onnxtax.lint.graph import CONTROL_FLOW_OPS, STANDARD_DOMAINS, NodeRef, iter_graphs, iter_nodes, node_source_location
 from onnxtax.manifest import export_sizes_of
@@ -68,20 +68,6 @@ class LintContext:
         from onnx import TensorProto
 
         return any(t.data_location == TensorProto.EXTERNAL for g, _ in iter_graphs(self.model) for t in g.initializer)
-
-
-def _load_onnx(path: Path):
-    import onnx
-
-    if not path.exists():
-        raise LoadError(f"model file '{path}' does not exist", "give the path of an .onnx file")
-    if not path.is_file():
-        raise LoadError(f"'{path}' is not a file", "give the path of an .onnx file")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise LoadError(f"'{path}' is not a readable ONNX model: {type(exc).__name__}: {str(exc)[:200]}",
-                        "check the path; an ONNX file is a protobuf written by torch.onnx.export or onnx.save") from exc
 
 
 # ----------------------------------------------------------------------------------------- rules

@@ -8,16 +8,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from onnxtax.errors import ConfigError
+from onnxtax.inputs import load_graph
 from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, check_fail_on, parse_allow
 from onnxtax.lint.graph import iter_graphs, iter_nodes
-from onnxtax.lint.rules import (LintContext, _load_onnx, rule_baked_shape,
-                                rule_control_flow, rule_custom_op, rule_float64, rule_ir_version, rule_opset,
-                                rule_provider_fallback, rule_runtime_load)
+from onnxtax.lint.rules import (LintContext, rule_baked_shape, rule_control_flow, rule_custom_op, rule_float64,
+                                rule_ir_version, rule_opset, rule_provider_fallback, rule_runtime_load)
 from onnxtax.providers import (ProviderRequest, load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
                                ort_package)
 from onnxtax.specs import InputSpec
-
-# ----------------------------------------------------------------------------------------- entry point
 
 GRAPH_RULES = ("control-flow", "custom-op", "opset", "ir-version", "runtime-load", "float64", "baked-shape")
 
@@ -50,7 +48,7 @@ def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputS
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{flag} {value} is not a positive integer", f"e.g. {flag} 17")
     path = Path(onnx_path)
-    model = _load_onnx(path)
+    model = load_graph(path)
     report = LintReport(str(path), fail_on=fail_on, allow=[str(a) for a in allow_entries],
                         targets={"opset": target_opset, "ir_version": target_ir})
     manifest = None
