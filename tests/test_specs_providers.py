@@ -112,6 +112,41 @@ def test_ort_error_summary_names_the_node():
     assert node == "/enc/Reshape_4" and line.startswith("Non-zero status code")
 
 
+
+def test_one_summary_for_real_ort_refusals_and_run_failures():
+    """ORT's own messages: status prefix and C++ source location dropped, the node found."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from onnxtax.providers import load_error, probe_model
+
+    ir = load_error(probe_model(ir_version=1000))
+    assert ir.startswith("[ONNXRuntimeError]") and ".cc:" in ir
+    line, node = ort_error_summary(ir)
+    assert line.startswith("Unsupported model IR version: 1000, max supported IR version:") and node is None
+
+    add = helper.make_node("Add", ["s", "s"], ["y"], name="add_strings")
+    typed = load_error(probe_model(add, inputs=[helper.make_tensor_value_info("s", onnx.TensorProto.STRING, [1])],
+                                   outputs=[helper.make_tensor_value_info("y", onnx.TensorProto.STRING, [1])],
+                                   opsets={"": 17}, ir_version=8))
+    assert ort_error_summary(typed)[1] == "add_strings"
+
+    reshape = helper.make_node("Reshape", ["x", "shape"], ["y"], name="the_reshape")
+    model = probe_model(reshape, inputs=[helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None]),
+                                         helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [1])],
+                        outputs=[helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                        opsets={"": 17}, ir_version=8)
+    assert load_error(model) is None
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception) as info:
+        session.run(None, {"x": np.zeros(6, np.float32), "shape": np.array([4], np.int64)})
+    line, node = ort_error_summary(info.value)
+    assert node == "the_reshape"
+    assert "reshape_helper.h" not in line and "input_shape_size == requested_shape_size was false" in line
+
+
 PLACEMENT_SCRIPT = """
 import json, sys
 from onnxtax.providers import open_session, parse_provider, placement_of
