@@ -5,6 +5,11 @@ ORT really ran each node.
 asked for a device the host lacks still appears there while every node runs on CPU.
 The placement here comes from ORT's own graph assignment
 (`session.record_ep_graph_assignment_info`), the same record for parity, lint and bench.
+
+Everything else onnxtax asks of ONNX Runtime lives here too: session options, what the
+installed runtime loads (one-node probe models: its IR and opset limits, a single op),
+one reading of its error messages, and placement read in a child process for providers
+that can abort the process.
 """
 
 from __future__ import annotations
