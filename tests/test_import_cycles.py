@@ -1,6 +1,10 @@
 """No import cycle anywhere in the onnxtax package: every import of the package's own modules
 counts, at module level, inside functions and under `if TYPE_CHECKING:` alike, since a cycle
-hidden in a function still ties the modules together (and breaks when the import moves up)."""
+hidden in a function still ties the modules together (and breaks when the import moves up).
+
+Imports of the root package itself (`from onnxtax import __version__`) are left out: Python
+has run its __init__ before any submodule, and it binds only the version and lazy names
+(its TYPE_CHECKING block lists the whole public API for type checkers)."""
 
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ def import_graph(package: Path) -> dict[str, set[str]]:
                            for alias in node.names]
             for target in targets:
                 found = known(target)
-                if found and found != name:
+                if found and found != name and found != package.name:
                     graph[name].add(found)
     return graph
 

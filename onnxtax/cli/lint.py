@@ -11,7 +11,6 @@ from onnxtax import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, progress_display,
                               user_errors)
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 MAX_ROWS_PER_RULE = 25
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -70,7 +69,7 @@ def lint_ops(
         for path, what in ((json_path, "JSON"), (sarif_path, "SARIF")):
             if path is not None:
                 console.print(f"{what} report: {path}", highlight=False)
-    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+    raise typer.Exit(report.exit_code)
 
 
 def _write_outputs(report, json_path: str | None, sarif_path: Path | None) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxtax.errors import ConfigError
+from onnxtax.report import Verdict
 
 FORMAT_VERSION = 1
 SEVERITIES = ("error", "warning", "info")
@@ -112,7 +113,7 @@ class Finding:
 
 
 @dataclass
-class LintReport:
+class LintReport(Verdict):
     """All findings for one model. Truthy when nothing at or above `fail_on` is left after --allow."""
 
     model: str
@@ -139,9 +140,6 @@ class LintReport:
     @property
     def passed(self) -> bool:
         return not self.failing
-
-    def __bool__(self) -> bool:
-        return self.passed
 
     def counts(self) -> dict[str, int]:
         active = [f for f in self.findings if not f.allowed]
