@@ -4,81 +4,47 @@ exception, a hang and an abort each come back as a result, never as the caller's
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from onnxtax.child import run_in_child
-from onnxtax.errors import CheckFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-# ------------------------------------------------------------------ targets run in the child
-
-
-def echo(request: dict) -> dict:
-    return {"got": request, "pid": os.getpid()}
-
-
-def refuse(request: dict) -> dict:
-    raise CheckFailed(f"refused {request['what']}", "ask for something else")
-
-
-def sleep_past(request: dict) -> dict:
-    time.sleep(request["seconds"])
-    return {}
-
-
-def abort_like_cpp(request: dict) -> dict:
-    print("noise on stdout")
-    sys.stderr.write("terminate called after throwing an instance of 'ov::Exception'\n"
-                     "  what():  Exception from src/core/graph.cpp:12: the graph has a cycle\n")
-    sys.stderr.flush()
-    os.abort()
-
-
-def exit_without_result(request: dict) -> dict:
-    sys.stderr.write("RuntimeError: gave up\n")
-    sys.exit(3)
-
-
-# ------------------------------------------------------------------ tests
-
-
 def test_value_and_timestamps_come_back():
-    result = run_in_child("tests.test_child:echo", {"a": [1, 2]}, timeout=60, env=ENV)
+    result = run_in_child("tests.child_targets:echo", {"a": [1, 2]}, timeout=60, env=ENV)
     assert result and result.status == "ok"
     assert result.value["got"] == {"a": [1, 2]} and result.value["pid"] != os.getpid()
     assert result.spawn_ns < result.started_ns < result.spawn_ns + int(result.seconds * 1e9)
 
 
 def test_an_exception_in_the_child_is_a_result_with_its_hint():
-    result = run_in_child("tests.test_child:refuse", {"what": "x"}, timeout=60, env=ENV)
+    result = run_in_child("tests.child_targets:refuse", {"what": "x"}, timeout=60, env=ENV)
     assert not result and result.status == "error"
     assert (result.error_type, result.message, result.hint) == ("CheckFailed", "refused x", "ask for something else")
 
 
 def test_a_child_past_its_timeout_is_killed_and_reported():
     started = time.monotonic()
-    result = run_in_child("tests.test_child:sleep_past", {"seconds": 60}, timeout=2, env=ENV)
+    result = run_in_child("tests.child_targets:sleep_past", {"seconds": 60}, timeout=2, env=ENV)
     assert time.monotonic() - started < 30
     assert result.status == "timeout" and not result
     assert "no result after 2 s" in result.message
 
 
 def test_an_aborting_child_gives_its_signal_and_last_words():
-    result = run_in_child("tests.test_child:abort_like_cpp", {}, timeout=60, env=ENV)
+    result = run_in_child("tests.child_targets:abort_like_cpp", {}, timeout=60, env=ENV)
     assert result.status == "crashed" and result.signal == "SIGABRT" and result.exit_code < 0
     assert result.stderr_tail == "Exception from src/core/graph.cpp:12: the graph has a cycle"
     assert result.message.startswith("signal SIGABRT: Exception from")
 
 
 def test_an_exit_without_a_result_is_a_crash_with_the_exit_code():
-    result = run_in_child("tests.test_child:exit_without_result", {}, timeout=60, env=ENV)
+    result = run_in_child("tests.child_targets:exit_without_result", {}, timeout=60, env=ENV)
     assert (result.status, result.exit_code, result.signal) == ("crashed", 3, None)
     assert result.message == "exit code 3: RuntimeError: gave up"
 
@@ -87,14 +53,14 @@ def test_lint_reports_a_hung_provider_as_a_finding():
     from onnxtax.lint.rules import _ended_finding
     from onnxtax.providers import parse_provider
 
-    run = run_in_child("tests.test_child:sleep_past", {"seconds": 60}, timeout=1, env=ENV)
+    run = run_in_child("tests.child_targets:sleep_past", {"seconds": 60}, timeout=1, env=ENV)
     finding = _ended_finding(parse_provider("openvino:device_type=CPU"), run)
     assert finding.rule == "provider-fallback" and finding.severity == "error"
     assert finding.details["timed_out"] is True
     assert "openvino:device_type=CPU did not finish loading the model: no result after 1 s" in finding.message
 
 
-@pytest.mark.parametrize("target", ["tests.test_child:no_such_function", "no_such_module:f"])
+@pytest.mark.parametrize("target", ["tests.child_targets:no_such_function", "no_such_module:f"])
 def test_a_target_that_does_not_import_is_an_error_result(target):
     result = run_in_child(target, {}, timeout=60, env=ENV)
     assert result.status == "error" and result.error_type in ("AttributeError", "ModuleNotFoundError")
