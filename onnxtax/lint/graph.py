@@ -25,6 +25,13 @@ class NodeRef:
         return self.node.name or f"{self.node.op_type}_{self.index}"
 
 
+def subgraphs(ref: NodeRef) -> Iterator[tuple[Any, str]]:
+    """The graphs a node holds (If branches, Loop and Scan bodies), each with its subgraph path."""
+    for attr in ref.node.attribute:
+        for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+            yield sub, f"{ref.subgraph}/{ref.label}/{attr.name}" if ref.subgraph else f"{ref.label}/{attr.name}"
+
+
 def iter_nodes(model) -> Iterator[NodeRef]:
     """Every node in the main graph, nested subgraphs (If/Loop/Scan bodies) and model-local functions."""
 
@@ -32,10 +39,8 @@ def iter_nodes(model) -> Iterator[NodeRef]:
         for i, node in enumerate(graph.node):
             ref = NodeRef(node, path, graph, i)
             yield ref
-            for attr in node.attribute:
-                subs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
-                for sub in subs:
-                    yield from walk(sub, f"{path}/{ref.label}/{attr.name}" if path else f"{ref.label}/{attr.name}")
+            for sub, sub_path in subgraphs(ref):
+                yield from walk(sub, sub_path)
 
     yield from walk(model.graph, None)
     for fn in model.functions:
@@ -46,11 +51,7 @@ def iter_graphs(model) -> Iterator[tuple[Any, str | None]]:
     """(GraphProto, subgraph path) for the main graph and every nested graph."""
     yield model.graph, None
     for ref in iter_nodes(model):
-        for attr in ref.node.attribute:
-            subs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
-            for sub in subs:
-                path = f"{ref.subgraph}/{ref.label}/{attr.name}" if ref.subgraph else f"{ref.label}/{attr.name}"
-                yield sub, path
+        yield from subgraphs(ref)
 
 
 def node_source_location(node) -> str | None:

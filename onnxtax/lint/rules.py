@@ -12,7 +12,8 @@ from typing import Any, Iterator, Sequence
 from onnxtax.child import ChildResult
 from onnxtax.errors import CheckFailed
 from onnxtax.lint.findings import RULES, Finding, LintReport
-from onnxtax.lint.graph import CONTROL_FLOW_OPS, STANDARD_DOMAINS, NodeRef, iter_graphs, iter_nodes, node_source_location
+from onnxtax.lint.graph import (CONTROL_FLOW_OPS, STANDARD_DOMAINS, NodeRef, iter_graphs, iter_nodes,
+                                node_source_location, subgraphs)
 from onnxtax.manifest import export_sizes_of
 from onnxtax.providers import (Placement, ProviderRequest, isolated_placement, open_session, ort_error_summary,
                                placement_of, resolve_providers)
@@ -517,11 +518,8 @@ def _graphs_with_consts(model) -> Iterator[tuple[tuple[Any, dict], str | None]]:
         consts = _const_values(graph, outer)
         yield (graph, consts), path
         for i, node in enumerate(graph.node):
-            label = node.name or f"{node.op_type}_{i}"
-            for attr in node.attribute:
-                subs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
-                for sub in subs:
-                    yield from walk(sub, f"{path}/{label}/{attr.name}" if path else f"{label}/{attr.name}", consts)
+            for sub, sub_path in subgraphs(NodeRef(node, path, graph, i)):
+                yield from walk(sub, sub_path, consts)
 
     yield from walk(model.graph, None, {})
 
