@@ -534,7 +534,8 @@ def _constant_pieces(value: str, consts: dict, producers: dict) -> list:
     return []
 
 
-def rule_provider_fallback(ctx: LintContext, providers: Sequence[str | ProviderRequest], report: LintReport) -> list[Finding]:
+def rule_provider_fallback(ctx: LintContext, providers: Sequence[str | ProviderRequest],
+                           report: LintReport) -> list[Finding]:
     out: list[Finding] = []
     usable, skipped = resolve_providers(providers, skip_unavailable=True)
     for req in skipped:
