@@ -66,9 +66,13 @@ class ChildResult:
 def run_in_child(target: str, request: dict, *, timeout: float, python: str | None = None,
                  env: dict[str, str] | None = None) -> ChildResult:
     """Call `target` ("package.module:function", taking and returning JSON-able values) with
-    `request` in a new interpreter (`python`, default this one) and wait at most `timeout` s."""
+    `request` in a new interpreter (`python`, default this one) and wait at most `timeout` s.
+    The child imports the same onnxtax as this process, however this one found it."""
     import subprocess
 
+    env = dict(os.environ if env is None else env)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     spawn = time.monotonic_ns()
     cmd = [python or sys.executable, "-c", STUB, target, json.dumps(request)]
     try:

@@ -64,3 +64,11 @@ def test_lint_reports_a_hung_provider_as_a_finding():
 def test_a_target_that_does_not_import_is_an_error_result(target):
     result = run_in_child(target, {}, timeout=60, env=ENV)
     assert result.status == "error" and result.error_type in ("AttributeError", "ModuleNotFoundError")
+
+
+def test_the_child_imports_the_same_onnxtax_as_the_parent():
+    import onnxtax
+
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = run_in_child("tests.child_targets:onnxtax_file", {}, timeout=60, env=bare)
+    assert result.value == onnxtax.__file__
