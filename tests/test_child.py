@@ -66,9 +66,10 @@ def test_a_target_that_does_not_import_is_an_error_result(target):
     assert result.status == "error" and result.error_type in ("AttributeError", "ModuleNotFoundError")
 
 
-def test_the_child_imports_the_same_onnxtax_as_the_parent():
+def test_the_child_imports_the_same_onnxtax_as_the_parent(tmp_path, monkeypatch):
     import onnxtax
 
+    monkeypatch.chdir(tmp_path)  # not the checkout: the child must not find onnxtax by chance
     bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = run_in_child("tests.child_targets:onnxtax_file", {}, timeout=60, env=bare)
     assert result.value == onnxtax.__file__
