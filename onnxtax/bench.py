@@ -1118,6 +1118,31 @@ def _threaded(req, threads: int | None):
     return ProviderRequest(req.name, {**req.options, key: str(threads)})
 
 
+def time_onnx_models(models: dict[str, str | Path], request, feeds: dict, *, threads: int | None = DEFAULT_THREADS,
+                     opt_level: str = "all", warmup: int = DEFAULT_WARMUP, min_time: float = DEFAULT_MIN_TIME
+                     ) -> dict[str, LatencyStats]:
+    """Several builds of one model (FP32 vs INT8) on one provider, timed by this harness: the
+    same feeds through I/O binding, interleaved ABBA blocks, the same thread count. Keys of
+    `models` are the path ids of the result. A build that cannot run raises CheckFailed."""
+    from onnxtax.providers import open_session
+
+    timed, keep_alive = [], []
+    batch = next((int(v.shape[0]) for v in feeds.values() if getattr(v, "ndim", 0)), 1)
+    for path_id, onnx_path in models.items():
+        session = open_session(onnx_path, _threaded(request, threads), opt_level=opt_level, threads=threads,
+                               record_placement=False)
+        try:
+            fn, args, _call, keep = _bind(session, feeds, _DEVICE_OF.get(request.name, "cpu"))
+        except Exception as exc:  # noqa: BLE001 - ORT's pybind errors
+            raise _path_failed(path_id, batch, exc) from exc
+        keep_alive.append(keep)
+        timed.append(_Timed(path_id, fn, args, min_time))
+    try:
+        return _measure(timed, warmup)
+    except _PathFailed as failed:
+        raise _path_failed(failed.path, batch, failed.exc) from failed.exc
+
+
 def _run_sweep(onnx_path: Path, usable, resolved: ResolvedInputs, fixed, batch_axis, sizes_list, recipe, threads,
                opt_level, warmup, min_time, tick) -> SweepResult:
     from onnxtax.providers import OPT_LEVELS, ProviderRequest, open_session

@@ -1,0 +1,771 @@
+"""`onnxtax quantize`: an INT8 model approved only when every data segment stays within its
+budget against the FP32 eager model, with what it is worth in speed beside it.
+
+The sequence a production sign-off follows: the FP32 eager model is the reference on every
+segment (ORT FP32 is shown beside it, so export drift is not blamed on quantization);
+dynamic quantization (weights INT8, activation scales computed per batch) and/or static
+quantization (activation ranges calibrated on `--calibration` data) are built with ORT's
+quantizers after its pre-processing; each build is run on every segment one row per request
+*and* in mixed batches of `batch_size` rows (segments shuffled together, as a server batches
+requests), and a metric's value is the worse of the two: dynamic quantization gives a row a
+different answer depending on its batch, and that is reported as batch dependence. The
+verdict holds only when every segment meets every budget on every provider; the aggregate
+over all rows is shown beside each check so that what an aggregate gate would have approved
+is visible. `auto_exclude` keeps the node adding the most error in FP32 and re-quantizes,
+until the budgets hold or `max_exclude` nodes are kept. FP32 and INT8 latency come from
+bench's harness. On approval the INT8 model and its manifest (the export manifest plus a
+`quantization` section) are written atomically; on refusal nothing is written.
+
+JSON schema of `QuantizeReport.to_dict()` ("onnxtax.quantize/1"; keys stable):
+{
+  "schema": "onnxtax.quantize/1", "passed": true, "exit_code": 0, "written": true,
+  "source": {"onnx": "fraud.onnx", "sha256": "...", "size_bytes": 50112, "spec": "...", "class_name": "..."},
+  "output": "fraud.int8.onnx", "output_name": "prob",
+  "settings": {"mode": "auto", "format": "qdq", "per_channel": false, "calibration_method": "minmax",
+               "batch_size": 64, "seed": 0, "auto_exclude": true, "max_exclude": 8, "providers": ["cpu"],
+               "preprocess": true},
+  "segments": [{"name": "tail", "file": "tail.npz", "sha256": "...", "rows": 200, "labels": true,
+                "segment_key_value": null}],
+  "calibration": [{"file": "cal.npz", "sha256": "...", "rows": 512}],
+  "budgets": [{"segment": null | "tail", "metric": "agreement@0.5", "limit": 0.97, "direction": "min"}],
+  "fp32": EVALUATION,                                 (ORT FP32 vs eager; informs, never gates)
+  "candidates": [{"settings": {BuildSettings}, "passed": false, "error": null | "...", "size_bytes": 20480,
+                  "evaluation": EVALUATION, "excluded": [EXCLUDED], "steps": [{"excluded": "node_linear",
+                  "added_error": 0.41, "failing": 1}], "latency": [LATENCY]}],
+  "chosen": 0 | null,                                 (index into candidates)
+  "excluded": [EXCLUDED],                             (of the chosen candidate)
+  EXCLUDED = {"node", "op_type", "module", "module_class", "source", "reason": "--exclude" | "auto",
+              "added_error": 0.41 | null, "cost_us": {"1": 0.8, "64": 3.1} | null}
+  EVALUATION = {"passed": true, "segments": [SEGMENT], "aggregate": [SEGMENT], "failing": [CHECK]}
+  SEGMENT = {"provider": "cpu", "segment": "tail", "rows": 200,
+             "metrics": {"agreement@0.5": {"row": 0.97, "batch": 0.96, "value": 0.96}, ...},
+             "checks": [CHECK], "batch_dependence": null | {"max_abs": 0.01, "rows_changed": 12,
+                                                          "decisions_changed": 3}}
+  CHECK = {"provider", "segment", "metric", "limit", "direction", "value", "aggregate", "passed"}
+  LATENCY = {"provider": "cpu", "batch_size": 1, "fp32": STATS, "int8": STATS, "speedup": 1.4,
+             "fp32_per_s": .., "int8_per_s": ..}    (STATS as in bench)
+  "size": {"fp32_bytes": .., "int8_bytes": .., "ratio": 2.4},
+  "failures": ["cpu tail: agreement@0.5 0.675 below the budget >= 0.97 (aggregate 0.956)"],
+  "notes": ["..."], "versions": {...}, "duration_s": 4.2
+}
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError, LoadError, OnnxtaxError
+from onnxtax.quantize_graph import CALIBRATION_METHODS, FORMATS, BuildSettings, NodeOrigin
+from onnxtax.segments import Budget, MetricPlan, Segment, budgets_for, worst
+
+SCHEMA = "onnxtax.quantize/1"
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_MAX_EXCLUDE = 8
+DEFAULT_BENCH_MIN_TIME = 0.3
+LOCALISE_ROWS = 256  # rows of the failing segments the per-node error is measured on
+
+Progress = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Check:
+    provider: str
+    segment: str
+    metric: str
+    limit: float
+    direction: str
+    value: float | None
+    aggregate: float | None
+    passed: bool
+
+    def line(self) -> str:
+        word = "below" if self.direction == "min" else "above"
+        rel = ">=" if self.direction == "min" else "<="
+        agg = "" if self.aggregate is None else f" (aggregate {_num(self.aggregate)}" + (
+            ", within the budget: an aggregate gate would have approved it)"
+            if Budget(self.metric, self.limit).holds(self.aggregate) else ")")
+        return (f"{self.provider} {self.segment}: {self.metric} {_num(self.value)} {word} the budget "
+                f"{rel} {self.limit:g}{agg}")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SegmentResult:
+    provider: str
+    segment: str
+    rows: int
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # metric -> {row, batch, value}
+    checks: list[Check] = field(default_factory=list)
+    batch_dependence: dict | None = None
+
+    def value(self, metric: str) -> float | None:
+        return (self.metrics.get(metric) or {}).get("value")
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider, "segment": self.segment, "rows": self.rows, "metrics": self.metrics,
+                "checks": [c.to_dict() for c in self.checks], "batch_dependence": self.batch_dependence}
+
+
+@dataclass
+class Evaluation:
+    segments: list[SegmentResult] = field(default_factory=list)
+    aggregate: list[SegmentResult] = field(default_factory=list)
+
+    @property
+    def failing(self) -> list[Check]:
+        return [c for s in self.segments for c in s.checks if not c.passed]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.segments) and not self.failing
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "segments": [s.to_dict() for s in self.segments],
+                "aggregate": [s.to_dict() for s in self.aggregate], "failing": [c.to_dict() for c in self.failing]}
+
+
+@dataclass
+class Excluded:
+    origin: NodeOrigin
+    reason: str  # "--exclude" | "auto"
+    added_error: float | None = None
+    cost_us: dict[int, float] | None = None  # batch size -> p50 µs slower than with the node quantized
+
+    def to_dict(self) -> dict:
+        return {**self.origin.to_dict(), "reason": self.reason, "added_error": self.added_error,
+                "cost_us": {str(k): v for k, v in self.cost_us.items()} if self.cost_us is not None else None}
+
+
+@dataclass
+class Latency:
+    provider: str
+    batch_size: int
+    fp32: Any  # bench.LatencyStats
+    int8: Any
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32.p50_ms / self.int8.p50_ms
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider, "batch_size": self.batch_size, "fp32": self.fp32.to_dict(),
+                "int8": self.int8.to_dict(), "speedup": self.speedup,
+                "fp32_per_s": self.batch_size / (self.fp32.mean_ms / 1e3),
+                "int8_per_s": self.batch_size / (self.int8.mean_ms / 1e3)}
+
+
+@dataclass
+class Candidate:
+    settings: BuildSettings
+    path: Path | None = None
+    evaluation: Evaluation | None = None
+    excluded: list[Excluded] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    size_bytes: int | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.evaluation is not None and self.evaluation.passed
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        text = "dynamic" if s.mode == "dynamic" else f"static {s.format} {s.calibration_method}"
+        return text + (" per-channel" if s.per_channel else "") + (
+            f" ({len(s.excluded)} node{'s' if len(s.excluded) != 1 else ''} FP32)" if s.excluded else "")
+
+    def to_dict(self) -> dict:
+        return {"settings": self.settings.to_dict(), "label": self.label, "passed": self.passed, "error": self.error,
+                "size_bytes": self.size_bytes, "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+                "excluded": [e.to_dict() for e in self.excluded], "steps": list(self.steps),
+                "latency": [lat.to_dict() for lat in self.latency]}
+
+
+@dataclass
+class QuantizeReport:
+    """The verdict of one `quantize_model` run; truthy when a build met every budget (and was written)."""
+
+    source: dict
+    output: str
+    output_name: str = ""
+    settings: dict = field(default_factory=dict)
+    segments: list[Segment] = field(default_factory=list)
+    calibration: list[dict] = field(default_factory=list)
+    budgets: list[Budget] = field(default_factory=list)
+    fp32: Evaluation | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    chosen: int | None = None
+    written: bool = False
+    problems: list[str] = field(default_factory=list)  # not tied to a budget (a build ORT could not make)
+    notes: list[str] = field(default_factory=list)
+    versions: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.chosen is not None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
+
+    @property
+    def best(self) -> Candidate | None:
+        """The chosen build, else the one closest to passing (fewest failing checks)."""
+        if self.chosen is not None:
+            return self.candidates[self.chosen]
+        built = [c for c in self.candidates if c.evaluation is not None]
+        return min(built, key=lambda c: len(c.evaluation.failing), default=None)  # type: ignore[union-attr]
+
+    @property
+    def failures(self) -> list[str]:
+        if self.passed:
+            return []
+        out = list(self.problems)
+        for c in self.candidates:
+            if c.evaluation is not None:
+                out += [f"{c.label}: {chk.line()}" for chk in c.evaluation.failing]
+        return out
+
+    @property
+    def size(self) -> dict:
+        best = self.best
+        fp32 = self.source.get("size_bytes")
+        int8 = best.size_bytes if best else None
+        return {"fp32_bytes": fp32, "int8_bytes": int8, "ratio": (fp32 / int8) if fp32 and int8 else None}
+
+    def to_dict(self) -> dict:
+        best = self.best
+        return {
+            "schema": SCHEMA, "passed": self.passed, "exit_code": self.exit_code, "written": self.written,
+            "source": dict(self.source), "output": self.output, "output_name": self.output_name,
+            "settings": dict(self.settings), "segments": [s.to_dict() for s in self.segments],
+            "calibration": list(self.calibration), "budgets": [b.to_dict() for b in self.budgets],
+            "fp32": self.fp32.to_dict() if self.fp32 else None,
+            "candidates": [c.to_dict() for c in self.candidates], "chosen": self.chosen,
+            "excluded": [e.to_dict() for e in best.excluded] if best else [],
+            "size": self.size, "failures": self.failures, "notes": list(self.notes),
+            "versions": dict(self.versions), "duration_s": self.duration_s,
+        }
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}"
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class _Rows:
+    """Runs one output of a model over every segment: one row per request, and in mixed batches."""
+
+    def __init__(self, segments: list[Segment], mapping: dict[str, str], output_index: int, batch_size: int,
+                 seed: int):
+        import numpy as np
+
+        self.segments, self.mapping, self.index, self.batch_size = segments, mapping, output_index, batch_size
+        self.mixed = len({tuple((k, v.shape[1:]) for k, v in s.arrays.items()) for s in segments}) == 1
+        sizes = [s.rows for s in segments]
+        self.bounds = np.cumsum([0] + sizes)
+        self.order = np.random.default_rng(seed).permutation(int(self.bounds[-1]))
+
+    def one_at_a_time(self, run: Callable[[dict], Any]) -> list[Any]:
+        import numpy as np
+
+        return [np.concatenate([run({k: v[i:i + 1] for k, v in s.arrays.items()}) for i in range(s.rows)])
+                for s in self.segments]
+
+    def batched(self, run: Callable[[dict], Any]) -> list[Any]:
+        """Mixed batches across segments (a server's batches); per segment when their shapes differ."""
+        import numpy as np
+
+        if not self.mixed:
+            return [np.concatenate([run({k: v[i:i + self.batch_size] for k, v in s.arrays.items()})
+                                    for i in range(0, s.rows, self.batch_size)]) for s in self.segments]
+        names = list(self.segments[0].arrays)
+        every = {k: np.concatenate([s.arrays[k] for s in self.segments]) for k in names}
+        pieces = []
+        for i in range(0, len(self.order), self.batch_size):
+            idx = self.order[i:i + self.batch_size]
+            pieces.append(run({k: v[idx] for k, v in every.items()}))
+        out = np.empty_like(np.concatenate(pieces))
+        out[self.order] = np.concatenate(pieces)
+        return [out[self.bounds[j]:self.bounds[j + 1]] for j in range(len(self.segments))]
+
+    def session_runner(self, session) -> Callable[[dict], Any]:
+        def run(arrays: dict) -> Any:
+            return session.run(None, {self.mapping[k]: v for k, v in arrays.items()})[self.index]
+        return run
+
+
+def _evaluate(runs: dict[str, dict[str, list[Any]]], reference: list[Any], segments: list[Segment],
+              budgets: list[Budget], plan: MetricPlan) -> Evaluation:
+    """runs: provider -> {"row": outputs per segment, "batch": ...}; checks every segment's budgets."""
+    import numpy as np
+
+    ev = Evaluation()
+    everything = np.concatenate(reference)
+    labels_all = (np.concatenate([s.labels for s in segments])
+                  if all(s.labels is not None for s in segments) else None)
+    for provider, modes in runs.items():
+        agg = SegmentResult(provider, "(aggregate)", int(everything.shape[0]))
+        per_mode = {m: plan.compute(everything, np.concatenate(outs), labels_all) for m, outs in modes.items()}
+        agg.metrics = _combine(per_mode)
+        ev.aggregate.append(agg)
+        for j, seg in enumerate(segments):
+            res = SegmentResult(provider, seg.name, seg.rows)
+            per_mode = {m: plan.compute(reference[j], outs[j], seg.labels) for m, outs in modes.items()}
+            res.metrics = _combine(per_mode)
+            if "row" in modes and "batch" in modes:
+                res.batch_dependence = _batch_dependence(modes["row"][j], modes["batch"][j], plan)
+            for b in budgets_for(budgets, seg.name):
+                value = res.value(b.metric)
+                if b.metric == "accuracy_drop" and seg.labels is None:
+                    continue
+                res.checks.append(Check(provider, seg.name, b.metric, b.limit, b.to_dict()["direction"], value,
+                                        agg.value(b.metric), b.holds(value)))
+            ev.segments.append(res)
+    return ev
+
+
+def _combine(per_mode: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    metrics: dict[str, dict[str, float | None]] = {}
+    for mode, values in per_mode.items():
+        for metric, v in values.items():
+            metrics.setdefault(metric, {})[mode] = v
+    for metric, by_mode in metrics.items():
+        by_mode["value"] = worst(metric, [by_mode.get(m) for m in ("row", "batch")])
+    return metrics
+
+
+def _batch_dependence(row: Any, batch: Any, plan: MetricPlan) -> dict:
+    import numpy as np
+
+    diff = np.abs(row.astype(np.float64) - batch.astype(np.float64)).reshape(row.shape[0], -1)
+    per_row = row.reshape(row.shape[0], -1)
+    if per_row.shape[1] == 1:
+        t = plan.decision_threshold
+        flips = (per_row[:, 0] > t) != (batch.reshape(batch.shape[0], -1)[:, 0] > t)
+    else:
+        flips = per_row.argmax(axis=1) != batch.reshape(batch.shape[0], -1).argmax(axis=1)
+    return {"max_abs": float(diff.max()) if diff.size else 0.0,
+            "rows_changed": int((diff.max(axis=1) > 0).sum()) if diff.size else 0,
+            "decisions_changed": int(flips.sum())}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, evals: Sequence[str],
+                   budgets: Sequence[str | Budget], inputs: Sequence[str] | None = None, mode: str = "auto",
+                   calibration: Sequence[str | Path] = (), calibration_method: str = "minmax",
+                   quant_format: str = "qdq", per_channel: bool = False, labels: str | None = None,
+                   segment_key: str | None = None, output_name: str | None = None, exclude: Sequence[str] = (),
+                   auto_exclude: bool = False, max_exclude: int = DEFAULT_MAX_EXCLUDE,
+                   providers: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                   bench_batch_sizes: Sequence[int] | None = None, bench_min_time: float = DEFAULT_BENCH_MIN_TIME,
+                   preprocess: bool = True, seed: int = 0, progress: Progress | None = None) -> QuantizeReport:
+    """Quantize `onnx_path` to INT8 and write it to `output` only if every segment meets every budget.
+
+    Args:
+        model: the FP32 source (spec string or nn.Module): the reference on every segment.
+        evals: `NAME=FILE.npz` (or `FILE.npz`) per segment; arrays keyed by input name, rows on axis 0.
+        budgets: `METRIC=VALUE` or `SEGMENT:METRIC=VALUE` (see onnxtax.segments).
+        mode: "dynamic", "static" (needs `calibration`), or "auto" (both; the fastest that passes).
+        labels / segment_key: names of a label array and of an array splitting each file into segments.
+        exclude: globs of node names or module paths kept in FP32; auto_exclude: find more, up to max_exclude.
+        providers: where the metrics and latency are measured; default every compute provider.
+
+    Raises OnnxtaxError (exit 2) for unusable arguments and data, before any model is built.
+    Budget failures are in the report, never raised; nothing is written unless it passed.
+    """
+    from onnxtax import quantize_graph as qg
+    from onnxtax.files import unwritable_ancestor
+    from onnxtax.report import package_versions
+    from onnxtax.segments import check_budget_segments, load_segments, parse_budgets, parse_eval
+
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    onnx_path, output = Path(onnx_path), Path(output)
+    if not onnx_path.is_file():
+        raise LoadError(f"ONNX model '{onnx_path}' does not exist", "export it first with `onnxtax export`")
+    if output.resolve() == onnx_path.resolve():
+        raise InputSpecError(f"-o {output} is the FP32 model itself", "write the INT8 model to another file")
+    if output.suffix != ".onnx":
+        raise InputSpecError(f"-o {output} does not end in .onnx", "name it like model.int8.onnx")
+    blocked = unwritable_ancestor(output)
+    if blocked is not None or output.is_dir():
+        raise InputSpecError(f"cannot write -o {output}: " + (f"{blocked[0]} {blocked[1]}" if blocked else
+                                                              "it is a directory"), "give a path in a writable folder")
+    modes = {"auto": ["dynamic", "static"], "dynamic": ["dynamic"], "static": ["static"]}.get(mode)
+    if modes is None:
+        raise InputSpecError(f"unknown --mode '{mode}'", "use dynamic, static or auto")
+    if quant_format not in FORMATS:
+        raise InputSpecError(f"unknown --format '{quant_format}'", f"use {' or '.join(FORMATS)}")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise InputSpecError(f"unknown --calibration-method '{calibration_method}'",
+                             f"use one of: {', '.join(CALIBRATION_METHODS)}")
+    if mode == "static" and not calibration:
+        raise InputSpecError("--mode static needs calibration data",
+                             "give --calibration FILE.npz with representative inputs (not the --eval data)")
+    if batch_size < 1 or max_exclude < 0 or not bench_min_time > 0:
+        raise InputSpecError("--batch-size must be >= 1, --max-exclude >= 0, --bench-min-time > 0")
+    parsed = [b if isinstance(b, Budget) else None for b in budgets]
+    budget_list = [b for b in parsed if b is not None] + parse_budgets([b for b in budgets if isinstance(b, str)])
+    if not budget_list:
+        raise InputSpecError("no --budget: a quantized model is approved against budgets per segment",
+                             "e.g. --budget agreement@0.5=0.97 --budget tail:agreement@0.5=0.95")
+
+    from onnxtax.bench import _check_against_session, resolve_inputs
+    from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.providers import open_session, resolve_providers
+    from onnxtax.specs import parse_input_specs
+
+    specs, _source_kind, manifest = resolve_inputs(onnx_path, parse_input_specs(list(inputs)) if inputs else None)
+    segments = load_segments(parse_eval(evals), specs, labels_key=labels, segment_key=segment_key)
+    check_budget_segments(budget_list, segments)
+    calib_arrays, calib_records = _calibration(calibration, specs) if calibration else (None, [])
+    if mode == "auto" and calib_arrays is None:
+        modes = ["dynamic"]
+    requests, _skipped = resolve_providers(list(providers) if providers else None)
+    loaded = resolve_model(model)
+    module = loaded.module
+    module.eval()
+    check_inputs_match(module, specs, loaded.spec)
+
+    from onnxtax.files import sha256_file
+
+    source = {"onnx": str(onnx_path), "sha256": sha256_file(onnx_path), "size_bytes": qg.file_size(onnx_path),
+              "spec": None if loaded.in_memory else loaded.spec, "class_name": loaded.class_name}
+    report = QuantizeReport(source, str(output), segments=segments, calibration=calib_records, budgets=budget_list,
+                            versions=package_versions())
+    if mode == "auto" and "static" not in modes:
+        report.notes.append("auto mode tried dynamic quantization only: static needs --calibration data")
+    report.settings = {"mode": mode, "format": quant_format, "per_channel": per_channel,
+                       "calibration_method": calibration_method, "batch_size": batch_size, "seed": seed,
+                       "auto_exclude": auto_exclude, "max_exclude": max_exclude,
+                       "providers": [r.label for r in requests], "preprocess": preprocess,
+                       "exclude": list(exclude), "labels": labels, "segment_key": segment_key,
+                       "output": output_name}
+
+    from onnxtax.files import staging_dir
+
+    with staging_dir(output.parent) as work:
+        fp32 = onnx_path
+        if preprocess:
+            say("pre-processing (ORT quant_pre_process)")
+            why = qg.preprocess(onnx_path, work / "preprocessed.onnx")
+            if why is None:
+                fp32 = work / "preprocessed.onnx"
+            else:
+                report.notes.append(why)
+        import onnx
+
+        origins = qg.node_origins(onnx.load(str(fp32), load_external_data=False))
+        user_excluded = qg.match_excludes(exclude, origins)
+
+        fp32_sessions = {r.label: open_session(fp32, r, record_placement=False) for r in requests}
+        first = next(iter(fp32_sessions.values()))
+        _check_against_session(specs, first, onnx_path)
+        mapping = {s.name: s.name for s in specs}
+        out_names = [o.name for o in first.get_outputs()]
+        if output_name is not None and output_name not in out_names:
+            raise InputSpecError(f"--output '{output_name}' is not an output of {onnx_path.name}",
+                                 f"outputs: {', '.join(out_names)}")
+        index = out_names.index(output_name) if output_name else 0
+        report.output_name = out_names[index]
+        rows = _Rows(segments, mapping, index, batch_size, seed)
+
+        say("running the FP32 eager model on every segment")
+        reference = _eager_reference(module, specs, rows, loaded.spec)
+        plan = MetricPlan.from_budgets(budget_list, reference[0].shape)
+        report.fp32 = _evaluate({p: {"batch": rows.batched(rows.session_runner(s))} for p, s in fp32_sessions.items()},
+                                reference, segments, budget_list, plan)
+        context = _Context(fp32, work, calib_arrays, requests, rows, reference, segments, budget_list, plan, origins,
+                           say)
+        for m in modes:
+            settings = BuildSettings(m, quant_format, per_channel, calibration_method, tuple(user_excluded))
+            cand = context.candidate(settings, [qg_excluded(origins, n, "--exclude") for n in user_excluded])
+            if auto_exclude and cand.error is None and not cand.passed:
+                cand = context.auto_exclude(cand, max_exclude)
+            report.candidates.append(cand)
+        for c in report.candidates:
+            if c.error is not None:
+                report.problems.append(f"{c.label}: {c.error}")
+        _latency(context, report, fp32, bench_batch_sizes, bench_min_time)
+        passing = [i for i, c in enumerate(report.candidates) if c.passed]
+        if passing:
+            report.chosen = max(passing, key=lambda i: _geomean_speedup(report.candidates[i]))
+            say("writing the INT8 model and its manifest")
+            _publish(report, report.candidates[report.chosen], manifest, specs, output, work)
+    report.duration_s = time.perf_counter() - t0
+    return report
+
+
+def qg_excluded(origins: dict[str, NodeOrigin], name: str, reason: str, added: float | None = None) -> Excluded:
+    origin = origins.get(name) or NodeOrigin(name, "?", None, None, None)
+    return Excluded(origin, reason, added)
+
+
+def _calibration(files: Sequence[str | Path], specs: list) -> tuple[dict[str, Any], list[dict]]:
+    import numpy as np
+
+    from onnxtax.files import sha256_file
+    from onnxtax.segments import check_rows, read_npz
+
+    parts: dict[str, list] = {s.name: [] for s in specs}
+    records = []
+    for f in files:
+        path = Path(f)
+        arrays = read_npz(path, "--calibration")
+        rows = check_rows(arrays, specs, "--calibration", path)
+        for s in specs:
+            parts[s.name].append(arrays[s.name])
+        records.append({"file": str(path), "sha256": sha256_file(path), "rows": rows})
+    try:
+        merged = {k: np.concatenate(v) for k, v in parts.items()}
+    except ValueError as exc:
+        raise InputSpecError(f"--calibration files do not share their non-row sizes ({exc})",
+                             "give calibration files with the same shapes apart from the rows") from exc
+    return merged, records
+
+
+def _eager_reference(module: Any, specs: list, rows: _Rows, spec_text: str) -> list[Any]:
+    """The FP32 eager outputs per segment (the reference), in batches of the evaluation batch size."""
+    import numpy as np
+
+    from onnxtax.parity import _Source
+
+    source = _Source(module, specs)
+    out = []
+    for seg in rows.segments:
+        pieces = []
+        for i in range(0, seg.rows, rows.batch_size):
+            arrays = {k: v[i:i + rows.batch_size] for k, v in seg.arrays.items()}
+            outputs = source(arrays, f"segment {seg.name} rows {i}-{i + len(next(iter(arrays.values()))) - 1}",
+                             seg.file)
+            if rows.index >= len(outputs):
+                raise InputSpecError(f"{spec_text} returns {len(outputs)} outputs; the ONNX output "
+                                     f"#{rows.index} has no counterpart", "choose the output with --output NAME")
+            pieces.append(outputs[rows.index])
+        out.append(np.concatenate(pieces))
+    return out
+
+
+class _Context:
+    """What every build of one run shares: the FP32 graph, data, sessions' providers, reference."""
+
+    def __init__(self, fp32: Path, work: Path, calibration, requests, rows: _Rows, reference, segments, budgets,
+                 plan: MetricPlan, origins: dict[str, NodeOrigin], say: Progress):
+        self.fp32, self.work, self.calibration, self.requests = fp32, work, calibration, requests
+        self.rows, self.reference, self.segments, self.budgets, self.plan = rows, reference, segments, budgets, plan
+        self.origins, self.say, self.count = origins, say, 0
+
+    def build(self, settings: BuildSettings) -> tuple[Path | None, str | None]:
+        from onnxtax import quantize_graph as qg
+
+        self.count += 1
+        path = self.work / f"int8-{self.count}.onnx"
+        try:
+            qg.build(settings, self.fp32, path, self.calibration)
+        except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises anything from anywhere
+            return None, f"ORT's quantizer failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return path, None
+
+    def evaluate(self, path: Path) -> tuple[Evaluation | None, str | None]:
+        from onnxtax.providers import ort_error_summary, open_session
+
+        runs = {}
+        for req in self.requests:
+            try:
+                session = open_session(path, req, record_placement=False)
+                run = self.rows.session_runner(session)
+                runs[req.label] = {"row": self.rows.one_at_a_time(run), "batch": self.rows.batched(run)}
+            except Exception as exc:  # noqa: BLE001 - a build ORT cannot load or run is a failed build
+                line, node = ort_error_summary(exc.__cause__ or exc)
+                return None, f"ONNX Runtime cannot run it on {req.label}: {line}" + (f" (node {node})" if node else "")
+        return _evaluate(runs, self.reference, self.segments, self.budgets, self.plan), None
+
+    def candidate(self, settings: BuildSettings, excluded: list[Excluded]) -> Candidate:
+        self.say(f"quantizing: {settings.mode}" + (f", {len(settings.excluded)} nodes in FP32" if settings.excluded
+                                                   else ""))
+        cand = Candidate(settings, excluded=list(excluded))
+        cand.path, cand.error = self.build(settings)
+        if cand.path is not None:
+            from onnxtax.quantize_graph import file_size
+
+            cand.size_bytes = file_size(cand.path)
+            self.say(f"evaluating {cand.label} on {len(self.segments)} segments, one row at a time and batched")
+            cand.evaluation, cand.error = self.evaluate(cand.path)
+        return cand
+
+    def auto_exclude(self, cand: Candidate, limit: int) -> Candidate:
+        """Keep the node adding the most error (on the failing segments' rows) in FP32, re-quantize, repeat."""
+        import numpy as np
+
+        from onnxtax import quantize_graph as qg
+
+        allowed = qg.quantizable_op_types(cand.settings.mode, cand.settings.format)
+        steps: list[dict] = []
+        auto: list[Excluded] = []
+        while not cand.passed and cand.error is None and len(auto) < limit:
+            assert cand.evaluation is not None and cand.path is not None
+            failing = {c.segment for c in cand.evaluation.failing}
+            idx = [j for j, s in enumerate(self.segments) if s.name in failing]
+            feeds = {k: np.concatenate([self.segments[j].arrays[k] for j in idx])[:LOCALISE_ROWS]
+                     for k in self.segments[0].arrays} if self.rows.mixed else \
+                {k: v[:LOCALISE_ROWS] for k, v in self.segments[idx[0]].arrays.items()}
+            probe = cand.path
+            if cand.settings.mode == "static" and cand.settings.format == "qoperator":
+                # QOperator keeps no float tensors between nodes: localise on its QDQ twin (same ranges)
+                twin = BuildSettings("static", "qdq", cand.settings.per_channel, cand.settings.calibration_method,
+                                     cand.settings.excluded)
+                probe, _ = self.build(twin)
+                if probe is None:
+                    break
+            self.say(f"auto-exclude: measuring per-node error on {', '.join(sorted(failing))}")
+            errors = qg.node_errors(self.fp32, probe, {self.rows.mapping[k]: v for k, v in feeds.items()}, self.work,
+                                    allowed)
+            pick = next((e for e in errors if e.node not in cand.settings.excluded and e.op_type in allowed
+                         and e.added_error > 0), None)
+            if pick is None:
+                steps.append({"excluded": None, "added_error": None, "failing": len(cand.evaluation.failing),
+                              "note": "no quantized node adds error on the failing rows"})
+                break
+            auto.append(qg_excluded(self.origins, pick.node, "auto", pick.added_error))
+            settings = BuildSettings(cand.settings.mode, cand.settings.format, cand.settings.per_channel,
+                                     cand.settings.calibration_method, cand.settings.excluded + (pick.node,))
+            nxt = self.candidate(settings, cand.excluded + [auto[-1]])
+            steps.append({"excluded": pick.node, "module": auto[-1].origin.module, "added_error": pick.added_error,
+                          "failing": len(nxt.evaluation.failing) if nxt.evaluation else None})
+            if nxt.error is not None:
+                break
+            cand = nxt
+        cand.steps = steps
+        return cand
+
+
+def _geomean_speedup(cand: Candidate) -> float:
+    values = [lat.speedup for lat in cand.latency if lat.speedup > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else 0.0
+
+
+def _latency(ctx: _Context, report: QuantizeReport, fp32: Path, batch_sizes: Sequence[int] | None,
+             min_time: float) -> None:
+    """FP32 vs every build on every provider at bench's batch sizes, one interleaved measurement per
+    provider and batch size; with nodes kept in FP32, also each of those nodes quantized again, so
+    each one's cost in speed is measured, not estimated."""
+    import numpy as np
+
+    from onnxtax.bench import DEFAULT_BATCH_SIZES, time_onnx_models
+
+    built = [c for c in report.candidates if c.path is not None and c.evaluation is not None]
+    if not built:
+        return
+    variants: dict[str, Path] = {}
+    for ci, cand in enumerate(built):
+        for ex in cand.excluded:
+            rest = tuple(n for n in cand.settings.excluded if n != ex.origin.name)
+            path, _ = ctx.build(BuildSettings(cand.settings.mode, cand.settings.format, cand.settings.per_channel,
+                                              cand.settings.calibration_method, rest))
+            if path is not None:
+                variants[f"c{ci}-{ex.origin.name}"] = path
+    seg = ctx.segments[0]
+    for req in ctx.requests:
+        for bs in list(batch_sizes or DEFAULT_BATCH_SIZES):
+            ctx.say(f"timing FP32 vs INT8 on {req.label} at batch {bs}")
+            reps = -(-bs // seg.rows)
+            feeds = {ctx.rows.mapping[k]: np.concatenate([v] * reps)[:bs] for k, v in seg.arrays.items()}
+            models = {"fp32": fp32, **{f"c{i}": c.path for i, c in enumerate(built)}, **variants}
+            stats = time_onnx_models(models, req, feeds, min_time=min_time)  # type: ignore[arg-type]
+            for i, cand in enumerate(built):
+                cand.latency.append(Latency(req.label, bs, stats["fp32"], stats[f"c{i}"]))
+                if req is ctx.requests[0]:
+                    for ex in cand.excluded:
+                        key = f"c{i}-{ex.origin.name}"
+                        if key in stats:
+                            ex.cost_us = ex.cost_us or {}
+                            ex.cost_us[bs] = (stats[f"c{i}"].p50_ms - stats[key].p50_ms) * 1e3
+
+
+def _publish(report: QuantizeReport, cand: Candidate, manifest: dict | None, specs: list, output: Path,
+             work: Path) -> None:
+    from onnxtax.files import publish, write_json_atomic
+    from onnxtax.manifest import manifest_path_for
+
+    assert cand.path is not None
+    staged = work / output.name
+    shutil.copyfile(cand.path, staged)
+    data = quantized_manifest(report, cand, manifest, staged, specs)
+    manifest_staged = work / manifest_path_for(output).name
+    write_json_atomic(manifest_staged, data)
+    publish([(staged, output), (manifest_staged, manifest_path_for(output))])
+    report.written = True
+
+
+def quantized_manifest(report: QuantizeReport, cand: Candidate, source_manifest: dict | None, staged: Path,
+                       specs: list) -> dict:
+    """The export manifest of the FP32 artifact, re-pointed at the INT8 file, plus `quantization`."""
+    import copy
+    from datetime import datetime, timezone
+
+    import onnx
+
+    from onnxtax.files import sha256_file
+    from onnxtax.manifest import FORMAT_VERSION
+
+    model = onnx.load(str(staged), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    data = copy.deepcopy(source_manifest) if source_manifest else {
+        "format_version": FORMAT_VERSION, "model": {"spec": report.source.get("spec"),
+                                                    "class_name": report.source.get("class_name")},
+        "exporter": None, "inputs": [s.to_dict() for s in specs], "outputs": [],
+        "dynamic_axes": {}, "checks": [], "warnings": []}
+    evaluation = cand.evaluation
+    assert evaluation is not None
+    data.update({
+        "created_utc": datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "artifact": {"file": staged.name, "sha256": sha256_file(staged), "size_bytes": staged.stat().st_size,
+                     "external_data": []},
+        "opset": opset, "ir_version": model.ir_version, "benchmark": None,
+        "versions": report.versions,
+        "quantization": {
+            **cand.settings.to_dict(),
+            "calibration_files": [{"file": c["file"], "sha256": c["sha256"], "rows": c["rows"]}
+                                  for c in report.calibration] if cand.settings.mode == "static" else [],
+            "excluded_nodes": [e.to_dict() for e in cand.excluded],
+            "source": {"file": Path(report.source["onnx"]).name, "path": str(Path(report.source["onnx"]).resolve()),
+                       "sha256": report.source["sha256"], "size_bytes": report.source["size_bytes"]},
+            "output_name": report.output_name,
+            "evaluation": {"batch_size": report.settings["batch_size"], "seed": report.settings["seed"],
+                           "labels": report.settings.get("labels"), "segment_key": report.settings.get("segment_key"),
+                           "providers": report.settings["providers"]},
+            "segments": [dict(s.to_dict(), file=str(Path(s.file).resolve())) for s in report.segments],
+            "budgets": [b.to_dict() for b in report.budgets],
+            "metrics": [s.to_dict() for s in evaluation.segments + evaluation.aggregate],
+            "size": {"fp32_bytes": report.source["size_bytes"], "int8_bytes": cand.size_bytes},
+            "latency": [lat.to_dict() for lat in cand.latency],
+        },
+    })
+    checks = [c for c in data.get("checks") or [] if isinstance(c, dict)]
+    checks.append({"name": "quantization budgets", "passed": True,
+                   "detail": f"{len(evaluation.segments)} segment result(s) within {len(report.budgets)} budget(s)"})
+    data["checks"] = checks
+    return data
