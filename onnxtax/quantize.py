@@ -519,6 +519,91 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
     return report
 
 
+def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[str] | None = None,
+                    progress: Progress | None = None) -> QuantizeReport:
+    """Re-check an INT8 artifact `onnxtax quantize` wrote against its recorded segments and budgets
+    (what `onnxtax parity` does for a quantized artifact): the same data files (checked by
+    sha256), the FP32 eager model as reference, rows one at a time and batched."""
+    from onnxtax.bench import _check_against_session, resolve_inputs
+    from onnxtax.errors import ManifestError
+    from onnxtax.files import sha256_file
+    from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.providers import open_session, resolve_providers
+    from onnxtax.report import package_versions
+    from onnxtax.segments import Budget, load_segments
+
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    onnx_path = Path(onnx_path)
+    specs, _kind, manifest = resolve_inputs(onnx_path, None)
+    q = (manifest or {}).get("quantization")
+    if not isinstance(q, dict):
+        raise ManifestError(f"{onnx_path} has no quantization record in its manifest",
+                            "quantize it with `onnxtax quantize`, or check an FP32 model with `onnxtax parity`")
+    evaluation = q.get("evaluation") or {}
+    evals: list[tuple[str | None, Path]] = []
+    for seg in q.get("segments") or []:
+        path = Path(seg["file"])
+        if not path.is_file():
+            raise InputSpecError(f"segment '{seg['name']}': its data {path} is gone",
+                                 "restore the --eval file the model was approved on, or quantize again")
+        if sha256_file(path) != seg.get("sha256"):
+            raise InputSpecError(f"segment '{seg['name']}': {path} changed since the model was approved "
+                                 "(sha256 differs)", "quantize again on the new data")
+        if (None if evaluation.get("segment_key") else seg["name"], path) not in evals:
+            evals.append((None if evaluation.get("segment_key") else seg["name"], path))
+    recorded = {s["name"] for s in q.get("segments") or []}
+    segments = [s for s in load_segments(evals, specs, labels_key=evaluation.get("labels"),
+                                         segment_key=evaluation.get("segment_key")) if s.name in recorded]
+    budgets = [Budget(b["metric"], float(b["limit"]), b.get("segment")) for b in q.get("budgets") or []]
+    requests, _ = resolve_providers(list(providers) if providers else evaluation.get("providers"))
+    loaded = resolve_model(model)
+    loaded.module.eval()
+    check_inputs_match(loaded.module, specs, loaded.spec)
+    source_info = q.get("source") or {}
+    report = QuantizeReport({"onnx": str(onnx_path), "sha256": sha256_file(onnx_path),
+                             "size_bytes": source_info.get("size_bytes"), "spec": None if loaded.in_memory
+                             else loaded.spec, "class_name": loaded.class_name}, str(onnx_path),
+                            segments=segments, budgets=budgets, versions=package_versions())
+    report.settings = {"mode": "recheck", "batch_size": int(evaluation.get("batch_size", DEFAULT_BATCH_SIZE)),
+                       "seed": int(evaluation.get("seed", 0)), "providers": [r.label for r in requests]}
+    first = open_session(onnx_path, requests[0], record_placement=False)
+    _check_against_session(specs, first, onnx_path)
+    names = [o.name for o in first.get_outputs()]
+    output_name = q.get("output_name") or names[0]
+    rows = _Rows(segments, {s.name: s.name for s in specs}, names.index(output_name),
+                 report.settings["batch_size"], report.settings["seed"])
+    report.output_name = output_name
+    say("running the FP32 eager model on every segment")
+    reference = _eager_reference(loaded.module, specs, rows, loaded.spec)
+    plan = MetricPlan.from_budgets(budgets, reference[0].shape)
+    fp32_path = Path(source_info.get("path") or "")
+    if fp32_path.is_file() and sha256_file(fp32_path) == source_info.get("sha256"):
+        fp32_runs = {r.label: {"batch": rows.batched(rows.session_runner(open_session(fp32_path, r,
+                                                                                      record_placement=False)))}
+                     for r in requests}
+        report.fp32 = _evaluate(fp32_runs, reference, segments, budgets, plan)
+    else:
+        report.notes.append("the FP32 source artifact is not at its recorded path (or changed): no ORT FP32 column")
+    ctx = _Context(onnx_path, onnx_path.parent, None, requests, rows, reference, segments, budgets, plan, {}, say)
+    settings = BuildSettings(q.get("mode", "static"), q.get("format", "qdq") if q.get("mode") == "static" else "qdq",
+                             bool(q.get("per_channel")), q.get("calibration_method") or "minmax",
+                             tuple(q.get("nodes_to_exclude") or ()))
+    cand = Candidate(settings, onnx_path, size_bytes=onnx_path.stat().st_size)
+    say(f"evaluating {onnx_path.name} on {len(segments)} segments, one row at a time and batched")
+    cand.evaluation, cand.error = ctx.evaluate(onnx_path)
+    cand.excluded = [Excluded(NodeOrigin(e["node"], e.get("op_type", "?"), e.get("module"), e.get("module_class"),
+                                         e.get("source")), e.get("reason", "?"), e.get("added_error"))
+                     for e in q.get("excluded_nodes") or []]
+    report.candidates.append(cand)
+    if cand.error:
+        report.problems.append(cand.error)
+    if cand.passed:
+        report.chosen = 0
+    report.duration_s = time.perf_counter() - t0
+    return report
+
+
 def qg_excluded(origins: dict[str, NodeOrigin], name: str, reason: str, added: float | None = None) -> Excluded:
     origin = origins.get(name) or NodeOrigin(name, "?", None, None, None)
     return Excluded(origin, reason, added)

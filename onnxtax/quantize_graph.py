@@ -161,8 +161,10 @@ def node_origins(model) -> dict[str, NodeOrigin]:
         trace = meta.get("pkg.torch.onnx.stack_trace")
         if trace:
             frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
-            if frames:
-                source = f"{Path(frames[-1][0]).name}:{frames[-1][1]}"
+            user = [f for f in frames if not re.search(r"[/\\](site-packages|dist-packages|torch)[/\\]", f[0])]
+            if user or frames:
+                file, line = (user or frames)[-1]
+                source = f"{Path(file).name}:{line}"
         out[node.name] = NodeOrigin(node.name, node.op_type, module, module_class, source)
     return out
 

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from onnxtax.cli import bench, ci, export, lint, parity  # noqa: F401  (each registers its commands)
+from onnxtax.cli import bench, ci, export, lint, parity, quantize  # noqa: F401  (each registers its commands)
 from onnxtax.cli._app import app
 
 

@@ -69,6 +69,10 @@ def parity(
     provider, at several sizes of every dynamic axis, on seeded random and real samples.
     Reports where ORT placed each node. Appends a summary to $GITHUB_STEP_SUMMARY when set."""
     json_stdout = json_out == "-"
+    from onnxtax.cli.quantize import is_quantized, recheck
+
+    if is_quantized(onnx_model):  # an INT8 artifact is held to its recorded budgets, not FP32 tolerances
+        recheck(spec, onnx_model, provider, json_out, debug)
     with user_errors(debug):
         from onnxtax.parity import check_parity, parse_tolerances
         from onnxtax.specs import parse_dim_values, parse_ranges
