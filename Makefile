@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   - export, lint, parity-check and benchmark the bundled examples (onnxtax ci)
+#   make demo   - export, lint, parity-check, benchmark and quantize the bundled examples (onnxtax ci),
+#                 then one refused and one approved INT8 quantization
 #   make test   - the test suite, including the OpenVINO provider in its own virtualenv
 # Each creates or updates the virtualenvs it needs.
 
@@ -27,8 +28,22 @@ $(OVVENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 venv-openvino: $(OVVENV)/.installed
 
+# The quantization part: examples/fraud_data.py writes the data segments; the ci config's
+# [models.fraud.quantize] approves an INT8 build; then one quantization that must be refused
+# (calibrated on ordinary traffic only: the tail segment fails while the aggregate passes)
+# and the approved one with its full table.
+QUANTIZE_EVAL := --eval data/fraud_eval.npz --segment-key segment --labels label \
+	--budget agreement@0.5=0.95 --budget accuracy_drop=1.5 --mode static --bench-batch-sizes 1,64
+
 demo: venv
+	cd examples && ../$(VENV)/bin/python fraud_data.py
 	cd examples && ../$(VENV)/bin/onnxtax ci --config onnxtax.toml --reports ../build/reports
+	cd examples && ../$(VENV)/bin/onnxtax quantize fraud_detector.py:FraudDetector ../build/onnx/fraud.onnx \
+		-o ../build/onnx/fraud.refused.int8.onnx $(QUANTIZE_EVAL) --calibration data/fraud_calibration.npz; \
+		test $$? -eq 1 && echo "(refused as expected: exit 1, nothing written)"
+	cd examples && ../$(VENV)/bin/onnxtax quantize fraud_detector.py:FraudDetector ../build/onnx/fraud.onnx \
+		-o ../build/onnx/fraud.int8.onnx $(QUANTIZE_EVAL) --calibration data/fraud_calibration_representative.npz \
+		--auto-exclude
 
 test: venv venv-openvino
 	ONNXTAX_OPENVINO_PYTHON=$(CURDIR)/$(OVVENV)/bin/python $(VENV)/bin/python -m pytest -q

@@ -1,7 +1,7 @@
 """`onnxtax ci`: the whole chain for every configured model, as one CI step.
 
 Per model, in order: export (with all export checks) -> lint-ops -> parity on every
-configured provider -> manifest verify -> bench (only when configured). A stage that
+configured provider -> manifest verify -> bench -> quantize (each only when configured). A stage that
 fails marks the later stages of that model "not_run"; the next model still runs unless
 `keep_going=False`. Usage errors inside a stage (a model that does not build, a
 provider this host lacks without `skip_unavailable`) are recorded as status "error",
@@ -24,7 +24,7 @@ Model report schema ("onnxtax.ci.model/1", keys stable):
   "model": "fraud", "status": "passed" | "failed" | "error" | "not_run", "passed": true,
   "spec": "/abs/fraud_detector.py:FraudDetector", "onnx": "/abs/build/onnx/fraud.onnx",
   "artifact_sha256": "..." | null,
-  "stages": {"export" | "lint" | "parity" | "verify" | "bench":
+  "stages": {"export" | "lint" | "parity" | "verify" | "bench" | "quantize":
              {"status": "passed" | "failed" | "error" | "not_run" | "off", "seconds": 1.2,
               "summary": "one line", "error": null | "...", "hint": null | "...",
               "result": null | {the stage's own report: ExportResult / LintReport / ParityReport /
@@ -56,12 +56,12 @@ from onnxtax.report import md_cell
 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
-STAGES = ("export", "lint", "parity", "verify", "bench")
+STAGES = ("export", "lint", "parity", "verify", "bench", "quantize")
 # error: a usage problem stopped the stage (exit 2); failed: its check failed (exit 1); off: not configured
 StageStatus = Literal["passed", "failed", "error", "not_run", "off"]
 ProviderVerdictName = Literal["passed", "fell_back", "failed", "error", "not_available", "not_run"]
 STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "verify": "manifest verify",
-                "bench": "bench"}
+                "bench": "bench", "quantize": "quantize"}
 # Verdicts of one provider on one model, from best to worst; "passed" and "fell_back" are passes.
 VERDICTS = get_args(ProviderVerdictName)
 PASSING = ("passed", "fell_back")
@@ -304,8 +304,7 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
 def _not_run(model: ModelConfig, why: str) -> ModelRun:
     run = ModelRun(model.name, model, started_utc=_now_utc())
     for name in STAGES:
-        run.stages[name] = StageResult(name, "off" if name == "bench" and model.bench is None else "not_run",
-                                       summary=why)
+        run.stages[name] = StageResult(name, "off" if _stage_off(model, name) else "not_run", summary=why)
     run.providers = _provider_verdicts(model, None)
     return run
 
@@ -378,12 +377,13 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
         ("parity", lambda st, say: _stage_parity(model, source, st, say)),
         ("verify", lambda st, say: _stage_verify(model, st, say)),
         ("bench", lambda st, say: _stage_bench(model, source, st, say)),
+        ("quantize", lambda st, say: _stage_quantize(model, source, st, say)),
     ]
     blocked: str | None = None
     for name, fn in steps:
         stage = StageResult(name)
         run.stages[name] = stage
-        if name == "bench" and model.bench is None:
+        if _stage_off(model, name):
             stage.status, stage.summary = "off", "not configured"
             continue
         if blocked is not None:
@@ -615,6 +615,40 @@ def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, s
         stage.error = "; ".join(result.failures + [g.message for g in result.failed_gates])[:400]
         stage.hint = ("`onnxtax parity` at that batch size shows what the graph computes there" if result.failures
                       else "`onnxtax bench` on the model shows the full latency table; adjust the gate or the model")
+
+
+def _stage_off(model: ModelConfig, name: str) -> bool:
+    return (name == "bench" and model.bench is None) or (name == "quantize" and model.quantize is None)
+
+
+def _stage_quantize(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
+    """INT8 from the exported artifact, approved per segment (onnxtax.quantize); written only when approved."""
+    from onnxtax.quantize import quantize_model
+
+    q = model.quantize
+    assert q is not None
+    result = quantize_model(source.get(), model.output, q.output, evals=q.evals, budgets=q.budgets,
+                            inputs=model.inputs, mode=q.mode, calibration=q.calibration,
+                            calibration_method=q.calibration_method, quant_format=q.format,
+                            per_channel=q.per_channel, labels=q.labels, segment_key=q.segment_key,
+                            output_name=q.output_name, exclude=q.exclude, auto_exclude=q.auto_exclude,
+                            max_exclude=q.max_exclude, providers=_usable_providers(model) or None,
+                            batch_size=q.batch_size, bench_batch_sizes=q.bench_batch_sizes,
+                            bench_min_time=q.bench_min_time, progress=_counting(say))
+    stage.result = result
+    stage.status = "passed" if result else "failed"
+    best = result.best
+    if result:
+        lat = best.latency[0] if best and best.latency else None
+        stage.summary = (f"{best.label}: {len(result.segments)} segments within budgets, "
+                         f"{result.size['ratio']:.1f}x smaller"
+                         + (f", batch {lat.batch_size} {lat.speedup:.2f}x FP32 speed" if lat else "")
+                         + f" -> {q.output.name}")
+    else:
+        stage.error = result.failures[0] if result.failures else "no INT8 build met the budgets"
+        stage.summary = f"refused ({len(result.failures)} budget failure(s)); nothing written"
+        stage.hint = ("`onnxtax quantize` with the same arguments shows every segment; calibrate on "
+                      "representative data, or set auto_exclude = true")
 
 
 def _bench_summary(result: Any) -> str:

@@ -53,6 +53,13 @@ Layout (every key optional unless marked):
     batch_sizes = [1, 8]
     max_latency_ms = { p99 = 5.0 }
     min_speedup = 1.0
+
+    [models.fraud.quantize]         # this model only: an INT8 build approved per segment
+    eval = { ordinary = "data/ordinary.npz", tail = "data/tail.npz" }   # required
+    budgets = { "agreement@0.5" = 0.97, tail = { "agreement@0.5" = 0.95 } }  # required
+    mode = "static"                 # "dynamic" | "static" | "auto"
+    calibration = ["data/calibration.npz"]
+    output = "build/fraud.int8.onnx"            # default: OUTPUT with .int8.onnx
 """
 
 from __future__ import annotations
@@ -146,6 +153,29 @@ class BenchConfig(_Record):
 
 
 @dataclass
+class QuantizeConfig(_Record):
+    """`[models.NAME.quantize]`: the arguments of `onnxtax quantize` (onnxtax.quantize.quantize_model)."""
+
+    output: Path
+    evals: list[str]  # NAME=/abs/file.npz
+    budgets: list[str]  # [SEGMENT:]METRIC=VALUE
+    mode: str = defaults.QUANTIZE_MODE
+    format: str = defaults.QUANTIZE_FORMAT
+    per_channel: bool = False
+    calibration: list[Path] = field(default_factory=list)
+    calibration_method: str = defaults.QUANTIZE_CALIBRATION_METHOD
+    labels: str | None = None
+    segment_key: str | None = None
+    output_name: str | None = None
+    exclude: list[str] = field(default_factory=list)
+    auto_exclude: bool = False
+    max_exclude: int = defaults.QUANTIZE_MAX_EXCLUDE
+    batch_size: int = defaults.QUANTIZE_BATCH_SIZE
+    bench_batch_sizes: list[int] | None = None
+    bench_min_time: float = defaults.QUANTIZE_BENCH_MIN_TIME
+
+
+@dataclass
 class ModelConfig(_Record):
     name: str
     spec: str  # a file spec made absolute against the config folder
@@ -159,6 +189,7 @@ class ModelConfig(_Record):
     parity: ParityConfig = field(default_factory=ParityConfig)
     lint: LintConfig = field(default_factory=LintConfig)
     bench: BenchConfig | None = None
+    quantize: QuantizeConfig | None = None
 
     @property
     def input_specs(self) -> list:
@@ -266,10 +297,20 @@ BENCH = _Table({
     "opt_level": _enum("disable", "basic", "extended", "all"), "warmup": POS_INT, "min_time": POS_NUM,
     "cold_start": BOOL, "max_latency_ms": _Table(values=POS_NUM), "min_speedup": POS_NUM,
 }, or_false=True)
+BUDGETS = _Type("numbers per metric, or a table of them per segment",
+                lambda v: isinstance(v, dict) and all(_is_num(x) or (isinstance(x, dict) and x and all(
+                    _is_num(y) for y in x.values())) for x in v.values()))
+QUANTIZE = _Table({
+    "output": STR, "eval": _Table(values=STR), "budgets": BUDGETS, "mode": _enum("dynamic", "static", "auto"),
+    "format": _enum("qdq", "qoperator"), "per_channel": BOOL, "calibration": STR_LIST,
+    "calibration_method": _enum("minmax", "entropy", "percentile", "distribution"), "labels": STR,
+    "segment_key": STR, "output_name": STR, "exclude": STR_LIST, "auto_exclude": BOOL, "max_exclude": INT,
+    "batch_size": POS_INT, "bench_batch_sizes": POS_INT_LIST, "bench_min_time": POS_NUM,
+}, required=("eval", "budgets"))
 _SHARED = {"opset": POS_INT, "exporter": _enum("dynamo", "torchscript"),
            "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH}
 MODEL = _Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": _Table(values=POS_INT),
-                "output_names": STR_LIST, **_SHARED}, required=("spec", "inputs"))
+                "output_names": STR_LIST, "quantize": QUANTIZE, **_SHARED}, required=("spec", "inputs"))
 ROOT = _Table({"output_dir": STR, "reports": STR, "fail_fast": BOOL, "models": _Table(values=MODEL), **_SHARED})
 
 
@@ -573,11 +614,13 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
             max_latency_ms={k: float(v) for k, v in bdata.get("max_latency_ms", {}).items()},
             **{k: float(bdata[k]) for k in ("min_time", "min_speedup") if k in bdata})
 
+    quantize = _resolve_quantize(entry["quantize"], root, output, src, where + ("quantize",)) \
+        if "quantize" in entry else None
     shared = {k: entry[k] if k in entry else top[k] for k in ("opset", "exporter", "external_data")
               if k in entry or k in top}
     return ModelConfig(name=name, spec=spec, inputs=[str(s) for s in specs], output=output, dims=dims,
                        output_names=list(entry["output_names"]) if "output_names" in entry else None,
-                       parity=parity, lint=lint, bench=bench, **shared)
+                       parity=parity, lint=lint, bench=bench, quantize=quantize, **shared)
 
 
 def _resolve_spec(spec: str, root: Path, src: _ConfigText, keypath: tuple[str, ...]) -> str:
@@ -621,3 +664,45 @@ def _check_latency_key(key: str, src: _ConfigText, keypath: tuple[str, ...]) -> 
     if stat not in stats or (batch and not batch.isdigit()):
         raise ConfigError(f"{src.where(keypath)}: '{key}' is not a latency gate",
                           _suggest(stat, stats, "statistics") + " (optionally @BATCH, e.g. p99@1)")
+
+
+def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: _ConfigText, where: tuple[str, ...]
+                      ) -> QuantizeConfig:
+    """Data files must exist; budgets must parse; the INT8 output may not overwrite the FP32 one."""
+    from onnxtax.segments import parse_budgets
+
+    def existing(item: str, key: str) -> Path:
+        p = (root / item).resolve()
+        if not p.is_file():
+            raise ConfigError(f"{src.where(where + (key,))}: data file '{item}' does not exist (looked at {p})",
+                              "paths are relative to the config file's folder")
+        return p
+
+    evals = [f"{name}={existing(item, 'eval')}" for name, item in q["eval"].items()]
+    budgets = []
+    for key, value in q["budgets"].items():
+        if isinstance(value, dict):
+            budgets += [f"{key}:{metric}={limit}" for metric, limit in value.items()]
+        else:
+            budgets.append(f"{key}={value}")
+    try:
+        parse_budgets(budgets)
+    except OnnxtaxError as exc:
+        raise ConfigError(f"{src.where(where + ('budgets',))}: {exc.message}", exc.hint) from exc
+    for key, value in q["budgets"].items():
+        if isinstance(value, dict) and key not in q["eval"] and q.get("segment_key") is None:
+            raise ConfigError(f"{src.where(where + ('budgets', key))}: '{key}' is no segment of `eval`",
+                              _suggest(key, sorted(q["eval"]), "segments"))
+    output = (root / q["output"]).resolve() if "output" in q else fp32_output.with_name(
+        fp32_output.name[:-len(".onnx")] + ".int8.onnx")
+    if output == fp32_output or output.suffix != ".onnx":
+        raise ConfigError(f"{src.where(where + ('output',))}: the INT8 model needs its own .onnx path",
+                          'e.g. output = "build/model.int8.onnx"')
+    if q.get("mode") == "static" and not q.get("calibration"):
+        raise ConfigError(f"{src.where(where + ('mode',))}: mode \"static\" needs `calibration` files",
+                          'add calibration = ["data/calibration.npz"] (representative inputs, not the eval data)')
+    if q.get("max_exclude", 0) < 0:
+        raise ConfigError(f"{src.where(where + ('max_exclude',))} must be 0 or more")
+    return _from_table(QuantizeConfig, q, output=output, evals=evals, budgets=budgets,
+                       calibration=[existing(item, "calibration") for item in q.get("calibration", [])],
+                       **{k: float(q[k]) for k in ("bench_min_time",) if k in q})

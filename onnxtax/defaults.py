@@ -30,3 +30,11 @@ BENCH_WARMUP = 20
 BENCH_MIN_TIME = 1.0
 BENCH_COLD_START_RUNS = 3
 BENCH_MAX_SAMPLES = 200_000  # per path and batch size: bounds memory for microsecond calls
+
+# quantize
+QUANTIZE_MODE = "auto"  # dynamic and static (with calibration data), the fastest that passes
+QUANTIZE_FORMAT = "qdq"  # ORT's recommended format for CPU since 1.11
+QUANTIZE_CALIBRATION_METHOD = "minmax"
+QUANTIZE_MAX_EXCLUDE = 8
+QUANTIZE_BATCH_SIZE = 64  # rows per mixed batch of the batched evaluation: bench's largest batch
+QUANTIZE_BENCH_MIN_TIME = 0.3  # seconds per build and batch size: an estimate beside a verdict, not a benchmark

@@ -510,6 +510,12 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
             if c.error is not None:
                 report.problems.append(f"{c.label}: {c.error}")
         _latency(context, report, fp32, bench_batch_sizes, bench_min_time)
+        for c in report.candidates:
+            slower = [lat for lat in c.latency if lat.speedup < 1]
+            if c.passed and slower:
+                report.notes.append(f"{c.label} is slower than FP32 at " + ", ".join(
+                    f"batch {lat.batch_size} on {lat.provider} ({lat.speedup:.2f}x)" for lat in slower)
+                    + ": quantizing saves less than the Quantize/DequantizeLinear work costs there")
         passing = [i for i, c in enumerate(report.candidates) if c.passed]
         if passing:
             report.chosen = max(passing, key=lambda i: _geomean_speedup(report.candidates[i]))

@@ -56,12 +56,17 @@ class BuildSettings:
 
 @contextmanager
 def _quiet_quantizer() -> Iterator[None]:
-    """ORT's quantizer logs advice on every call (pre-processing, opset); onnxtax reports once."""
+    """ORT's quantizer logs advice on every call (pre-processing, opset) and its histogram
+    calibrators print progress to stdout, which would corrupt `--json -`; onnxtax reports once."""
+    import contextlib
+    import io
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
