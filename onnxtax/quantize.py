@@ -68,6 +68,7 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_EXCLUDE = 8
 DEFAULT_BENCH_MIN_TIME = 0.3
 LOCALISE_ROWS = 256  # rows of the failing segments the per-node error is measured on
+SUSPECTS = 3  # nodes with the largest added error, each tried in FP32 before one is kept there
 
 Progress = Callable[[str], None]
 
@@ -734,23 +735,37 @@ class _Context:
             self.say(f"auto-exclude: measuring per-node error on {', '.join(sorted(failing))}")
             errors = qg.node_errors(self.fp32, probe, {self.rows.mapping[k]: v for k, v in feeds.items()}, self.work,
                                     allowed)
-            pick = next((e for e in errors if e.node not in cand.settings.excluded and e.op_type in allowed
-                         and e.added_error > 0), None)
-            if pick is None:
+            suspects = [e for e in errors if e.node not in cand.settings.excluded and e.op_type in allowed
+                        and e.added_error > 0][:SUSPECTS]
+            if not suspects:
                 steps.append({"excluded": None, "added_error": None, "failing": len(cand.evaluation.failing),
                               "note": "no quantized node adds error on the failing rows"})
                 break
-            auto.append(qg_excluded(self.origins, pick.node, "auto", pick.added_error))
-            settings = BuildSettings(cand.settings.mode, cand.settings.format, cand.settings.per_channel,
-                                     cand.settings.calibration_method, cand.settings.excluded + (pick.node,))
-            nxt = self.candidate(settings, cand.excluded + [auto[-1]])
-            steps.append({"excluded": pick.node, "module": auto[-1].origin.module, "added_error": pick.added_error,
-                          "failing": len(nxt.evaluation.failing) if nxt.evaluation else None})
-            if nxt.error is not None:
+            trials = []
+            for e in suspects:  # confirm the ranking: re-quantize with each suspect in FP32
+                ex = qg_excluded(self.origins, e.node, "auto", e.added_error)
+                settings = BuildSettings(cand.settings.mode, cand.settings.format, cand.settings.per_channel,
+                                         cand.settings.calibration_method, cand.settings.excluded + (e.node,))
+                trial = self.candidate(settings, cand.excluded + [ex])
+                if trial.evaluation is not None and trial.error is None:
+                    trials.append((_shortfall(trial.evaluation), len(trials), trial, ex))
+            if not trials:
                 break
+            _score, _i, nxt, ex = min(trials, key=lambda t: (t[0], t[1]))
+            auto.append(ex)
+            steps.append({"excluded": ex.origin.name, "module": ex.origin.module, "added_error": ex.added_error,
+                          "tried": [e.node for e in suspects], "failing": len(nxt.evaluation.failing)})
             cand = nxt
         cand.steps = steps
         return cand
+
+
+def _shortfall(ev: Evaluation) -> tuple[int, float]:
+    """How far a build is from passing: failing checks, then their summed relative distance to the limit."""
+    total = 0.0
+    for c in ev.failing:
+        total += math.inf if c.value is None else abs(c.value - c.limit) / max(abs(c.limit), 1e-12)
+    return len(ev.failing), total
 
 
 def _geomean_speedup(cand: Candidate) -> float:

@@ -4,11 +4,12 @@ PyTorch module each node came from, and which node's quantization adds the most 
 Where the error comes from is measured, not guessed: the FP32 and the quantized graph
 both keep the FP32 graph's tensor names for the float tensors between nodes (QDQ inserts
 Quantize/DequantizeLinear pairs beside them; dynamic quantization keeps each node's
-output name), so both are run with those tensors as extra outputs on the rows that fail.
-A node's *added* error is the relative error of its output minus the largest relative
-error of its inputs: the quantization of a node's input activations and weights shows
-up at its output, not before, so the error a clipped input range causes is charged to
-the node that reads it, and error inherited from upstream is not charged twice.
+output name), so both are run with those tensors (after their QDQ pair: the value the
+next node reads) as extra outputs on the rows that fail. A node's *added* error is the
+relative error of its output minus the largest relative error of its inputs, so error
+inherited from upstream is not charged twice; a clipped graph input is charged to the
+node reading it. This ranks the suspects; `onnxtax.quantize` then confirms the pick by
+re-quantizing with each of the top few kept in FP32.
 """
 
 from __future__ import annotations
@@ -237,19 +238,22 @@ def node_errors(fp32_path: Path, int8_path: Path, feeds: dict[str, Any], work: P
     tensors = sorted(t for n in fp32.graph.node for t in n.output if t in floats and t in produced)
     if not tensors:
         return []
+    # the value consumers read: after the tensor's Quantize/DequantizeLinear pair when it has one
+    # (a fused Gemm+Relu leaves the Relu to that pair's zero point)
+    seen = {t: f"{t}_DequantizeLinear_Output" if f"{t}_DequantizeLinear_Output" in produced else t for t in tensors}
     values = []
-    for model, name in ((fp32, "fp32"), (int8, "int8")):
+    for model, name, names in ((fp32, "fp32", tensors), (int8, "int8", [seen[t] for t in tensors])):
         existing = {o.name for o in model.graph.output}
-        for t in tensors:
+        for t in names:
             if t not in existing:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
         path = work / f"errors-{name}.onnx"
         onnx.save(model, str(path))
-        values.append(_run_named(path, tensors, feeds))
+        values.append(_run_named(path, names, feeds))
     ref, got = values
     rel = {}
     for t in tensors:
-        a, b = ref[t].astype(np.float64), got[t].astype(np.float64)
+        a, b = ref[t].astype(np.float64), got[seen[t]].astype(np.float64)
         if a.shape == b.shape:
             rel[t] = float(np.linalg.norm(b - a) / max(float(np.linalg.norm(a)), 1e-12))
     producer = {o: n for n in fp32.graph.node for o in n.output}
