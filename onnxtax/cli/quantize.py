@@ -186,7 +186,7 @@ def render(report: Any, out=None) -> None:
     for col, justify in (("provider", "left"), ("segment", "left"), ("rows", "right"), ("metric", "left"),
                          ("ORT FP32", "right"), ("INT8 1 row", "right"), ("INT8 batched", "right"),
                          ("budget", "left"), ("result", "left")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=col in ("segment", "metric", "result"))
     ev = best.evaluation
     for seg in ev.segments + ev.aggregate:
         checks = {c.metric: c for c in seg.checks}
