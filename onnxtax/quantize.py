@@ -59,9 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError, LoadError, OnnxtaxError
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError, LoadError
 from onnxtax.quantize_graph import CALIBRATION_METHODS, FORMATS, BuildSettings, NodeOrigin
-from onnxtax.segments import Budget, MetricPlan, Segment, budgets_for, worst
+from onnxtax.segments import (Budget, Evaluation, MetricPlan, Segment, SegmentRows, eager_reference,
+                               evaluate_segments)
 
 SCHEMA = "onnxtax.quantize/1"
 DEFAULT_BATCH_SIZE = 64
@@ -74,65 +75,6 @@ Progress = Callable[[str], None]
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Check:
-    provider: str
-    segment: str
-    metric: str
-    limit: float
-    direction: str
-    value: float | None
-    aggregate: float | None
-    passed: bool
-
-    def line(self) -> str:
-        word = "below" if self.direction == "min" else "above"
-        rel = ">=" if self.direction == "min" else "<="
-        agg = "" if self.aggregate is None else f" (aggregate {_num(self.aggregate)}" + (
-            ", within the budget: an aggregate gate would have approved it)"
-            if Budget(self.metric, self.limit).holds(self.aggregate) else ")")
-        return (f"{self.provider} {self.segment}: {self.metric} {_num(self.value)} {word} the budget "
-                f"{rel} {self.limit:g}{agg}")
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
-class SegmentResult:
-    provider: str
-    segment: str
-    rows: int
-    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # metric -> {row, batch, value}
-    checks: list[Check] = field(default_factory=list)
-    batch_dependence: dict | None = None
-
-    def value(self, metric: str) -> float | None:
-        return (self.metrics.get(metric) or {}).get("value")
-
-    def to_dict(self) -> dict:
-        return {"provider": self.provider, "segment": self.segment, "rows": self.rows, "metrics": self.metrics,
-                "checks": [c.to_dict() for c in self.checks], "batch_dependence": self.batch_dependence}
-
-
-@dataclass
-class Evaluation:
-    segments: list[SegmentResult] = field(default_factory=list)
-    aggregate: list[SegmentResult] = field(default_factory=list)
-
-    @property
-    def failing(self) -> list[Check]:
-        return [c for s in self.segments for c in s.checks if not c.passed]
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.segments) and not self.failing
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "segments": [s.to_dict() for s in self.segments],
-                "aggregate": [s.to_dict() for s in self.aggregate], "failing": [c.to_dict() for c in self.failing]}
 
 
 @dataclass
@@ -265,110 +207,7 @@ class QuantizeReport:
         }
 
 
-def _num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4g}"
-
-
 # --------------------------------------------------------------------------- evaluation
-
-
-class _Rows:
-    """Runs one output of a model over every segment: one row per request, and in mixed batches."""
-
-    def __init__(self, segments: list[Segment], mapping: dict[str, str], output_index: int, batch_size: int,
-                 seed: int):
-        import numpy as np
-
-        self.segments, self.mapping, self.index, self.batch_size = segments, mapping, output_index, batch_size
-        self.mixed = len({tuple((k, v.shape[1:]) for k, v in s.arrays.items()) for s in segments}) == 1
-        sizes = [s.rows for s in segments]
-        self.bounds = np.cumsum([0] + sizes)
-        self.order = np.random.default_rng(seed).permutation(int(self.bounds[-1]))
-
-    def one_at_a_time(self, run: Callable[[dict], Any]) -> list[Any]:
-        import numpy as np
-
-        return [np.concatenate([run({k: v[i:i + 1] for k, v in s.arrays.items()}) for i in range(s.rows)])
-                for s in self.segments]
-
-    def batched(self, run: Callable[[dict], Any]) -> list[Any]:
-        """Mixed batches across segments (a server's batches); per segment when their shapes differ."""
-        import numpy as np
-
-        if not self.mixed:
-            return [np.concatenate([run({k: v[i:i + self.batch_size] for k, v in s.arrays.items()})
-                                    for i in range(0, s.rows, self.batch_size)]) for s in self.segments]
-        names = list(self.segments[0].arrays)
-        every = {k: np.concatenate([s.arrays[k] for s in self.segments]) for k in names}
-        pieces = []
-        for i in range(0, len(self.order), self.batch_size):
-            idx = self.order[i:i + self.batch_size]
-            pieces.append(run({k: v[idx] for k, v in every.items()}))
-        out = np.empty_like(np.concatenate(pieces))
-        out[self.order] = np.concatenate(pieces)
-        return [out[self.bounds[j]:self.bounds[j + 1]] for j in range(len(self.segments))]
-
-    def session_runner(self, session) -> Callable[[dict], Any]:
-        def run(arrays: dict) -> Any:
-            return session.run(None, {self.mapping[k]: v for k, v in arrays.items()})[self.index]
-        return run
-
-
-def _evaluate(runs: dict[str, dict[str, list[Any]]], reference: list[Any], segments: list[Segment],
-              budgets: list[Budget], plan: MetricPlan) -> Evaluation:
-    """runs: provider -> {"row": outputs per segment, "batch": ...}; checks every segment's budgets."""
-    import numpy as np
-
-    ev = Evaluation()
-    everything = np.concatenate(reference)
-    labels_all = (np.concatenate([s.labels for s in segments])
-                  if all(s.labels is not None for s in segments) else None)
-    for provider, modes in runs.items():
-        agg = SegmentResult(provider, "(aggregate)", int(everything.shape[0]))
-        per_mode = {m: plan.compute(everything, np.concatenate(outs), labels_all) for m, outs in modes.items()}
-        agg.metrics = _combine(per_mode)
-        ev.aggregate.append(agg)
-        for j, seg in enumerate(segments):
-            res = SegmentResult(provider, seg.name, seg.rows)
-            per_mode = {m: plan.compute(reference[j], outs[j], seg.labels) for m, outs in modes.items()}
-            res.metrics = _combine(per_mode)
-            if "row" in modes and "batch" in modes:
-                res.batch_dependence = _batch_dependence(modes["row"][j], modes["batch"][j], plan)
-            for b in budgets_for(budgets, seg.name):
-                value = res.value(b.metric)
-                if b.metric == "accuracy_drop" and seg.labels is None:
-                    continue
-                res.checks.append(Check(provider, seg.name, b.metric, b.limit, b.to_dict()["direction"], value,
-                                        agg.value(b.metric), b.holds(value)))
-            ev.segments.append(res)
-    return ev
-
-
-def _combine(per_mode: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
-    metrics: dict[str, dict[str, float | None]] = {}
-    for mode, values in per_mode.items():
-        for metric, v in values.items():
-            metrics.setdefault(metric, {})[mode] = v
-    for metric, by_mode in metrics.items():
-        by_mode["value"] = worst(metric, [by_mode.get(m) for m in ("row", "batch")])
-    return metrics
-
-
-def _batch_dependence(row: Any, batch: Any, plan: MetricPlan) -> dict:
-    import numpy as np
-
-    diff = np.abs(row.astype(np.float64) - batch.astype(np.float64)).reshape(row.shape[0], -1)
-    per_row = row.reshape(row.shape[0], -1)
-    if per_row.shape[1] == 1:
-        t = plan.decision_threshold
-        flips = (per_row[:, 0] > t) != (batch.reshape(batch.shape[0], -1)[:, 0] > t)
-    else:
-        flips = per_row.argmax(axis=1) != batch.reshape(batch.shape[0], -1).argmax(axis=1)
-    return {"max_abs": float(diff.max()) if diff.size else 0.0,
-            "rows_changed": int((diff.max(axis=1) > 0).sum()) if diff.size else 0,
-            "decisions_changed": int(flips.sum())}
 
 
 # --------------------------------------------------------------------------- the run
@@ -468,7 +307,9 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
 
     from onnxtax.files import staging_dir
 
-    with staging_dir(output.parent) as work:
+    with staging_dir(output.parent) as staging:
+        work = staging / "scratch"  # builds and probes; the published files are staged beside it
+        work.mkdir()
         fp32 = onnx_path
         if preprocess:
             say("pre-processing (ORT quant_pre_process)")
@@ -488,16 +329,16 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
         mapping = {s.name: s.name for s in specs}
         out_names = [o.name for o in first.get_outputs()]
         if output_name is not None and output_name not in out_names:
-            raise InputSpecError(f"--output '{output_name}' is not an output of {onnx_path.name}",
+            raise InputSpecError(f"--metric-output '{output_name}' is not an output of {onnx_path.name}",
                                  f"outputs: {', '.join(out_names)}")
         index = out_names.index(output_name) if output_name else 0
         report.output_name = out_names[index]
-        rows = _Rows(segments, mapping, index, batch_size, seed)
+        rows = SegmentRows(segments, mapping, index, batch_size, seed)
 
         say("running the FP32 eager model on every segment")
-        reference = _eager_reference(module, specs, rows, loaded.spec)
+        reference = eager_reference(module, specs, rows, loaded.spec)
         plan = MetricPlan.from_budgets(budget_list, reference[0].shape)
-        report.fp32 = _evaluate({p: {"batch": rows.batched(rows.session_runner(s))} for p, s in fp32_sessions.items()},
+        report.fp32 = evaluate_segments({p: {"batch": rows.batched(rows.session_runner(s))} for p, s in fp32_sessions.items()},
                                 reference, segments, budget_list, plan)
         context = _Context(fp32, work, calib_arrays, requests, rows, reference, segments, budget_list, plan, origins,
                            say)
@@ -521,7 +362,7 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
         if passing:
             report.chosen = max(passing, key=lambda i: _geomean_speedup(report.candidates[i]))
             say("writing the INT8 model and its manifest")
-            _publish(report, report.candidates[report.chosen], manifest, specs, output, work)
+            _publish(report, report.candidates[report.chosen], manifest, specs, output, staging)
     report.duration_s = time.perf_counter() - t0
     return report
 
@@ -578,18 +419,18 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
     _check_against_session(specs, first, onnx_path)
     names = [o.name for o in first.get_outputs()]
     output_name = q.get("output_name") or names[0]
-    rows = _Rows(segments, {s.name: s.name for s in specs}, names.index(output_name),
+    rows = SegmentRows(segments, {s.name: s.name for s in specs}, names.index(output_name),
                  report.settings["batch_size"], report.settings["seed"])
     report.output_name = output_name
     say("running the FP32 eager model on every segment")
-    reference = _eager_reference(loaded.module, specs, rows, loaded.spec)
+    reference = eager_reference(loaded.module, specs, rows, loaded.spec)
     plan = MetricPlan.from_budgets(budgets, reference[0].shape)
     fp32_path = Path(source_info.get("path") or "")
     if fp32_path.is_file() and sha256_file(fp32_path) == source_info.get("sha256"):
         fp32_runs = {r.label: {"batch": rows.batched(rows.session_runner(open_session(fp32_path, r,
                                                                                       record_placement=False)))}
                      for r in requests}
-        report.fp32 = _evaluate(fp32_runs, reference, segments, budgets, plan)
+        report.fp32 = evaluate_segments(fp32_runs, reference, segments, budgets, plan)
     else:
         report.notes.append("the FP32 source artifact is not at its recorded path (or changed): no ORT FP32 column")
     ctx = _Context(onnx_path, onnx_path.parent, None, requests, rows, reference, segments, budgets, plan, {}, say)
@@ -639,32 +480,10 @@ def _calibration(files: Sequence[str | Path], specs: list) -> tuple[dict[str, An
     return merged, records
 
 
-def _eager_reference(module: Any, specs: list, rows: _Rows, spec_text: str) -> list[Any]:
-    """The FP32 eager outputs per segment (the reference), in batches of the evaluation batch size."""
-    import numpy as np
-
-    from onnxtax.parity import _Source
-
-    source = _Source(module, specs)
-    out = []
-    for seg in rows.segments:
-        pieces = []
-        for i in range(0, seg.rows, rows.batch_size):
-            arrays = {k: v[i:i + rows.batch_size] for k, v in seg.arrays.items()}
-            outputs = source(arrays, f"segment {seg.name} rows {i}-{i + len(next(iter(arrays.values()))) - 1}",
-                             seg.file)
-            if rows.index >= len(outputs):
-                raise InputSpecError(f"{spec_text} returns {len(outputs)} outputs; the ONNX output "
-                                     f"#{rows.index} has no counterpart", "choose the output with --output NAME")
-            pieces.append(outputs[rows.index])
-        out.append(np.concatenate(pieces))
-    return out
-
-
 class _Context:
     """What every build of one run shares: the FP32 graph, data, sessions' providers, reference."""
 
-    def __init__(self, fp32: Path, work: Path, calibration, requests, rows: _Rows, reference, segments, budgets,
+    def __init__(self, fp32: Path, work: Path, calibration, requests, rows: SegmentRows, reference, segments, budgets,
                  plan: MetricPlan, origins: dict[str, NodeOrigin], say: Progress):
         self.fp32, self.work, self.calibration, self.requests = fp32, work, calibration, requests
         self.rows, self.reference, self.segments, self.budgets, self.plan = rows, reference, segments, budgets, plan
@@ -693,7 +512,7 @@ class _Context:
             except Exception as exc:  # noqa: BLE001 - a build ORT cannot load or run is a failed build
                 line, node = ort_error_summary(exc.__cause__ or exc)
                 return None, f"ONNX Runtime cannot run it on {req.label}: {line}" + (f" (node {node})" if node else "")
-        return _evaluate(runs, self.reference, self.segments, self.budgets, self.plan), None
+        return evaluate_segments(runs, self.reference, self.segments, self.budgets, self.plan), None
 
     def candidate(self, settings: BuildSettings, excluded: list[Excluded]) -> Candidate:
         self.say(f"quantizing: {settings.mode}" + (f", {len(settings.excluded)} nodes in FP32" if settings.excluded

@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from onnxtax.errors import InputSpecError
 
@@ -345,3 +345,199 @@ class MetricPlan:
     def compute(self, reference, candidate, labels=None) -> dict[str, float]:
         return metrics_of(reference, candidate, thresholds=self.thresholds, topk=self.topk, labels=labels,
                           decision_threshold=self.decision_threshold)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Check:
+    provider: str
+    segment: str
+    metric: str
+    limit: float
+    direction: str
+    value: float | None
+    aggregate: float | None
+    passed: bool
+
+    def line(self) -> str:
+        word = "below" if self.direction == "min" else "above"
+        rel = ">=" if self.direction == "min" else "<="
+        agg = "" if self.aggregate is None else f" (aggregate {_num(self.aggregate)}" + (
+            ", within the budget: an aggregate gate would have approved it)"
+            if Budget(self.metric, self.limit).holds(self.aggregate) else ")")
+        return (f"{self.provider} {self.segment}: {self.metric} {_num(self.value)} {word} the budget "
+                f"{rel} {self.limit:g}{agg}")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SegmentResult:
+    provider: str
+    segment: str
+    rows: int
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # metric -> {row, batch, value}
+    checks: list[Check] = field(default_factory=list)
+    batch_dependence: dict | None = None
+
+    def value(self, metric: str) -> float | None:
+        return (self.metrics.get(metric) or {}).get("value")
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider, "segment": self.segment, "rows": self.rows, "metrics": self.metrics,
+                "checks": [c.to_dict() for c in self.checks], "batch_dependence": self.batch_dependence}
+
+
+@dataclass
+class Evaluation:
+    segments: list[SegmentResult] = field(default_factory=list)
+    aggregate: list[SegmentResult] = field(default_factory=list)
+
+    @property
+    def failing(self) -> list[Check]:
+        return [c for s in self.segments for c in s.checks if not c.passed]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.segments) and not self.failing
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "segments": [s.to_dict() for s in self.segments],
+                "aggregate": [s.to_dict() for s in self.aggregate], "failing": [c.to_dict() for c in self.failing]}
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}"
+
+
+
+class SegmentRows:
+    """Runs one output of a model over every segment: one row per request, and in mixed batches."""
+
+    def __init__(self, segments: list[Segment], mapping: dict[str, str], output_index: int, batch_size: int,
+                 seed: int):
+        import numpy as np
+
+        self.segments, self.mapping, self.index, self.batch_size = segments, mapping, output_index, batch_size
+        self.mixed = len({tuple((k, v.shape[1:]) for k, v in s.arrays.items()) for s in segments}) == 1
+        sizes = [s.rows for s in segments]
+        self.bounds = np.cumsum([0] + sizes)
+        self.order = np.random.default_rng(seed).permutation(int(self.bounds[-1]))
+
+    def one_at_a_time(self, run: Callable[[dict], Any]) -> list[Any]:
+        import numpy as np
+
+        return [np.concatenate([run({k: v[i:i + 1] for k, v in s.arrays.items()}) for i in range(s.rows)])
+                for s in self.segments]
+
+    def batched(self, run: Callable[[dict], Any]) -> list[Any]:
+        """Mixed batches across segments (a server's batches); per segment when their shapes differ."""
+        import numpy as np
+
+        if not self.mixed:
+            return [np.concatenate([run({k: v[i:i + self.batch_size] for k, v in s.arrays.items()})
+                                    for i in range(0, s.rows, self.batch_size)]) for s in self.segments]
+        names = list(self.segments[0].arrays)
+        every = {k: np.concatenate([s.arrays[k] for s in self.segments]) for k in names}
+        pieces = []
+        for i in range(0, len(self.order), self.batch_size):
+            idx = self.order[i:i + self.batch_size]
+            pieces.append(run({k: v[idx] for k, v in every.items()}))
+        out = np.empty_like(np.concatenate(pieces))
+        out[self.order] = np.concatenate(pieces)
+        return [out[self.bounds[j]:self.bounds[j + 1]] for j in range(len(self.segments))]
+
+    def session_runner(self, session) -> Callable[[dict], Any]:
+        def run(arrays: dict) -> Any:
+            return session.run(None, {self.mapping[k]: v for k, v in arrays.items()})[self.index]
+        return run
+
+
+def evaluate_segments(runs: dict[str, dict[str, list[Any]]], reference: list[Any], segments: list[Segment],
+              budgets: list[Budget], plan: MetricPlan) -> Evaluation:
+    """runs: provider -> {"row": outputs per segment, "batch": ...}; checks every segment's budgets."""
+    import numpy as np
+
+    ev = Evaluation()
+    everything = np.concatenate(reference)
+    labels_all = (np.concatenate([s.labels for s in segments])
+                  if all(s.labels is not None for s in segments) else None)
+    for provider, modes in runs.items():
+        agg = SegmentResult(provider, "(aggregate)", int(everything.shape[0]))
+        per_mode = {m: plan.compute(everything, np.concatenate(outs), labels_all) for m, outs in modes.items()}
+        agg.metrics = _combine(per_mode)
+        ev.aggregate.append(agg)
+        for j, seg in enumerate(segments):
+            res = SegmentResult(provider, seg.name, seg.rows)
+            per_mode = {m: plan.compute(reference[j], outs[j], seg.labels) for m, outs in modes.items()}
+            res.metrics = _combine(per_mode)
+            if "row" in modes and "batch" in modes:
+                res.batch_dependence = _batch_dependence(modes["row"][j], modes["batch"][j], plan)
+            for b in budgets_for(budgets, seg.name):
+                value = res.value(b.metric)
+                if b.metric == "accuracy_drop" and seg.labels is None:
+                    continue
+                res.checks.append(Check(provider, seg.name, b.metric, b.limit, b.to_dict()["direction"], value,
+                                        agg.value(b.metric), b.holds(value)))
+            ev.segments.append(res)
+    return ev
+
+
+def _combine(per_mode: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    metrics: dict[str, dict[str, float | None]] = {}
+    for mode, values in per_mode.items():
+        for metric, v in values.items():
+            metrics.setdefault(metric, {})[mode] = v
+    for metric, by_mode in metrics.items():
+        by_mode["value"] = worst(metric, [by_mode.get(m) for m in ("row", "batch")])
+    return metrics
+
+
+def _batch_dependence(row: Any, batch: Any, plan: MetricPlan) -> dict:
+    import numpy as np
+
+    diff = np.abs(row.astype(np.float64) - batch.astype(np.float64)).reshape(row.shape[0], -1)
+    per_row = row.reshape(row.shape[0], -1)
+    if per_row.shape[1] == 1:
+        t = plan.decision_threshold
+        flips = (per_row[:, 0] > t) != (batch.reshape(batch.shape[0], -1)[:, 0] > t)
+    else:
+        flips = per_row.argmax(axis=1) != batch.reshape(batch.shape[0], -1).argmax(axis=1)
+    return {"max_abs": float(diff.max()) if diff.size else 0.0,
+            "rows_changed": int((diff.max(axis=1) > 0).sum()) if diff.size else 0,
+            "decisions_changed": int(flips.sum())}
+
+
+def eager_reference(module: Any, specs: list, rows: SegmentRows, spec_text: str) -> list[Any]:
+    """The FP32 eager outputs per segment (the reference), in batches of the evaluation batch size.
+    On one torch thread: on a busy 2-core CI host, torch's two-thread pool made these small
+    batches 20-60x slower here (0.5-1.3 s vs 0.02 s for 2000 rows of the fraud MLP)."""
+    import numpy as np
+    import torch
+
+    from onnxtax.parity import _Source
+
+    source = _Source(module, specs)
+    out = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seg in rows.segments:
+            pieces = []
+            for i in range(0, seg.rows, rows.batch_size):
+                arrays = {k: v[i:i + rows.batch_size] for k, v in seg.arrays.items()}
+                where = f"segment {seg.name} rows {i}-{i + len(next(iter(arrays.values()))) - 1}"
+                outputs = source(arrays, where, seg.file)
+                if rows.index >= len(outputs):
+                    raise InputSpecError(f"{spec_text} returns {len(outputs)} outputs; the ONNX output "
+                                         f"#{rows.index} has no counterpart", "choose the output with --metric-output")
+                pieces.append(outputs[rows.index])
+            out.append(np.concatenate(pieces))
+    finally:
+        torch.set_num_threads(threads)
+    return out

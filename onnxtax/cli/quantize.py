@@ -75,11 +75,10 @@ def quantize(
     json_stdout = json_out == "-"
     with user_errors(debug):
         from onnxtax.bench import parse_batch_sizes
-        from onnxtax.cli.parity import _check_writable
         from onnxtax.quantize import quantize_model
 
         sizes = parse_batch_sizes(bench_batch_sizes)
-        _check_writable("--json", json_out if json_out != "-" else None)
+        _check_json_path(json_out)
         out = status_console(json_stdout)
         with out.status("quantizing", spinner="dots") as status:
             report = quantize_model(spec, onnx_model, output, evals=eval_, budgets=budget, inputs=input or None,
@@ -114,10 +113,9 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
     """`onnxtax parity` on an INT8 artifact: its recorded segments against its recorded budgets."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.cli.parity import _check_writable
         from onnxtax.quantize import check_quantized
 
-        _check_writable("--json", json_out if json_out != "-" else None)
+        _check_json_path(json_out)
         out = status_console(json_stdout)
         with out.status("checking the INT8 model against its budgets", spinner="dots") as status:
             report = check_quantized(spec, onnx_model, providers=provider or None,
@@ -132,6 +130,19 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
         render(report)
     verdict(report, err_console if json_stdout else console)
     raise typer.Exit(report.exit_code)
+
+
+def _check_json_path(json_out: str | None) -> None:
+    """A --json path that cannot be written is refused before minutes of quantizing, not after."""
+    from onnxtax.errors import OnnxtaxError
+    from onnxtax.files import unwritable_ancestor
+
+    if not json_out or json_out == "-":
+        return
+    blocked = unwritable_ancestor(json_out)
+    if Path(json_out).is_dir() or blocked is not None:
+        why = "it is a directory" if blocked is None else f"{blocked[0]} {blocked[1]}"
+        raise OnnxtaxError(f"cannot write --json {json_out}: {why}", "give a path in a writable directory")
 
 
 def _write_json(report: Any, json_out: str | None) -> None:
