@@ -57,21 +57,20 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, InputSpecError, LoadError
+from onnxtax import defaults
+from onnxtax.errors import InputSpecError, LoadError
+from onnxtax.progress import Progress
+from onnxtax.report import Verdict
 from onnxtax.quantize_graph import CALIBRATION_METHODS, FORMATS, BuildSettings, NodeOrigin
 from onnxtax.segments import (Budget, Evaluation, MetricPlan, Segment, SegmentRows, eager_reference,
                                evaluate_segments)
 
 SCHEMA = "onnxtax.quantize/1"
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_MAX_EXCLUDE = 8
-DEFAULT_BENCH_MIN_TIME = 0.3
 LOCALISE_ROWS = 256  # rows of the failing segments the per-node error is measured on
 SUSPECTS = 3  # nodes with the largest added error, each tried in FP32 before one is kept there
 
-Progress = Callable[[str], None]
 
 
 # --------------------------------------------------------------------------- results
@@ -137,7 +136,7 @@ class Candidate:
 
 
 @dataclass
-class QuantizeReport:
+class QuantizeReport(Verdict):
     """The verdict of one `quantize_model` run; truthy when a build met every budget (and was written)."""
 
     source: dict
@@ -157,15 +156,8 @@ class QuantizeReport:
     duration_s: float = 0.0
 
     @property
-    def passed(self) -> bool:
+    def passed(self) -> bool:  # type: ignore[override]
         return self.chosen is not None
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
 
     @property
     def best(self) -> Candidate | None:
@@ -214,13 +206,15 @@ class QuantizeReport:
 
 
 def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, evals: Sequence[str],
-                   budgets: Sequence[str | Budget], inputs: Sequence[str] | None = None, mode: str = "auto",
-                   calibration: Sequence[str | Path] = (), calibration_method: str = "minmax",
-                   quant_format: str = "qdq", per_channel: bool = False, labels: str | None = None,
+                   budgets: Sequence[str | Budget], inputs: Sequence[str] | None = None,
+                   mode: str = defaults.QUANTIZE_MODE, calibration: Sequence[str | Path] = (),
+                   calibration_method: str = defaults.QUANTIZE_CALIBRATION_METHOD,
+                   quant_format: str = defaults.QUANTIZE_FORMAT, per_channel: bool = False, labels: str | None = None,
                    segment_key: str | None = None, output_name: str | None = None, exclude: Sequence[str] = (),
-                   auto_exclude: bool = False, max_exclude: int = DEFAULT_MAX_EXCLUDE,
-                   providers: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                   bench_batch_sizes: Sequence[int] | None = None, bench_min_time: float = DEFAULT_BENCH_MIN_TIME,
+                   auto_exclude: bool = False, max_exclude: int = defaults.QUANTIZE_MAX_EXCLUDE,
+                   providers: Sequence[str] | None = None, batch_size: int = defaults.QUANTIZE_BATCH_SIZE,
+                   bench_batch_sizes: Sequence[int] | None = None,
+                   bench_min_time: float = defaults.QUANTIZE_BENCH_MIN_TIME,
                    preprocess: bool = True, seed: int = 0, progress: Progress | None = None) -> QuantizeReport:
     """Quantize `onnx_path` to INT8 and write it to `output` only if every segment meets every budget.
 
@@ -273,15 +267,17 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
         raise InputSpecError("no --budget: a quantized model is approved against budgets per segment",
                              "e.g. --budget agreement@0.5=0.97 --budget tail:agreement@0.5=0.95")
 
-    from onnxtax.bench import _check_against_session, resolve_inputs
+    from onnxtax.inputs import resolve_inputs
     from onnxtax.loading import check_inputs_match, resolve_model
     from onnxtax.providers import open_session, resolve_providers
-    from onnxtax.specs import parse_input_specs
 
-    specs, _source_kind, manifest = resolve_inputs(onnx_path, parse_input_specs(list(inputs)) if inputs else None)
+    resolved = resolve_inputs(onnx_path, list(inputs) if inputs else None)
+    specs, manifest = resolved.specs, resolved.manifest
     segments = load_segments(parse_eval(evals), specs, labels_key=labels, segment_key=segment_key)
     check_budget_segments(budget_list, segments)
     calib_arrays, calib_records = _calibration(calibration, specs) if calibration else (None, [])
+    if calib_arrays is not None:
+        calib_arrays = resolved.feeds(calib_arrays)
     if mode == "auto" and calib_arrays is None:
         modes = ["dynamic"]
     requests, _skipped = resolve_providers(list(providers) if providers else None)
@@ -324,10 +320,8 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
         user_excluded = qg.match_excludes(exclude, origins)
 
         fp32_sessions = {r.label: open_session(fp32, r, record_placement=False) for r in requests}
-        first = next(iter(fp32_sessions.values()))
-        _check_against_session(specs, first, onnx_path)
-        mapping = {s.name: s.name for s in specs}
-        out_names = [o.name for o in first.get_outputs()]
+        mapping = dict(resolved.onnx_names)
+        out_names = list(resolved.output_names)
         if output_name is not None and output_name not in out_names:
             raise InputSpecError(f"--metric-output '{output_name}' is not an output of {onnx_path.name}",
                                  f"outputs: {', '.join(out_names)}")
@@ -338,8 +332,8 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
         say("running the FP32 eager model on every segment")
         reference = eager_reference(module, specs, rows, loaded.spec)
         plan = MetricPlan.from_budgets(budget_list, reference[0].shape)
-        report.fp32 = evaluate_segments({p: {"batch": rows.batched(rows.session_runner(s))} for p, s in fp32_sessions.items()},
-                                reference, segments, budget_list, plan)
+        fp32_runs = {p: {"batch": rows.batched(rows.session_runner(s))} for p, s in fp32_sessions.items()}
+        report.fp32 = evaluate_segments(fp32_runs, reference, segments, budget_list, plan)
         context = _Context(fp32, work, calib_arrays, requests, rows, reference, segments, budget_list, plan, origins,
                            say)
         for m in modes:
@@ -372,8 +366,8 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
     """Re-check an INT8 artifact `onnxtax quantize` wrote against its recorded segments and budgets
     (what `onnxtax parity` does for a quantized artifact): the same data files (checked by
     sha256), the FP32 eager model as reference, rows one at a time and batched."""
-    from onnxtax.bench import _check_against_session, resolve_inputs
     from onnxtax.errors import ManifestError
+    from onnxtax.inputs import resolve_inputs
     from onnxtax.files import sha256_file
     from onnxtax.loading import check_inputs_match, resolve_model
     from onnxtax.providers import open_session, resolve_providers
@@ -383,7 +377,8 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     onnx_path = Path(onnx_path)
-    specs, _kind, manifest = resolve_inputs(onnx_path, None)
+    resolved = resolve_inputs(onnx_path, None)
+    specs, manifest = resolved.specs, resolved.manifest
     q = (manifest or {}).get("quantization")
     if not isinstance(q, dict):
         raise ManifestError(f"{onnx_path} has no quantization record in its manifest",
@@ -413,13 +408,11 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
                              "size_bytes": source_info.get("size_bytes"), "spec": None if loaded.in_memory
                              else loaded.spec, "class_name": loaded.class_name}, str(onnx_path),
                             segments=segments, budgets=budgets, versions=package_versions())
-    report.settings = {"mode": "recheck", "batch_size": int(evaluation.get("batch_size", DEFAULT_BATCH_SIZE)),
+    report.settings = {"mode": "recheck", "batch_size": int(evaluation.get("batch_size", defaults.QUANTIZE_BATCH_SIZE)),
                        "seed": int(evaluation.get("seed", 0)), "providers": [r.label for r in requests]}
-    first = open_session(onnx_path, requests[0], record_placement=False)
-    _check_against_session(specs, first, onnx_path)
-    names = [o.name for o in first.get_outputs()]
+    names = list(resolved.output_names)
     output_name = q.get("output_name") or names[0]
-    rows = SegmentRows(segments, {s.name: s.name for s in specs}, names.index(output_name),
+    rows = SegmentRows(segments, dict(resolved.onnx_names), names.index(output_name),
                  report.settings["batch_size"], report.settings["seed"])
     report.output_name = output_name
     say("running the FP32 eager model on every segment")
@@ -552,8 +545,8 @@ class _Context:
                 if probe is None:
                     break
             self.say(f"auto-exclude: measuring per-node error on {', '.join(sorted(failing))}")
-            errors = qg.node_errors(self.fp32, probe, {self.rows.mapping[k]: v for k, v in feeds.items()}, self.work,
-                                    allowed)
+            graph_feeds = {self.rows.mapping[k]: v for k, v in feeds.items() if k in self.rows.mapping}
+            errors = qg.node_errors(self.fp32, probe, graph_feeds, self.work, allowed)
             suspects = [e for e in errors if e.node not in cand.settings.excluded and e.op_type in allowed
                         and e.added_error > 0][:SUSPECTS]
             if not suspects:
@@ -599,7 +592,7 @@ def _latency(ctx: _Context, report: QuantizeReport, fp32: Path, batch_sizes: Seq
     each one's cost in speed is measured, not estimated."""
     import numpy as np
 
-    from onnxtax.bench import DEFAULT_BATCH_SIZES, time_onnx_models
+    from onnxtax.bench import time_onnx_models
 
     built = [c for c in report.candidates if c.path is not None and c.evaluation is not None]
     if not built:
@@ -614,10 +607,11 @@ def _latency(ctx: _Context, report: QuantizeReport, fp32: Path, batch_sizes: Seq
                 variants[f"c{ci}-{ex.origin.name}"] = path
     seg = ctx.segments[0]
     for req in ctx.requests:
-        for bs in list(batch_sizes or DEFAULT_BATCH_SIZES):
+        for bs in list(batch_sizes or defaults.BENCH_BATCH_SIZES):
             ctx.say(f"timing FP32 vs INT8 on {req.label} at batch {bs}")
             reps = -(-bs // seg.rows)
-            feeds = {ctx.rows.mapping[k]: np.concatenate([v] * reps)[:bs] for k, v in seg.arrays.items()}
+            feeds = {ctx.rows.mapping[k]: np.concatenate([v] * reps)[:bs] for k, v in seg.arrays.items()
+                     if k in ctx.rows.mapping}
             models = {"fp32": fp32, **{f"c{i}": c.path for i, c in enumerate(built)}, **variants}
             stats = time_onnx_models(models, req, feeds, min_time=min_time)  # type: ignore[arg-type]
             for i, cand in enumerate(built):

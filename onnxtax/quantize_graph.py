@@ -81,7 +81,8 @@ def preprocess(source: Path, target: Path) -> str | None:
             quant_pre_process(str(source), str(target))
         return None
     except Exception as exc:  # noqa: BLE001 - any failure: quantize the graph as exported
-        return f"ORT's quant_pre_process failed ({type(exc).__name__}: {str(exc)[:160]}); the graph is quantized as exported"
+        return (f"ORT's quant_pre_process failed ({type(exc).__name__}: {str(exc)[:160]}); the graph is "
+                "quantized as exported")
 
 
 class _Reader:

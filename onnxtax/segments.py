@@ -37,7 +37,8 @@ from onnxtax.errors import InputSpecError
 
 HIGHER_IS_BETTER = ("agreement", "top", "cosine")
 METRIC_HELP = "agreement@0.5, top1, top5, cosine, max_abs, mean_abs, accuracy_drop"
-_METRIC = re.compile(r"^(agreement@(?P<thr>-?[0-9.eE+-]+)|top(?P<k>[1-9][0-9]*)|cosine|max_abs|mean_abs|accuracy_drop)$")
+_METRIC = re.compile(r"^(agreement@(?P<thr>-?[0-9.eE+-]+)|top(?P<k>[1-9][0-9]*)|cosine|max_abs|mean_abs"
+                     r"|accuracy_drop)$")
 
 
 # --------------------------------------------------------------------------- budgets
@@ -454,7 +455,7 @@ class SegmentRows:
 
     def session_runner(self, session) -> Callable[[dict], Any]:
         def run(arrays: dict) -> Any:
-            return session.run(None, {self.mapping[k]: v for k, v in arrays.items()})[self.index]
+            return session.run(None, {self.mapping[k]: v for k, v in arrays.items() if k in self.mapping})[self.index]
         return run
 
 

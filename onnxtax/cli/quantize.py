@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, status_console,
+from onnxtax import defaults
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, progress_display,
                               user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
 
@@ -29,13 +30,15 @@ def quantize(
                                               "max_abs=0.05, mean_abs=0.01, accuracy_drop=1.0 (points). Without "
                                               "SEGMENT: every segment. Repeatable.", show_default=False)] = _NO,
     mode: Annotated[str, typer.Option(help="dynamic (activation scales per batch), static (calibrated ranges), or "
-                                      "auto (both; the fastest that passes).")] = "auto",
+                                      "auto (both; the fastest that passes).")] = defaults.QUANTIZE_MODE,
     calibration: Annotated[list[Path], typer.Option(help="A .npz of representative inputs for static "
                                                     "quantization (keep it apart from the --eval data). "
                                                     "Repeatable.", show_default=False)] = _NO,
-    calibration_method: Annotated[str, typer.Option(help="minmax, entropy, percentile or distribution.")] = "minmax",
+    calibration_method: Annotated[str, typer.Option(help="minmax, entropy, percentile or distribution.")
+                                  ] = defaults.QUANTIZE_CALIBRATION_METHOD,
     quant_format: Annotated[str, typer.Option("--format", help="Static builds: qdq (Quantize/DequantizeLinear "
-                                              "pairs, ORT's recommended) or qoperator (QLinear* ops).")] = "qdq",
+                                              "pairs, ORT's recommended) or qoperator (QLinear* ops).")
+                            ] = defaults.QUANTIZE_FORMAT,
     per_channel: Annotated[bool, typer.Option(help="Quantize weights per output channel.")] = False,
     labels: Annotated[str | None, typer.Option(help="Name of a label array in the --eval files: adds accuracy and "
                                                "accuracy_drop per segment.", show_default=False)] = None,
@@ -50,17 +53,20 @@ def quantize(
     auto_exclude: Annotated[bool, typer.Option(help="When a budget fails, keep the node adding the most error in "
                                                "FP32 and re-quantize, until the budgets hold or --max-exclude.")
                             ] = False,
-    max_exclude: Annotated[int, typer.Option(help="Most nodes --auto-exclude keeps in FP32.")] = 8,
+    max_exclude: Annotated[int, typer.Option(help="Most nodes --auto-exclude keeps in FP32.")
+                           ] = defaults.QUANTIZE_MAX_EXCLUDE,
     input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP + " Default: the manifest beside the "
                                              "model, else the graph's inputs.", show_default=False)] = _NO,
     provider: Annotated[list[str], typer.Option("--provider", "-p", help="Where metrics and latency are measured "
                                                 "(cpu, openvino:device_type=CPU, ...). Repeatable. Default: every "
                                                 "compute provider on this host.", show_default=False)] = _NO,
     batch_size: Annotated[int, typer.Option(help="Rows per batch of the batched evaluation (segments mixed, as "
-                                            "a server batches requests).")] = 64,
+                                            "a server batches requests).")] = defaults.QUANTIZE_BATCH_SIZE,
     bench_batch_sizes: Annotated[str, typer.Option(help="Batch sizes of the FP32 vs INT8 latency "
-                                                   "measurement.")] = "1,8,64",
-    bench_min_time: Annotated[float, typer.Option(help="Seconds of timed calls per build and batch size.")] = 0.3,
+                                                   "measurement.")
+                                 ] = ",".join(map(str, defaults.BENCH_BATCH_SIZES)),
+    bench_min_time: Annotated[float, typer.Option(help="Seconds of timed calls per build and batch size.")
+                              ] = defaults.QUANTIZE_BENCH_MIN_TIME,
     preprocess: Annotated[bool, typer.Option(help="Run ORT's quant_pre_process (shape inference, graph "
                                              "optimisation) first.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the batch mixing.")] = 0,
@@ -79,15 +85,14 @@ def quantize(
 
         sizes = parse_batch_sizes(bench_batch_sizes)
         _check_json_path(json_out)
-        out = status_console(json_stdout)
-        with out.status("quantizing", spinner="dots") as status:
+        with progress_display("quantize") as progress:
             report = quantize_model(spec, onnx_model, output, evals=eval_, budgets=budget, inputs=input or None,
                                     mode=mode, calibration=calibration, calibration_method=calibration_method,
                                     quant_format=quant_format, per_channel=per_channel, labels=labels,
                                     segment_key=segment_key, output_name=metric_output, exclude=exclude,
                                     auto_exclude=auto_exclude, max_exclude=max_exclude, providers=provider or None,
                                     batch_size=batch_size, bench_batch_sizes=sizes, bench_min_time=bench_min_time,
-                                    preprocess=preprocess, seed=seed, progress=lambda msg: status.update(msg))
+                                    preprocess=preprocess, seed=seed, progress=progress)
         _write_json(report, json_out)
     if json_stdout:
         print_json(report.to_dict())
@@ -116,10 +121,8 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
         from onnxtax.quantize import check_quantized
 
         _check_json_path(json_out)
-        out = status_console(json_stdout)
-        with out.status("checking the INT8 model against its budgets", spinner="dots") as status:
-            report = check_quantized(spec, onnx_model, providers=provider or None,
-                                     progress=lambda msg: status.update(msg))
+        with progress_display("parity (INT8 budgets)") as progress:
+            report = check_quantized(spec, onnx_model, providers=provider or None, progress=progress)
         _write_json(report, json_out)
     if json_stdout:
         print_json(report.to_dict())
