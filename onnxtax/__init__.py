@@ -26,6 +26,7 @@ _LAZY = {
     "check_parity": "onnxtax.parity", "ParityReport": "onnxtax.parity", "compare_arrays": "onnxtax.parity",
     "verify_artifact": "onnxtax.manifest", "VerifyReport": "onnxtax.manifest",
     "run_bench": "onnxtax.bench", "BenchReport": "onnxtax.bench",
+    "quantize_model": "onnxtax.quantize", "check_quantized": "onnxtax.quantize", "QuantizeReport": "onnxtax.quantize",
     "run_ci": "onnxtax.ci", "CiReport": "onnxtax.ci", "load_config": "onnxtax.config",
     # the parts every stage is built from
     "load_model": "onnxtax.loading", "LoadedModel": "onnxtax.loading",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from onnxtax.parity import ParityReport, check_parity, compare_arrays
     from onnxtax.progress import Progress
     from onnxtax.providers import ProviderRequest, host_providers, open_session, resolve_providers
+    from onnxtax.quantize import QuantizeReport, check_quantized, quantize_model
     from onnxtax.specs import InputSpec, make_inputs, parse_input_specs
 
 

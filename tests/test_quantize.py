@@ -6,40 +6,24 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from onnxtax.errors import InputSpecError
 from onnxtax.segments import Budget, metrics_of, parse_budgets
-
-MLP = """
-import torch
-from torch import nn
-
-class Scorer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
-
-    def forward(self, x):
-        return torch.sigmoid(self.net(x))
-"""
+from tests.models import tiny
 
 QUICK = {"bench_batch_sizes": [1], "bench_min_time": 0.02}
 
 
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory):
-    """The two models exported once (TorchScript exporter: fast), and their data segments."""
+    """tests/models/tiny.py:Tiny exported once (TorchScript exporter: fast), and its data segments."""
     from onnxtax.export import export_model
 
     root = tmp_path_factory.mktemp("quant")
-    (root / "models.py").write_text(MLP)
-    out = {}
-    for name in ("Scorer",):
-        result = export_model(f"{root / 'models.py'}:{name}", root / f"{name}.onnx", ["x:batch,16"],
-                              exporter="torchscript")
-        assert result, result.error
-        out[name] = (f"{root / 'models.py'}:{name}", root / f"{name}.onnx")
+    result = export_model(tiny.spec("Tiny"), root / "tiny.onnx", ["x:batch,16"], exporter="torchscript")
+    assert result, result.error
+    out = {"Scorer": (tiny.spec("Tiny"), root / "tiny.onnx")}
     rng = np.random.default_rng(7)
     np.savez(root / "cal.npz", x=rng.standard_normal((256, 16)).astype(np.float32))
     ordinary = rng.standard_normal((600, 16)).astype(np.float32)
@@ -48,8 +32,12 @@ def mlp(tmp_path_factory):
     mixed = rng.standard_normal((256, 16)).astype(np.float32)
     mixed[:13, :4] *= 25  # calibration like production: 5% tail rows
     np.savez(root / "cal_mixed.npz", x=mixed)
-    np.savez(root / "ordinary.npz", x=ordinary, label=(ordinary[:, 0] > 0).astype(np.int64))
-    np.savez(root / "tail.npz", x=tail, label=(tail[:, 0] > 0).astype(np.int64))
+    model = tiny.Tiny().eval()
+    for name, x in (("ordinary", ordinary), ("tail", tail)):
+        with torch.inference_mode():  # labels: the FP32 decisions, one in ten flipped (reviewed outcomes)
+            label = (model(torch.from_numpy(x)).numpy()[:, 0] > 0.5).astype(np.int64)
+        label[::10] = 1 - label[::10]
+        np.savez(root / f"{name}.npz", x=x, label=label)
     return root, out
 
 
@@ -79,7 +67,7 @@ def test_tail_segment_outside_calibration_fails_while_the_aggregate_passes(mlp):
     acc = seg.metrics
     assert acc["accuracy_drop"]["value"] == pytest.approx(
         100 * (acc["accuracy_fp32"]["value"] - acc["accuracy"]["value"]), abs=1e-9)
-    assert acc["accuracy_drop"]["value"] > 0
+    assert acc["accuracy_fp32"]["value"] == pytest.approx(0.9) and acc["accuracy_drop"]["value"] > 5
     # the FP32 ORT model beside it agrees with eager: the loss is quantization's, not the export's
     assert all(s.value("agreement@0.5") == 1.0 for s in report.fp32.segments)
 
@@ -110,7 +98,7 @@ def test_auto_exclude_finds_the_one_culprit_layer(mlp):
     root, models = mlp
     spec, onnx_path = models["Scorer"]
     out = root / "auto.int8.onnx"
-    args = dict(evals=_evals(root), budgets=["mean_abs=0.0055"], mode="static", calibration=[root / "cal_mixed.npz"],
+    args = dict(evals=_evals(root), budgets=["mean_abs=0.004"], mode="static", calibration=[root / "cal_mixed.npz"],
                 **QUICK)
     plain = quantize_model(spec, onnx_path, out, **args)
     assert not plain and not out.exists()

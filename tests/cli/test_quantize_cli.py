@@ -12,34 +12,21 @@ from typer.testing import CliRunner
 
 from onnxtax.cli import app
 from tests.conftest import run_cli
+from tests.models import tiny
+
+SPEC = tiny.spec("Tiny")
 
 
 def invoke(*args):
     """In-process (CliRunner): the same command a user types, without a new interpreter per call."""
     return CliRunner().invoke(app, [str(a) for a in args])
 
-MODEL = """
-import torch
-from torch import nn
-
-class Scorer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
-
-    def forward(self, x):
-        return torch.sigmoid(self.net(x))
-"""
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     from onnxtax.export import export_model
 
     root = tmp_path_factory.mktemp("qcli")
-    (root / "scorer.py").write_text(MODEL)
-    assert export_model(f"{root / 'scorer.py'}:Scorer", root / "scorer.onnx", ["x:batch,16"], exporter="torchscript")
+    assert export_model(SPEC, root / "scorer.onnx", ["x:batch,16"], exporter="torchscript")
     rng = np.random.default_rng(7)
     np.savez(root / "cal.npz", x=rng.standard_normal((256, 16)).astype(np.float32))
     np.savez(root / "ordinary.npz", x=rng.standard_normal((600, 16)).astype(np.float32))
@@ -50,7 +37,7 @@ def project(tmp_path_factory):
 
 
 def _args(root, *extra):
-    return ["quantize", f"{root / 'scorer.py'}:Scorer", root / "scorer.onnx", "--eval", f"ordinary={root}/ordinary.npz",
+    return ["quantize", SPEC, root / "scorer.onnx", "--eval", f"ordinary={root}/ordinary.npz",
             "--eval", f"tail={root}/tail.npz", "--calibration", root / "cal.npz", "--mode", "static",
             "--bench-batch-sizes", "1", "--bench-min-time", "0.02", *extra]
 
@@ -85,7 +72,7 @@ def test_approved_writes_model_and_manifest_that_verify_lint_and_parity_accept(p
     assert invoke("verify", out).exit_code == 0
     lint = invoke("lint-ops", out)
     assert lint.exit_code == 0, lint.output
-    parity = run_cli("parity", f"{project / 'scorer.py'}:Scorer", out, "--json", "-")
+    parity = run_cli("parity", SPEC, out, "--json", "-")
     assert parity.returncode == 0, parity.stderr
     pdata = json.loads(parity.stdout)
     assert pdata["settings"]["mode"] == "recheck" and pdata["passed"]
@@ -93,7 +80,7 @@ def test_approved_writes_model_and_manifest_that_verify_lint_and_parity_accept(p
 
     # the budgets travel with the artifact: changed data is refused, not silently re-judged
     np.savez(project / "tail.npz", x=np.zeros((3, 16), np.float32))
-    changed = invoke("parity", f"{project / 'scorer.py'}:Scorer", out)
+    changed = invoke("parity", SPEC, out)
     assert changed.exit_code == 2 and "changed since the model was approved" in changed.output
 
 
@@ -112,9 +99,9 @@ def test_usage_errors_exit_2_with_one_line_and_a_fix(project, args, message):
 def test_ci_quantize_stage_from_the_config(project, tmp_path):
     import shutil
 
-    for name in ("scorer.py", "cal.npz", "ordinary.npz"):
+    for name in ("cal.npz", "ordinary.npz"):
         shutil.copy(project / name, tmp_path / name)
-    (tmp_path / "onnxtax.toml").write_text(textwrap.dedent("""
+    (tmp_path / "onnxtax.toml").write_text(textwrap.dedent(f"""
         exporter = "torchscript"
         output_dir = "build"
         [parity]
@@ -122,13 +109,13 @@ def test_ci_quantize_stage_from_the_config(project, tmp_path):
         [lint]
         source = false
         [models.scorer]
-        spec = "scorer.py:Scorer"
+        spec = "{tiny.FILE}:Tiny"
         inputs = ["x:batch,16"]
         [models.scorer.quantize]
         mode = "static"
         calibration = ["cal.npz"]
-        eval = { ordinary = "ordinary.npz" }
-        budgets = { "agreement@0.5" = 0.9, ordinary = { max_abs = 0.5 } }
+        eval = {{ ordinary = "ordinary.npz" }}
+        budgets = {{ "agreement@0.5" = 0.9, ordinary = {{ max_abs = 0.5 }} }}
         bench_batch_sizes = [1]
         bench_min_time = 0.02
         """))
