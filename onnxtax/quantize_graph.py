@@ -163,8 +163,7 @@ def node_origins(model) -> dict[str, NodeOrigin]:
             if classes and len(classes) >= 2:
                 module_class = classes[-2].rsplit(".", 1)[-1]
         elif node.name.startswith("/"):
-            parts = [p for p in node.name.split("/")[1:-1] if p]
-            module = parts[-1] if parts else ""
+            module = _torchscript_module(node.name)
         trace = meta.get("pkg.torch.onnx.stack_trace")
         if trace:
             frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
@@ -174,6 +173,18 @@ def node_origins(model) -> dict[str, NodeOrigin]:
                 source = f"{Path(file).name}:{line}"
         out[node.name] = NodeOrigin(node.name, node.op_type, module, module_class, source)
     return out
+
+
+def _torchscript_module(name: str) -> str:
+    """`/bert/encoder/layer.0/attention/self/query/MatMul` -> `bert.encoder.layer.0.attention.self.query`;
+    a container's child is scoped `net.0` under `net`, so `/net/net.0/Gemm` -> `net.0`."""
+    path: list[str] = []
+    for part in (p for p in name.split("/")[1:-1] if p):
+        if path and part.startswith(path[-1] + "."):
+            path[-1] = part
+        else:
+            path.append(part)
+    return ".".join(path)
 
 
 def _literal_list(text: str | None) -> list[str]:
@@ -190,10 +201,14 @@ def match_excludes(patterns: Sequence[str], origins: dict[str, NodeOrigin]) -> l
     """`--exclude` globs against node names and module paths; a glob matching nothing is an error."""
     import fnmatch
 
+    quantizable = quantizable_op_types("dynamic", "qdq") | quantizable_op_types("static", "qdq") | \
+        quantizable_op_types("static", "qoperator")
     chosen: list[str] = []
     for pattern in patterns:
+        # a module path stands for the module's quantizable nodes (its Shape/Constant nodes stay as they are)
         hits = [n for n, o in origins.items()
-                if fnmatch.fnmatchcase(n, pattern) or (o.module and fnmatch.fnmatchcase(o.module, pattern))]
+                if fnmatch.fnmatchcase(n, pattern) or (o.module and o.op_type in quantizable
+                                                        and fnmatch.fnmatchcase(o.module, pattern))]
         if not hits:
             modules = sorted({o.module for o in origins.values() if o.module})
             raise InputSpecError(f"--exclude '{pattern}' matches no node name or module path of the graph",
