@@ -30,6 +30,7 @@ JSON schema of `QuantizeReport.to_dict()` ("onnxtax.quantize/1"; keys stable):
   "budgets": [{"segment": null | "tail", "metric": "agreement@0.5", "limit": 0.97, "direction": "min"}],
   "fp32": EVALUATION,                                 (ORT FP32 vs eager; informs, never gates)
   "candidates": [{"settings": {BuildSettings}, "passed": false, "error": null | "...", "size_bytes": 20480,
+                  "exclusion_cost_us": null | {"1": 2.5},   (all nodes kept in FP32 vs none, when 2 or more)
                   "evaluation": EVALUATION, "excluded": [EXCLUDED], "steps": [{"excluded": "node_linear",
                   "added_error": 0.41, "failing": 1}], "latency": [LATENCY]}],
   "chosen": 0 | null,                                 (index into candidates)
@@ -70,6 +71,7 @@ from onnxtax.segments import (Budget, Evaluation, MetricPlan, Segment, SegmentRo
 SCHEMA = "onnxtax.quantize/1"
 LOCALISE_ROWS = 256  # rows of the failing segments the per-node error is measured on
 SUSPECTS = 3  # nodes with the largest added error, each tried in FP32 before one is kept there
+COST_EACH = 4  # up to this many nodes kept in FP32, each one's cost in speed is measured (one build each)
 
 
 
@@ -116,6 +118,7 @@ class Candidate:
     latency: list[Latency] = field(default_factory=list)
     size_bytes: int | None = None
     error: str | None = None
+    exclusion_cost_us: dict[int, float] | None = None  # batch -> p50 µs over the build with nothing kept in FP32
 
     @property
     def passed(self) -> bool:
@@ -132,7 +135,9 @@ class Candidate:
         return {"settings": self.settings.to_dict(), "label": self.label, "passed": self.passed, "error": self.error,
                 "size_bytes": self.size_bytes, "evaluation": self.evaluation.to_dict() if self.evaluation else None,
                 "excluded": [e.to_dict() for e in self.excluded], "steps": list(self.steps),
-                "latency": [lat.to_dict() for lat in self.latency]}
+                "latency": [lat.to_dict() for lat in self.latency],
+                "exclusion_cost_us": {str(k): v for k, v in self.exclusion_cost_us.items()}
+                if self.exclusion_cost_us is not None else None}
 
 
 @dataclass
@@ -197,9 +202,6 @@ class QuantizeReport(Verdict):
             "size": self.size, "failures": self.failures, "notes": list(self.notes),
             "versions": dict(self.versions), "duration_s": self.duration_s,
         }
-
-
-# --------------------------------------------------------------------------- evaluation
 
 
 # --------------------------------------------------------------------------- the run
@@ -338,7 +340,7 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
                            say)
         for m in modes:
             settings = BuildSettings(m, quant_format, per_channel, calibration_method, tuple(user_excluded))
-            cand = context.candidate(settings, [qg_excluded(origins, n, "--exclude") for n in user_excluded])
+            cand = context.candidate(settings, [_excluded_node(origins, n, "--exclude") for n in user_excluded])
             if auto_exclude and cand.error is None and not cand.passed:
                 cand = context.auto_exclude(cand, max_exclude)
             report.candidates.append(cand)
@@ -445,7 +447,7 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
     return report
 
 
-def qg_excluded(origins: dict[str, NodeOrigin], name: str, reason: str, added: float | None = None) -> Excluded:
+def _excluded_node(origins: dict[str, NodeOrigin], name: str, reason: str, added: float | None = None) -> Excluded:
     origin = origins.get(name) or NodeOrigin(name, "?", None, None, None)
     return Excluded(origin, reason, added)
 
@@ -555,7 +557,7 @@ class _Context:
                 break
             trials = []
             for e in suspects:  # confirm the ranking: re-quantize with each suspect in FP32
-                ex = qg_excluded(self.origins, e.node, "auto", e.added_error)
+                ex = _excluded_node(self.origins, e.node, "auto", e.added_error)
                 settings = BuildSettings(cand.settings.mode, cand.settings.format, cand.settings.per_channel,
                                          cand.settings.calibration_method, cand.settings.excluded + (e.node,))
                 trial = self.candidate(settings, cand.excluded + [ex])
@@ -599,12 +601,14 @@ def _latency(ctx: _Context, report: QuantizeReport, fp32: Path, batch_sizes: Seq
         return
     variants: dict[str, Path] = {}
     for ci, cand in enumerate(built):
-        for ex in cand.excluded:
-            rest = tuple(n for n in cand.settings.excluded if n != ex.origin.name)
+        names = [ex.origin.name for ex in cand.excluded]
+        each = names if len(names) <= COST_EACH else []
+        for key, rest in [(f"c{ci}-{n}", tuple(x for x in cand.settings.excluded if x != n)) for n in each] + (
+                [(f"c{ci}-all", ())] if len(names) > 1 else []):
             path, _ = ctx.build(BuildSettings(cand.settings.mode, cand.settings.format, cand.settings.per_channel,
                                               cand.settings.calibration_method, rest))
             if path is not None:
-                variants[f"c{ci}-{ex.origin.name}"] = path
+                variants[key] = path
     seg = ctx.segments[0]
     for req in ctx.requests:
         for bs in list(batch_sizes or defaults.BENCH_BATCH_SIZES):
@@ -616,12 +620,16 @@ def _latency(ctx: _Context, report: QuantizeReport, fp32: Path, batch_sizes: Seq
             stats = time_onnx_models(models, req, feeds, min_time=min_time)  # type: ignore[arg-type]
             for i, cand in enumerate(built):
                 cand.latency.append(Latency(req.label, bs, stats["fp32"], stats[f"c{i}"]))
-                if req is ctx.requests[0]:
-                    for ex in cand.excluded:
-                        key = f"c{i}-{ex.origin.name}"
-                        if key in stats:
-                            ex.cost_us = ex.cost_us or {}
-                            ex.cost_us[bs] = (stats[f"c{i}"].p50_ms - stats[key].p50_ms) * 1e3
+                if req is not ctx.requests[0]:
+                    continue
+                for ex in cand.excluded:
+                    key = f"c{i}-{ex.origin.name}"
+                    if key in stats:
+                        ex.cost_us = ex.cost_us or {}
+                        ex.cost_us[bs] = (stats[f"c{i}"].p50_ms - stats[key].p50_ms) * 1e3
+                if f"c{i}-all" in stats:
+                    cand.exclusion_cost_us = cand.exclusion_cost_us or {}
+                    cand.exclusion_cost_us[bs] = (stats[f"c{i}"].p50_ms - stats[f"c{i}-all"].p50_ms) * 1e3
 
 
 def _publish(report: QuantizeReport, cand: Candidate, manifest: dict | None, specs: list, output: Path,

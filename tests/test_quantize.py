@@ -182,3 +182,41 @@ def test_report_json_is_plain_and_complete(mlp):
     assert size["ratio"] == pytest.approx(size["fp32_bytes"] / size["int8_bytes"]) and size["int8_bytes"] > 0
     lat = data["candidates"][0]["latency"][0]
     assert lat["batch_size"] == 1 and lat["fp32"]["p50_ms"] > 0 and lat["int8"]["p50_ms"] > 0
+
+
+BERT = """
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.bert = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=64, max_position_embeddings=32)).eval()
+
+    def forward(self, input_ids):
+        return self.bert(input_ids=input_ids).last_hidden_state
+"""
+
+
+def test_real_architecture_tiny_bert_keeps_a_named_module_in_fp32(write_model, tmp_path):
+    """A transformers BERT (random tiny config): dynamic quantization of its embeddings, judged by the
+    lowest row cosine; `--exclude` by PyTorch module path reaches the nodes of that encoder layer."""
+    from onnxtax.export import export_model
+    from onnxtax.quantize import quantize_model
+
+    spec = f"{write_model(BERT, 'tiny_bert')}:Encoder"
+    assert export_model(spec, tmp_path / "bert.onnx", ["input_ids:[batch,seq]:int64"], exporter="torchscript")
+    np.savez(tmp_path / "queries.npz", input_ids=np.random.default_rng(0).integers(0, 100, (12, 8)))
+    report = quantize_model(spec, tmp_path / "bert.onnx", tmp_path / "bert.int8.onnx",
+                            evals=[f"queries={tmp_path / 'queries.npz'}"], budgets=["cosine=0.99"], mode="dynamic",
+                            exclude=["bert.encoder.layer.1.*"], batch_size=4, **QUICK)
+    assert report and report.written
+    excluded = report.best.excluded
+    assert excluded and all(e.origin.module.startswith("bert.encoder.layer.1.") for e in excluded)
+    assert {"MatMul"} <= {e.origin.op_type for e in excluded} and all(e.reason == "--exclude" for e in excluded)
+    seg = report.best.evaluation.segments[0]
+    assert seg.metrics["cosine"]["value"] >= 0.99 and seg.batch_dependence["rows_changed"] > 0

@@ -248,6 +248,10 @@ def render(report: Any, out=None) -> None:
                        *[f"{(e.cost_us or {}).get(b, 0):+.3g} µs" if e.cost_us and b in e.cost_us else "-"
                          for b in batches])
         out.print(ex)
+        if best.exclusion_cost_us:
+            costs = ", ".join(f"{v:+.3g} µs at batch {b}" for b, v in sorted(best.exclusion_cost_us.items()))
+            out.print(f"keeping these {len(best.excluded)} nodes in FP32 costs {costs} (p50, vs none kept)",
+                      highlight=False, soft_wrap=True)
     size = report.size
     if size["int8_bytes"]:
         out.print(f"size: {size['fp32_bytes'] / 1024:.1f} KiB FP32 -> {size['int8_bytes'] / 1024:.1f} KiB INT8 "
