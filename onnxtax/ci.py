@@ -625,14 +625,18 @@ def _stage_quantize(model: ModelConfig, source: _SourceModel, stage: StageResult
     """INT8 from the exported artifact, approved per segment (onnxtax.quantize); written only when approved."""
     from onnxtax.quantize import quantize_model
 
+    from onnxtax.providers import resolve_providers
+
     q = model.quantize
     assert q is not None
+    # the parity providers the preflight let through: unavailable ones are skipped (or were an error already)
+    usable = resolve_providers(model.parity.providers or None, skip_unavailable=model.parity.skip_unavailable)[0]
     result = quantize_model(source.get(), model.output, q.output, evals=q.evals, budgets=q.budgets,
                             inputs=model.inputs, mode=q.mode, calibration=q.calibration,
                             calibration_method=q.calibration_method, quant_format=q.format,
                             per_channel=q.per_channel, labels=q.labels, segment_key=q.segment_key,
                             output_name=q.output_name, exclude=q.exclude, auto_exclude=q.auto_exclude,
-                            max_exclude=q.max_exclude, providers=_usable_providers(model) or None,
+                            max_exclude=q.max_exclude, providers=[p.label for p in usable] or None,
                             batch_size=q.batch_size, bench_batch_sizes=q.bench_batch_sizes,
                             bench_min_time=q.bench_min_time, progress=_counting(say))
     stage.result = result
