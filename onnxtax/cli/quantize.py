@@ -202,7 +202,9 @@ def render(report: Any, out=None) -> None:
                          ("budget", "left"), ("result", "left")):
         table.add_column(col, justify=justify, no_wrap=col in ("segment", "metric", "result"))
     ev = best.evaluation
-    for seg in ev.segments + ev.aggregate:
+    by_provider = [s for p in dict.fromkeys(x.provider for x in ev.segments)
+                   for s in ev.segments + ev.aggregate if s.provider == p]
+    for seg in by_provider:
         checks = {c.metric: c for c in seg.checks}
         agg = seg.segment == "(aggregate)"
         shown = list(checks) if checks else [m for m in seg.metrics if m in _display_metrics(report)]
