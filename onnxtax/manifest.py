@@ -17,6 +17,7 @@ Schema (format_version 1), keys stable:
   "checks": [{"name": "onnx.checker", "passed": true, "detail": "..."}],
   "warnings": ["..."],
   "benchmark": null | {...}     (filled by `onnxtax bench --record`)
+  "quantization": {...}         (INT8 artifacts only: how `onnxtax quantize` built and approved it)
 }
 """
 
