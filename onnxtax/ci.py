@@ -638,7 +638,7 @@ def _stage_quantize(model: ModelConfig, source: _SourceModel, stage: StageResult
                             output_name=q.output_name, exclude=q.exclude, auto_exclude=q.auto_exclude,
                             max_exclude=q.max_exclude, providers=[p.label for p in usable] or None,
                             batch_size=q.batch_size, bench_batch_sizes=q.bench_batch_sizes,
-                            bench_min_time=q.bench_min_time, progress=_counting(say))
+                            bench_min_time=q.bench_min_time, min_speedup=q.min_speedup, progress=_counting(say))
     stage.result = result
     stage.status = "passed" if result else "failed"
     best = result.best

@@ -173,6 +173,7 @@ class QuantizeConfig(_Record):
     batch_size: int = defaults.QUANTIZE_BATCH_SIZE
     bench_batch_sizes: list[int] | None = None
     bench_min_time: float = defaults.QUANTIZE_BENCH_MIN_TIME
+    min_speedup: float | None = None
 
 
 @dataclass
@@ -305,7 +306,7 @@ QUANTIZE = _Table({
     "format": _enum("qdq", "qoperator"), "per_channel": BOOL, "calibration": STR_LIST,
     "calibration_method": _enum("minmax", "entropy", "percentile", "distribution"), "labels": STR,
     "segment_key": STR, "output_name": STR, "exclude": STR_LIST, "auto_exclude": BOOL, "max_exclude": INT,
-    "batch_size": POS_INT, "bench_batch_sizes": POS_INT_LIST, "bench_min_time": POS_NUM,
+    "batch_size": POS_INT, "bench_batch_sizes": POS_INT_LIST, "bench_min_time": POS_NUM, "min_speedup": POS_NUM,
 }, required=("eval", "budgets"))
 _SHARED = {"opset": POS_INT, "exporter": _enum("dynamo", "torchscript"),
            "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH}
@@ -705,4 +706,4 @@ def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: _ConfigText, 
         raise ConfigError(f"{src.where(where + ('max_exclude',))} must be 0 or more")
     return _from_table(QuantizeConfig, q, output=output, evals=evals, budgets=budgets,
                        calibration=[existing(item, "calibration") for item in q.get("calibration", [])],
-                       **{k: float(q[k]) for k in ("bench_min_time",) if k in q})
+                       **{k: float(q[k]) for k in ("bench_min_time", "min_speedup") if k in q})

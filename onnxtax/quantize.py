@@ -23,13 +23,15 @@ JSON schema of `QuantizeReport.to_dict()` ("onnxtax.quantize/1"; keys stable):
   "output": "fraud.int8.onnx", "output_name": "prob",
   "settings": {"mode": "auto", "format": "qdq", "per_channel": false, "calibration_method": "minmax",
                "batch_size": 64, "seed": 0, "auto_exclude": true, "max_exclude": 8, "providers": ["cpu"],
-               "preprocess": true},
+               "preprocess": true, "exclude": [], "labels": null, "segment_key": null, "output": null,
+               "min_speedup": null},                  ("mode": "recheck" for `parity` on an INT8 artifact)
   "segments": [{"name": "tail", "file": "tail.npz", "sha256": "...", "rows": 200, "labels": true,
                 "segment_key_value": null}],
   "calibration": [{"file": "cal.npz", "sha256": "...", "rows": 512}],
   "budgets": [{"segment": null | "tail", "metric": "agreement@0.5", "limit": 0.97, "direction": "min"}],
   "fp32": EVALUATION,                                 (ORT FP32 vs eager; informs, never gates)
   "candidates": [{"settings": {BuildSettings}, "passed": false, "error": null | "...", "size_bytes": 20480,
+                  "speed_failures": ["cpu batch 1: speedup 0.68x below --min-speedup 1.2 (...)"],
                   "exclusion_cost_us": null | {"1": 2.5},   (all nodes kept in FP32 vs none, when 2 or more)
                   "evaluation": EVALUATION, "excluded": [EXCLUDED], "steps": [{"excluded": "node_linear",
                   "added_error": 0.41, "failing": 1}], "latency": [LATENCY]}],
@@ -120,9 +122,12 @@ class Candidate:
     error: str | None = None
     exclusion_cost_us: dict[int, float] | None = None  # batch -> p50 µs over the build with nothing kept in FP32
 
+    speed_failures: list[str] = field(default_factory=list)  # --min-speedup not met
+
     @property
     def passed(self) -> bool:
-        return self.error is None and self.evaluation is not None and self.evaluation.passed
+        return (self.error is None and self.evaluation is not None and self.evaluation.passed
+                and not self.speed_failures)
 
     @property
     def label(self) -> str:
@@ -133,7 +138,8 @@ class Candidate:
 
     def to_dict(self) -> dict:
         return {"settings": self.settings.to_dict(), "label": self.label, "passed": self.passed, "error": self.error,
-                "size_bytes": self.size_bytes, "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+                "size_bytes": self.size_bytes, "speed_failures": list(self.speed_failures),
+                "evaluation": self.evaluation.to_dict() if self.evaluation else None,
                 "excluded": [e.to_dict() for e in self.excluded], "steps": list(self.steps),
                 "latency": [lat.to_dict() for lat in self.latency],
                 "exclusion_cost_us": {str(k): v for k, v in self.exclusion_cost_us.items()}
@@ -180,6 +186,7 @@ class QuantizeReport(Verdict):
         for c in self.candidates:
             if c.evaluation is not None:
                 out += [f"{c.label}: {chk.line()}" for chk in c.evaluation.failing]
+            out += [f"{c.label}: {line}" for line in c.speed_failures]
         return out
 
     @property
@@ -217,7 +224,8 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
                    providers: Sequence[str] | None = None, batch_size: int = defaults.QUANTIZE_BATCH_SIZE,
                    bench_batch_sizes: Sequence[int] | None = None,
                    bench_min_time: float = defaults.QUANTIZE_BENCH_MIN_TIME,
-                   preprocess: bool = True, seed: int = 0, progress: Progress | None = None) -> QuantizeReport:
+                   min_speedup: float | None = None, preprocess: bool = True, seed: int = 0,
+                   progress: Progress | None = None) -> QuantizeReport:
     """Quantize `onnx_path` to INT8 and write it to `output` only if every segment meets every budget.
 
     Args:
@@ -228,6 +236,7 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
         labels / segment_key: names of a label array and of an array splitting each file into segments.
         exclude: globs of node names or module paths kept in FP32; auto_exclude: find more, up to max_exclude.
         providers: where the metrics and latency are measured; default every compute provider.
+        min_speedup: also require FP32 p50 / INT8 p50 >= this at every measured batch size and provider.
 
     Raises OnnxtaxError (exit 2) for unusable arguments and data, before any model is built.
     Budget failures are in the report, never raised; nothing is written unless it passed.
@@ -261,6 +270,8 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
     if mode == "static" and not calibration:
         raise InputSpecError("--mode static needs calibration data",
                              "give --calibration FILE.npz with representative inputs (not the --eval data)")
+    if min_speedup is not None and not (math.isfinite(min_speedup) and min_speedup > 0):
+        raise InputSpecError(f"--min-speedup {min_speedup}: must be a number > 0", "e.g. --min-speedup 1.2")
     if batch_size < 1 or max_exclude < 0 or not bench_min_time > 0:
         raise InputSpecError("--batch-size must be >= 1, --max-exclude >= 0, --bench-min-time > 0")
     parsed = [b if isinstance(b, Budget) else None for b in budgets]
@@ -301,7 +312,7 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
                        "auto_exclude": auto_exclude, "max_exclude": max_exclude,
                        "providers": [r.label for r in requests], "preprocess": preprocess,
                        "exclude": list(exclude), "labels": labels, "segment_key": segment_key,
-                       "output": output_name}
+                       "output": output_name, "min_speedup": min_speedup}
 
     from onnxtax.files import staging_dir
 
@@ -349,6 +360,11 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
                 report.problems.append(f"{c.label}: {c.error}")
         _latency(context, report, fp32, bench_batch_sizes, bench_min_time)
         for c in report.candidates:
+            if min_speedup is not None and c.evaluation is not None and c.evaluation.passed:
+                c.speed_failures = [f"{lat.provider} batch {lat.batch_size}: speedup {lat.speedup:.2f}x below "
+                                    f"--min-speedup {min_speedup:g} (FP32 p50 {lat.fp32.p50_ms * 1e3:.3g} µs, "
+                                    f"INT8 {lat.int8.p50_ms * 1e3:.3g} µs)" for lat in c.latency
+                                    if lat.speedup < min_speedup]
             slower = [lat for lat in c.latency if lat.speedup < 1]
             if c.passed and slower:
                 report.notes.append(f"{c.label} is slower than FP32 at " + ", ".join(

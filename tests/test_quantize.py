@@ -117,6 +117,19 @@ def test_auto_exclude_finds_the_one_culprit_layer(mlp):
     assert verify_artifact(out)
 
 
+def test_min_speedup_gates_a_build_that_meets_its_budgets(mlp):
+    from onnxtax.quantize import quantize_model
+
+    root, models = mlp
+    spec, onnx_path = models["Scorer"]
+    out = root / "slow.int8.onnx"
+    report = quantize_model(spec, onnx_path, out, evals=_evals(root), budgets=["max_abs=1"], mode="dynamic",
+                            min_speedup=1000, **QUICK)
+    cand = report.candidates[0]
+    assert cand.evaluation.passed and not report and not out.exists()
+    assert cand.speed_failures and "below --min-speedup 1000" in report.failures[0]
+
+
 def test_segment_key_splits_one_file_and_segment_budgets_override(mlp, tmp_path):
     from onnxtax.quantize import quantize_model
 

@@ -67,6 +67,9 @@ def quantize(
                                  ] = ",".join(map(str, defaults.BENCH_BATCH_SIZES)),
     bench_min_time: Annotated[float, typer.Option(help="Seconds of timed calls per build and batch size.")
                               ] = defaults.QUANTIZE_BENCH_MIN_TIME,
+    min_speedup: Annotated[float | None, typer.Option(help="Also require FP32 p50 / INT8 p50 >= X at every "
+                                                      "--bench-batch-sizes and provider (a speed gate; timings on "
+                                                      "shared runners are noisy).", show_default=False)] = None,
     preprocess: Annotated[bool, typer.Option(help="Run ORT's quant_pre_process (shape inference, graph "
                                              "optimisation) first.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the batch mixing.")] = 0,
@@ -92,7 +95,7 @@ def quantize(
                                     segment_key=segment_key, output_name=metric_output, exclude=exclude,
                                     auto_exclude=auto_exclude, max_exclude=max_exclude, providers=provider or None,
                                     batch_size=batch_size, bench_batch_sizes=sizes, bench_min_time=bench_min_time,
-                                    preprocess=preprocess, seed=seed, progress=progress)
+                                    min_speedup=min_speedup, preprocess=preprocess, seed=seed, progress=progress)
         _write_json(report, json_out)
     if json_stdout:
         print_json(report.to_dict())
@@ -191,7 +194,8 @@ def render(report: Any, out=None) -> None:
         mark = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
         chosen = " [bold](chosen)[/]" if best is c and report.passed else ""
         detail = f": {escape(c.error)}" if c.error else (
-            f", {len(c.evaluation.failing)} budget check(s) failed" if c.evaluation and c.evaluation.failing else "")
+            f", {len(c.evaluation.failing)} budget check(s) failed" if c.evaluation and c.evaluation.failing else
+            f", slower than --min-speedup at {len(c.speed_failures)} batch size(s)" if c.speed_failures else "")
         out.print(f"  {mark} {escape(c.label)}{chosen}{detail}", highlight=False, soft_wrap=True)
     if best is None or best.evaluation is None:
         return
