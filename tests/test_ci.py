@@ -168,7 +168,7 @@ def test_model_report_json_holds_every_stage_the_manifest_and_the_host(two_model
     assert data["schema"] == MODEL_SCHEMA and data["model"] == "good" and data["status"] == "passed"
     assert set(data["stages"]) == {"export", "lint", "parity", "verify", "bench"}
     assert data["stages"]["export"]["result"]["opset"] == 18
-    assert data["stages"]["parity"]["result"]["schema"] == "onnxtax.parity/1"
+    assert data["stages"]["parity"]["result"]["schema"] == "onnxtax.parity/2"
     assert data["stages"]["lint"]["result"]["format_version"] == 1
     assert data["stages"]["verify"]["result"]["passed"] is True
     assert data["stages"]["bench"] == {"status": "off", "seconds": 0.0, "summary": "not configured", "error": None,
