@@ -2,7 +2,9 @@
 configured execution provider, at several sizes of every dynamic axis.
 
 Exit code 0 of `onnxtax parity` means: on these providers, at these shapes, on these
-samples, the artifact computes what the source model computes, within tolerance.
+samples, every output was compared and the artifact computes what the source model
+computes, within tolerance (onnxtax.compare: atol scaled by each output's RMS, a cosine
+gate, and constant outputs "not compared" unless allowed).
 The exporter's own checks (onnx.checker, torch's `verify=True`) compare against the
 exported program at the example input only; the failures that matter (a size baked
 in at export, a data-dependent branch frozen by tracing) show up only at other
@@ -12,9 +14,10 @@ Defaults, measured here (torch 2.13, ORT 1.31, onnxruntime-openvino 1.24 on CPU)
 MLP, CNN, LSTM/GRU and 2-4 layer Transformer encoders exported by both exporters,
 inputs at scales 0.1, 1 and 10: the worst drift needed atol 3.3e-6 at rtol 1e-4
 (max abs diff 7.5e-6 on outputs of magnitude 2). A 1e-3 relative change in one
-weight moves outputs by about 1e-3 relative. Hence rtol=1e-4, atol=1e-5: about 3x
-headroom over real FP32 drift, 10x below a real change. Integer and bool outputs
-must match exactly unless a per-output tolerance names them.
+weight moves outputs by about 1e-3 relative. Hence rtol=1e-4, atol=1e-5 (times the
+output's RMS at that shape): about 3x headroom over real FP32 drift, 10x below a real
+change (docs/parity.md has the headroom measured on the examples and tiny transformers).
+Integer and bool outputs must match exactly unless a per-output tolerance names them.
 
 Shapes: every dynamic axis takes 1, an even and an odd size, both different from
 its export-time size (1, 4, 7 unless the export size is one of them), or the
@@ -24,23 +27,33 @@ of every axis). When the inputs come from the ONNX graph (no `inputs`, no
 manifest), axes are always varied jointly: the dynamo exporter names the same axis
 differently on each input (`s72`, `s43`), and a product would feed mismatched sizes.
 Each shape runs `samples` seeded random samples (both signs; magnitudes 1, 0.1, 10
-in turn); each `.npz` data file adds one real sample at its own shape.
+in turn; integers by --range or specs.default_domain); each `.npz` data file adds one
+real sample at its own shape. Every range torch.export assumed (manifest
+"assumed_ranges") adds a shape just outside it (max+1, min-1; capped at
+PARITY_ASSUMED_SIZE_CAP). A default size the eager model rejects is adapted
+(`_adapt_plan`) and noted.
 
-JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/1"; keys stable):
+JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/2"; keys stable;
+docs/parity.md lists the changes from /1):
 {
-  "schema": "onnxtax.parity/1",
+  "schema": "onnxtax.parity/2",
   "passed": true,
   "model": {"spec": "examples/fraud_detector.py:FraudDetector" | null, "class_name": "FraudDetector"},
   "onnx": "fraud.onnx",
   "input_source": "arguments" | "manifest" | "onnx-graph",
   "inputs": [{"name": "x", "dims": ["batch", 128], "dtype": "float32", "onnx_name": "x",
-              "range": [0, 10] | null}],
+              "range": [0, 10] | null, "domain": "all ones (default for mask-like names)"}],
   "export_sizes": {"batch": 3},                      (known export-time sizes only)
-  "outputs": [{"name": "prob", "source_path": "[0]"}],   (ONNX name, where it sits in forward()'s result)
-  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "per_output": {"logits": {"rtol": 1e-3, "atol": 1e-4}}},
+  "outputs": [{"name": "prob", "source_path": "[0]", "constant": false, "constant_allowed": false}],
+                                         (ONNX name, where it sits in forward()'s result)
+  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "atol_scaled_by": "rms", "min_cosine": 0.999,
+                "per_output": {"logits": {"rtol": 1e-3, "atol": 1e-4}}},
+  "allow_constant": ["mask_out"],
+  "assumed_ranges": {"batch": {"min": null, "max": 32}},   (from the manifest)
   "seed": 0, "samples_per_shape": 3,
-  "shapes": [{"label": "batch=1", "sizes": {"batch": 1}, "origin": "random" | "data", "file": null | "prod.npz",
-              "samples": 3, "input_shapes": {"x": [1, 128]}}],
+  "shapes": [{"label": "batch=1", "sizes": {"batch": 1}, "origin": "random" | "data" | "assumed",
+              "file": null | "prod.npz", "samples": 3, "input_shapes": {"x": [1, 128]},
+              "assumption": null | "batch <= 32"}],
   "providers": [{
       "name": "CPUExecutionProvider", "short": "cpu", "label": "cpu", "options": {},
       "status": "passed" | "failed" | "error" | "skipped",
@@ -50,20 +63,24 @@ JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/1"; keys stable)
                            "fallback_op_types", "fallback_nodes"},
       "cases": [{"shape": "batch=1", "output": "prob", "status": "passed" | "failed" | "error",
                  "reason": null | "<one line>", "rtol": 1e-4, "atol": 1e-5,
+                 "scale": 0.52 | null, "atol_effective": 5.2e-06 | null, "min_cosine": 0.999 | null,
                  "samples": 3, "failed_samples": 0, "elements": 3,
                  "source_shape": [1, 1], "onnx_shape": [1, 1], "source_dtype": "float32", "onnx_dtype": "float32",
                  "max_abs_diff": 5.9e-08, "max_rel_diff": 1.2e-07, "outside": 0, "outside_pct": 0.0,
-                 "nan_inf_mismatch": 0, "cosine_min": 1.0 | null,
+                 "nan_inf_mismatch": 0, "cosine_min": 1.0 | null, "cosine_failed": 0,
                  "worst": null | {"index": [0, 0], "sample": 1, "onnx": 0.51, "source": 0.51,
                                   "abs_diff": 5.9e-08, "tolerance_ratio": 0.005},
                  "time_s": 0.0002}]}],
   "failures": ["cpu batch=7 prob: ..."],            (one line each; empty when passed)
   "notes": ["..."],
-  "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9},
+  "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9,
+               "test_assumed": true, "assumed_size_cap": 4096},
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
   "duration_s": 1.23
 }
-"tolerance_ratio" is |a-b| / (atol + rtol*|b|): above 1 fails; a NaN/Inf mismatch makes it
+"scale" is the source output's RMS at that shape (floats; null for integers),
+"atol_effective" = atol * scale: what difference the check could detect there.
+"tolerance_ratio" is |a-b| / (atol_effective + rtol*|b|): above 1 fails; a NaN/Inf mismatch makes it
 infinite, written as the string "inf" (JSON has no infinity). Max abs/rel diff and cosine
 cover the elements finite on both sides; "nan_inf_mismatch" counts the others. "status"
 "error" marks a case ONNX Runtime could not run (or a provider whose session did not load).
