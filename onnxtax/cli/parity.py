@@ -177,7 +177,7 @@ def render(report: Any, out=None) -> None:
         for case in pr.cases:
             s = case.stats
             scale = ["-", "-"] if s is None or s.atol_effective is None else [_g(s.scale), _g(s.atol_effective, 2)]
-            if s is not None and s.samples and s.atol_effective is None:
+            if s is not None and s.atol_effective is None and (s.source_dtype or "float")[0] in "iub":
                 scale = ["-", _g(s.atol, 2)]  # integers: exact unless a tolerance names them
             if s is None or not s.samples or (s.outside == 0 and s.problems):
                 nums = ["-"] * 5
