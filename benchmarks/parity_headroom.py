@@ -5,7 +5,9 @@ Exports each model below with `export_model` (dynamo, default flags except the i
 (|a-b| / (atol*rms + rtol*|b|); 1 fails) and the lowest cosine over every shape, sample and
 output. The criterion is sound only if correct exports stay well below 1 (and a wrong model
 far above: see tests/test_verdicts.py). Models: the three examples, the tests' tiny models,
-and tiny random transformers configs (GPT-2, CLIP text, BERT) with input_ids + attention_mask.
+tiny random transformers configs (GPT-2, CLIP text, BERT) with input_ids + attention_mask, and the
+two models with the largest FP32 drift measured before (4-layer Transformer encoder d=256, 2-layer
+bidirectional GRU hidden 256; float inputs at scales 1, 0.1 and 10).
 
     .venv/bin/python benchmarks/parity_headroom.py [--only NAME ...] [--json PATH]
 """
@@ -59,6 +61,26 @@ class CLIPText(nn.Module):
         return out.last_hidden_state, out.pooler_output
 
 
+class Encoder4(nn.Module):
+    """The worst drift measured before: 4-layer Transformer encoder, d=256, float input."""
+    def __init__(self):
+        super().__init__()
+        layer = lambda: nn.TransformerEncoderLayer(256, 8, 512, dropout=0.0, batch_first=True)
+        self.m = _seeded(lambda: nn.TransformerEncoder(layer(), 4, enable_nested_tensor=False))
+
+    def forward(self, x):
+        return self.m(x)
+
+
+class BiGRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.m = _seeded(lambda: nn.GRU(32, 256, num_layers=2, bidirectional=True, batch_first=True))
+
+    def forward(self, x):
+        return self.m(x)[0]
+
+
 class Bert(nn.Module):
     def __init__(self):
         super().__init__()
@@ -84,6 +106,8 @@ def cases(hf_file: Path) -> dict[str, tuple[str, list[str]]]:
         "gpt2": (f"{hf_file}:GPT2", TOK),
         "clip-text": (f"{hf_file}:CLIPText", TOK),
         "bert": (f"{hf_file}:Bert", TOK),
+        "encoder4-d256": (f"{hf_file}:Encoder4", ["x:batch,seq,256"]),
+        "bigru-256": (f"{hf_file}:BiGRU", ["x:batch,seq,32"]),
     }
     if tiny.is_file():
         out["tiny.Tiny"] = (f"{tiny}:Tiny", ["x:batch,16"])
