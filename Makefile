@@ -56,6 +56,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/parity_overhead.py
 	$(VENV)/bin/python benchmarks/bench_floor.py
 	$(VENV)/bin/python benchmarks/quantize_cost.py
+	$(VENV)/bin/python benchmarks/parity_headroom.py
 
 clean:
 	rm -rf $(VENV) $(OVVENV) build .pytest_cache

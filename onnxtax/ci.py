@@ -455,7 +455,8 @@ def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, 
 
     result = export_model(source.get(), model.output, model.inputs, opset=model.opset, exporter=model.exporter,
                           dims=model.dims or None, output_names=model.output_names,
-                          external_data=model.external_data, debug=debug, progress=_counting(say))
+                          external_data=model.external_data, ranges=_ranges(model.ranges),
+                          data_files=list(model.data) or None, debug=debug, progress=_counting(say))
     stage.result = result
     if result.passed:
         stage.status = "passed"
@@ -533,19 +534,26 @@ def _lint_summary(result: Any) -> str:
     return text[:300]
 
 
+def _ranges(texts: dict[str, str]) -> dict:
+    """Config ranges ("LOW:HIGH" per input) as the stages take them."""
+    from onnxtax.specs import parse_ranges
+
+    return parse_ranges([f"{k}={v}" for k, v in texts.items()])
+
+
 def _stage_parity(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]
                   ) -> None:
     from onnxtax.parity import check_parity
-    from onnxtax.specs import parse_ranges
 
     p = model.parity
-    ranges = parse_ranges([f"{k}={v}" for k, v in p.ranges.items()])
+    ranges = _ranges(p.ranges)
     tolerances = {name: p.tolerance_of(name) for name in p.tolerances}
 
     result = check_parity(source.get(), model.output, model.inputs, dims=p.dims or None, seed=p.seed, ranges=ranges,
                           data_files=p.data or None, tolerances=tolerances, providers=p.providers or None,
                           skip_unavailable=p.skip_unavailable, fail_on_fallback=p.fail_on_fallback,
                           opt_level=p.opt_level, threads=p.threads, samples=p.samples, rtol=p.rtol, atol=p.atol,
+                          min_cosine=p.min_cosine, allow_constant=p.allow_constant, test_assumed=p.test_assumed,
                           progress=_counting(say))
     stage.result = result
     stage.status = "passed" if result else "failed"
@@ -596,7 +604,6 @@ def _stage_verify(model: ModelConfig, stage: StageResult, say: Callable[[str], N
 
 def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
     from onnxtax.bench import run_bench
-    from onnxtax.specs import parse_ranges
 
     b = model.bench
     assert b is not None
@@ -606,7 +613,7 @@ def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, s
                        providers=providers, skip_unavailable=model.parity.skip_unavailable, threads=b.threads,
                        opt_level=b.opt_level, cold_start=b.cold_start, max_latency_ms=b.max_latency_ms or None,
                        min_speedup=b.min_speedup,
-                       ranges=parse_ranges([f"{k}={v}" for k, v in model.parity.ranges.items()]),
+                       ranges=_ranges(model.ranges),
                        seed=model.parity.seed, warmup=b.warmup, min_time=b.min_time, progress=_counting(say))
     stage.result = result
     stage.status = "passed" if result else "failed"

@@ -42,12 +42,17 @@ Layout (every key optional unless marked):
     output = "build/fraud.onnx"
     dims = { batch = 4 }                        # export sizes of dynamic axes
     output_names = ["prob"]
+    ranges = { x = "-5:5" }                     # value domains for every stage: export's smoke run,
+    data = ["data/fraud.npz"]                   #   parity and bench (parity's own are merged over them)
 
     [models.fraud.parity]           # merged over [parity], key by key
     dims = { batch = [1, 8, 33] }
-    ranges = { x = "-5:5" }                     # or [-5, 5]
+    ranges = { x = "-5:5" }                     # or [-5, 5]; these reach export and bench too
     data = ["data/fraud.npz"]
     tolerances = { prob = { rtol = 1e-3, atol = 1e-5 } }
+    allow_constant = ["mask_out"]               # outputs that may be the same for every input
+    min_cosine = 0.999                          # similarity gate
+    test_assumed = true                         # sizes just outside ranges torch.export assumed
 
     [models.fraud.bench]            # this model only; `bench = false` turns a global one off
     batch_sizes = [1, 8]
@@ -122,6 +127,9 @@ class ParityConfig(_Record):
     fail_on_fallback: bool = False
     opt_level: str = defaults.OPT_LEVEL
     threads: int | None = None
+    min_cosine: float = defaults.PARITY_MIN_COSINE
+    allow_constant: list[str] = field(default_factory=list)  # outputs that may be the same for every input
+    test_assumed: bool = True  # sizes just outside the ranges torch.export assumed
 
     def tolerance_of(self, output: str) -> tuple[float, float]:
         """(rtol, atol) of one output: its own entry over the model's."""
@@ -187,6 +195,10 @@ class ModelConfig(_Record):
     external_data: str = defaults.EXTERNAL_DATA
     dims: dict[str, int] = field(default_factory=dict)
     output_names: list[str] | None = None
+    # the inputs' value domains, for every stage (export's smoke run, parity, bench): the model's
+    # own `ranges`/`data` with its parity ranges/data merged over them
+    ranges: dict[str, str] = field(default_factory=dict)
+    data: list[Path] = field(default_factory=list)
     parity: ParityConfig = field(default_factory=ParityConfig)
     lint: LintConfig = field(default_factory=LintConfig)
     bench: BenchConfig | None = None
@@ -265,6 +277,7 @@ POS_INT_LIST = _Type("a list of positive integers",
                      lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x >= 1 for x in v))
 DIM_VALUES = _Type("a positive integer or a list of them",
                    lambda v: (_is_int(v) and v >= 1) or POS_INT_LIST.check(v))
+COSINE = _Type("a number from -1 to 1", lambda v: _is_num(v) and -1 <= v <= 1)
 RANGE = _Type('"LOW:HIGH" or [LOW, HIGH]',
               lambda v: isinstance(v, str) or (isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)))
 
@@ -290,6 +303,7 @@ PARITY = _Table({
     "ranges": _Table(values=RANGE), "data": STR_LIST, "rtol": NONNEG, "atol": NONNEG,
     "tolerances": _Table(values=TOLERANCE), "providers": STR_LIST, "skip_unavailable": BOOL,
     "fail_on_fallback": BOOL, "opt_level": _enum("disable", "basic", "extended", "all"), "threads": POS_INT,
+    "min_cosine": COSINE, "allow_constant": STR_LIST, "test_assumed": BOOL,
 })
 LINT = _Table({"target_opset": POS_INT, "target_ir": POS_INT, "allow": STR_LIST, "source": BOOL,
                "fail_on": _enum("error", "warning", "info")})
@@ -311,7 +325,8 @@ QUANTIZE = _Table({
 _SHARED = {"opset": POS_INT, "exporter": _enum("dynamo", "torchscript"),
            "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH}
 MODEL = _Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": _Table(values=POS_INT),
-                "output_names": STR_LIST, "quantize": QUANTIZE, **_SHARED}, required=("spec", "inputs"))
+                "output_names": STR_LIST, "ranges": _Table(values=RANGE), "data": STR_LIST, "quantize": QUANTIZE,
+                **_SHARED}, required=("spec", "inputs"))
 ROOT = _Table({"output_dir": STR, "reports": STR, "fail_fast": BOOL, "models": _Table(values=MODEL), **_SHARED})
 
 
@@ -541,7 +556,7 @@ def _resolve(data: dict, file: Path, table: str, src: _ConfigText) -> OnnxtaxCon
 
 
 def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: _ConfigText) -> ModelConfig:
-    from onnxtax.specs import check_dims_known, parse_input_specs, parse_ranges
+    from onnxtax.specs import check_dims_known, parse_input_specs
 
     where = ("models", name)
     spec = _resolve_spec(entry["spec"], root, src, where + ("spec",))
@@ -563,32 +578,17 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
     pdata = _merge(top.get("parity"), entry.get("parity"))
     pdims = {k: ([v] if isinstance(v, int) else list(v)) for k, v in pdata.get("dims", {}).items()}
     _check_axes(pdims, specs, src, where + ("parity", "dims"), check_dims_known)
-    ranges: dict[str, str] = {}
     input_names = [s.name for s in specs]
-    for key, value in pdata.get("ranges", {}).items():
-        text = value if isinstance(value, str) else f"{value[0]}:{value[1]}"
-        kp = where + ("parity", "ranges", key)
-        if key not in input_names:
-            raise ConfigError(f"{src.where(kp)}: '{key}' is not an input of this model",
-                              _suggest(key, input_names, "inputs"))
-        try:
-            parse_ranges([f"{key}={text}"])
-        except OnnxtaxError as exc:
-            raise ConfigError(f"{src.where(kp)}: {exc.message}", 'write it as "LOW:HIGH", e.g. "0:1000"') from exc
-        ranges[key] = text
-    data_files = []
-    for item in pdata.get("data", []):
-        p = (root / item).resolve()
-        if not p.is_file():
-            raise ConfigError(f"{src.where(where + ('parity', 'data'))}: data file '{item}' does not exist "
-                              f"(looked at {p})", "paths are relative to the config file's folder")
-        data_files.append(p)
+    ranges, data_files = _domains(entry, where, input_names, root, src)
+    pranges, pfiles = _domains(pdata, where + ("parity",), input_names, root, src)
+    ranges.update(pranges)
+    data_files += [p for p in pfiles if p not in data_files]
     for value in pdata.get("providers", []):
         _check_provider(value, src, where + ("parity", "providers"))
     parity = _from_table(
         ParityConfig, pdata, dims=pdims, ranges=ranges, data=data_files,
         tolerances={k: {t: float(x) for t, x in v.items()} for k, v in pdata.get("tolerances", {}).items()},
-        **{k: float(pdata[k]) for k in ("rtol", "atol") if k in pdata})
+        **{k: float(pdata[k]) for k in ("rtol", "atol", "min_cosine") if k in pdata})
 
     ldata = _merge(top.get("lint"), entry.get("lint"))
     if ldata.get("allow"):
@@ -621,7 +621,35 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
               if k in entry or k in top}
     return ModelConfig(name=name, spec=spec, inputs=[str(s) for s in specs], output=output, dims=dims,
                        output_names=list(entry["output_names"]) if "output_names" in entry else None,
-                       parity=parity, lint=lint, bench=bench, quantize=quantize, **shared)
+                       ranges=dict(ranges), data=list(data_files), parity=parity, lint=lint, bench=bench,
+                       quantize=quantize, **shared)
+
+
+def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: Path, src: _ConfigText
+             ) -> tuple[dict[str, str], list[Path]]:
+    """`ranges` and `data` of one table (a model's, or its parity table), checked."""
+    from onnxtax.specs import parse_ranges
+
+    ranges: dict[str, str] = {}
+    for key, value in table.get("ranges", {}).items():
+        text = value if isinstance(value, str) else f"{value[0]}:{value[1]}"
+        kp = where + ("ranges", key)
+        if key not in input_names:
+            raise ConfigError(f"{src.where(kp)}: '{key}' is not an input of this model",
+                              _suggest(key, input_names, "inputs"))
+        try:
+            parse_ranges([f"{key}={text}"])
+        except OnnxtaxError as exc:
+            raise ConfigError(f"{src.where(kp)}: {exc.message}", 'write it as "LOW:HIGH", e.g. "0:1000"') from exc
+        ranges[key] = text
+    data_files = []
+    for item in table.get("data", []):
+        p = (root / item).resolve()
+        if not p.is_file():
+            raise ConfigError(f"{src.where(where + ('data',))}: data file '{item}' does not exist "
+                              f"(looked at {p})", "paths are relative to the config file's folder")
+        data_files.append(p)
+    return ranges, data_files
 
 
 def _resolve_spec(spec: str, root: Path, src: _ConfigText, keypath: tuple[str, ...]) -> str:

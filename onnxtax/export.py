@@ -26,8 +26,9 @@ from onnxtax.files import publish, sha256_file, staging_dir, unwritable_ancestor
 from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
 from onnxtax.progress import Progress, silent
 from onnxtax.report import Verdict
-from onnxtax.inputs import dims_of, dtype_of, dynamic_shapes, flatten_outputs, torch_tensors
-from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, parse_input_specs, symbols_of
+from onnxtax.inputs import check_ranges, dims_of, dtype_of, dynamic_shapes, flatten_outputs, torch_tensors
+from onnxtax.specs import (InputSpec, SampleRecipe, ValueRange, export_sizes, make_inputs, parse_input_specs,
+                           read_data_file, symbols_of)
 
 EXPORTERS = ("dynamo", "torchscript")
 EXTERNAL_DATA_MODES = ("auto", "always", "never")
@@ -39,9 +40,10 @@ EXPORTER_REASONS = {
 }
 # Above this the protobuf cannot be serialised in one piece (2 GiB), so weights go to a sidecar.
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000
-# The smoke run compares ORT with eager loosely: it is a shape-level gate that also
-# catches gross numeric breakage (a frozen branch, a specialised size). `onnxtax parity`
-# is the precise numeric gate.
+# The smoke run compares ORT with eager with parity's criterion (onnxtax.compare: atol scaled
+# by the output's RMS, cosine gate), 10x looser: it is a shape-level gate that also catches
+# gross numeric breakage (a frozen branch, a specialised size), on one sample per size.
+# `onnxtax parity` is the precise numeric gate.
 SMOKE_RTOL = 1e-3
 SMOKE_ATOL = 1e-4
 
@@ -78,6 +80,8 @@ class ExportResult(Verdict):
     seconds: float = 0.0
     manifest: dict | None = None
     exporter_log: str = ""
+    assumed_ranges: dict[str, dict] = field(default_factory=dict)  # axis -> {"min", "max"} torch.export assumed
+    domains: dict[str, str] = field(default_factory=dict)  # input -> how the smoke run drew its values
     stage: str = "load"  # the check under way; named in the failure record
 
     @property
@@ -91,6 +95,7 @@ class ExportResult(Verdict):
             "inputs": self.inputs, "outputs": self.outputs, "checks": [c.to_dict() for c in self.checks],
             "warnings": self.warnings, "error": self.error, "hint": self.hint, "files": self.files,
             "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3),
+            "assumed_ranges": {k: dict(v) for k, v in self.assumed_ranges.items()}, "domains": dict(self.domains),
             "manifest": str(manifest_path_for(self.output)) if self.passed else None,
         }
 
@@ -156,8 +161,11 @@ def _capture_fds(buffer: io.StringIO):
             buffer.write(sink.read().decode("utf-8", errors="replace"))
 
 
-def _torch_inputs(specs: list[InputSpec], sizes: dict[str, int], seed: int = 0) -> tuple:
-    return torch_tensors(specs, make_inputs(specs, sizes, SampleRecipe(seed=seed)))
+def _torch_inputs(specs: list[InputSpec], sizes: dict[str, int], seed: int = 0,
+                  ranges: dict[str, ValueRange] | None = None, arrays: dict | None = None) -> tuple:
+    if arrays is None:
+        arrays = make_inputs(specs, sizes, SampleRecipe(seed=seed, ranges=dict(ranges or {})))
+    return torch_tensors(specs, arrays)
 
 
 def _eager(model, args: tuple) -> list[tuple[str, Any]]:
@@ -380,9 +388,9 @@ def _smoke_candidates(sizes: dict[str, int]) -> list[dict[str, list[int]]]:
             for trial in (small, large)]
 
 
-def _eager_at(model, specs: list[InputSpec], trial: dict[str, int]):
+def _eager_at(model, specs: list[InputSpec], trial: dict[str, int], ranges: dict[str, ValueRange]):
     """(inputs, eager outputs) at these sizes, or None when the model itself rejects them."""
-    args = _torch_inputs(specs, trial, seed=1)
+    args = _torch_inputs(specs, trial, seed=1, ranges=ranges)
     try:
         return args, _eager(model, args)
     except Exception:  # noqa: BLE001 - any error from the user's forward() at this size
@@ -390,7 +398,7 @@ def _eager_at(model, specs: list[InputSpec], trial: dict[str, int]):
 
 
 def _pick_trial(model, specs: list[InputSpec], sizes: dict[str, int], candidates: dict[str, list[int]],
-                taken: dict[str, int]):
+                taken: dict[str, int], ranges: dict[str, ValueRange]):
     """Sizes at which eager PyTorch runs: every axis at its first candidate when the model
     accepts that; else axis by axis from the export-time sizes (known to run), each axis
     taking its first candidate the model accepts. `taken` holds the sizes the previous
@@ -398,65 +406,86 @@ def _pick_trial(model, specs: list[InputSpec], sizes: dict[str, int], candidates
     Returns (sizes, notes, inputs, eager outputs)."""
     options = {s: [c for c in cands if c != taken.get(s)] for s, cands in candidates.items()}
     first = {s: opts[0] for s, opts in options.items()}
-    ran = _eager_at(model, specs, first)
+    ran = _eager_at(model, specs, first, ranges)
     if ran is not None:
         return first, [], *ran
     trial = dict(sizes)
     for sym, opts in options.items():
         for value in opts:
-            if _eager_at(model, specs, {**trial, sym: value}) is not None:
+            if _eager_at(model, specs, {**trial, sym: value}, ranges) is not None:
                 trial[sym] = value
                 break
     notes = [f"{sym}={value} fails in PyTorch itself" for sym, value in first.items() if trial[sym] != value]
-    ran = _eager_at(model, specs, trial)
+    ran = _eager_at(model, specs, trial, ranges)
     if ran is None:  # axes that run one at a time but not together: the export sizes run
-        trial, ran = dict(sizes), _eager_at(model, specs, sizes)
+        trial, ran = dict(sizes), _eager_at(model, specs, sizes, ranges)
         notes = [f"{', '.join(f'{k}={v}' for k, v in first.items())} fails in PyTorch itself"]
     assert ran is not None, "the export-time sizes ran before export"
     return trial, notes, *ran
 
 
-def _compare_loose(ref, got) -> str | None:
-    import numpy as np
+def _compare_smoke(ref, got) -> str | None:
+    """Parity's criterion (onnxtax.compare), at the smoke run's looser tolerance."""
+    from onnxtax.compare import compare_arrays
 
-    if ref.shape != got.shape:
-        return f"shape {tuple(got.shape)} from ONNX Runtime, {tuple(ref.shape)} from PyTorch"
-    if ref.dtype.kind not in "fc" or ref.size == 0:
-        return None if ref.dtype.kind not in "iub" or np.array_equal(ref, got) else "integer outputs differ"
-    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-    finite = np.isfinite(ref64) & np.isfinite(got64)
-    if not np.array_equal(np.isnan(ref64), np.isnan(got64)):
-        return "NaN in different positions"
-    if not finite.any():
+    exact = ref.dtype.kind not in "fc"
+    stats = compare_arrays(got, ref, 0.0 if exact else SMOKE_RTOL, 0.0 if exact else SMOKE_ATOL)
+    if stats:
         return None
-    scale = max(1.0, float(np.abs(ref64[finite]).max()))
-    diff = np.abs(ref64 - got64)[finite]
-    bad = diff > SMOKE_ATOL * scale + SMOKE_RTOL * np.abs(ref64[finite])
-    if bad.any():
-        return f"values differ from PyTorch (max abs diff {float(diff.max()):.3g})"
-    return None
+    if stats.problems:
+        if any(p.startswith("shape") for p in stats.problems):
+            return f"shape {tuple(got.shape)} from ONNX Runtime, {tuple(ref.shape)} from PyTorch"
+        return "; ".join(stats.problems)
+    if exact:
+        return "integer outputs differ"
+    if stats.nan_inf_mismatch:
+        return "NaN/Inf in different positions"
+    if stats.outside:
+        return (f"values differ from PyTorch (max abs diff {stats.max_abs_diff:.3g}, {stats.outside} of "
+                f"{stats.elements} elements outside {stats.atol_effective:.3g} + {SMOKE_RTOL:g}*|b|, output rms "
+                f"{stats.scale:.3g})")
+    return f"values differ from PyTorch (cosine similarity {stats.cosine_min:.4g})"
 
 
 def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int], output_names: list[str],
-               progress: Progress) -> tuple[list[str], dict]:
-    """Load in a real ORT CPU session and run at two values of every dynamic axis,
-    comparing shapes (and, loosely, values) with eager PyTorch at the same inputs."""
+               progress: Progress, ranges: dict[str, ValueRange] | None = None, data: list | None = None
+               ) -> tuple[list[str], dict, dict[str, str]]:
+    """Load in a real ORT CPU session and run at two values of every dynamic axis, and on each
+    --data file, comparing shapes and values with eager PyTorch at the same inputs (parity's
+    criterion, looser). Returns (details, observed output shapes, constant outputs -> why)."""
     import numpy as np
 
+    from onnxtax.compare import Constancy
     from onnxtax.providers import open_session, ort_error_summary
 
+    ranges = ranges or {}
     session = open_session(path, record_placement=False)
     ort_inputs = [i.name for i in session.get_inputs()]
     details: list[str] = []
     observed: dict[str, list] = {}
+    constancy = {name: Constancy() for name in output_names}
     taken: dict[str, int] = {}
     seen: dict[str, set[int]] = {s: set() for s in sizes}
-    for candidates in _smoke_candidates(sizes):
-        trial, notes, args, ref = _pick_trial(model, specs, sizes, candidates, taken)
-        taken = dict(trial)
-        for sym, value in trial.items():
-            seen[sym].add(value)
-        label = ", ".join(f"{k}={v}" for k, v in trial.items()) or "static shapes"
+
+    def trials():
+        nonlocal taken
+        for candidates in _smoke_candidates(sizes):
+            trial, notes, args, ref = _pick_trial(model, specs, sizes, candidates, taken, ranges)
+            taken = dict(trial)
+            for sym, value in trial.items():
+                seen[sym].add(value)
+            yield ", ".join(f"{k}={v}" for k, v in trial.items()) or "static shapes", trial, notes, args, ref
+        for file, arrays, file_sizes in data or []:
+            args = _torch_inputs(specs, file_sizes, arrays=arrays)
+            try:
+                ref = _eager(model, args)
+            except Exception as exc:  # noqa: BLE001 - the user's forward() on the user's data
+                raise InputSpecError(f"--data {file}: the model raises {type(exc).__name__}: "
+                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+                                     "fix the file, or check it with the model in Python first") from exc
+            yield f"{file.name}", file_sizes, [], args, ref
+
+    for label, trial, notes, args, ref in trials():
         progress(f"running ONNX Runtime at {label}")
         feeds = {}
         for name, spec, t in zip(ort_inputs, specs, args):
@@ -476,12 +505,14 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
                               "check the model's output structure")
         for name, (_, ref_t), arr in zip(output_names, ref, got):
             ref_np = ref_t.float().numpy() if str(ref_t.dtype) == "torch.bfloat16" else ref_t.numpy()
-            problem = _compare_loose(ref_np, np.asarray(arr))
+            problem = _compare_smoke(ref_np, np.asarray(arr))
             if problem:
                 raise CheckFailed(
                     f"output '{name}' at {label}: {problem}",
                     "the graph does not compute what the model computes at this size (a frozen branch or a "
-                    "specialised size): run `onnxtax lint-ops --source` and `onnxtax parity` for details")
+                    "specialised size): run `onnxtax lint-ops --source` and `onnxtax parity` for details; if an "
+                    "input's values are outside the model's domain, declare it with --range NAME=LOW:HIGH or --data")
+            constancy[name].add(label, ref_np)
             observed.setdefault(name, []).append((trial, tuple(np.asarray(arr).shape)))
         details.append(f"{label}: ok" + (f" ({'; '.join(notes)})" if notes else ""))
     stuck = [sym for sym, values in seen.items() if values <= {sizes[sym]}]
@@ -490,7 +521,8 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
             f"dynamic axis {', '.join(repr(s) for s in stuck)} could not be run at any size but the export-time "
             f"one ({', '.join(f'{s}={sizes[s]}' for s in stuck)}): PyTorch itself fails at every other size tried",
             "declare the axis static in --input, or set an example size the model accepts with --dim")
-    return details, observed
+    constant = {name: c.describe() for name, c in constancy.items() if c.constant}
+    return details, observed, constant
 
 
 def _save(model, path: Path, external: bool) -> list[Path]:
@@ -522,17 +554,18 @@ def _needs_external(model) -> bool:
         return True
 
 
-def _range_warnings(program, sizes: dict[str, int], specs: list[InputSpec]) -> list[str]:
-    """Shape constraints torch.export added that the ONNX file cannot carry (e.g. batch >= 2)."""
-    warnings_out: list[str] = []
+def _assumed_ranges(program, specs: list[InputSpec]) -> dict[str, dict]:
+    """Shape constraints torch.export added that the ONNX file cannot carry, per declared axis:
+    {"batch": {"min": 2 | None, "max": 32 | None}} (None: open; min 0/1 is no constraint)."""
+    out: dict[str, dict] = {}
     try:
         ep = program.exported_program
         ranges = ep.range_constraints
         placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+        user_inputs = ep.graph_signature.user_inputs
     except Exception:  # noqa: BLE001
-        return warnings_out
+        return out
     # symbol -> declared name, from the user inputs' fake tensor shapes
-    user_inputs = ep.graph_signature.user_inputs
     sym_name: dict[str, str] = {}
     for node in placeholders:
         if node.name not in user_inputs:
@@ -554,14 +587,23 @@ def _range_warnings(program, sizes: dict[str, int], specs: list[InputSpec]) -> l
         lo, hi = vr.lower, vr.upper
         lo_i = int(lo) if str(lo).lstrip("-").isdigit() else None
         hi_i = int(hi) if str(hi).lstrip("-").isdigit() else None
-        if (lo_i is not None and lo_i > 1) or hi_i is not None:
-            parts = ([f"{name} >= {lo_i}"] if lo_i is not None and lo_i > 1 else []) + (
-                [f"{name} <= {hi_i}"] if hi_i is not None else [])
-            rng = " and ".join(parts)
-            warnings_out.append(
-                f"torch.export assumed {rng}; the ONNX file cannot carry this range and ORT will run outside it "
-                f"(results there are not checked by the exporter: run `onnxtax parity` with {name} outside it)")
-    return warnings_out
+        bounds = {"min": lo_i if lo_i is not None and lo_i > 1 else None, "max": hi_i}
+        if bounds["min"] is None and bounds["max"] is None:
+            continue
+        prev = out.get(name)
+        if prev:  # one axis seen through several inputs: the tightest bounds
+            bounds = {"min": max(filter(None, [prev["min"], bounds["min"]]), default=None),
+                      "max": min((v for v in (prev["max"], bounds["max"]) if v is not None), default=None)}
+        out[name] = bounds
+    return out
+
+
+def _range_warnings(assumed: dict[str, dict]) -> list[str]:
+    from onnxtax.manifest import assumed_text
+
+    return [f"torch.export assumed {assumed_text(name, bounds)}; the ONNX file cannot carry this range and ORT "
+            f"will run outside it (recorded in the manifest; `onnxtax parity` tests {name} just outside it)"
+            for name, bounds in assumed.items()]
 
 
 def export_model(
@@ -575,13 +617,16 @@ def export_model(
     output_names: list[str] | None = None,
     external_data: str = defaults.EXTERNAL_DATA,
     custom_translation_table: dict | None = None,
+    ranges: dict[str, ValueRange | tuple[float, float]] | None = None,
+    data_files: list[str | Path] | None = None,
     debug: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Export `model` (a spec string or an nn.Module) to `output` with the opset locked,
     declared dynamic axes kept under their names, the checker and an ORT smoke run passed,
     and a manifest beside it. Usage errors raise OnnxtaxError; a failed check returns
-    a result with `.error` set and writes nothing."""
+    a result with `.error` set and writes nothing. `ranges` and `data_files` declare the inputs'
+    value domains for the example input and the smoke run, as in `check_parity`."""
     from onnxtax.loading import check_inputs_match, resolve_model
 
     started = time.perf_counter()
@@ -600,6 +645,8 @@ def export_model(
     _check_output_folder(output)
     specs = parse_input_specs(inputs) if inputs and isinstance(inputs[0], str) else list(inputs)  # type: ignore[arg-type]
     sizes = export_sizes(specs, {k: [v] for k, v in (dims or {}).items()})
+    value_ranges = check_ranges(ranges, specs)
+    data = [(Path(f), *read_data_file(f, specs)[:2]) for f in data_files or []]
 
     progress("loading the model")
     loaded = resolve_model(model)
@@ -607,7 +654,9 @@ def export_model(
     check_inputs_match(loaded.module, specs, loaded.spec)
 
     result = ExportResult(str(output), loaded.spec, exporter, opset)
-    args = _torch_inputs(specs, sizes)
+    recipe = SampleRecipe(0, value_ranges)
+    result.domains = {s.name: recipe.describe(s) for s in specs}
+    args = _torch_inputs(specs, sizes, ranges=value_ranges)
     progress("running the model in PyTorch")
     try:
         reference = _eager(loaded.module, args)
@@ -637,7 +686,7 @@ def export_model(
                            "choose an output path in a folder you can write to") from exc
     try:
         _export_checked(loaded, specs, sizes, args, names, stage, output, result, opset=opset,
-                        exporter=exporter, external_data=external_data,
+                        exporter=exporter, external_data=external_data, ranges=value_ranges, data=data,
                         custom_translation_table=custom_translation_table, debug=debug, progress=progress)
     except CheckFailed as exc:
         result.error, result.hint = exc.message, exc.hint
@@ -663,7 +712,7 @@ def _check_output_folder(output: Path) -> None:
 
 
 def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path, result: ExportResult, *,
-                    opset, exporter, external_data, custom_translation_table, debug, progress) -> None:
+                    opset, exporter, external_data, ranges, data, custom_translation_table, debug, progress) -> None:
     import onnx
     import torch
 
@@ -701,7 +750,8 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
         for w in dict.fromkeys(tracer):
             result.warnings.append(f"TorchScript tracer: {w[:200]}")
     if program is not None:
-        result.warnings.extend(_range_warnings(program, sizes, specs))
+        result.assumed_ranges = _assumed_ranges(program, specs)
+        result.warnings.extend(_range_warnings(result.assumed_ranges))
 
     model = onnx.load(str(raw_path), load_external_data=True)
     produced = _default_opset(model)
@@ -748,7 +798,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     result.stage = "onnxruntime_smoke"
     progress("running in ONNX Runtime at two sizes per dynamic axis")
     try:
-        details, observed = _smoke_run(staged, loaded.module, specs, sizes, names, progress)
+        details, observed, constant = _smoke_run(staged, loaded.module, specs, sizes, names, progress, ranges, data)
     except CheckFailed as exc:
         if custom and "could not load" in exc.message:
             raise CheckFailed(f"{exc.message} [custom-domain ops: {', '.join(custom)}]",
@@ -756,6 +806,9 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
                               "them with standard ops") from exc
         raise
     result.checks.append(CheckRecord("onnxruntime_smoke", True, "; ".join(details)))
+    for name, why in constant.items():
+        result.warnings.append(f"output '{name}' is constant in the smoke run ({why}): it was not compared, as no "
+                               f"wrong value could show in it; `onnxtax parity` fails it unless --allow-constant {name}")
     repairs = _repair_output_dims(model, observed)
     if repairs:
         result.warnings.extend(repairs)
@@ -811,6 +864,8 @@ def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], expo
         "inputs": [s.to_dict() for s in specs],
         "outputs": result.outputs,
         "dynamic_axes": {sym: {"export_size": size, "used_by": used_by.get(sym, [])} for sym, size in sizes.items()},
+        "assumed_ranges": {k: dict(v) for k, v in result.assumed_ranges.items()},
+        "domains": dict(result.domains),
         "checks": [c.to_dict() for c in result.checks],
         "warnings": list(result.warnings),
         "benchmark": None,

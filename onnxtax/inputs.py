@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from onnxtax.errors import InputSpecError, LoadError
-from onnxtax.specs import DTYPES, ONNX_TO_DTYPE, InputSpec, ValueRange, parse_input_specs, symbols_of
+from onnxtax.specs import DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, ValueRange, parse_input_specs, symbols_of
 
 InputSource = Literal["arguments", "manifest", "onnx-graph"]
 INPUT_SOURCES: tuple[InputSource, ...] = ("arguments", "manifest", "onnx-graph")
@@ -123,9 +123,15 @@ class ResolvedInputs:
         return {onnx_name: arrays[name] for name, onnx_name in self.onnx_names.items()}
 
     def to_dicts(self) -> list[dict]:
-        return [dict(s.to_dict(), onnx_name=self.onnx_names.get(s.name),
-                     range=[self.ranges[s.name].low, self.ranges[s.name].high] if s.name in self.ranges else None)
-                for s in self.specs]
+        """Per input: the range its values are drawn from (declared, or the name-based default
+        for integers; None for floats' own scales) and, in words, which one it is."""
+        recipe = SampleRecipe(0, self.ranges)
+        out = []
+        for s in self.specs:
+            drawn = recipe.range_of(s)
+            out.append(dict(s.to_dict(), onnx_name=self.onnx_names.get(s.name),
+                            range=[drawn.low, drawn.high] if drawn is not None else None, domain=recipe.describe(s)))
+        return out
 
 
 def resolve_inputs(onnx_path: str | Path, given: Sequence[str | InputSpec] | ResolvedInputs | None = None, *,

@@ -14,6 +14,8 @@ Schema (format_version 1), keys stable:
   "inputs":  [{"name": "x", "dims": ["batch", 128], "dtype": "float32"}],
   "outputs": [{"name": "prob", "dims": ["batch", 1], "dtype": "float32"}],
   "dynamic_axes": {"batch": {"export_size": 3, "used_by": [["x", 0]]}},
+  "assumed_ranges": {"batch": {"min": null, "max": 32}},   (ranges torch.export assumed; min/max null = open)
+  "domains": {"x": "normal, ...", "attention_mask": "all ones (default for mask-like names)"},
   "checks": [{"name": "onnx.checker", "passed": true, "detail": "..."}],
   "warnings": ["..."],
   "benchmark": null | {...}     (filled by `onnxtax bench --record`)
@@ -73,6 +75,29 @@ def export_sizes_of(manifest: dict | None) -> dict[str, int]:
     axes = (manifest or {}).get("dynamic_axes") or {}
     return {sym: info["export_size"] for sym, info in axes.items()
             if isinstance(info, dict) and isinstance(info.get("export_size"), int)}
+
+
+def assumed_text(sym: str, bounds: dict) -> str:
+    """{"min": 2, "max": 32} -> "batch >= 2 and batch <= 32" (the exporter's own words)."""
+    parts = ([f"{sym} >= {bounds['min']}"] if bounds.get("min") is not None else []) + (
+        [f"{sym} <= {bounds['max']}"] if bounds.get("max") is not None else [])
+    return " and ".join(parts)
+
+
+def assumed_ranges_of(manifest: dict | None) -> dict[str, dict]:
+    """The ranges torch.export assumed per dynamic axis ({"min": int|None, "max": int|None}),
+    where the artifact is unverified; manifests written before the key existed give {}."""
+    ranges = (manifest or {}).get("assumed_ranges") or {}
+    out: dict[str, dict] = {}
+    for sym, bounds in ranges.items():
+        if not isinstance(bounds, dict):
+            continue
+        lo, hi = bounds.get("min"), bounds.get("max")
+        lo = lo if isinstance(lo, int) and lo > 1 else None
+        hi = hi if isinstance(hi, int) else None
+        if lo is not None or hi is not None:
+            out[sym] = {"min": lo, "max": hi}
+    return out
 
 
 @dataclass

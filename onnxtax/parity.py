@@ -2,7 +2,9 @@
 configured execution provider, at several sizes of every dynamic axis.
 
 Exit code 0 of `onnxtax parity` means: on these providers, at these shapes, on these
-samples, the artifact computes what the source model computes, within tolerance.
+samples, every output was compared and the artifact computes what the source model
+computes, within tolerance (onnxtax.compare: atol scaled by each output's RMS, a cosine
+gate, and constant outputs "not compared" unless allowed).
 The exporter's own checks (onnx.checker, torch's `verify=True`) compare against the
 exported program at the example input only; the failures that matter (a size baked
 in at export, a data-dependent branch frozen by tracing) show up only at other
@@ -12,9 +14,10 @@ Defaults, measured here (torch 2.13, ORT 1.31, onnxruntime-openvino 1.24 on CPU)
 MLP, CNN, LSTM/GRU and 2-4 layer Transformer encoders exported by both exporters,
 inputs at scales 0.1, 1 and 10: the worst drift needed atol 3.3e-6 at rtol 1e-4
 (max abs diff 7.5e-6 on outputs of magnitude 2). A 1e-3 relative change in one
-weight moves outputs by about 1e-3 relative. Hence rtol=1e-4, atol=1e-5: about 3x
-headroom over real FP32 drift, 10x below a real change. Integer and bool outputs
-must match exactly unless a per-output tolerance names them.
+weight moves outputs by about 1e-3 relative. Hence rtol=1e-4, atol=1e-5 (times the
+output's RMS at that shape): about 3x headroom over real FP32 drift, 10x below a real
+change (docs/parity.md has the headroom measured on the examples and tiny transformers).
+Integer and bool outputs must match exactly unless a per-output tolerance names them.
 
 Shapes: every dynamic axis takes 1, an even and an odd size, both different from
 its export-time size (1, 4, 7 unless the export size is one of them), or the
@@ -24,23 +27,33 @@ of every axis). When the inputs come from the ONNX graph (no `inputs`, no
 manifest), axes are always varied jointly: the dynamo exporter names the same axis
 differently on each input (`s72`, `s43`), and a product would feed mismatched sizes.
 Each shape runs `samples` seeded random samples (both signs; magnitudes 1, 0.1, 10
-in turn); each `.npz` data file adds one real sample at its own shape.
+in turn; integers by --range or specs.default_domain); each `.npz` data file adds one
+real sample at its own shape. Every range torch.export assumed (manifest
+"assumed_ranges") adds a shape just outside it (max+1, min-1; capped at
+PARITY_ASSUMED_SIZE_CAP). A default size the eager model rejects is adapted
+(`_adapt_plan`) and noted.
 
-JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/1"; keys stable):
+JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/2"; keys stable;
+docs/parity.md lists the changes from /1):
 {
-  "schema": "onnxtax.parity/1",
+  "schema": "onnxtax.parity/2",
   "passed": true,
   "model": {"spec": "examples/fraud_detector.py:FraudDetector" | null, "class_name": "FraudDetector"},
   "onnx": "fraud.onnx",
   "input_source": "arguments" | "manifest" | "onnx-graph",
   "inputs": [{"name": "x", "dims": ["batch", 128], "dtype": "float32", "onnx_name": "x",
-              "range": [0, 10] | null}],
+              "range": [0, 10] | null, "domain": "all ones (default for mask-like names)"}],
   "export_sizes": {"batch": 3},                      (known export-time sizes only)
-  "outputs": [{"name": "prob", "source_path": "[0]"}],   (ONNX name, where it sits in forward()'s result)
-  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "per_output": {"logits": {"rtol": 1e-3, "atol": 1e-4}}},
+  "outputs": [{"name": "prob", "source_path": "[0]", "constant": false, "constant_allowed": false}],
+                                         (ONNX name, where it sits in forward()'s result)
+  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "atol_scaled_by": "rms", "min_cosine": 0.999,
+                "per_output": {"logits": {"rtol": 1e-3, "atol": 1e-4}}},
+  "allow_constant": ["mask_out"],
+  "assumed_ranges": {"batch": {"min": null, "max": 32}},   (from the manifest)
   "seed": 0, "samples_per_shape": 3,
-  "shapes": [{"label": "batch=1", "sizes": {"batch": 1}, "origin": "random" | "data", "file": null | "prod.npz",
-              "samples": 3, "input_shapes": {"x": [1, 128]}}],
+  "shapes": [{"label": "batch=1", "sizes": {"batch": 1}, "origin": "random" | "data" | "assumed",
+              "file": null | "prod.npz", "samples": 3, "input_shapes": {"x": [1, 128]},
+              "assumption": null | "batch <= 32"}],
   "providers": [{
       "name": "CPUExecutionProvider", "short": "cpu", "label": "cpu", "options": {},
       "status": "passed" | "failed" | "error" | "skipped",
@@ -50,20 +63,24 @@ JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/1"; keys stable)
                            "fallback_op_types", "fallback_nodes"},
       "cases": [{"shape": "batch=1", "output": "prob", "status": "passed" | "failed" | "error",
                  "reason": null | "<one line>", "rtol": 1e-4, "atol": 1e-5,
+                 "scale": 0.52 | null, "atol_effective": 5.2e-06 | null, "min_cosine": 0.999 | null,
                  "samples": 3, "failed_samples": 0, "elements": 3,
                  "source_shape": [1, 1], "onnx_shape": [1, 1], "source_dtype": "float32", "onnx_dtype": "float32",
                  "max_abs_diff": 5.9e-08, "max_rel_diff": 1.2e-07, "outside": 0, "outside_pct": 0.0,
-                 "nan_inf_mismatch": 0, "cosine_min": 1.0 | null,
+                 "nan_inf_mismatch": 0, "cosine_min": 1.0 | null, "cosine_failed": 0,
                  "worst": null | {"index": [0, 0], "sample": 1, "onnx": 0.51, "source": 0.51,
                                   "abs_diff": 5.9e-08, "tolerance_ratio": 0.005},
                  "time_s": 0.0002}]}],
   "failures": ["cpu batch=7 prob: ..."],            (one line each; empty when passed)
   "notes": ["..."],
-  "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9},
+  "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9,
+               "test_assumed": true, "assumed_size_cap": 4096},
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
   "duration_s": 1.23
 }
-"tolerance_ratio" is |a-b| / (atol + rtol*|b|): above 1 fails; a NaN/Inf mismatch makes it
+"scale" is the source output's RMS at that shape (floats; null for integers),
+"atol_effective" = atol * scale: what difference the check could detect there.
+"tolerance_ratio" is |a-b| / (atol_effective + rtol*|b|): above 1 fails; a NaN/Inf mismatch makes it
 infinite, written as the string "inf" (JSON has no infinity). Max abs/rel diff and cosine
 cover the elements finite on both sides; "nan_inf_mismatch" counts the others. "status"
 "error" marks a case ONNX Runtime could not run (or a provider whose session did not load).
@@ -80,20 +97,24 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
+from onnxtax.compare import Constancy, OutputStats, Worst, compare_arrays, rms, _num, _pct  # noqa: F401 - re-exported
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.inputs import ResolvedInputs
+from onnxtax.manifest import assumed_text
 from onnxtax.progress import Progress
 from onnxtax.report import Verdict
 from onnxtax.providers import OPT_LEVELS, Placement, ProviderRequest, ort_error_summary
-from onnxtax.specs import (DTYPES, InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
-                           export_sizes as default_export_sizes, make_inputs, symbols_of)
+from onnxtax.specs import (InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
+                           export_sizes as default_export_sizes, is_integer, make_inputs, read_data_file, symbols_of)
 from onnxtax.defaults import OPT_LEVEL, PARITY_SEED
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
+from onnxtax.defaults import PARITY_ASSUMED_SIZE_CAP as ASSUMED_SIZE_CAP
 from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
+from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 
-SCHEMA = "onnxtax.parity/1"
+SCHEMA = "onnxtax.parity/2"
 CaseStatus = Literal["passed", "failed", "error"]  # error: ONNX Runtime could not run the case
 ProviderStatus = Literal["passed", "failed", "error", "skipped"]  # skipped: not on this host
 # Sizes tried on each dynamic axis besides 1: the first even and the first odd one
@@ -103,196 +124,6 @@ _ODD_SIZES = (7, 9, 5, 11)
 
 
 # --------------------------------------------------------------------------- comparison
-
-
-@dataclass
-class Worst:
-    """The element furthest outside tolerance (or the largest difference when all pass)."""
-
-    index: tuple[int, ...]
-    sample: int
-    onnx: float
-    source: float
-    abs_diff: float
-    tolerance_ratio: float
-
-    def to_dict(self) -> dict:
-        return {"index": list(self.index), "sample": self.sample, "onnx": self.onnx, "source": self.source,
-                "abs_diff": self.abs_diff, "tolerance_ratio": self.tolerance_ratio}
-
-
-@dataclass
-class OutputStats:
-    """Running comparison of one output across samples; only numbers are kept, never arrays.
-
-    An element passes when |a-b| <= atol + rtol*|b| (b = source), or when both are NaN,
-    or both are the same infinity. Max abs/rel diff and cosine cover the elements finite on
-    both sides (relative: where the source is non-zero); NaN/Inf mismatches are counted apart.
-    """
-
-    rtol: float
-    atol: float
-    samples: int = 0
-    failed_samples: int = 0
-    elements: int = 0
-    outside: int = 0
-    nan_inf_mismatch: int = 0
-    max_abs_diff: float = 0.0
-    max_rel_diff: float = 0.0
-    cosine_min: float | None = None
-    worst: Worst | None = None
-    source_shape: tuple[int, ...] | None = None
-    onnx_shape: tuple[int, ...] | None = None
-    source_dtype: str | None = None
-    onnx_dtype: str | None = None
-    problems: list[str] = field(default_factory=list)  # shape/dtype mismatches, once each
-
-    @property
-    def passed(self) -> bool:
-        return self.samples > 0 and self.outside == 0 and not self.problems
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    @property
-    def outside_pct(self) -> float:
-        return 100.0 * self.outside / self.elements if self.elements else 0.0
-
-    def update(self, actual: Any, expected: Any, sample: int = 0) -> bool:
-        """Fold one sample in; True if this sample passed."""
-        actual, expected = np.asarray(actual), np.asarray(expected)
-        self.samples += 1
-        self.source_shape, self.onnx_shape = tuple(expected.shape), tuple(actual.shape)
-        self.source_dtype, self.onnx_dtype = str(expected.dtype), str(actual.dtype)
-        ok = True
-        if actual.dtype != expected.dtype:
-            self._problem(f"dtype {actual.dtype}, source {expected.dtype}")
-            ok = False
-        if actual.shape != expected.shape:
-            self._problem(f"shape {_shape_text(actual.shape)}, source {_shape_text(expected.shape)}")
-            self.failed_samples += 1
-            return False
-        ok = self._values(actual, expected, sample) and ok
-        if not ok:
-            self.failed_samples += 1
-        return ok
-
-    def _problem(self, text: str) -> None:
-        if text not in self.problems:
-            self.problems.append(text)
-
-    def _values(self, actual: np.ndarray, expected: np.ndarray, sample: int) -> bool:
-        n = int(expected.size)
-        self.elements += n
-        if n == 0:
-            return True
-        if actual.dtype == np.bool_ or expected.dtype == np.bool_:
-            a, b = actual.astype(np.float64), expected.astype(np.float64)
-        else:
-            a, b = actual.astype(np.float64, copy=False), expected.astype(np.float64, copy=False)
-        floats = actual.dtype.kind in "fc" or expected.dtype.kind in "fc"
-        if floats:
-            finite = np.isfinite(a) & np.isfinite(b)
-            same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & np.isinf(b) & (a == b))
-            special_mismatch = ~finite & ~same_special
-        else:
-            finite = np.ones(a.shape, dtype=bool)
-            special_mismatch = np.zeros(a.shape, dtype=bool)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf at positions `finite` excludes
-            diff = np.where(finite, np.abs(a - b), 0.0)
-        abs_b = np.where(finite, np.abs(b), 0.0)
-        limit = self.atol + self.rtol * abs_b
-        over = finite & (diff > limit)
-        outside = over | special_mismatch
-        n_out = int(np.count_nonzero(outside))
-        n_special = int(np.count_nonzero(special_mismatch))
-        self.outside += n_out
-        self.nan_inf_mismatch += n_special
-        if finite.any():
-            self.max_abs_diff = max(self.max_abs_diff, float(diff.max()))
-            nonzero = finite & (abs_b > 0)
-            if nonzero.any():
-                self.max_rel_diff = max(self.max_rel_diff, float((diff[nonzero] / abs_b[nonzero]).max()))
-        if n_special:
-            flat = int(np.flatnonzero(special_mismatch.ravel())[0])
-            ratio = math.inf
-        else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratios = np.where(limit > 0, diff / np.where(limit > 0, limit, 1.0),
-                                  np.where(diff > 0, np.inf, 0.0))
-            flat = int(np.argmax(ratios))
-            ratio = float(ratios.ravel()[flat])
-        if self.worst is None or ratio > self.worst.tolerance_ratio:
-            idx = tuple(int(i) for i in np.unravel_index(flat, expected.shape))
-            # diff already holds 0 where both sides are the same NaN/Inf; a special mismatch is infinite
-            worst_diff = math.inf if n_special else float(diff.ravel()[flat])
-            self.worst = Worst(idx, sample, float(a.ravel()[flat]), float(b.ravel()[flat]), worst_diff, ratio)
-        if floats:
-            av, bv = a[finite], b[finite]
-            na, nb = float(np.linalg.norm(av)), float(np.linalg.norm(bv))
-            if na == 0 and nb == 0:
-                cos = 1.0
-            elif na == 0 or nb == 0:
-                cos = 0.0
-            else:
-                cos = float(np.dot(av.ravel(), bv.ravel()) / (na * nb))
-            self.cosine_min = cos if self.cosine_min is None else min(self.cosine_min, cos)
-        return n_out == 0
-
-    def failure_reason(self) -> str | None:
-        if self.passed:
-            return None
-        if self.samples == 0:
-            return "not run"
-        parts = list(self.problems)
-        if self.outside:
-            text = (f"{self.outside} of {self.elements} elements ({_pct(self.outside_pct)}) outside "
-                    f"|a-b| <= {self.atol:g} + {self.rtol:g}*|b|")
-            if self.nan_inf_mismatch:
-                text += f", {self.nan_inf_mismatch} with NaN/Inf at different positions"
-            w = self.worst
-            if w is not None:
-                text += (f"; worst at {list(w.index)} (sample {w.sample}): onnx {_num(w.onnx)} vs source "
-                         f"{_num(w.source)}")
-                if math.isfinite(w.abs_diff):
-                    text += f" (diff {w.abs_diff:.3g})"
-            parts.append(text)
-        if 0 < self.failed_samples < self.samples and not self.problems:
-            parts.append(f"fails on {self.failed_samples} of {self.samples} samples at this shape: the graph "
-                         "diverges only for some input values, typical of a data-dependent Python branch "
-                         "(e.g. `if x.mean() > 0`) frozen at export")
-        return "; ".join(parts)
-
-    def to_dict(self) -> dict:
-        return {"rtol": self.rtol, "atol": self.atol, "samples": self.samples,
-                "failed_samples": self.failed_samples, "elements": self.elements,
-                "source_shape": list(self.source_shape) if self.source_shape is not None else None,
-                "onnx_shape": list(self.onnx_shape) if self.onnx_shape is not None else None,
-                "source_dtype": self.source_dtype, "onnx_dtype": self.onnx_dtype,
-                "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
-                "outside": self.outside, "outside_pct": self.outside_pct,
-                "nan_inf_mismatch": self.nan_inf_mismatch, "cosine_min": self.cosine_min,
-                "worst": self.worst.to_dict() if self.worst else None}
-
-
-def compare_arrays(actual: Any, expected: Any, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL
-                   ) -> OutputStats:
-    """Compare one ONNX output (`actual`) with the source's (`expected`); truthy if it passes."""
-    stats = OutputStats(rtol, atol)
-    stats.update(actual, expected)
-    return stats
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _num(v: float) -> str:
-    return f"{v:.6g}"
-
-
-def _pct(p: float) -> str:
-    return f"{p:.3g}%"
 
 
 # --------------------------------------------------------------------------- report
@@ -305,13 +136,15 @@ class ShapePlan:
     label: str
     sizes: dict[str, int]
     samples: int
-    origin: str = "random"  # or "data"
+    origin: str = "random"  # or "data", or "assumed" (just outside a range torch.export assumed)
     file: str | None = None
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    assumption: str | None = None  # the range torch.export assumed that these sizes lie outside
 
     def to_dict(self) -> dict:
         return {"label": self.label, "sizes": dict(self.sizes), "origin": self.origin, "file": self.file,
-                "samples": self.samples, "input_shapes": {k: list(v) for k, v in self.input_shapes.items()}}
+                "samples": self.samples, "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+                "assumption": self.assumption}
 
 
 @dataclass
@@ -374,6 +207,9 @@ class ParityReport(Verdict):
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     per_output: dict[str, tuple[float, float]] = field(default_factory=dict)
+    min_cosine: float | None = DEFAULT_MIN_COSINE
+    allow_constant: list[str] = field(default_factory=list)
+    assumed_ranges: dict[str, dict] = field(default_factory=dict)  # axis -> {"min", "max"} from the manifest
     seed: int = 0
     samples_per_shape: int = DEFAULT_SAMPLES
     shapes: list[ShapePlan] = field(default_factory=list)
@@ -403,8 +239,11 @@ class ParityReport(Verdict):
             "inputs": list(self.inputs),
             "export_sizes": dict(self.export_sizes),
             "outputs": list(self.outputs),
-            "tolerance": {"rtol": self.rtol, "atol": self.atol,
+            "tolerance": {"rtol": self.rtol, "atol": self.atol, "atol_scaled_by": "rms",
+                          "min_cosine": self.min_cosine,
                           "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()}},
+            "allow_constant": list(self.allow_constant),
+            "assumed_ranges": {k: dict(v) for k, v in self.assumed_ranges.items()},
             "seed": self.seed,
             "samples_per_shape": self.samples_per_shape,
             "shapes": [s.to_dict() for s in self.shapes],
@@ -455,7 +294,9 @@ class ParityReport(Verdict):
         icon = "✅" if self.passed else "❌"
         lines = [f"### {icon} onnxtax parity {verdict}: `{self.onnx}` vs `{self.model_spec or self.class_name}`", ""]
         lines.append(f"{len(self.shapes)} shapes ({', '.join(s.label for s in self.shapes) or 'none'}), "
-                     f"tolerance |a-b| <= {self.atol:g} + {self.rtol:g}*|b|, seed {self.seed}.")
+                     f"tolerance |a-b| <= {self.atol:g}*rms + {self.rtol:g}*|b|"
+                     + (f", cosine >= {self.min_cosine:g}" if self.min_cosine is not None else "")
+                     + f", seed {self.seed}.")
         lines += ["", "| provider | status | cases passed | worst max abs diff | worst tolerance ratio | placement |",
                   "|---|---|---|---|---|---|"]
         for pr in self.providers:
@@ -491,7 +332,8 @@ def _case_details(case: CaseResult) -> str:
     lines = [f"samples={s.samples} elements={s.elements} outside={s.outside} ({_pct(s.outside_pct)})",
              f"max_abs_diff={s.max_abs_diff:.6g} max_rel_diff={s.max_rel_diff:.6g} "
              f"cosine_min={'-' if s.cosine_min is None else f'{s.cosine_min:.9f}'}",
-             f"rtol={s.rtol:g} atol={s.atol:g} onnx_shape={s.onnx_shape} source_shape={s.source_shape}"]
+             f"rtol={s.rtol:g} atol={s.atol:g} detects {s.detectable} onnx_shape={s.onnx_shape} "
+             f"source_shape={s.source_shape}"]
     if s.worst:
         w = s.worst
         lines.append(f"worst index={list(w.index)} sample={w.sample} onnx={_num(w.onnx)} source={_num(w.source)} "
@@ -579,49 +421,46 @@ def plan_shapes(specs: list[InputSpec], dims: dict[str, list[int]] | None, expor
 
 
 def plan_data_file(path: str | Path, specs: list[InputSpec]) -> ShapePlan:
-    """Check one .npz (arrays keyed by input name, one batch) against the specs."""
+    """One .npz (arrays keyed by input name, one batch), checked against the specs."""
     path = Path(path)
-    arrays = _read_npz(path)
-    sizes: dict[str, int] = {}
-    shapes: dict[str, list[int]] = {}
-    for spec in specs:
-        if spec.name not in arrays:
-            raise InputSpecError(f"--data {path}: no array named '{spec.name}' (it has: {', '.join(arrays) or 'none'})",
-                                 f"save one array per model input: np.savez(file, {spec.name}=...)")
-        arr = arrays[spec.name]
-        want = np.dtype(DTYPES[spec.dtype][0])
-        if arr.dtype != want:
-            raise InputSpecError(f"--data {path}: '{spec.name}' has dtype {arr.dtype}, the model input is {spec.dtype}",
-                                 f"save it as {want} (arr.astype(np.{want}))")
-        if arr.ndim != len(spec.dims):
-            raise InputSpecError(f"--data {path}: '{spec.name}' has shape {list(arr.shape)}, the model input is "
-                                 f"{list(spec.dims)} ({len(spec.dims)} dims)", "save arrays with the input's rank")
-        for axis, (want_dim, got) in enumerate(zip(spec.dims, arr.shape)):
-            if isinstance(want_dim, int):
-                if want_dim != got:
-                    raise InputSpecError(f"--data {path}: '{spec.name}' has {got} at axis {axis} where the model "
-                                         f"input is fixed at {want_dim} (shape {list(arr.shape)} vs {list(spec.dims)})",
-                                         "save arrays whose static dims match the model input")
-            elif sizes.setdefault(want_dim, int(got)) != got:
-                raise InputSpecError(f"--data {path}: axis '{want_dim}' is {sizes[want_dim]} in one array and {got} "
-                                     f"in '{spec.name}'", "arrays in one file are one batch: shared axes must agree")
-        shapes[spec.name] = list(arr.shape)
+    _, sizes, shapes = read_data_file(path, specs)
     size_text = ",".join(f"{k}={v}" for k, v in sizes.items())
     label = f"{path.name}" + (f"({size_text})" if size_text else "")
     return ShapePlan(label, sizes, 1, "data", str(path), shapes)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputSpecError(f"--data {path}: file not found", "give .npz files saved with np.savez")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise InputSpecError(f"--data {path}: not a readable .npz file ({exc})",
-                             "save with np.savez(path, input_name=array, ...)") from exc
+def plan_assumed(plans: list[ShapePlan], assumed: dict[str, dict], specs: list[InputSpec],
+                 export_sizes: dict[str, int], *, samples: int, notes: list[str],
+                 cap: int = ASSUMED_SIZE_CAP) -> list[ShapePlan]:
+    """Shapes just outside each range torch.export assumed (max+1, min-1), other axes at their
+    export-time size. Plans already outside a range are marked with it instead of adding one.
+    A size above `cap` is not tested (noted): memory and time stay bounded."""
+    base = {**default_export_sizes(specs), **export_sizes}
+    extra: list[ShapePlan] = []
+    for sym, bounds in assumed.items():
+        text = assumed_text(sym, bounds)
+        lo, hi = bounds.get("min"), bounds.get("max")
+        outside = ([lo - 1] if lo is not None and lo > 1 else []) + ([hi + 1] if hi is not None else [])
+        tested = []
+        for value in outside:
+            already = [p for p in plans + extra if p.sizes.get(sym) == value]
+            for p in already:
+                p.assumption = p.assumption or text
+            if already:
+                tested.append(f"{sym}={value}")
+                continue
+            if value > cap:
+                notes.append(f"torch.export assumed {text} at export; {sym}={value} is above the size cap ({cap}), "
+                             "so the artifact is not tested outside that range")
+                continue
+            sizes = {s: (value if s == sym else base.get(s, 3)) for s in base if s in set(symbols_of(specs))}
+            label = ",".join(f"{k}={v}" for k, v in sizes.items())
+            extra.append(ShapePlan(label, sizes, samples, "assumed", None,
+                                   {s.name: list(concrete_shape(s, sizes)) for s in specs}, text))
+            tested.append(f"{sym}={value}")
+        if tested:
+            notes.append(f"torch.export assumed {text} at export: testing {', '.join(tested)}, just outside it")
+    return extra
 
 
 # --------------------------------------------------------------------------- source model
@@ -658,21 +497,26 @@ class _Source:
         self.paths = [p for p, _ in flat]
         return [to_numpy(t) for _, t in flat]
 
+    def error_at(self, arrays: dict[str, np.ndarray]) -> str | None:
+        """None when the source runs on these arrays, else its error in one line."""
+        try:
+            self(arrays, "a trial")
+        except InputSpecError as exc:
+            return exc.message
+        return None
+
     def _raise_hint(self, data_file: str | None) -> str:
         if data_file is not None:
             return (f"the arrays in {data_file} do not fit the model (values or sizes it rejects, e.g. a token id "
                     "at or above the vocabulary size): fix the file, or check it with the model in Python first")
         hint = ("check that the inputs fit the model (--input NAME:DIMS:DTYPE) and choose sizes it accepts "
                 "with --dim SYMBOL=V1,V2")
-        ints = [s.name for s in self.specs if DTYPES[s.dtype][0].startswith(("int", "uint"))]
+        ints = [s for s in self.specs if is_integer(s)]
         if ints:
-            drawn = ", ".join(f"{n} from {_range_text(self.ranges.get(n))}" for n in ints)
+            recipe = SampleRecipe(0, self.ranges)
+            drawn = ", ".join(f"{s.name} from {recipe.describe(s)}" for s in ints)
             hint += f"; integer inputs are drawn as: {drawn} (set them with --range NAME=LOW:HIGH, HIGH exclusive)"
         return hint
-
-
-def _range_text(r: ValueRange | None) -> str:
-    return "0:10 (default)" if r is None else f"{int(r.low)}:{int(r.high)}"
 
 
 def _same_outputs(first: list[np.ndarray], second: list[np.ndarray]) -> tuple[bool, str]:
@@ -729,6 +573,8 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
                  data_files: Sequence[str | Path] | None = None,
                  rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL,
                  tolerances: dict[str, tuple[float, float]] | None = None,
+                 min_cosine: float | None = DEFAULT_MIN_COSINE, allow_constant: Sequence[str] = (),
+                 test_assumed: bool = True,
                  providers: Sequence[str | ProviderRequest] | None = None, skip_unavailable: bool = False,
                  fail_on_fallback: bool = False, opt_level: str = OPT_LEVEL, threads: int | None = None,
                  max_shapes: int = MAX_SHAPES, progress: Progress | None = None) -> ParityReport:
@@ -742,7 +588,11 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
         dims: sizes per dynamic axis, e.g. {"batch": [1, 8, 33]}; default 1, an even and an odd size.
         samples: random samples per shape. ranges: value range per input (integers: high exclusive).
         data_files: `.npz` files, arrays keyed by input name, one batch each.
-        rtol, atol: default tolerance; tolerances: per ONNX output name, (rtol, atol).
+        rtol, atol: default tolerance, |a-b| <= atol*rms + rtol*|b| with rms the source output's RMS at
+            that shape; tolerances: per ONNX output name, (rtol, atol).
+        min_cosine: similarity gate per sample of a float output (None: off).
+        allow_constant: outputs that may be the same for every input (else "not compared" fails them).
+        test_assumed: add sizes just outside every range torch.export assumed (from the manifest).
         providers: names (`cpu`, `openvino:device_type=CPU`) or ProviderRequests; default every
             compute provider on this host.
         fail_on_fallback: any node ORT places on another provider fails that provider.
@@ -763,6 +613,8 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
                              "e.g. --rtol 1e-4 --atol 1e-5")
     if threads is not None and threads < 0:
         raise InputSpecError(f"--threads {threads}: must be 0 (ORT's choice) or more", "e.g. --threads 2")
+    if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
+        raise InputSpecError(f"--min-cosine {min_cosine:g} is not a cosine", "give a number in [-1, 1], e.g. 0.999")
     if max_shapes < 1:
         raise InputSpecError("max_shapes must be at least 1", "e.g. --max-shapes 9")
 
@@ -779,7 +631,9 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
     module.eval()
     try:
         return _run(module, None if loaded.in_memory else loaded.spec, onnx_path, resolved, dims=dims,
-                    samples=samples, seed=seed, data_files=data_files, rtol=rtol, atol=atol, tolerances=tolerances or {}, requests=requests,
+                    samples=samples, seed=seed, data_files=data_files, rtol=rtol, atol=atol,
+                    tolerances=tolerances or {}, min_cosine=min_cosine, allow_constant=list(allow_constant),
+                    test_assumed=test_assumed, requests=requests,
                     skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
                     max_shapes=max_shapes, progress=progress, t_start=t_start)
     finally:
@@ -788,17 +642,20 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
 
 
 def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: ResolvedInputs, *, dims, samples, seed,
-         data_files, rtol, atol, tolerances, requests, skipped, fail_on_fallback, opt_level, threads, max_shapes,
-         progress, t_start) -> ParityReport:
+         data_files, rtol, atol, tolerances, min_cosine, allow_constant, test_assumed, requests, skipped,
+         fail_on_fallback, opt_level, threads, max_shapes, progress, t_start) -> ParityReport:
+    from onnxtax.manifest import assumed_ranges_of
     from onnxtax.report import package_versions
 
     specs = resolved.specs
     report = ParityReport(str(onnx_path), spec_text, type(module).__name__, input_source=resolved.source,
-                          inputs=resolved.to_dicts(), export_sizes=dict(resolved.export_sizes), rtol=rtol, atol=atol,
-                          per_output=dict(tolerances), seed=seed, samples_per_shape=samples,
+                          inputs=resolved.to_dicts(), export_sizes=dict(resolved.export_sizes), rtol=rtol,
+                          atol=atol, per_output=dict(tolerances), min_cosine=min_cosine,
+                          allow_constant=list(allow_constant), seed=seed, samples_per_shape=samples,
                           notes=list(resolved.notes),
                           settings={"fail_on_fallback": fail_on_fallback, "opt_level": opt_level,
-                                    "threads": threads, "max_shapes": max_shapes},
+                                    "threads": threads, "max_shapes": max_shapes, "test_assumed": test_assumed,
+                                    "assumed_size_cap": ASSUMED_SIZE_CAP},
                           versions=package_versions())
     output_names = resolved.output_names
     for name, pair in tolerances.items():
@@ -808,8 +665,25 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         if len(pair) != 2 or not all(math.isfinite(v) and v >= 0 for v in pair):
             raise InputSpecError(f"tolerance of '{name}' is {pair}: need (rtol, atol), finite and non-negative",
                                  "e.g. --tolerance logits=1e-3:1e-4")
-    plans = plan_shapes(specs, dims, resolved.export_sizes, samples=samples, joint=resolved.source == "onnx-graph",
+    for name in allow_constant:
+        if name not in output_names:
+            raise InputSpecError(f"--allow-constant names '{name}', which is not an ONNX output",
+                                 f"outputs: {', '.join(output_names)}")
+    defaults = [f"{s.name}: {SampleRecipe(seed, resolved.ranges).describe(s)}" for s in specs
+                if is_integer(s) and s.name not in resolved.ranges]
+    if defaults and samples:
+        report.notes.append("integer inputs without --range are drawn from name-based defaults: " + "; ".join(defaults))
+    export_sizes = resolved.export_sizes
+    plans = plan_shapes(specs, dims, export_sizes, samples=samples, joint=resolved.source == "onnx-graph",
                         max_shapes=max_shapes) if samples else []
+    assumed = {sym: r for sym, r in assumed_ranges_of(resolved.manifest).items() if sym in set(symbols_of(specs))}
+    report.assumed_ranges = assumed
+    if samples and assumed:
+        if test_assumed:
+            plans += plan_assumed(plans, assumed, specs, export_sizes, samples=samples, notes=report.notes)
+        else:
+            report.notes.append("torch.export assumed " + "; ".join(assumed_text(s, r) for s, r in assumed.items())
+                                + " at export; sizes outside are not tested (--no-test-assumed)")
     plans += [plan_data_file(f, specs) for f in data_files or []]
     report.shapes = plans
 
@@ -836,17 +710,29 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
     value_ranges = resolved.ranges
     recipe = SampleRecipe(seed, value_ranges)
     source = _Source(module, specs, value_ranges)
-    comparison = _Comparison(live, output_names, rtol, atol, tolerances)
+    comparison = _Comparison(live, output_names, rtol, atol, tolerances, min_cosine)
+    constancy = [Constancy() for _ in output_names]
     total = sum(p.samples for p in plans) * (1 + len(live))
     done = 0
     # determinism is checked on the first sample and again at the largest shape: dropout left on
     # can leave a one-element output unchanged by chance, rarely a large one
     largest = max(range(len(plans)), key=lambda i: math.prod(plans[i].sizes.values()), default=0)
-    for pi, plan in enumerate(plans):
+    fallback_sizes = {**default_export_sizes(specs), **export_sizes}
+    pi = 0
+    while pi < len(plans):
+        plan = plans[pi]
+        # the source first, every sample of this shape: the output's scale at this shape sets its tolerance
+        computed: list[tuple[dict, list]] = []
         for k in range(plan.samples):
             arrays = _sample(plan, specs, recipe, k)
             where = f"{plan.label} sample {k}"
-            expected = source(arrays, where, plan.file)
+            try:
+                expected = source(arrays, where, plan.file)
+            except InputSpecError:
+                if k > 0 or not _adapt_plan(plans, pi, source, specs, recipe, fallback_sizes, dims or {},
+                                            report.notes):
+                    raise
+                break
             if k == 0 and pi == largest and done > 0:
                 _refuse_nondeterministic(source, arrays, where, expected)
             if done == 0:
@@ -860,17 +746,76 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
                     return report
             done += 1
             _tick(progress, done, total, where)
+            computed.append((arrays, expected))
+        if len(computed) < plan.samples:  # the plan was replaced or dropped: look at index pi again
+            largest = max(range(len(plans)), key=lambda i: math.prod(plans[i].sizes.values()), default=0)
+            continue
+        comparison.scales[pi] = [rms([e[oi] for _, e in computed]) for oi in range(len(output_names))]
+        for _, expected in computed:
+            for oi, arr in enumerate(expected[:len(output_names)]):
+                constancy[oi].add(plan.label, arr)
+        for k, (arrays, expected) in enumerate(computed):
+            where = f"{plan.label} sample {k}"
             feeds = resolved.feeds(arrays)
             for si in range(len(live)):
                 comparison.run(si, pi, k, plan, feeds, expected)
                 done += 1
                 _tick(progress, done, total, where)
+        pi += 1
+    report.shapes = plans
 
     comparison.recheck_in_fresh_sessions(plans, lambda plan, k: _sample(plan, specs, recipe, k), source, resolved,
                                          onnx_path, opt_level=opt_level, threads=threads)
-    comparison.collect(report, plans)
+    constant = {output_names[oi]: c.describe() for oi, c in enumerate(constancy) if c.constant}
+    for name, entry in zip(output_names, report.outputs):
+        entry["constant"] = name in constant
+        entry["constant_allowed"] = name in constant and name in allow_constant
+    comparison.collect(report, plans, constant, allow_constant)
     report.duration_s = time.perf_counter() - t_start
     return report
+
+
+def _adapt_plan(plans: list[ShapePlan], pi: int, source: _Source, specs: list[InputSpec], recipe: SampleRecipe,
+                known_good: dict[str, int], user_dims: dict[str, list[int]], notes: list[str]) -> bool:
+    """The eager model rejects plans[pi]'s sizes: replace them with sizes it accepts, as export's
+    smoke run does, or drop a plan just outside an assumed range. Axes sized by the user (--dim)
+    are not changed. Returns False when nothing could be done (the caller re-raises)."""
+    plan = plans[pi]
+    if plan.origin == "data":
+        return False
+    others = {tuple(sorted(p.sizes.items())) for i, p in enumerate(plans) if i != pi}
+    if plan.origin == "assumed":
+        notes.append(f"the source model itself fails at {plan.label}, just outside the range torch.export assumed "
+                     f"({plan.assumption}): the range is the model's own limit; not tested there")
+        del plans[pi]
+        return True
+    free = [sym for sym in plan.sizes if sym not in user_dims]
+    if not free:
+        return False
+
+    def runs(sizes: dict[str, int]) -> bool:
+        return source.error_at(make_inputs(specs, sizes, recipe, 0)) is None
+
+    trial = {sym: (plan.sizes[sym] if sym in user_dims else known_good.get(sym, plan.sizes[sym]))
+             for sym in plan.sizes}
+    for sym in free:
+        e = known_good.get(sym, plan.sizes[sym])
+        for value in dict.fromkeys([plan.sizes[sym], e + 1, e + 2, 2 * e + 1, 2 * e, max(1, e - 1), e]):
+            if runs({**trial, sym: value}):
+                trial[sym] = value
+                break
+    if not runs(trial):
+        return False
+    new_label = ",".join(f"{k}={v}" for k, v in trial.items())
+    if tuple(sorted(trial.items())) in others:
+        notes.append(f"the source model itself fails at {plan.label}; the nearest sizes it accepts ({new_label}) "
+                     "are tested already")
+        del plans[pi]
+        return True
+    notes.append(f"the source model itself fails at {plan.label}: tested {new_label} instead")
+    plans[pi] = ShapePlan(new_label, trial, plan.samples, plan.origin, None,
+                          {s.name: list(concrete_shape(s, trial)) for s in specs}, plan.assumption)
+    return True
 
 
 def _refuse_nondeterministic(source: _Source, arrays: dict, where: str, expected: list) -> None:
@@ -900,9 +845,10 @@ class _Comparison:
     """Running statistics per (provider, shape, output); one ORT run at a time, no arrays kept."""
 
     def __init__(self, live: list[_Session], output_names: list[str], rtol: float, atol: float,
-                 tolerances: dict[str, tuple[float, float]]):
+                 tolerances: dict[str, tuple[float, float]], min_cosine: float | None):
         self.live, self.output_names = live, output_names
-        self.rtol, self.atol, self.tolerances = rtol, atol, tolerances
+        self.rtol, self.atol, self.tolerances, self.min_cosine = rtol, atol, tolerances, min_cosine
+        self.scales: dict[int, list[float]] = {}  # shape index -> RMS of each source output there
         self.stats: dict[tuple[int, int, int], OutputStats] = {}
         self.run_errors: dict[tuple[int, int], str] = {}
         self.error_sample: dict[tuple[int, int], int] = {}
@@ -927,8 +873,8 @@ class _Comparison:
             acc = self.stats.get((si, pi, oi))
             if acc is None:
                 r, t = self.tolerances.get(self.output_names[oi], _default_tolerance(b, self.rtol, self.atol))
-                acc = self.stats[(si, pi, oi)] = OutputStats(r, t)
-            acc.update(a, b, sample=k)
+                acc = self.stats[(si, pi, oi)] = OutputStats(r, t, self.min_cosine)
+            acc.update(a, b, sample=k, scale=self.scales.get(pi, [None] * (oi + 1))[oi])
 
     def failing_shapes(self, si: int, n_plans: int) -> list[tuple[int, int]]:
         """(shape index, sample) of each shape where provider si failed, with the sample to replay."""
@@ -963,17 +909,23 @@ class _Comparison:
                     got = session.run(None, resolved.feeds(arrays))
                 except Exception:  # noqa: BLE001 - the original failure stands on its own
                     continue
-                checks = [OutputStats(*self.tolerances.get(name, _default_tolerance(b, self.rtol, self.atol)))
-                          for name, b in zip(self.output_names, expected)]
-                if len(got) == len(expected) and all(c.update(a, b) for c, a, b in zip(checks, got, expected)):
+                checks = [OutputStats(*self.tolerances.get(name, _default_tolerance(b, self.rtol, self.atol)),
+                                      self.min_cosine) for name, b in zip(self.output_names, expected)]
+                scales = self.scales.get(pi, [None] * len(checks))
+                if len(got) == len(expected) and all(c.update(a, b, scale=sc)
+                                                     for c, a, b, sc in zip(checks, got, expected, scales)):
                     self.fresh_notes[(si, pi)] = (
                         f"a new {live.result.request.name} session computes sample {k} of {plan.label} correctly: "
                         f"it fails only after {', '.join(p.label for p in plans[:pi])} ran in the same session, so "
                         "the provider keeps state from an earlier shape (a provider bug a long-lived session "
                         "serving several shapes hits too)")
 
-    def collect(self, report: ParityReport, plans: list[ShapePlan]) -> None:
-        """Turn the statistics into one CaseResult per provider x shape x output, with reasons."""
+    def collect(self, report: ParityReport, plans: list[ShapePlan], constant: dict[str, str] | None = None,
+                allowed: Sequence[str] = ()) -> None:
+        """Turn the statistics into one CaseResult per provider x shape x output, with reasons.
+        `constant`: outputs the source gives the same for every input (name -> why); they fail
+        every case as "not compared" unless `allowed`."""
+        constant = constant or {}
         static_notes = [n for n in report.notes if "is static" in n]
         for si, s in enumerate(self.live):
             pr = s.result
@@ -998,15 +950,33 @@ class _Comparison:
                             reason = "; ".join(filter(None, [reason, error]))
                         case = CaseResult(plan.label, name, "passed" if reason is None else "failed", reason,
                                           acc, share)
-                    pr.cases.append(case)
+                    if case.reason and plan.assumption:
+                        case.reason = (f"outside the range torch.export assumed at export ({plan.assumption}): "
+                                       f"{case.reason}")
                     if not case.passed:
                         report.failures.append(f"{pr.label} {plan.label} {name}: {case.reason}")
+                    if name in constant and name not in allowed:
+                        case.status = "failed" if case.status == "passed" else case.status
+                        case.reason = "; ".join(filter(None, [f"not compared: constant output ({constant[name]})",
+                                                              case.reason]))
+                    pr.cases.append(case)
+        for name, why in constant.items():
+            if name in allowed:
+                report.notes.append(f"output '{name}' is constant ({why}): compared, but no wrong value that is the "
+                                    "same constant could show; allowed by --allow-constant")
+                continue
+            line = (f"output '{name}': not compared: constant output ({why}), so the check cannot fail; make the "
+                    f"inputs exercise it (--range, --data), or allow it with --allow-constant {name} if it really "
+                    "does not depend on the inputs")
+            report.model_failures.append(line)
+            report.failures.append(line)
         for si, s in enumerate(self.live):
             pr = s.result
             if any(not c.passed for c in pr.cases) and pr.status == "passed":
                 pr.status = "failed"
                 others = [o.result for o in self.live if o is not s]
                 pr.reason = (_fresh_diagnosis(pr, [n for (i, _), n in self.fresh_notes.items() if i == si])
+                             or _assumption_diagnosis(pr, plans)
                              or _cross_provider_diagnosis(pr, others) or _provider_diagnosis(pr, plans))
             elif pr.status == "passed" and pr.placement and pr.placement.fell_back:
                 pr.reason = placement_text(pr.placement)
@@ -1019,8 +989,7 @@ def _default_tolerance(expected: np.ndarray, rtol: float, atol: float) -> tuple[
 def _sample(plan: ShapePlan, specs: list[InputSpec], recipe: SampleRecipe, k: int) -> dict[str, np.ndarray]:
     if plan.origin == "data":
         assert plan.file is not None
-        arrays = _read_npz(Path(plan.file))
-        return {s.name: arrays[s.name] for s in specs}
+        return read_data_file(Path(plan.file), specs)[0]
     return make_inputs(specs, plan.sizes, recipe, k)
 
 
@@ -1062,6 +1031,20 @@ def _fresh_diagnosis(pr: ProviderResult, fresh_notes: list[str]) -> str | None:
         return None
     return (f"{pr.request.name} gives wrong results at some shapes only after other shapes ran in the same session "
             "(a new session computes them correctly): a provider bug, not an export problem")
+
+
+def _assumption_diagnosis(pr: ProviderResult, plans: list[ShapePlan]) -> str | None:
+    """Every failing shape lies outside a range torch.export assumed: name the assumption."""
+    by_label = {p.label: p for p in plans}
+    bad = list(dict.fromkeys(c.shape for c in pr.cases if not c.passed and not (c.reason or "").startswith(
+        "not compared: constant output")))
+    if not bad or not all(by_label[b].assumption for b in bad if b in by_label):
+        return None
+    assumptions = ", ".join(dict.fromkeys(by_label[b].assumption or "" for b in bad if b in by_label))
+    return (f"fails only outside the range torch.export assumed at export ({assumptions}), at {', '.join(bad)}: "
+            "the exported graph is specialised to that range (a shape-dependent branch in forward(), e.g. "
+            "`if x.shape[0] > 32`); make the branch shape-independent (torch.cond, torch.where) or keep inputs "
+            "inside the range in serving")
 
 
 def _cross_provider_diagnosis(pr: ProviderResult, others: list[ProviderResult]) -> str | None:

@@ -200,6 +200,38 @@ def parse_ranges(texts: list[str] | tuple[str, ...]) -> dict[str, ValueRange]:
     return out
 
 
+# Integer inputs without a declared range: a domain valid for common models, chosen by name.
+# Drawing every integer from 0:10 puts an attention mask at 2..9 with fully masked rows,
+# outside any model's domain (eager and exported graphs then legitimately differ).
+#   mask-like (attention_mask, padding_mask, ...): all ones, every position attended;
+#   token_type_ids / segment ids: 0:2 (BERT-like models have 2 types);
+#   other ids / tokens / positions / indices / labels: 0:32, below the smallest vocabulary of
+#     the transformers tiny test configs (99) and of any real tokenizer or position table;
+#   any other integer: 0:10.
+MASK_DOMAIN = ValueRange(1, 2)
+TYPE_IDS_DOMAIN = ValueRange(0, 2)
+IDS_DOMAIN = ValueRange(0, 32)
+INT_DOMAIN = ValueRange(0, 10)
+_MASK_NAME = re.compile(r"mask", re.I)
+_TYPE_IDS_NAME = re.compile(r"token_?type|segment|type_ids", re.I)
+_IDS_NAME = re.compile(r"(^|_)ids?($|_)|token|position|index|indices|label|vocab|word", re.I)
+
+
+def is_integer(spec: InputSpec) -> bool:
+    return spec.dtype != "bool" and DTYPES[spec.dtype][0].startswith(("int", "uint"))
+
+
+def default_domain(spec: InputSpec) -> tuple[ValueRange, str]:
+    """The range an integer input is drawn from when none is declared, and why (by name)."""
+    if _MASK_NAME.search(spec.name):
+        return MASK_DOMAIN, "all ones (default for mask-like names)"
+    if _TYPE_IDS_NAME.search(spec.name):
+        return TYPE_IDS_DOMAIN, "0:2 (default for token type / segment ids)"
+    if _IDS_NAME.search(spec.name):
+        return IDS_DOMAIN, "0:32 (default for ids, tokens, positions and indices)"
+    return INT_DOMAIN, "0:10 (default for other integers)"
+
+
 @dataclass
 class SampleRecipe:
     """How random inputs are drawn: seeded, both signs, several magnitudes."""
@@ -207,12 +239,31 @@ class SampleRecipe:
     seed: int = 0
     ranges: dict[str, ValueRange] = field(default_factory=dict)
 
+    def range_of(self, spec: InputSpec) -> ValueRange | None:
+        """The declared range, else the name-based default for integers; None: floats' own scales."""
+        declared = self.ranges.get(spec.name)
+        if declared is not None or not is_integer(spec):
+            return declared
+        return default_domain(spec)[0]
+
+    def describe(self, spec: InputSpec) -> str:
+        """How this input's values are drawn, for reports ("which default was used")."""
+        declared = self.ranges.get(spec.name)
+        if declared is not None:
+            text = f"{declared.low:g}:{declared.high:g}"
+            return f"{text} (declared)" + (", HIGH exclusive" if is_integer(spec) else "")
+        if spec.dtype == "bool":
+            return "random True/False"
+        if is_integer(spec):
+            return default_domain(spec)[1]
+        return "normal, scale 1, 0.1, 10 by sample, both signs"
+
 
 def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRecipe | None = None,
                 sample_index: int = 0) -> dict:
     """Seeded numpy arrays for one sample. Floats alternate magnitude per sample
-    (0.1, 1, 10 scales) with both signs; integers stay in their --range (default 0:10),
-    bools are random."""
+    (0.1, 1, 10 scales) with both signs, or stay in their --range; integers stay in their
+    --range or the name-based default domain (`default_domain`); bools are random."""
     import numpy as np
 
     recipe = recipe or SampleRecipe()
@@ -223,12 +274,13 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRec
     for spec in specs:
         shape = concrete_shape(spec, sizes)
         np_dtype = DTYPES[spec.dtype][0]
-        rng_range = recipe.ranges.get(spec.name)
+        rng_range = recipe.range_of(spec)
         if spec.dtype == "bool":
             arr = rng.random(shape) < 0.5
         elif np_dtype.startswith(("int", "uint")):
-            lo, hi = (int(rng_range.low), int(rng_range.high)) if rng_range else (0, 10)
-            arr = rng.integers(lo, hi, size=shape, dtype=np_dtype)
+            assert rng_range is not None
+            lo, hi = int(rng_range.low), int(rng_range.high)
+            arr = rng.integers(lo, max(hi, lo + 1), size=shape, dtype=np_dtype)
         else:
             if rng_range:
                 arr = rng.uniform(rng_range.low, rng_range.high, size=shape)
@@ -237,3 +289,49 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRec
             arr = arr.astype(np_dtype)
         arrays[spec.name] = arr
     return arrays
+
+
+def read_data_file(path, specs: list[InputSpec]) -> tuple[dict, dict[str, int], dict[str, list[int]]]:
+    """One `.npz` of real inputs (arrays keyed by input name, one batch), checked against the
+    specs: (arrays in spec order, size of each dynamic axis, shape of each input). The one
+    reader of --data for export's smoke run and parity."""
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputSpecError(f"--data {path}: file not found", "give .npz files saved with np.savez")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise ValueError("not an .npz archive")
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise InputSpecError(f"--data {path}: not a readable .npz file ({exc})",
+                             "save with np.savez(path, input_name=array, ...)") from exc
+    sizes: dict[str, int] = {}
+    shapes: dict[str, list[int]] = {}
+    for spec in specs:
+        if spec.name not in arrays:
+            raise InputSpecError(f"--data {path}: no array named '{spec.name}' (it has: {', '.join(arrays) or 'none'})",
+                                 f"save one array per model input: np.savez(file, {spec.name}=...)")
+        arr = arrays[spec.name]
+        want = np.dtype(DTYPES[spec.dtype][0])
+        if arr.dtype != want:
+            raise InputSpecError(f"--data {path}: '{spec.name}' has dtype {arr.dtype}, the model input is {spec.dtype}",
+                                 f"save it as {want} (arr.astype(np.{want}))")
+        if arr.ndim != len(spec.dims):
+            raise InputSpecError(f"--data {path}: '{spec.name}' has shape {list(arr.shape)}, the model input is "
+                                 f"{list(spec.dims)} ({len(spec.dims)} dims)", "save arrays with the input's rank")
+        for axis, (want_dim, got) in enumerate(zip(spec.dims, arr.shape)):
+            if isinstance(want_dim, int):
+                if want_dim != got:
+                    raise InputSpecError(f"--data {path}: '{spec.name}' has {got} at axis {axis} where the model "
+                                         f"input is fixed at {want_dim} (shape {list(arr.shape)} vs {list(spec.dims)})",
+                                         "save arrays whose static dims match the model input")
+            elif sizes.setdefault(want_dim, int(got)) != got:
+                raise InputSpecError(f"--data {path}: axis '{want_dim}' is {sizes[want_dim]} in one array and {got} "
+                                     f"in '{spec.name}'", "arrays in one file are one batch: shared axes must agree")
+        shapes[spec.name] = list(arr.shape)
+    return {s.name: arrays[s.name] for s in specs}, sizes, shapes

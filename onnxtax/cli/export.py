@@ -14,6 +14,11 @@ from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, conso
 
 SPEC_ARG = typer.Argument(help="The model: path/to/file.py:NAME or package.module:NAME (an nn.Module instance, "
                                "class, or zero-argument factory).", show_default=False)
+RANGE_HELP = ("NAME=LOW:HIGH: value range of an input (integers: HIGH exclusive, e.g. token ids 0:30522). "
+              "Integers without one: mask-like names all ones, token type ids 0:2, other ids/tokens/positions "
+              "0:32, other integers 0:10.")
+DATA_HELP = ("A .npz of real inputs (arrays keyed by input name, one batch per file), run besides the "
+             "random samples. Repeatable.")
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per forward() argument, in order. DIMS: integers (static) or names "
               "(dynamic axes, shared across inputs by name), e.g. x:batch,128 or 'ids:[batch,seq]:int64'. "
               "DTYPE defaults to float32.")
@@ -40,6 +45,10 @@ def export(
                                                    "Default: dict keys, or output / output_0, output_1, ...",
                                                    show_default=False)] = [],  # noqa: B006
     external_data: Annotated[str, typer.Option(help="auto (only above 2 GB), always, never.")] = defaults.EXTERNAL_DATA,
+    range_: Annotated[list[str], typer.Option("--range", help=RANGE_HELP + " Used for the example input and "
+                                              "the ONNX Runtime smoke run.", show_default=False)] = [],  # noqa: B006
+    data: Annotated[list[Path], typer.Option(help=DATA_HELP.replace("random samples", "smoke run's sizes"),
+                                             show_default=False)] = [],  # noqa: B006
     json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
@@ -47,14 +56,15 @@ def export(
     and an ONNX Runtime run passed, and a manifest with checksums. Writes nothing on failure."""
     with user_errors(debug):
         from onnxtax.export import export_model
-        from onnxtax.specs import parse_dim_values, parse_input_specs
+        from onnxtax.specs import parse_dim_values, parse_input_specs, parse_ranges
 
         specs = parse_input_specs(input)
+        ranges = parse_ranges(range_)
         dims = {k: v[0] for k, v in parse_dim_values(dim).items()}
         with progress_display("export") as progress:
             result = export_model(spec, output, specs, opset=opset, exporter=exporter, dims=dims,
-                                  output_names=output_name or None, external_data=external_data, debug=debug,
-                                  progress=progress)
+                                  output_names=output_name or None, external_data=external_data, ranges=ranges,
+                                  data_files=list(data) or None, debug=debug, progress=progress)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -90,6 +100,10 @@ def _render_export(result) -> None:
         checks.add_row("[green]pass[/]" if c.passed else "[red]fail[/]", c.name, escape(c.detail))
     if result.checks:
         console.print(checks)
+    defaults = [f"{name}: {how}" for name, how in result.domains.items() if "default for" in how]
+    if defaults:
+        console.print(f"[dim]integer inputs drawn from name-based defaults: {escape('; '.join(defaults))} "
+                      "(--range sets them)[/]", highlight=False, soft_wrap=True)
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if result.passed:

@@ -12,10 +12,11 @@ from onnxtax import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console,
                               print_json, progress_display, user_errors)
-from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
+from onnxtax.cli.export import DATA_HELP, INPUT_HELP, RANGE_HELP, SPEC_ARG
 
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
+from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 
@@ -32,18 +33,24 @@ def parity(
     samples: Annotated[int, typer.Option(help="Random samples per shape (seeded; both signs, magnitudes 1, 0.1, "
                                          "10 in turn).")] = DEFAULT_SAMPLES,
     seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = defaults.PARITY_SEED,
-    range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH: value range of an input (integers: "
-                                              "HIGH exclusive, e.g. token ids 0:30522). Integers default to 0:10.",
-                                              show_default=False)] = [],  # noqa: B006
-    data: Annotated[list[Path], typer.Option(help="A .npz of real inputs (arrays keyed by input name, one batch "
-                                             "per file), tested besides the random samples. Repeatable.",
-                                             show_default=False)] = [],  # noqa: B006
-    rtol: Annotated[float, typer.Option(help="Relative tolerance: pass when |onnx-source| <= atol + "
+    range_: Annotated[list[str], typer.Option("--range", help=RANGE_HELP, show_default=False)] = [],  # noqa: B006
+    data: Annotated[list[Path], typer.Option(help=DATA_HELP, show_default=False)] = [],  # noqa: B006
+    rtol: Annotated[float, typer.Option(help="Relative tolerance: pass when |onnx-source| <= atol*rms + "
                                         "rtol*|source|.")] = DEFAULT_RTOL,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = DEFAULT_ATOL,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance in units of the output's RMS (the source "
+                                        "output's, at each shape): an output of magnitude 1e-9 is compared at "
+                                        "~1e-14, not swallowed.")] = DEFAULT_ATOL,
     tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one ONNX output. Integer and bool "
                                                  "outputs must match exactly unless named here.",
                                                  show_default=False)] = [],  # noqa: B006
+    min_cosine: Annotated[float, typer.Option(help="Similarity gate: every sample of a float output needs at "
+                                              "least this cosine similarity with the source's.")] = DEFAULT_MIN_COSINE,
+    allow_constant: Annotated[list[str], typer.Option(help="OUTPUT that may be the same for every input (all "
+                                                      "zeros, a buffer): compared, not failed as 'not compared: "
+                                                      "constant output'. Repeatable.", show_default=False,
+                                                      metavar="OUTPUT")] = [],  # noqa: B006
+    test_assumed: Annotated[bool, typer.Option(help="Add sizes just outside every range torch.export assumed at "
+                                               "export (from the manifest), e.g. batch=33 for batch <= 32.")] = True,
     provider: Annotated[list[str], typer.Option("--provider", "-p", help="Execution provider: a short name (cpu, "
                                                 "cuda, tensorrt, openvino, dml, coreml, ...) or full EP name, with "
                                                 "options as openvino:device_type=CPU. Repeatable; each runs in its "
@@ -85,6 +92,7 @@ def parity(
         with progress_display("parity") as progress:
             report = check_parity(spec, onnx_model, input or None, dims=dims, samples=samples, seed=seed,
                                   ranges=ranges, data_files=data, rtol=rtol, atol=atol, tolerances=tolerances,
+                                  min_cosine=min_cosine, allow_constant=allow_constant, test_assumed=test_assumed,
                                   providers=provider or None, skip_unavailable=skip_unavailable,
                                   fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
                                   max_shapes=max_shapes, progress=progress)
@@ -158,7 +166,8 @@ def render(report: Any, out=None) -> None:
     out = out or console
     table = Table(title=f"parity: {escape(report.onnx)} vs {escape(report.model_spec or report.class_name)}",
                   title_justify="left", header_style="bold")
-    for col, justify in (("provider", "left"), ("shape", "left"), ("output", "left"), ("max abs", "right"),
+    for col, justify in (("provider", "left"), ("shape", "left"), ("output", "left"), ("rms", "right"),
+                         ("atol", "right"), ("max abs", "right"),
                          ("max rel", "right"), ("outside", "right"), ("cosine", "right"),
                          ("worst: onnx vs source", "left"), ("result", "left")):
         folds = col in ("worst: onnx vs source", "shape", "output")
@@ -168,9 +177,12 @@ def render(report: Any, out=None) -> None:
         worst_ratio = max(ratios) if ratios and len(pr.cases) > 1 else None
         label = escape(pr.label)
         if not pr.cases:
-            table.add_row(label, "-", "-", "", "", "", "", "", _provider_cell(pr.status))
+            table.add_row(label, "-", "-", "", "", "", "", "", "", "", _provider_cell(pr.status))
         for case in pr.cases:
             s = case.stats
+            scale = ["-", "-"] if s is None or s.atol_effective is None else [_g(s.scale), _g(s.atol_effective, 2)]
+            if s is not None and s.atol_effective is None and (s.source_dtype or "float")[0] in "iub":
+                scale = ["-", _g(s.atol, 2)]  # integers: exact unless a tolerance names them
             if s is None or not s.samples or (s.outside == 0 and s.problems):
                 nums = ["-"] * 5
             else:
@@ -182,7 +194,7 @@ def render(report: Any, out=None) -> None:
                         "-" if s.cosine_min is None else f"{s.cosine_min:.6f}", escape(worst)]
             is_worst = worst_ratio is not None and s is not None and s.worst is not None and (
                 s.worst.tolerance_ratio == worst_ratio)
-            table.add_row(label, escape(case.shape), escape(case.output), *nums, _case_cell(case),
+            table.add_row(label, escape(case.shape), escape(case.output), *scale, *nums, _case_cell(case),
                           style="bold" if is_worst else None)
             label = ""  # the provider once per group
         table.add_section()
@@ -216,10 +228,14 @@ def _case_cell(case: Any) -> str:
         return "[bold red]ERROR[/] run"
     stats = case.stats
     kinds = [p.split()[0] for p in stats.problems] if stats is not None else []
+    if (case.reason or "").startswith("not compared: constant output"):
+        kinds.insert(0, "constant")
     if stats is not None and stats.nan_inf_mismatch:
         kinds.append("NaN/Inf")
     if stats is not None and stats.outside > stats.nan_inf_mismatch:
         kinds.append("values")
+    if stats is not None and stats.cosine_failed:
+        kinds.append("cosine")
     return "[bold red]FAIL[/] " + ", ".join(kinds)
 
 
@@ -236,7 +252,8 @@ def _verdict(report: Any, out) -> None:
     n_out = len(report.outputs)
     n_samples = sum(s.samples for s in report.shapes)
     scope = (f"{len(providers)} provider(s) x {len(report.shapes)} shape(s) x {n_out} output(s), "
-             f"{n_samples} sample(s), |a-b| <= {report.atol:g} + {report.rtol:g}*|b|")
+             f"{n_samples} sample(s), |a-b| <= {report.atol:g}*rms + {report.rtol:g}*|b|"
+             + (f", cosine >= {report.min_cosine:g}" if report.min_cosine is not None else ""))
     if report.passed:
         out.print(f"[bold green]parity passed[/]: {scope}", highlight=False, soft_wrap=True)
     else:

@@ -55,7 +55,7 @@ def test_json_on_stdout_is_only_json(models):
     res = invoke(f"{models['file']}:MLP", models["MLP"], "--json", "-")
     assert res.exit_code == 0
     data = json.loads(res.stdout)
-    assert data["schema"] == "onnxtax.parity/1" and data["input_source"] == "onnx-graph"
+    assert data["schema"] == "onnxtax.parity/2" and data["input_source"] == "onnx-graph"
     assert "parity passed" in res.stderr
 
 
