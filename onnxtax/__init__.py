@@ -23,7 +23,7 @@ _LAZY = {
     # stages and their reports
     "export_model": "onnxtax.export", "ExportResult": "onnxtax.export",
     "lint_model": "onnxtax.lint", "LintReport": "onnxtax.lint",
-    "check_parity": "onnxtax.parity", "ParityReport": "onnxtax.parity", "compare_arrays": "onnxtax.parity",
+    "check_parity": "onnxtax.parity", "ParityReport": "onnxtax.parity", "compare_arrays": "onnxtax.compare",
     "verify_artifact": "onnxtax.manifest", "VerifyReport": "onnxtax.manifest",
     "run_bench": "onnxtax.bench", "BenchReport": "onnxtax.bench",
     "quantize_model": "onnxtax.quantize", "check_quantized": "onnxtax.quantize", "QuantizeReport": "onnxtax.quantize",
@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from onnxtax.lint import LintReport, lint_model
     from onnxtax.loading import LoadedModel, load_model
     from onnxtax.manifest import VerifyReport, verify_artifact
-    from onnxtax.parity import ParityReport, check_parity, compare_arrays
+    from onnxtax.compare import compare_arrays
+    from onnxtax.parity import ParityReport, check_parity
     from onnxtax.progress import Progress
     from onnxtax.providers import ProviderRequest, host_providers, open_session, resolve_providers
     from onnxtax.quantize import QuantizeReport, check_quantized, quantize_model
