@@ -23,6 +23,9 @@ PARITY_MAX_SHAPES = 9  # full product of axis values up to this many shapes, joi
 PARITY_MIN_COSINE = 0.999
 # a size just outside a range torch.export assumed is tested up to this size; beyond, the axis is noted untested
 PARITY_ASSUMED_SIZE_CAP = 4096
+# localisation of a parity failure: time for all providers together; intermediates held per chunk
+LOCALIZE_TIME_BUDGET_S = 120.0
+LOCALIZE_MEMORY_MB = 512.0
 
 # lint
 LINT_FAIL_ON = "error"

@@ -52,8 +52,8 @@ import numpy as np
 from onnxtax.intermediates import (EagerCapture, GraphMap, SourceLine, branch_lines, forward_of, frame_of_stack,
                                    line_text)
 
-DEFAULT_MEMORY_BUDGET_MB = 512.0
-DEFAULT_TIME_BUDGET_S = 120.0
+from onnxtax.defaults import LOCALIZE_MEMORY_MB as DEFAULT_MEMORY_BUDGET_MB
+from onnxtax.defaults import LOCALIZE_TIME_BUDGET_S as DEFAULT_TIME_BUDGET_S
 _TRAIL = 6
 
 
@@ -287,8 +287,7 @@ def _search(loc: Localization, module: Any, onnx_path: Path, arrays: dict, specs
         capture.run(args)
         values = [v for p in chunk for v in boundary[p]]
         session = graph.session(graph.with_outputs(values), request, opt_level=opt_level, threads=threads)
-        for feed in warmup:
-            session.run(None, feed)
+        _warm(session, warmup)
         names = [o.name for o in session.get_outputs()]
         got = dict(zip(names, session.run(None, feeds)))
         del session
@@ -339,6 +338,15 @@ def _search(loc: Localization, module: Any, onnx_path: Path, arrays: dict, specs
         loc.source = SourceLine(forward.file, line, forward.function, line_text(forward.file, line), forward.origin)
     loc.status = "localized"
     loc.summary = _summary(loc)
+
+
+def _warm(session: Any, warmup: Sequence[dict]) -> None:
+    """Replay earlier shapes in the session (best effort: a shape that cannot run is skipped)."""
+    for feed in warmup:
+        try:
+            session.run(None, feed)
+        except Exception:  # noqa: BLE001 - parity reports that shape on its own
+            continue
 
 
 def _chunks(paths: list[str], plan: EagerCapture, budget_mb: float) -> list[list[str]]:
@@ -449,8 +457,7 @@ def _origin(loc: Localization, graph: GraphMap, module: Any, first: Point, args,
     eager_inputs = capture.inputs.get(first.module, [])
     names = graph.boundary_inputs(first.module)
     session = graph.session(graph.with_outputs(names), request, opt_level=opt_level, threads=threads)
-    for feed in warmup:
-        session.run(None, feed)
+    _warm(session, warmup)
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     del session
     fed, agree, worst_in = {}, True, None
@@ -592,4 +599,57 @@ def _list(values: list[int]) -> str:
     return ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
 
 
-__all__ = ["Localization", "Point", "localize", "compare_point", "line_text"]
+# --------------------------------------------------------------------------- parity's failures
+
+
+def localize_failures(report: Any, module: Any, onnx_path: str | Path, plans: Sequence[Any], sample_of: Any,
+                      specs: Sequence[Any], mapping: dict[str, str], *, opt_level: str = "all",
+                      threads: int | None = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                      time_budget_s: float = DEFAULT_TIME_BUDGET_S, progress: Any = None) -> None:
+    """Localise the first failing value case of each provider of a parity report, in place: sets
+    `provider.localization`, and makes the localisation the hint of that case and provider.
+
+    The sample replayed is the case's worst one; the shapes parity ran before it in the same
+    session are replayed first (sample 0 each), so a provider keeping state between shapes
+    shows the same fault. One time budget covers all providers."""
+    deadline = time.perf_counter() + time_budget_s
+    failing = [(pr, next((c for c in pr.cases if c.status == "failed" and c.stats is not None and c.stats.samples),
+                         None)) for pr in report.providers]
+    failing = [(pr, c) for pr, c in failing if c is not None]
+    for n, (pr, case) in enumerate(failing):
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            report.notes.append(f"localisation of {pr.label} not run: the time budget ({time_budget_s:g} s) ran out")
+            continue
+        pi = next(i for i, p in enumerate(plans) if p.label == case.shape)
+        k = case.stats.worst.sample if case.stats.worst is not None else 0
+        if progress is not None:
+            progress(f"localizing {pr.label} {case.shape} sample {k}", n, len(failing))
+        arrays = sample_of(plans[pi], k)
+        warmup = []
+        for plan in plans[max(0, pi - 4):pi]:
+            earlier = sample_of(plan, 0)
+            warmup.append({mapping[name]: earlier[name] for name in mapping})
+        loc = localize(module, onnx_path, arrays, specs=specs, mapping=mapping, request=pr.request,
+                       rtol=case.stats.rtol, atol=case.stats.atol, warmup=warmup,
+                       case={"shape": case.shape, "sample": k, "output": case.output}, opt_level=opt_level,
+                       threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining)
+        others = [o for o in report.providers if o is not pr and o.status != "skipped"
+                  for c in o.cases if (c.shape, c.output) == (case.shape, case.output)]
+        passing = [o.label for o in report.providers if o is not pr
+                   for c in o.cases if (c.shape, c.output) == (case.shape, case.output) and c.passed]
+        loc.provider_specific = bool(passing) if others else None
+        if loc.found and passing:
+            loc.summary = f"on {pr.label} only ({', '.join(passing)} passes this case): {loc.summary}"
+        pr.localization = loc
+        hint = f"localized: {loc.summary}" if loc.found else f"localisation: {loc.summary}"
+        old = case.reason
+        case.reason = f"{case.reason}; {hint}" if case.reason else hint
+        line = f"{pr.label} {case.shape} {case.output}: {old}"
+        if line in report.failures:
+            report.failures[report.failures.index(line)] = f"{pr.label} {case.shape} {case.output}: {case.reason}"
+        if loc.found:
+            pr.reason = hint if not pr.reason else f"{pr.reason}; {hint}"
+
+
+__all__ = ["Localization", "Point", "localize", "localize_failures", "compare_point", "line_text"]

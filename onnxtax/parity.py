@@ -70,11 +70,12 @@ docs/parity.md lists the changes from /1):
                  "nan_inf_mismatch": 0, "cosine_min": 1.0 | null, "cosine_failed": 0,
                  "worst": null | {"index": [0, 0], "sample": 1, "onnx": 0.51, "source": 0.51,
                                   "abs_diff": 5.9e-08, "tolerance_ratio": 0.005},
-                 "time_s": 0.0002}]}],
+                 "time_s": 0.0002}],
+      "localization": null | {...}}],             (--localize: see onnxtax.localize, keys stable)
   "failures": ["cpu batch=7 prob: ..."],            (one line each; empty when passed)
   "notes": ["..."],
   "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9,
-               "test_assumed": true, "assumed_size_cap": 4096},
+               "test_assumed": true, "assumed_size_cap": 4096, "localize": false},
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
   "duration_s": 1.23
 }
@@ -113,6 +114,7 @@ from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
 from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
+from onnxtax.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
 
 SCHEMA = "onnxtax.parity/2"
 CaseStatus = Literal["passed", "failed", "error"]  # error: ONNX Runtime could not run the case
@@ -179,6 +181,7 @@ class ProviderResult:
     placement: Placement | None = None
     session_load_s: float | None = None
     cases: list[CaseResult] = field(default_factory=list)
+    localization: Any = None  # onnxtax.localize.Localization of its first failing case, when asked for
 
     @property
     def label(self) -> str:
@@ -189,7 +192,8 @@ class ProviderResult:
         data.update({"label": self.label, "status": self.status, "reason": self.reason,
                      "session_load_s": self.session_load_s,
                      "placement": self.placement.to_dict() if self.placement else None,
-                     "cases": [c.to_dict() for c in self.cases]})
+                     "cases": [c.to_dict() for c in self.cases],
+                     "localization": self.localization.to_dict() if self.localization is not None else None})
         return data
 
 
@@ -269,8 +273,11 @@ class ParityReport(Verdict):
                 suite.cases.append(JUnitCase("provider", case_class, skipped=pr.reason or "skipped"))
             elif pr.placement is None and pr.status == "error":
                 suite.cases.append(JUnitCase("session", case_class, error=pr.reason or "could not load"))
+            loc = pr.localization
             for case in pr.cases:
                 details = _case_details(case)
+                if loc is not None and (loc.case.get("shape"), loc.case.get("output")) == (case.shape, case.output):
+                    details += "\n" + loc.details()
                 jc = JUnitCase(f"{case.shape} {case.output}", case_class, time_s=case.time_s, details=details)
                 if case.status == "failed":
                     jc.failure = case.reason or "failed"
@@ -305,6 +312,10 @@ class ParityReport(Verdict):
             place = placement_text(pr.placement) if pr.placement else (pr.reason or "")
             lines.append(f"| {pr.label} | {pr.status} | {passed}/{len(pr.cases)} | "
                          f"{_fmt_opt(worst_abs)} | {_fmt_opt(worst_ratio)} | {place} |")
+        located = [pr for pr in self.providers if pr.localization is not None]
+        if located:
+            lines += ["", "**First divergence**", ""]
+            lines += [f"- {pr.label}: {pr.localization.summary}" for pr in located]
         if self.failures:
             lines += ["", "**Failures**", ""]
             lines += [f"- {f}" for f in self.failures[:30]]
@@ -577,7 +588,9 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
                  test_assumed: bool = True,
                  providers: Sequence[str | ProviderRequest] | None = None, skip_unavailable: bool = False,
                  fail_on_fallback: bool = False, opt_level: str = OPT_LEVEL, threads: int | None = None,
-                 max_shapes: int = MAX_SHAPES, progress: Progress | None = None) -> ParityReport:
+                 max_shapes: int = MAX_SHAPES, progress: Progress | None = None, localize: bool = False,
+                 localize_budget_s: float = LOCALIZE_TIME_BUDGET_S,
+                 localize_memory_mb: float = LOCALIZE_MEMORY_MB) -> ParityReport:
     """Compare the ONNX model with the eager source on every provider, shape and sample.
 
     Args:
@@ -597,6 +610,9 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
             compute provider on this host.
         fail_on_fallback: any node ORT places on another provider fails that provider.
         progress: a Progress, called as progress(description, done, total).
+        localize: on failure, find each failing provider's first divergent module, node and
+            source line (onnxtax.localize), within `localize_budget_s` seconds in all, holding at
+            most `localize_memory_mb` of intermediate values at a time.
 
     Raises OnnxtaxError (exit 2) for unusable inputs, unknown/unavailable providers and a
     non-deterministic source. Failures of the artifact are in the report, never raised.
@@ -635,7 +651,8 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
                     tolerances=tolerances or {}, min_cosine=min_cosine, allow_constant=list(allow_constant),
                     test_assumed=test_assumed, requests=requests,
                     skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
-                    max_shapes=max_shapes, progress=progress, t_start=t_start)
+                    max_shapes=max_shapes, progress=progress, t_start=t_start,
+                    localize=(localize_budget_s, localize_memory_mb) if localize else None)
     finally:
         for m, was_training in flags:
             m.training = was_training
@@ -643,7 +660,7 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
 
 def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: ResolvedInputs, *, dims, samples, seed,
          data_files, rtol, atol, tolerances, min_cosine, allow_constant, test_assumed, requests, skipped,
-         fail_on_fallback, opt_level, threads, max_shapes, progress, t_start) -> ParityReport:
+         fail_on_fallback, opt_level, threads, max_shapes, progress, t_start, localize=None) -> ParityReport:
     from onnxtax.manifest import assumed_ranges_of
     from onnxtax.report import package_versions
 
@@ -655,7 +672,8 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
                           notes=list(resolved.notes),
                           settings={"fail_on_fallback": fail_on_fallback, "opt_level": opt_level,
                                     "threads": threads, "max_shapes": max_shapes, "test_assumed": test_assumed,
-                                    "assumed_size_cap": ASSUMED_SIZE_CAP},
+                                    "assumed_size_cap": ASSUMED_SIZE_CAP,
+                                    "localize": localize is not None},
                           versions=package_versions())
     output_names = resolved.output_names
     for name, pair in tolerances.items():
@@ -771,6 +789,15 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         entry["constant"] = name in constant
         entry["constant_allowed"] = name in constant and name in allow_constant
     comparison.collect(report, plans, constant, allow_constant)
+    if localize is not None and not report.passed:
+        from onnxtax.localize import localize_failures
+
+        for s in live:
+            s.session = None  # the localising sessions need the memory more
+        budget_s, memory_mb = localize
+        localize_failures(report, module, onnx_path, plans, lambda plan, k: _sample(plan, specs, recipe, k), specs,
+                          resolved.onnx_names, opt_level=opt_level, threads=threads, memory_budget_mb=memory_mb,
+                          time_budget_s=budget_s, progress=progress)
     report.duration_s = time.perf_counter() - t_start
     return report
 
@@ -1060,11 +1087,19 @@ def _cross_provider_diagnosis(pr: ProviderResult, others: list[ProviderResult]) 
 
 
 def _provider_diagnosis(pr: ProviderResult, plans: list[ShapePlan]) -> str | None:
-    """When some random shapes pass and others fail, say what that pattern means."""
-    bad = list(dict.fromkeys(c.shape for c in pr.cases if not c.passed))
+    """When some random shapes pass and others fail, say so; name a size fixed at export only when
+    the evidence says the size decides: every sample of every failing shape fails, with shapes that
+    do not follow the axis or values far beyond float32 rounding. Otherwise values may decide it
+    (a branch on data, rows of a batch), and the pattern is stated without a cause."""
+    failed = [c for c in pr.cases if not c.passed]
+    bad = list(dict.fromkeys(c.shape for c in failed))
     good = [p.label for p in plans if p.label not in bad and p.origin == "random"]
-    if good and all(p.origin == "random" for p in plans if p.label in bad):
-        return (f"passes at {', '.join(good)} but fails at {', '.join(bad)}: the graph is right only at some sizes "
-                "of a dynamic axis, so a size was fixed at export or a shape-dependent branch "
-                "(e.g. `if x.shape[0] > 1`) was specialised")
-    return None
+    if not good or not all(p.origin == "random" for p in plans if p.label in bad):
+        return None
+    pattern = f"passes at {', '.join(good)} but fails at {', '.join(bad)}"
+    stats = [c.stats for c in failed if c.stats is not None and c.stats.samples]
+    size_decides = bool(stats) and all(s.failed_samples == s.samples for s in stats)
+    if size_decides and any(s.problems or s.max_rel_diff > 1e-2 for s in stats):
+        return (f"{pattern}, on every sample: the graph is right only at some sizes of a dynamic axis, so a size "
+                "was fixed at export or a shape-dependent branch (e.g. `if x.shape[0] > 1`) was specialised")
+    return f"{pattern} ({'every' if size_decides else 'some'} sample(s) of those shapes fail)"

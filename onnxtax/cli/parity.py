@@ -19,6 +19,7 @@ from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
 from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
+from onnxtax.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -70,6 +71,15 @@ def parity(
                                                  metavar="PATH")] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML: one testcase per provider x shape x output.",
                                                show_default=False, metavar="PATH")] = None,
+    localize: Annotated[bool, typer.Option("--localize", help="On failure, find where each failing provider "
+                                           "first departs from the source: module path, ONNX node, source line, "
+                                           "local or inherited, the trail to the output, the rows that differ.")
+                        ] = False,
+    localize_budget: Annotated[float, typer.Option(help="Seconds --localize may take, all providers together.",
+                                                   metavar="SECONDS")] = LOCALIZE_TIME_BUDGET_S,
+    localize_memory: Annotated[float, typer.Option(help="Megabytes of intermediate values --localize holds at a "
+                                                   "time (eager and ONNX copies); more modules, more chunks.",
+                                                   metavar="MB")] = LOCALIZE_MEMORY_MB,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     """Check that MODEL.onnx computes what the eager PyTorch model computes, in FP32, on every
@@ -95,7 +105,8 @@ def parity(
                                   min_cosine=min_cosine, allow_constant=allow_constant, test_assumed=test_assumed,
                                   providers=provider or None, skip_unavailable=skip_unavailable,
                                   fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
-                                  max_shapes=max_shapes, progress=progress)
+                                  max_shapes=max_shapes, progress=progress, localize=localize,
+                                  localize_budget_s=localize_budget, localize_memory_mb=localize_memory)
         _write_outputs(report, json_out, junit)
     if json_stdout:
         print_json(report.to_dict())
@@ -213,6 +224,59 @@ def render(report: Any, out=None) -> None:
         for pr in report.providers:
             if pr.status == "failed" and pr.reason and pr.reason not in failures:
                 out.print(f"  [yellow]{escape(pr.label)}:[/] {escape(pr.reason)}", highlight=False, soft_wrap=True)
+    for pr in report.providers:
+        if pr.localization is not None:
+            render_localization(pr.localization, out)
+
+
+def render_localization(loc: Any, out=None) -> None:
+    """The first divergence of one provider, the lines to read first at the top."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = out or console
+    case = loc.case
+    title = f"first divergence on {loc.provider} ({case.get('shape')} sample {case.get('sample')}, {case.get('output')})"
+    if loc.provider_specific:
+        title += ": provider-specific"
+    if not loc.found:
+        out.print(f"[bold]{escape(title)}[/]: {escape(loc.summary)}", highlight=False, soft_wrap=True)
+        return
+    table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows = [("module", f"{loc.module or '(root)'} ({loc.class_name})"),
+            ("node", f"{loc.node} ({loc.op_type})" if loc.node else None)]
+    if loc.source is not None:
+        src = f"{loc.source.where}" + (f"  {loc.source.code}" if loc.source.code else "")
+        if loc.source.user_frame:
+            src += f"  (called from {loc.source.user_frame})"
+        rows.append(("source", src))
+    rows.append(("origin", f"{loc.origin}: {loc.origin_detail}" if loc.origin else loc.origin_detail))
+    if loc.first is not None:
+        rows.append(("diff", loc.first.problem or f"max abs {loc.first.max_abs_diff:.3g}, {loc.first.outside}/"
+                     f"{loc.first.elements} elements outside, {loc.first.tolerance_ratio:.3g}x tolerance"))
+    for w in loc.weights[:2]:
+        rows.append(("weight", f"initializer {w['initializer']} vs parameter {w['parameter']}: max abs "
+                               f"{w['max_abs_diff']:.3g}, relative {w['max_rel_diff']:.3g}"))
+    if loc.graph_only_modules or loc.eager_only_modules:
+        rows.append(("branch", f"ONNX runs {', '.join(loc.graph_only_modules) or '-'}; eager ran "
+                               f"{', '.join(loc.eager_only_modules) or '-'}"))
+    if loc.branch_lines:
+        rows.append(("branches", "if/while at line " + ", ".join(map(str, loc.branch_lines))))
+    if loc.rows is not None:
+        bad = loc.rows["diverging"]
+        text = f"{len(bad)} of {loc.rows['size']}: {', '.join(map(str, bad[:12]))}" + (" ..." if len(bad) > 12 else "")
+        rows.append(("rows", text + (f"; {loc.rows['common']}" if loc.rows.get("common") else "")))
+    if loc.positions is not None:
+        rows.append(("positions", f"from {loc.positions['first']} of {loc.positions['size']} (axis 1)"))
+    if loc.trail:
+        rows.append(("grows", " -> ".join(p.text() for p in loc.trail)))
+    rows.append(("searched", f"{loc.compared_modules} modules in {loc.chunks} chunk(s), {loc.duration_s:.2f} s"))
+    for key, value in rows:
+        if value:
+            table.add_row(key, escape(value))
+    out.print(table)
 
 
 def _provider_cell(status: str) -> str:

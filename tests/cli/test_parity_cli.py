@@ -46,7 +46,7 @@ def test_failure_exit_1_with_table_and_reasons(models, tmp_path):
     res = invoke(f"{models['file']}:MeanBranch", models["MeanBranch"], "--junit", tmp_path / "j.xml")
     assert res.exit_code == 1
     assert "FAIL values" in res.stdout and "parity FAILED" in res.stdout
-    assert "data-dependent Python branch" in res.stdout
+    assert "depends on the input values" in res.stdout and "--localize finds" in res.stdout
     root = ET.parse(tmp_path / "j.xml").getroot()
     assert int(root.get("failures")) >= 1 and root.get("tests") == "3"
 
