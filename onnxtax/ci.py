@@ -554,7 +554,8 @@ def _stage_parity(model: ModelConfig, source: _SourceModel, stage: StageResult, 
                           skip_unavailable=p.skip_unavailable, fail_on_fallback=p.fail_on_fallback,
                           opt_level=p.opt_level, threads=p.threads, samples=p.samples, rtol=p.rtol, atol=p.atol,
                           min_cosine=p.min_cosine, allow_constant=p.allow_constant, test_assumed=p.test_assumed,
-                          progress=_counting(say))
+                          progress=_counting(say), localize=p.localize,
+                          localize_budget_s=p.localize_budget_s)
     stage.result = result
     stage.status = "passed" if result else "failed"
     if not result and not any(pr.status != "skipped" for pr in result.providers):

@@ -26,6 +26,8 @@ Layout (every key optional unless marked):
     fail_on_fallback = false        # true: a node ORT moved to another provider fails the check
     opt_level = "all"               # "disable" | "basic" | "extended" | "all"
     threads = 1
+    localize = true                 # a failure is localised (module, node, source line per provider)
+    localize_budget_s = 120         # seconds the localisation may take per model
 
     [lint]                          # defaults for every model's lint-ops stage
     target_opset = 18               # the deployment runtime's opset / IR limits
@@ -130,6 +132,8 @@ class ParityConfig(_Record):
     min_cosine: float = defaults.PARITY_MIN_COSINE
     allow_constant: list[str] = field(default_factory=list)  # outputs that may be the same for every input
     test_assumed: bool = True  # sizes just outside the ranges torch.export assumed
+    localize: bool = True  # ci localises a parity failure unless told not to
+    localize_budget_s: float = defaults.LOCALIZE_TIME_BUDGET_S
 
     def tolerance_of(self, output: str) -> tuple[float, float]:
         """(rtol, atol) of one output: its own entry over the model's."""
@@ -304,6 +308,7 @@ PARITY = _Table({
     "tolerances": _Table(values=TOLERANCE), "providers": STR_LIST, "skip_unavailable": BOOL,
     "fail_on_fallback": BOOL, "opt_level": _enum("disable", "basic", "extended", "all"), "threads": POS_INT,
     "min_cosine": COSINE, "allow_constant": STR_LIST, "test_assumed": BOOL,
+    "localize": BOOL, "localize_budget_s": POS_NUM,
 })
 LINT = _Table({"target_opset": POS_INT, "target_ir": POS_INT, "allow": STR_LIST, "source": BOOL,
                "fail_on": _enum("error", "warning", "info")})
@@ -588,7 +593,7 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
     parity = _from_table(
         ParityConfig, pdata, dims=pdims, ranges=ranges, data=data_files,
         tolerances={k: {t: float(x) for t, x in v.items()} for k, v in pdata.get("tolerances", {}).items()},
-        **{k: float(pdata[k]) for k in ("rtol", "atol", "min_cosine") if k in pdata})
+        **{k: float(pdata[k]) for k in ("rtol", "atol", "min_cosine", "localize_budget_s") if k in pdata})
 
     ldata = _merge(top.get("lint"), entry.get("lint"))
     if ldata.get("allow"):

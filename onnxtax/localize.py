@@ -644,7 +644,8 @@ def localize_failures(report: Any, module: Any, onnx_path: str | Path, plans: Se
         pr.localization = loc
         hint = f"localized: {loc.summary}" if loc.found else f"localisation: {loc.summary}"
         old = case.reason
-        case.reason = f"{case.reason}; {hint}" if case.reason else hint
+        base = (old or "").replace(" (--localize finds the module, the line and the rows)", "")
+        case.reason = f"{base}; {hint}" if base else hint
         line = f"{pr.label} {case.shape} {case.output}: {old}"
         if line in report.failures:
             report.failures[report.failures.index(line)] = f"{pr.label} {case.shape} {case.output}: {case.reason}"
