@@ -269,7 +269,7 @@ def _search(loc: Localization, module: Any, onnx_path: Path, arrays: dict, specs
         loc.notes.append("no module's output could be found in the ONNX graph (no exporter scope metadata or "
                          "node names): only the outputs are compared")
 
-    chunks = _chunks(compared, plan, budget_mb)
+    chunks = _chunks(compared, plan, boundary, sum(a.nbytes for a in eager_final), budget_mb)
     loc.compared_modules, loc.chunks = len(compared), len(chunks)
     points: list[Point] = []
     kept: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}  # the first divergent module only
@@ -349,16 +349,18 @@ def _warm(session: Any, warmup: Sequence[dict]) -> None:
             continue
 
 
-def _chunks(paths: list[str], plan: EagerCapture, budget_mb: float) -> list[list[str]]:
-    """Consecutive modules whose eager + ONNX copies fit the budget (a larger module is a chunk alone)."""
+def _chunks(paths: list[str], plan: EagerCapture, boundary: dict[str, list[str]], outputs_bytes: int,
+            budget_mb: float) -> list[list[str]]:
+    """Consecutive modules whose eager copy, ONNX copies (one per boundary value, sized like the eager
+    output) and the graph's own outputs fit the budget (a larger module is a chunk alone)."""
     budget = budget_mb * 2**20
     chunks: list[list[str]] = []
     size = 0.0
     for p in paths:
-        need = 2.0 * plan.calls[p].output_bytes
+        need = float(plan.calls[p].output_bytes) * (1 + len(boundary[p]))
         if not chunks or size + need > budget:
             chunks.append([])
-            size = 0.0
+            size = float(outputs_bytes)
         chunks[-1].append(p)
         size += need
     return chunks
@@ -550,6 +552,15 @@ def _rows_in_common(bad: np.ndarray, n: int, specs: Sequence[Any], arrays: dict[
         if arr is None or not arr.ndim or arr.shape[0] != n:
             continue
         flat = arr.reshape(n, -1).astype(np.float64)
+        if arr.dtype.kind in "iu" and arr.size <= 1_000_000:
+            # a value every divergent row holds and no other row does: a token id, a padding pattern
+            shared = set(np.unique(flat[bad[0]]))
+            for r in bad[1:]:
+                shared &= set(np.unique(flat[r]))
+            shared = {v for v in shared if not any(v in flat[r] for r in np.flatnonzero(~is_bad))}
+            if shared:
+                values = ", ".join(f"{int(v)}" for v in sorted(shared)[:5])
+                return f"these rows of {spec.name} contain {values}, the others do not"
         if arr.dtype.kind in "iub":
             features = {"zeros": (flat == 0).sum(1), "max": flat.max(1), "min": flat.min(1)}
         else:
