@@ -83,6 +83,7 @@ class ExportResult(Verdict):
     assumed_ranges: dict[str, dict] = field(default_factory=dict)  # axis -> {"min", "max"} torch.export assumed
     domains: dict[str, str] = field(default_factory=dict)  # input -> how the smoke run drew its values
     stage: str = "load"  # the check under way; named in the failure record
+    traceback: str = ""  # the failure's full traceback, for --debug (not in to_dict)
 
     @property
     def passed(self) -> bool:
@@ -175,7 +176,7 @@ def _eager(model, args: tuple) -> list[tuple[str, Any]]:
         return flatten_outputs(model(*args))
 
 
-def _explain_export_error(exc: BaseException, source_file: str | None) -> tuple[str, str]:
+def _explain_export_error(exc: BaseException, source_file: str | None, module: Any = None) -> tuple[str, str]:
     """Turn an exporter failure into (one-line problem, fix)."""
     chain: list[BaseException] = []
     e: BaseException | None = exc
@@ -186,6 +187,8 @@ def _explain_export_error(exc: BaseException, source_file: str | None) -> tuple[
     location = _user_location(text, chain, source_file)
     at = f" at {location}" if location else ""
     if re.search(r"GuardOnDataDependentSymNode|data-dependent|data dependent", text):
+        branch = _branch_location(text, chain, source_file)
+        at = f" at {branch}" if branch else at
         return (f"data-dependent control flow{at}: the model branches on a tensor's value, which one ONNX "
                 f"graph cannot express",
                 "rewrite the branch with torch.cond (it becomes an ONNX If), compute both sides and select with "
@@ -210,8 +213,75 @@ def _explain_export_error(exc: BaseException, source_file: str | None) -> tuple[
                 "check which axis the model treats as fixed; declare it static in --input, or change the code "
                 "that specialises it")
     first = next((ln for ln in str(chain[-1]).splitlines() if ln.strip()), type(chain[-1]).__name__)
-    return (f"the {type(chain[-1]).__name__} exporter step failed{at}: {first.strip()[:300]}",
+    if "Cannot view a tensor with shape" in text and (_uses_sdpa(module) or _in_traceback(
+            chain, "scaled_dot_product_attention", "sdpa")):
+        return (f"the exporter could not decompose scaled-dot-product attention with a float attention mask{at}: "
+                f"{first.strip()[:200]}",
+                "load the model with attn_implementation=\"eager\" (e.g. from_pretrained(..., "
+                "attn_implementation=\"eager\"), or set config._attn_implementation = \"eager\" before building it), "
+                "or export with --exporter torchscript")
+    step = _failed_step(chain)
+    return (f"the export failed while {step}{at}: {first.strip()[:300]}",
             "run with --debug for the full traceback; try --exporter torchscript or another --opset")
+
+
+def _uses_sdpa(module: Any) -> bool:
+    """A Hugging Face model configured for torch's scaled_dot_product_attention (the default in transformers)."""
+    if module is None:
+        return False
+    return any(getattr(getattr(m, "config", None), "_attn_implementation", None) == "sdpa" for m in module.modules())
+
+
+def _failed_step(chain: list[BaseException]) -> str:
+    """The exporter's step that failed, named from torch.onnx's own error types, never a bare class name."""
+    names = {type(e).__name__ for e in chain}
+    if "TorchExportError" in names:
+        return "capturing the graph with torch.export"
+    if "ConversionError" in names:
+        return "translating the captured graph to ONNX"
+    if any("jit" in type(e).__module__ or "Tracer" in type(e).__name__ for e in chain):
+        return "tracing the model"
+    return "exporting"
+
+
+def _in_traceback(chain: list[BaseException], *words: str) -> bool:
+    """Whether any frame of the failure ran a function or file named with one of `words`."""
+    import traceback
+
+    for e in chain:
+        for fr in traceback.extract_tb(e.__traceback__):
+            where = f"{fr.filename} {fr.name} {fr.line or ''}".lower()
+            if any(w in where for w in words):
+                return True
+    return False
+
+
+_BRANCH_CODE = re.compile(r"^\s*(if|elif|while|assert)\b|\bif\b.*\belse\b|\bbool\(|\.item\(\)")
+
+
+def _branch_location(text: str, chain: list[BaseException], source_file: str | None) -> str | None:
+    """The frame holding a data-dependent branch: the innermost frame outside torch whose line branches,
+    the user's or a library's (a guard raised deep in a detection model's post-processing); with the
+    user's line that called into the library."""
+    import traceback
+
+    frames = [(f, int(n)) for f, n in re.findall(r'File "([^"]+)", line (\d+)', text)]
+    for e in chain:
+        frames += [(fr.filename, fr.lineno or 0) for fr in traceback.extract_tb(e.__traceback__)]
+    outside = [(f, n) for f, n in frames if not re.search(r"[/\\]torch[/\\]|[/\\]onnxtax[/\\]|^<", f)]
+    branching = [(f, n) for f, n in outside if _BRANCH_CODE.search(_line_of(f, n))]
+    if not branching:
+        return None
+    path, line = branching[-1]
+    where = f"{path}:{line} `{_line_of(path, line)}`"
+    library = re.search(r"site-packages|dist-packages", path)
+    mine = source_file and Path(path).resolve() == Path(source_file).resolve()
+    if library or (source_file and not mine):
+        callers = [(f, n) for f, n in outside if (source_file and Path(f).resolve() == Path(source_file).resolve())
+                   or (not source_file and not re.search(r"site-packages|dist-packages", f))]
+        if callers:
+            where += f" (called from {callers[-1][0]}:{callers[-1][1]})"
+    return where
 
 
 def _user_location(text: str, chain: list[BaseException], source_file: str | None) -> str | None:
@@ -689,7 +759,10 @@ def export_model(
                         exporter=exporter, external_data=external_data, ranges=value_ranges, data=data,
                         custom_translation_table=custom_translation_table, debug=debug, progress=progress)
     except CheckFailed as exc:
+        import traceback
+
         result.error, result.hint = exc.message, exc.hint
+        result.traceback = "".join(traceback.format_exception(exc))
         result.checks.append(CheckRecord(result.stage, False, exc.message))
     finally:
         staging.__exit__(None, None, None)
@@ -742,7 +815,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
                                   dynamic_axes={k: v for k, v in dynamic_axes.items() if v})
     except Exception as exc:  # noqa: BLE001 - every exporter failure is explained, not dumped
         result.exporter_log = quiet.buffer.getvalue()
-        problem, fix = _explain_export_error(exc, loaded.source_file)
+        problem, fix = _explain_export_error(exc, loaded.source_file, loaded.module)
         raise CheckFailed(problem, fix) from exc
     result.exporter_log = quiet.buffer.getvalue()
     if exporter == "torchscript":

@@ -74,6 +74,8 @@ def export(
         err_console.print(f"  nothing was written to {result.output}", highlight=False)
         if debug and result.exporter_log:
             err_console.print(result.exporter_log, highlight=False, markup=False)
+        if debug and result.traceback:
+            err_console.print(result.traceback, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)
 
 
