@@ -13,7 +13,7 @@ Reports (write_reports), in one folder:
   <model>.json   every stage's result, the manifest, the provider verdicts, the host
   junit.xml      a testsuite per model: a testcase per stage, per provider x shape x
                  output (parity) and per benchmark gate
-  lint.sarif     every model's lint findings as one SARIF 2.1.0 run
+  lint.sarif     every model's lint findings (and localised parity divergences) as one SARIF 2.1.0 run
   summary.md     the model x stage table (also appended to $GITHUB_STEP_SUMMARY)
   host.json      the host facts, so runs from several machines can be merged
   ci.json        the whole run (what `onnxtax ci --json` prints)
@@ -216,9 +216,14 @@ class CiReport:
         """Every model's lint findings as one SARIF 2.1.0 log with a single run (code
         scanning rejects several runs of one tool in one upload)."""
         from onnxtax.lint.sarif import merge_sarif
+        from onnxtax.localize import parity_sarif
 
         logs = [s.result.to_sarif() for run in self.models for s in [run.stages.get("lint")]
                 if s is not None and s.result is not None and hasattr(s.result, "to_sarif")]
+        # a localised parity failure is a result at the source line where the model diverges
+        logs += [parity_sarif(s.result) for run in self.models for s in [run.stages.get("parity")]
+                 if s is not None and s.result is not None and any(
+                     pr.localization is not None and pr.localization.found for pr in s.result.providers)]
         return merge_sarif(logs)
 
     def markdown(self) -> str:

@@ -145,7 +145,7 @@ def models(tmp_path_factory):
 def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(models, cli, tmp_path):
     spec = f"{models['file']}:Stack"
     proc = cli("parity", spec, models["Stack"], "--localize", "--json", tmp_path / "r.json",
-               "--junit", tmp_path / "j.xml")
+               "--junit", tmp_path / "j.xml", "--sarif", tmp_path / "r.sarif")
     assert proc.returncode == 1, proc.stderr
     loc = json.loads((tmp_path / "r.json").read_text())["providers"][0]["localization"]
     assert loc["status"] == "localized"
@@ -164,6 +164,13 @@ def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(model
     failure = ET.parse(tmp_path / "j.xml").getroot().find(".//failure")
     assert "localized: first divergence in layers.2.linear" in failure.get("message")
     assert "grows: layers.2.linear" in failure.text
+    sarif = json.loads((tmp_path / "r.sarif").read_text())
+    (result,) = sarif["runs"][0]["results"]
+    where = result["locations"][0]["physicalLocation"]
+    assert result["ruleId"] == "parity-divergence" and result["level"] == "error"
+    assert where["artifactLocation"]["uri"].endswith("loc_models.py")
+    assert where["region"]["startLine"] == _line(models["file"], "def forward(self, x):", after="class Block")
+    assert result["locations"][0]["logicalLocations"][0]["name"] == "/layers.2/linear/Gemm"
 
 
 def test_dynamo_export_points_at_the_users_line(tmp_path, write_model):

@@ -71,6 +71,9 @@ def parity(
                                                  metavar="PATH")] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML: one testcase per provider x shape x output.",
                                                show_default=False, metavar="PATH")] = None,
+    sarif: Annotated[Path | None, typer.Option(help="Write SARIF 2.1.0 for code scanning: with --localize, one "
+                                               "result per failing provider at the source line where it "
+                                               "first diverges.", show_default=False, metavar="PATH")] = None,
     localize: Annotated[bool, typer.Option("--localize", help="On failure, find where each failing provider "
                                            "first departs from the source: module path, ONNX node, source line, "
                                            "local or inherited, the trail to the output, the rows that differ.")
@@ -99,6 +102,7 @@ def parity(
         tolerances = parse_tolerances(tolerance)
         _check_writable("--json", json_out if json_out != "-" else None)
         _check_writable("--junit", junit)
+        _check_writable("--sarif", sarif)
         with progress_display("parity") as progress:
             report = check_parity(spec, onnx_model, input or None, dims=dims, samples=samples, seed=seed,
                                   ranges=ranges, data_files=data, rtol=rtol, atol=atol, tolerances=tolerances,
@@ -107,7 +111,7 @@ def parity(
                                   fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
                                   max_shapes=max_shapes, progress=progress, localize=localize,
                                   localize_budget_s=localize_budget, localize_memory_mb=localize_memory)
-        _write_outputs(report, json_out, junit)
+        _write_outputs(report, json_out, junit, sarif)
     if json_stdout:
         print_json(report.to_dict())
     else:
@@ -133,7 +137,7 @@ def _check_writable(flag: str, path: str | Path | None) -> None:
         raise OnnxtaxError(f"cannot write {flag} {path}: {problem}", "give a path in a writable directory")
 
 
-def _write_outputs(report: Any, json_out: str | None, junit: Path | None) -> None:
+def _write_outputs(report: Any, json_out: str | None, junit: Path | None, sarif: Path | None = None) -> None:
     from onnxtax.errors import OnnxtaxError
     from onnxtax.files import write_json_atomic
     from onnxtax.report import append_github_summary, jsonable, write_junit
@@ -146,6 +150,11 @@ def _write_outputs(report: Any, json_out: str | None, junit: Path | None) -> Non
         if junit:
             target = f"--junit {junit}"
             write_junit(junit, report.junit_suites(), name="onnxtax parity")
+        if sarif:
+            from onnxtax.localize import parity_sarif
+
+            target = f"--sarif {sarif}"
+            write_json_atomic(sarif, parity_sarif(report))
         target = "$GITHUB_STEP_SUMMARY"
         append_github_summary(report.markdown())
     except OSError as exc:
@@ -222,7 +231,7 @@ def render(report: Any, out=None) -> None:
         if len(failures) > 15:
             out.print(f"  ... and {len(failures) - 15} more (--json has them all)")
         for pr in report.providers:
-            if pr.status == "failed" and pr.reason and pr.reason not in failures:
+            if pr.status == "failed" and pr.reason and pr.reason not in failures and pr.localization is None:
                 out.print(f"  [yellow]{escape(pr.label)}:[/] {escape(pr.reason)}", highlight=False, soft_wrap=True)
     for pr in report.providers:
         if pr.localization is not None:
