@@ -99,6 +99,7 @@ import torch
 from onnxtax.loading import load_model
 from onnxtax.specs import InputSpec
 
+torch.manual_seed(0)  # the examples initialise at random: the same weights as the exported model
 model = load_model(spec).module.eval()
 rng = np.random.default_rng(0)
 arrays = {n: (rng.integers(0, high, shape) if high else rng.standard_normal(shape)).astype(dtype)
@@ -140,6 +141,7 @@ def _export(name: str, spec: str, inputs, axes, out: Path) -> tuple[str, Path, s
         src = out / f"{name}.py"
         src.write_text(textwrap.dedent(DEEP if spec.startswith("DEEP") else BERT))
         spec = f"{src}:{spec.split(':')[1]}"
+    torch.manual_seed(0)  # the children build the model with the same seed
     model = load_model(spec).module.eval()
     rng = np.random.default_rng(1)
     example = tuple(torch.from_numpy((rng.integers(0, high, shape) if high else rng.standard_normal(shape))

@@ -652,6 +652,9 @@ def localize_failures(report: Any, module: Any, onnx_path: str | Path, plans: Se
         loc.provider_specific = bool(passing) if others else None
         if loc.found and passing:
             loc.summary = f"on {pr.label} only ({', '.join(passing)} passes this case): {loc.summary}"
+        if warmup:
+            loc.notes.append("replayed " + ", ".join(p.label for p in plans[max(0, pi - 4):pi]) + " first in the "
+                             "same session, as parity ran them (a provider may keep state between shapes)")
         pr.localization = loc
         hint = f"localized: {loc.summary}" if loc.found else f"localisation: {loc.summary}"
         old = case.reason

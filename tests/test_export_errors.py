@@ -3,6 +3,7 @@ traceback with --debug, a concrete way out for attention that does not decompose
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -98,3 +99,30 @@ def test_t5_attention_that_does_not_decompose_gets_the_ways_out(tmp_path, cli):
     assert "could not decompose scaled-dot-product attention" in proc.stderr
     assert 'attn_implementation="eager"' in proc.stderr and "--exporter torchscript" in proc.stderr
     assert "exporter step failed" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_lint_ops_source_runs_without_an_onnx_file(tmp_path, cli):
+    """The data-dependent-branch message sends users to `lint-ops --source`; no .onnx exists then."""
+    (tmp_path / "branchy.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+
+        class Branchy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.l = nn.Linear(8, 8)
+
+            def forward(self, x):
+                if x.mean() > 0:
+                    return self.l(x)
+                return x
+    '''))
+    proc = cli("lint-ops", "--source", "branchy.py:Branchy", cwd=tmp_path)
+    assert proc.returncode == 2 and "needs --source and --input" in proc.stderr
+    proc = cli("lint-ops", "--source", "branchy.py:Branchy", "--input", "x:batch,8", "--json", "-", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    (finding,) = [f for f in data["findings"] if f["rule"] == "source-data-dependent-branch"]
+    assert finding["source_location"].endswith("branchy.py:12")
+    assert "only the source rules ran" in " ".join(data["notes"])

@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -165,6 +166,7 @@ def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(model
     assert "localized: first divergence in layers.2.linear" in failure.get("message")
     assert "grows: layers.2.linear" in failure.text
     sarif = json.loads((tmp_path / "r.sarif").read_text())
+    jsonschema.validate(sarif, json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text()))
     (result,) = sarif["runs"][0]["results"]
     where = result["locations"][0]["physicalLocation"]
     assert result["ruleId"] == "parity-divergence" and result["level"] == "error"

@@ -18,8 +18,10 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 @app.command("lint-ops", epilog=EXIT_CODES_HELP)
 def lint_ops(
-    model: Annotated[Path, typer.Argument(help="The .onnx file to lint (a manifest beside it, from `onnxtax export`, "
-                                          "enables the baked-shape checks).", show_default=False)],
+    model: Annotated[Optional[Path], typer.Argument(help="The .onnx file to lint (a manifest beside it, from `onnxtax "
+                                                    "export`, enables the baked-shape checks). Leave it out to run "
+                                                    "only the --source rules (with --input), e.g. after a failed "
+                                                    "export.", show_default=False)] = None,
     source: Annotated[Optional[str], typer.Option(help="The PyTorch model it came from (path/to/file.py:NAME): "
                                                   "trace it and report data-dependent branches, Python values "
                                                   "taken from tensors and custom ops at your file:line.",
@@ -101,10 +103,15 @@ def render(report) -> None:
     info = report.model_info
     opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info.get("opsets", {}).items())
     rt = report.runtime
-    console.print(f"[bold]{escape(report.model)}[/]  IR {info.get('ir_version')}, {opsets}, {info.get('nodes')} nodes"
-                  + (f" ({info['subgraphs']} subgraphs)" if info.get("subgraphs") else "")
-                  + f"  | {rt.get('package')} {rt.get('version')} "
-                  + ("loads it" if rt.get("loads_model") else "[red]refuses it[/]"), highlight=False, soft_wrap=True)
+    if not info:  # source rules only, no .onnx file
+        console.print(f"[bold]{escape((report.source or {}).get('spec') or 'source')}[/]  source rules only "
+                      "(no .onnx file)", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[bold]{escape(report.model)}[/]  IR {info.get('ir_version')}, {opsets}, "
+                      f"{info.get('nodes')} nodes" + (f" ({info['subgraphs']} subgraphs)" if info.get("subgraphs") else "")
+                      + f"  | {rt.get('package')} {rt.get('version')} "
+                      + ("loads it" if rt.get("loads_model") else "[red]refuses it[/]"), highlight=False,
+                      soft_wrap=True)
     for checked in report.providers.get("checked", []):
         pl = checked.get("placement")
         if pl:

@@ -20,14 +20,15 @@ from onnxtax.specs import InputSpec
 GRAPH_RULES = ("control-flow", "custom-op", "opset", "ir-version", "runtime-load", "float64", "baked-shape")
 
 
-def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputSpec] | None = None,
+def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list[InputSpec] | None = None,
                target_opset: int | None = None, target_ir: int | None = None,
                providers: Sequence[str | ProviderRequest] | None = None, allow: list[str] | None = None,
                fail_on: str = "error", progress=None) -> LintReport:
     """Lint an ONNX model (and, with `source`, the PyTorch model it came from).
 
     Args:
-        onnx_path: the .onnx file (external data beside it is fine).
+        onnx_path: the .onnx file (external data beside it is fine); None with `source` and `inputs`:
+            the source rules alone, before there is an ONNX file (an export that failed sends users here).
         source: a model spec ("file.py:Name") or an nn.Module, for the source rules.
         inputs: forward() inputs for the source rules; default: the manifest's.
         target_opset / target_ir: the deployment runtime's limits.
@@ -47,6 +48,8 @@ def lint_model(onnx_path: str | Path, *, source: Any = None, inputs: list[InputS
     for value, flag in ((target_opset, "--target-opset"), (target_ir, "--target-ir")):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{flag} {value} is not a positive integer", f"e.g. {flag} 17")
+    if onnx_path is None:
+        return _lint_source_only(source, inputs, allow_entries, fail_on, say, start)
     path = Path(onnx_path)
     model = load_graph(path)
     report = LintReport(str(path), fail_on=fail_on, allow=[str(a) for a in allow_entries],
@@ -126,3 +129,22 @@ def _model_info(model) -> dict:
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "nodes": sum(1 for _ in iter_nodes(model)), "subgraphs": subgraphs,
             "functions": len(model.functions)}
+
+
+def _lint_source_only(source: Any, inputs: list[InputSpec] | None, allow_entries: list, fail_on: str, say,
+                      start: float) -> LintReport:
+    from onnxtax.lint.source import SOURCE_RULES, lint_source
+
+    if source is None or not inputs:
+        raise ConfigError("without an .onnx file, lint-ops needs --source and --input",
+                          "e.g. onnxtax lint-ops --source model.py:Net --input x:batch,16")
+    say("tracing the PyTorch model (source rules)")
+    src = lint_source(source, inputs)
+    report = LintReport("(no onnx file)", fail_on=fail_on, allow=[str(a) for a in allow_entries],
+                        source=src.info, rules_run=list(SOURCE_RULES))
+    for f in src.findings:
+        f.allowed = any(a.matches(f) for a in allow_entries)
+    report.findings = sorted(src.findings, key=lambda f: (list(RULES).index(f.rule), -SEVERITY_RANK[f.severity]))
+    report.notes.append("no .onnx file given: only the source rules ran")
+    report.seconds = time.perf_counter() - start
+    return report
