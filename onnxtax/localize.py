@@ -105,6 +105,7 @@ class Localization:
     source: SourceLine | None = None
     origin: str | None = None
     origin_detail: str | None = None
+    inherited_value: str | None = None  # the ONNX value feeding the first divergent module that already differs
     first: Point | None = None
     trail: list[Point] = field(default_factory=list)
     rows: dict | None = None
@@ -327,12 +328,15 @@ def _search(loc: Localization, module: Any, onnx_path: Path, arrays: dict, specs
     _origin(loc, graph, module, first, args, feeds, eager_value, request, rtol, atol, warmup, opt_level, threads)
     if mask is not None:
         loc.rows, loc.positions = _where_it_diverges(mask, specs, arrays)
+    if loc.origin == "inherited":
+        _blame_parent(loc, graph, module, first)
     try:
-        loc.branch_lines = branch_lines(module.get_submodule(first.module))
+        loc.branch_lines = branch_lines(module.get_submodule(loc.module))
     except AttributeError:
         pass
-    forward = forward_of(module, first.module)
-    if loc.graph_only_modules and loc.branch_lines and forward is not None and loc.node_basis != "weight":
+    forward = forward_of(module, loc.module)
+    if (loc.graph_only_modules or loc.origin == "inherited") and loc.branch_lines and forward is not None and (
+            loc.node_basis != "weight"):
         # the graph and eager took different sides of a branch: the branch line itself is what to read
         line = loc.branch_lines[0]
         loc.source = SourceLine(forward.file, line, forward.function, line_text(forward.file, line), forward.origin)
@@ -462,7 +466,7 @@ def _origin(loc: Localization, graph: GraphMap, module: Any, first: Point, args,
     _warm(session, warmup)
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     del session
-    fed, agree, worst_in = {}, True, None
+    fed, agree, worst_in, worst_name = {}, True, None, None
     for name in names:
         onnx_in = got.get(name)
         if onnx_in is None:
@@ -475,7 +479,8 @@ def _origin(loc: Localization, graph: GraphMap, module: Any, first: Point, args,
         fed[name] = eager_inputs[int(point.value)]
         if point.diverges:
             agree = False
-            worst_in = point if worst_in is None or point.tolerance_ratio > worst_in.tolerance_ratio else worst_in
+            if worst_in is None or point.tolerance_ratio > worst_in.tolerance_ratio:
+                worst_in, worst_name = point, name
     if agree:
         loc.origin = "local"
         loc.origin_detail = (f"its inputs agree with eager's within tolerance, its output does not "
@@ -497,10 +502,31 @@ def _origin(loc: Localization, graph: GraphMap, module: Any, first: Point, args,
         loc.origin_detail = (f"fed eager's inputs, its ONNX nodes alone still differ ({point.max_abs_diff:.3g}, "
                              f"{point.tolerance_ratio:.3g}x tolerance): the difference is made inside {first.module}")
     else:
-        loc.origin = "inherited"
+        loc.origin, loc.inherited_value = "inherited", worst_name
         loc.origin_detail = (f"fed eager's inputs, its ONNX nodes alone agree ({point.max_abs_diff:.3g}); its ONNX "
                              f"inputs already differ by {worst_in.max_abs_diff:.3g}: the difference comes from ops "
                              f"before it outside any submodule")
+
+
+def _blame_parent(loc: Localization, graph: GraphMap, module: Any, first: Point) -> None:
+    """An inherited difference comes from the parent's own ops before the first divergent module:
+    the parent (or the root forward) is the suspect, the node computing the differing input its node."""
+    parent = first.module.rpartition(".")[0]
+    loc.module = parent
+    loc.class_name = type(module.get_submodule(parent)).__name__
+    loc.node = loc.op_type = loc.source = None
+    producer = graph.producer.get(loc.inherited_value or "")
+    if producer is not None:
+        node = graph.nodes[producer]
+        loc.node, loc.op_type, loc.node_basis = node.name, node.op_type, f"input of {first.module}"
+        loc.source = frame_of_stack(node.stack_trace)
+    else:
+        loc.node_basis = None
+    loc.source = loc.source or forward_of(module, parent)
+    if loc.inherited_value in graph.graph_inputs:
+        loc.notes.append(f"{first.module} reads the graph input {loc.inherited_value} directly in ONNX, while eager "
+                         f"computed its input first: ops of {loc.class_name}.forward before it are missing from the "
+                         "graph (a branch or an in-place update the export did not record)")
 
 
 def _in_root(loc: Localization, graph: GraphMap, module: Any, final: Point | None) -> None:
@@ -578,12 +604,16 @@ def _rows_in_common(bad: np.ndarray, n: int, specs: Sequence[Any], arrays: dict[
 def _summary(loc: Localization) -> str:
     where = f"{loc.module} ({loc.class_name})" if loc.module else f"the root forward ({loc.class_name})"
     text = f"first divergence in {where}"
+    if loc.origin == "inherited" and loc.first is not None:
+        text += f", in its own ops before {loc.first.module} ({loc.first.class_name})"
     if loc.node:
         text += f", node {loc.node} ({loc.op_type})"
     if loc.source:
         text += f", {loc.source.where}" + (f" `{loc.source.code}`" if loc.source.code else "")
     if loc.first is not None:
         text += f": {loc.first.problem or f'max diff {loc.first.max_abs_diff:.3g}'}"
+        if loc.origin == "inherited":
+            text += f" at {loc.first.module}"
     if loc.origin:
         text += f"; {loc.origin}" + (f" ({loc.origin_detail})" if loc.origin_detail else "")
     if loc.weights:
