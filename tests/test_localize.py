@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from onnxtax.localize import localize
+from tests.cli.test_parity_cli import invoke
 from onnxtax.parity import check_parity
 from onnxtax.providers import ProviderRequest
 from onnxtax.specs import InputSpec
@@ -87,6 +88,18 @@ class MeanBranch(nn.Module):
         return y * 2 + 1
 
 
+class Clamped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.abs().max() > 5:
+            x = x.clamp(-5, 5)
+        return self.lin(x)
+
+
 class Tagger(nn.Module):
     def __init__(self):
         super().__init__()
@@ -143,11 +156,11 @@ def models(tmp_path_factory):
     return out
 
 
-def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(models, cli, tmp_path):
+def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(models, tmp_path):
     spec = f"{models['file']}:Stack"
-    proc = cli("parity", spec, models["Stack"], "--localize", "--json", tmp_path / "r.json",
-               "--junit", tmp_path / "j.xml", "--sarif", tmp_path / "r.sarif")
-    assert proc.returncode == 1, proc.stderr
+    proc = invoke(spec, models["Stack"], "--localize", "--json", tmp_path / "r.json",
+                  "--junit", tmp_path / "j.xml", "--sarif", tmp_path / "r.sarif")
+    assert proc.exit_code == 1, proc.output
     loc = json.loads((tmp_path / "r.json").read_text())["providers"][0]["localization"]
     assert loc["status"] == "localized"
     assert (loc["module"], loc["class_name"]) == ("layers.2.linear", "Linear")  # not layers.0, not layers.4
@@ -194,10 +207,9 @@ def test_dynamo_export_points_at_the_users_line(tmp_path, write_model):
     assert loc.source.origin == "user" and "self.linear(x)" in loc.source.code
 
 
-def test_a_frozen_branch_is_localised_to_the_forward_that_holds_it(models, cli):
-    proc = cli("parity", f"{models['file']}:Gated", models["Gated"], "--localize", "--dim", "batch=4",
-               "--json", "-")
-    assert proc.returncode == 1, proc.stderr
+def test_a_frozen_branch_is_localised_to_the_forward_that_holds_it(models):
+    proc = invoke(f"{models['file']}:Gated", models["Gated"], "--localize", "--dim", "batch=4", "--json", "-")
+    assert proc.exit_code == 1, proc.output
     loc = json.loads(proc.stdout)["providers"][0]["localization"]
     assert (loc["module"], loc["class_name"], loc["origin"]) == ("gate", "Gate", "local")
     assert loc["graph_only_modules"] == ["gate.pos"] and loc["eager_only_modules"] == ["gate.neg"]
@@ -212,6 +224,24 @@ def test_a_frozen_branch_is_localised_to_the_forward_that_holds_it(models, cli):
     assert loc.status == "in-root" and loc.class_name == "MeanBranch" and loc.source.function == "MeanBranch.forward"
     assert _line(models["file"], "if x.mean() > 0:", after="class MeanBranch") in loc.branch_lines
     assert "all 1 submodule outputs agree" in loc.origin_detail
+
+
+def test_an_inherited_difference_points_at_the_parents_own_ops(tmp_path, write_model):
+    import torch
+
+    from onnxtax.loading import load_model
+
+    src = write_model(MODELS, "clamp_models")
+    model = load_model(f"{src}:Clamped").module.eval()
+    path = export_torchscript(model, tmp_path / "clamped.onnx", (torch.ones(2, 4),), ["x"], ["y"], {"x": {0: "batch"}})
+    arrays = {"x": (np.random.default_rng(0).standard_normal((3, 4)) * 10).astype(np.float32)}
+    loc = localize(model, path, arrays, specs=[InputSpec("x", ("batch", 4), "float32")], mapping={"x": "x"},
+                   request=ProviderRequest("CPUExecutionProvider"), rtol=1e-4, atol=1e-5)
+    assert loc.first.module == "lin" and loc.origin == "inherited"  # lin is right on eager's inputs
+    assert (loc.module, loc.class_name) == ("", "Clamped")
+    assert loc.source.line == _line(src, "if x.abs().max() > 5:") and loc.source.function == "Clamped.forward"
+    assert "in its own ops before lin (Linear)" in loc.summary
+    assert any("reads the graph input x directly" in n for n in loc.notes)
 
 
 def test_rows_that_diverge_and_what_they_share(tmp_path, write_model):
