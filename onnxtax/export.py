@@ -257,30 +257,25 @@ def _in_traceback(chain: list[BaseException], *words: str) -> bool:
 
 
 _BRANCH_CODE = re.compile(r"^\s*(if|elif|while|assert)\b|\bif\b.*\belse\b|\bbool\(|\.item\(\)")
+_TORCH_OR_OURS = re.compile(r"[/\\]torch[/\\]|[/\\]onnxscript[/\\]|[/\\]onnxtax[/\\]|^<")
 
 
 def _branch_location(text: str, chain: list[BaseException], source_file: str | None) -> str | None:
-    """The frame holding a data-dependent branch: the innermost frame outside torch whose line branches,
-    the user's or a library's (a guard raised deep in a detection model's post-processing); with the
-    user's line that called into the library."""
-    import traceback
+    """The frame holding a data-dependent branch: the innermost frame outside torch whose line
+    branches, the user's or a library's (a guard raised deep in a detection model's
+    post-processing); then the user's line that called into the library."""
+    from onnxtax.frames import frames_in_text, frames_of, user_frame
 
-    frames = [(f, int(n)) for f, n in re.findall(r'File "([^"]+)", line (\d+)', text)]
-    for e in chain:
-        frames += [(fr.filename, fr.lineno or 0) for fr in traceback.extract_tb(e.__traceback__)]
-    outside = [(f, n) for f, n in frames if not re.search(r"[/\\]torch[/\\]|[/\\]onnxtax[/\\]|^<", f)]
-    branching = [(f, n) for f, n in outside if _BRANCH_CODE.search(_line_of(f, n))]
+    frames = frames_in_text(text) + [f for e in chain for f in frames_of(e)]
+    outside = [f for f in frames if not _TORCH_OR_OURS.search(f.file)]
+    branching = [f for f in outside if _BRANCH_CODE.search(f.code)]
     if not branching:
         return None
-    path, line = branching[-1]
-    where = f"{path}:{line} `{_line_of(path, line)}`"
-    library = re.search(r"site-packages|dist-packages", path)
-    mine = source_file and Path(path).resolve() == Path(source_file).resolve()
-    if library or (source_file and not mine):
-        callers = [(f, n) for f, n in outside if (source_file and Path(f).resolve() == Path(source_file).resolve())
-                   or (not source_file and not re.search(r"site-packages|dist-packages", f))]
-        if callers:
-            where += f" (called from {callers[-1][0]}:{callers[-1][1]})"
+    frame = branching[-1]
+    where = f"{frame.location} `{frame.code}`"
+    caller = user_frame(frames, source_file)
+    if caller is not None and caller.file != frame.file:
+        where += f" (called from {caller.location})"
     return where
 
 

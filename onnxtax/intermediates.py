@@ -28,9 +28,7 @@ NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 _EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
-_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
-_TORCH_FILE = re.compile(r"[/\\]torch[/\\]|^<")
-_LIBRARY_FILE = re.compile(r"site-packages|dist-packages")
+_TORCH_FILE = re.compile(r"[/\\]torch[/\\]|[/\\]onnxscript[/\\]|^<")
 
 
 # --------------------------------------------------------------------------- the ONNX side
@@ -320,15 +318,22 @@ def frame_of_stack(stack_trace: str | None) -> SourceLine | None:
     """The innermost frame outside torch of an exporter stack trace: the line that computes the
     value, be it the user's or a library's (a Hugging Face modeling file); then also the user's
     line that led there."""
-    frames = _FRAME.findall(stack_trace or "")
-    outside = [(f, int(n), fn) for f, n, fn in frames if not _TORCH_FILE.search(f)]
+    from onnxtax.frames import frames_in_text, is_library, user_frame
+
+    frames = frames_in_text(stack_trace)
+    outside = [f for f in frames if not _TORCH_FILE.search(f.file)]
     if not outside:
         return None
-    f, n, fn = outside[-1]
-    if not _LIBRARY_FILE.search(f):
-        return SourceLine(f, n, fn, line_text(f, n), "user")
-    user = [fr for fr in outside if not _LIBRARY_FILE.search(fr[0])]
-    return SourceLine(f, n, fn, line_text(f, n), "library", f"{user[-1][0]}:{user[-1][1]}" if user else None)
+    inner, function = outside[-1], _function_of(stack_trace, outside[-1])
+    if not is_library(inner.file):
+        return SourceLine(inner.file, inner.line, function, inner.code, "user")
+    mine = user_frame(frames)
+    return SourceLine(inner.file, inner.line, function, inner.code, "library", mine.location if mine else None)
+
+
+def _function_of(stack_trace: str | None, frame: Any) -> str | None:
+    m = re.search(rf'File "{re.escape(frame.file)}", line {frame.line}, in (\S+)', stack_trace or "")
+    return m.group(1) if m else None
 
 
 def forward_of(module: Any, path: str) -> SourceLine | None:
@@ -348,8 +353,10 @@ def forward_of(module: Any, path: str) -> SourceLine | None:
         except (TypeError, OSError):
             continue
         if file and not _TORCH_FILE.search(file):
+            from onnxtax.frames import is_library
+
             return SourceLine(file, line, f"{type(mod).__name__}.forward", line_text(file, line),
-                              "library" if _LIBRARY_FILE.search(file) else "user")
+                              "library" if is_library(file) else "user")
     return None
 
 
