@@ -24,6 +24,7 @@ _LAZY = {
     "export_model": "onnxtax.export", "ExportResult": "onnxtax.export",
     "lint_model": "onnxtax.lint", "LintReport": "onnxtax.lint",
     "check_parity": "onnxtax.parity", "ParityReport": "onnxtax.parity", "compare_arrays": "onnxtax.compare",
+    "Localization": "onnxtax.localize",  # onnxtax.localize.localize(...): the module's name, not re-exported
     "verify_artifact": "onnxtax.manifest", "VerifyReport": "onnxtax.manifest",
     "run_bench": "onnxtax.bench", "BenchReport": "onnxtax.bench",
     "quantize_model": "onnxtax.quantize", "check_quantized": "onnxtax.quantize", "QuantizeReport": "onnxtax.quantize",
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from onnxtax.inputs import ResolvedInputs, resolve_inputs
     from onnxtax.lint import LintReport, lint_model
     from onnxtax.loading import LoadedModel, load_model
+    from onnxtax.localize import Localization
     from onnxtax.manifest import VerifyReport, verify_artifact
     from onnxtax.compare import compare_arrays
     from onnxtax.parity import ParityReport, check_parity

@@ -766,4 +766,4 @@ def parity_sarif(report: Any, *, base_dir: str | Path | None = None) -> dict:
     }
 
 
-__all__ = ["Localization", "Point", "localize", "localize_failures", "compare_point", "line_text", "parity_sarif"]
+__all__ = ["Localization", "Point", "localize", "localize_failures", "compare_point", "parity_sarif"]
