@@ -158,7 +158,13 @@ def test_sarif_is_one_valid_run_with_every_models_findings(two_models):
     results = run["results"]
     good_findings = report.models[1].stages["lint"].result.findings
     assert any(f.rule == "float64" for f in good_findings)
-    assert len(results) == sum(len(m.stages["lint"].result.findings) for m in report.models)
+    lint_results = [r for r in results if r["ruleId"] != "parity-divergence"]
+    assert len(lint_results) == sum(len(m.stages["lint"].result.findings) for m in report.models)
+    # the frozen model's parity failure is localised ([parity] localize is on by default): at its `if` line
+    (divergence,) = [r for r in results if r["ruleId"] == "parity-divergence"]
+    where = divergence["locations"][0]["physicalLocation"]
+    assert where["artifactLocation"]["uri"].endswith("nets.py")
+    assert where["region"]["startLine"] == NETS.splitlines().index("        if x.abs().max() > 5:") + 1
     for res in results:
         assert rules[res["ruleIndex"]] == res["ruleId"]
     assert [m["model"] for m in run["properties"]["models"]] == [str(m.config.output) for m in report.models]
