@@ -160,7 +160,10 @@ class Localization:
 
 def compare_point(module: str, class_name: str, value: str | None, onnx: np.ndarray, eager: np.ndarray,
                   rtol: float, atol: float) -> tuple[Point, np.ndarray | None]:
-    """The point and its mask of elements outside |a-b| <= atol + rtol*|b| (NaN/Inf must match)."""
+    """The point and its mask of elements outside parity's element test (onnxtax.compare):
+    |a-b| <= atol*rms(b) + rtol*|b| for floats, exact for integers; NaN/Inf must match."""
+    from onnxtax.compare import rms
+
     point = Point(module, class_name, value)
     if onnx.shape != eager.shape:
         point.problem = f"shape {list(onnx.shape)} vs source {list(eager.shape)}"
@@ -171,7 +174,7 @@ def compare_point(module: str, class_name: str, value: str | None, onnx: np.ndar
     if not b.size:
         return point, np.zeros(b.shape, bool)
     exact = eager.dtype.kind not in "fc"
-    r, t = (0.0, 0.0) if exact else (rtol, atol)
+    r, t = (0.0, 0.0) if exact else (rtol, atol * rms([eager]))
     finite = np.isfinite(a) & np.isfinite(b)
     same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
     with np.errstate(invalid="ignore", over="ignore"):
