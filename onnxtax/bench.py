@@ -1185,7 +1185,10 @@ def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath],
                   batch_axis, sizes_list, recipe, threads, opt_level, warmup, tick) -> list[ProfileResult]:
     from onnxtax.providers import open_session
 
-    profile_dir.mkdir(parents=True, exist_ok=True)
+    from onnxtax.files import writing
+
+    with writing(profile_dir, "--profile"):
+        profile_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for p in ort_paths:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.request.label)
@@ -1250,7 +1253,9 @@ def require_plot() -> None:
 def write_plot(report: BenchReport, path: str | Path) -> Path:
     """PNG of p50 (line) with the p90-p99 band, by batch size, one colour per path.
     Written beside the target and renamed into place."""
-    import tempfile
+    import io
+
+    from onnxtax.files import write_output
 
     require_plot()
     import matplotlib
@@ -1291,15 +1296,9 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
+    png = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(png, format="png")
     finally:
         plt.close(fig)
-    return path
+    return write_output(path, png.getvalue(), "--plot")

@@ -66,6 +66,7 @@ STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "ver
 VERDICTS = get_args(ProviderVerdictName)
 PASSING = ("passed", "fell_back")
 REPORT_FILES = ("junit.xml", "lint.sarif", "summary.md", "host.json", "ci.json")
+REPORTS_FLAG = "--reports"
 
 StageFn = Callable[[str, str, "StageResult | None"], None]  # (model, stage, result or None at start)
 MessageFn = Callable[[str, str, str], None]  # (model, stage, message)
@@ -273,6 +274,11 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
     report = CiReport(str(config.path), [], host, started_utc=_now_utc())
     out_dir = Path(reports_dir).resolve() if reports_dir is not None else config.reports
     if write:
+        from onnxtax.files import check_output
+        from onnxtax.report import check_github_summary
+
+        check_output(out_dir, "--reports", folder=True)
+        check_github_summary()
         report.reports_dir = str(out_dir)
         _clear_stale_reports(out_dir)
     stop = False
@@ -285,9 +291,9 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
                                  on_message=on_message)
             report.models.append(run)
             if write:
-                from onnxtax.files import write_json_atomic
+                from onnxtax.files import write_output
 
-                write_json_atomic(out_dir / f"{run.name}.json", run.to_dict(host, str(config.path)))
+                write_output(out_dir / f"{run.name}.json", run.to_dict(host, str(config.path)), REPORTS_FLAG)
             if not run.passed and not keep_going:
                 stop = True
     except KeyboardInterrupt:
@@ -855,19 +861,18 @@ def _verdict_cell(v: ProviderVerdict | None) -> str:
 def write_reports(report: CiReport, out_dir: str | Path) -> list[Path]:
     """junit.xml, lint.sarif, summary.md, host.json, ci.json (model JSONs are written as
     each model finishes). Appends the summary to $GITHUB_STEP_SUMMARY when set."""
-    from onnxtax.files import write_json_atomic, write_text_atomic
+    from onnxtax.files import write_output
     from onnxtax.report import append_github_summary, jsonable, write_junit
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / f"{m.name}.json" for m in report.models]
-    write_junit(out_dir / "junit.xml", report.junit_suites(), name="onnxtax ci")
-    write_json_atomic(out_dir / "lint.sarif", report.sarif())
+    write_junit(out_dir / "junit.xml", report.junit_suites(), name="onnxtax ci", what=REPORTS_FLAG)
+    write_output(out_dir / "lint.sarif", report.sarif(), REPORTS_FLAG)
     markdown = report.markdown()
-    write_text_atomic(out_dir / "summary.md", markdown)
-    write_json_atomic(out_dir / "host.json", report.host)
+    write_output(out_dir / "summary.md", markdown, REPORTS_FLAG)
+    write_output(out_dir / "host.json", report.host, REPORTS_FLAG)
     files += [out_dir / name for name in ("junit.xml", "lint.sarif", "summary.md", "host.json", "ci.json")]
     report.files = [str(p) for p in files]
-    write_json_atomic(out_dir / "ci.json", jsonable(report.to_dict()))
+    write_output(out_dir / "ci.json", jsonable(report.to_dict()), REPORTS_FLAG)
     append_github_summary(markdown)
     return files

@@ -12,11 +12,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from onnxtax.errors import OnnxtaxError
+
+WRITABLE_HINT = "give a path in a folder you can write to"
+
 
 def unwritable_ancestor(path: str | Path) -> tuple[Path, str] | None:
-    """Why `path` could not be written, checked before slow work and without creating
-    anything: (the blocking path, "is a file" | "is not writable"), or None when it can be.
-    Missing folders are fine (they are created on write)."""
+    """Why `path` could not be written, checked before slow work and without leaving
+    anything behind: (the blocking path, "is a file" | "is not writable: why"), or None
+    when it can be. Missing folders are fine (they are created on write). The folder is
+    probed with a real file: permission bits say nothing to root, nor about read-only
+    mounts and immutable folders."""
     folder = Path(path).parent.absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -24,7 +30,69 @@ def unwritable_ancestor(path: str | Path) -> tuple[Path, str] | None:
         return folder, "is a file"
     if not os.access(folder, os.W_OK | os.X_OK):
         return folder, "is not writable"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".onnxtax-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return folder, f"is not writable: {exc.strerror or exc}"
     return None
+
+
+def check_output(path: str | Path, what: str, *, folder: bool = False, append: bool = False) -> Path:
+    """Before the work starts: refuse an output path that cannot be written (exit 2,
+    naming `what`, e.g. "--json", and the path). `folder`: the path is a folder to write
+    files into; `append`: an existing file is appended to ($GITHUB_STEP_SUMMARY)."""
+    path = Path(path)
+    problem = None
+    if folder and path.exists() and not path.is_dir():
+        problem = "it is a file"
+    elif not folder and path.is_dir():
+        problem = "it is a directory"
+    elif append and path.is_file():
+        try:
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    else:
+        blocked = unwritable_ancestor(path / "x" if folder else path)
+        if blocked is not None:
+            where, why = blocked
+            problem = f"{where} is not a directory" if why == "is a file" else f"{where} {why}"
+    if problem:
+        raise OnnxtaxError(f"cannot write {what} {path}: {problem}", WRITABLE_HINT)
+    return path
+
+
+@contextmanager
+def writing(path: str | Path, what: str) -> Iterator[None]:
+    """An OS error while writing an output becomes one line naming the output (exit 2)."""
+    try:
+        yield
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        other = Path(exc.filename) if exc.filename else None
+        if other is not None and other != Path(path) and not other.name.startswith(f".{Path(path).name}."):
+            why += f": {other}"  # a folder on the way, not our temporary file
+        raise OnnxtaxError(f"cannot write {what} {path}: {why}", WRITABLE_HINT) from exc
+
+
+def write_output(path: str | Path, content: str | bytes | object, what: str, *, append: bool = False) -> Path:
+    """The one way a command writes a file a user asked for: text, bytes or JSON-ready
+    data, atomically (or appended, for $GITHUB_STEP_SUMMARY); OS errors as one line."""
+    path = Path(path)
+    with writing(path, what):
+        if append:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(str(content))
+        elif isinstance(content, bytes):
+            write_bytes_atomic(path, content)
+        elif isinstance(content, str):
+            write_text_atomic(path, content)
+        else:
+            write_json_atomic(path, content)
+    return path
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -58,12 +126,16 @@ def publish(staged: list[tuple[Path, Path]]) -> None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report should be readable like any file
         os.replace(tmp, path)
     except BaseException:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from onnxtax.errors import ManifestError
-from onnxtax.files import sha256_file, write_json_atomic
+from onnxtax.files import sha256_file, write_output
 from onnxtax.report import Verdict
 
 FORMAT_VERSION = 1
@@ -64,9 +64,7 @@ def update_manifest(model_path: str | Path, key: str, value: object) -> Path:
     data = read_manifest(model_path)
     assert data is not None
     data[key] = value
-    path = manifest_path_for(model_path)
-    write_json_atomic(path, data)
-    return path
+    return write_output(manifest_path_for(model_path), data, "the manifest")
 
 
 def export_sizes_of(manifest: dict | None) -> dict[str, int]:

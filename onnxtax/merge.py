@@ -332,11 +332,11 @@ def matrix_markdown(matrix: Matrix) -> str:
 
 def write_matrix(matrix: Matrix, out_dir: str | Path) -> list[Path]:
     """OUT/matrix.json and OUT/matrix.md, each written atomically."""
-    from onnxtax.files import write_json_atomic, write_text_atomic
+    from onnxtax.files import write_output
     from onnxtax.report import jsonable
 
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "matrix.json", out_dir / "matrix.md"
-    write_json_atomic(json_path, jsonable(matrix.to_dict()))
-    write_text_atomic(md_path, matrix.markdown())
+    write_output(json_path, jsonable(matrix.to_dict()), "--output")
+    write_output(md_path, matrix.markdown(), "--output")
     return [json_path, md_path]

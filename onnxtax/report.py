@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
-from onnxtax.files import write_text_atomic
+from onnxtax.files import check_output, write_output
 
 
 class Verdict:
@@ -115,8 +115,18 @@ def junit_xml(suites: list[JUnitSuite], name: str = "onnxtax") -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(path: str | Path, suites: list[JUnitSuite], name: str = "onnxtax") -> None:
-    write_text_atomic(path, junit_xml(suites, name))
+def write_junit(path: str | Path, suites: list[JUnitSuite], name: str = "onnxtax", what: str = "--junit") -> None:
+    write_output(path, junit_xml(suites, name), what)
+
+
+GITHUB_SUMMARY = "$GITHUB_STEP_SUMMARY"
+
+
+def check_github_summary() -> None:
+    """Before the work: $GITHUB_STEP_SUMMARY, when set, must be appendable (exit 2 otherwise)."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if target:
+        check_output(target, GITHUB_SUMMARY, append=True)
 
 
 def append_github_summary(markdown: str) -> bool:
@@ -124,8 +134,7 @@ def append_github_summary(markdown: str) -> bool:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return False
-    with open(target, "a", encoding="utf-8") as f:
-        f.write(markdown.rstrip() + "\n\n")
+    write_output(target, markdown.rstrip() + "\n\n", GITHUB_SUMMARY, append=True)
     return True
 
 

@@ -96,7 +96,7 @@ def bench(
     json_stdout = json_out == "-"
     with user_errors(debug):
         from onnxtax.bench import parse_batch_sizes, parse_latency_gates, require_plot, run_bench, write_plot
-        from onnxtax.files import write_json_atomic
+        from onnxtax.files import write_output
         from onnxtax.manifest import read_manifest, update_manifest
         from onnxtax.specs import parse_dim_values, parse_input_specs, parse_ranges
 
@@ -111,6 +111,7 @@ def bench(
             require_plot()
         if record:
             read_manifest(model, required=True)  # fail before measuring, not after
+        _check_outputs(json_out if not json_stdout else None, plot, profile, model if record else None)
         with progress_display("bench") as progress:
             report = run_bench(spec, model, specs, batch_sizes=sizes, dims=dims, providers=provider or None,
                                skip_unavailable=skip_unavailable, threads=threads or None, opt_level=opt_level,
@@ -118,16 +119,18 @@ def bench(
                                cold_start_runs=cold_start_runs, sweep=sweep, profile_dir=profile,
                                max_latency_ms=gates, min_speedup=min_speedup, ranges=ranges, seed=seed,
                                progress=progress)
-        data = report.to_dict()
+    # the table first: a file that cannot be written after minutes of measuring loses nothing
+    if json_stdout:
+        print_json(report.to_dict())
+    else:
+        render(report)
+    with user_errors(debug):
         if json_out and not json_stdout:
-            write_json_atomic(json_out, data)
+            write_output(json_out, report.to_dict(), "--json")
         if plot is not None:
             write_plot(report, plot)
         recorded = update_manifest(model, "benchmark", report.summary()) if record else None
-    if json_stdout:
-        print_json(data)
-    else:
-        render(report)
+    if not json_stdout:
         for label, path in (("json", json_out), ("plot", plot), ("recorded in", recorded)):
             if path:
                 console.print(f"{label}: {path}", highlight=False)
@@ -136,6 +139,21 @@ def bench(
     for gate in report.failed_gates:
         print_error(gate.message, label=f"gate failed ({gate.gate})")
     raise typer.Exit(report.exit_code)
+
+
+def _check_outputs(json_path: str | None, plot: Path | None, profile: Path | None, record_model: Path | None) -> None:
+    """Every file bench will write, checked before minutes of measuring."""
+    from onnxtax.files import check_output
+    from onnxtax.manifest import manifest_path_for
+
+    if json_path:
+        check_output(json_path, "--json")
+    if plot is not None:
+        check_output(plot, "--plot")
+    if profile is not None:
+        check_output(profile, "--profile", folder=True)
+    if record_model is not None:
+        check_output(manifest_path_for(record_model), "--record")
 
 
 def _table(title: str, columns: list[str], left: tuple[str, ...] = ("path",)) -> Table:

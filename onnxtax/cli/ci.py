@@ -183,16 +183,21 @@ def merge(
     flagged. Appends the matrix to $GITHUB_STEP_SUMMARY when set."""
     from rich.markup import escape
     with user_errors(debug):
+        from onnxtax.files import check_output
         from onnxtax.merge import merge_reports, write_matrix
-        from onnxtax.report import append_github_summary
+        from onnxtax.report import append_github_summary, check_github_summary
 
+        if output is not None:
+            check_output(output, "--output", folder=True)
+        check_github_summary()
         matrix = merge_reports(folders)
-        written = write_matrix(matrix, output) if output else []
-        append_github_summary(matrix.markdown())
     out = status_console(json_out)
     if json_out:
         print_json(matrix.to_dict())
     _render_matrix(matrix, out)
+    with user_errors(debug):
+        written = write_matrix(matrix, output) if output else []
+        append_github_summary(matrix.markdown())
     if written:
         out.print(f"wrote {', '.join(escape(str(p)) for p in written)}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_OK if matrix.passed else EXIT_CHECK_FAILED)

@@ -59,38 +59,41 @@ def lint_ops(
         specs = parse_input_specs(input) if input else None
         if specs and not source:
             raise InputSpecError("--input is only used with --source", "add --source path/to/model.py:NAME")
+        _check_outputs(json_path if not json_stdout else None, sarif_path)
         with progress_display("lint-ops") as progress:
             report = lint_model(model, source=source, inputs=specs, target_opset=target_opset, target_ir=target_ir,
                                 providers=provider or None, allow=allow or None, fail_on=fail_on,
                                 progress=progress)
-        _write_outputs(report, json_path if not json_stdout else None, sarif_path)
     if json_stdout:
         print_json(report.to_dict())
     else:
         render(report)
+    with user_errors(debug):
+        _write_outputs(report, json_path if not json_stdout else None, sarif_path)
+    if not json_stdout:
         for path, what in ((json_path, "JSON"), (sarif_path, "SARIF")):
             if path is not None:
                 console.print(f"{what} report: {path}", highlight=False)
     raise typer.Exit(report.exit_code)
 
 
+def _check_outputs(json_path: str | None, sarif_path: Path | None) -> None:
+    """Before linting: both report paths must be writable."""
+    from onnxtax.files import check_output
+
+    for flag, path in (("--json", json_path), ("--sarif", sarif_path)):
+        if path is not None:
+            check_output(path, flag)
+
+
 def _write_outputs(report, json_path: str | None, sarif_path: Path | None) -> None:
-    """Both reports, atomically; a path that cannot be written is a usage error, not a traceback."""
-    from onnxtax.errors import OnnxtaxError
-    from onnxtax.files import write_json_atomic
+    """Both reports, atomically, through the one output writer."""
+    from onnxtax.files import write_output
     from onnxtax.report import jsonable
 
     for flag, path, data in (("--sarif", sarif_path, report.to_sarif), ("--json", json_path, report.to_dict)):
-        if path is None:
-            continue
-        try:
-            write_json_atomic(path, jsonable(data()))
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-            if exc.filename and str(exc.filename) != str(path):
-                why += f": {exc.filename}"
-            raise OnnxtaxError(f"cannot write {flag} {path}: {why}",
-                               "give a path in a writable directory") from exc
+        if path is not None:
+            write_output(path, jsonable(data()), flag)
 
 
 def render(report) -> None:

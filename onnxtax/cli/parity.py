@@ -100,9 +100,7 @@ def parity(
         dims = parse_dim_values(dim, multi=True)
         ranges = parse_ranges(range_)
         tolerances = parse_tolerances(tolerance)
-        _check_writable("--json", json_out if json_out != "-" else None)
-        _check_writable("--junit", junit)
-        _check_writable("--sarif", sarif)
+        check_outputs(json_out, junit, sarif)
         with progress_display("parity") as progress:
             report = check_parity(spec, onnx_model, input or None, dims=dims, samples=samples, seed=seed,
                                   ranges=ranges, data_files=data, rtol=rtol, atol=atol, tolerances=tolerances,
@@ -111,55 +109,43 @@ def parity(
                                   fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
                                   max_shapes=max_shapes, progress=progress, localize=localize,
                                   localize_budget_s=localize_budget, localize_memory_mb=localize_memory)
-        _write_outputs(report, json_out, junit, sarif)
     if json_stdout:
         print_json(report.to_dict())
     else:
         render(report)
     _verdict(report, err_console if json_stdout else console)
+    with user_errors(debug):
+        _write_outputs(report, json_out, junit, sarif)
     raise typer.Exit(report.exit_code)
 
 
-def _check_writable(flag: str, path: str | Path | None) -> None:
-    """Refuse an output path that cannot be written before the run, not after it."""
-    from onnxtax.errors import OnnxtaxError
-    from onnxtax.files import unwritable_ancestor
+def check_outputs(json_out: str | None, junit: Path | None, sarif: Path | None = None) -> None:
+    """Refuse output paths that cannot be written before the run, not after it."""
+    from onnxtax.files import check_output
+    from onnxtax.report import check_github_summary
 
-    if path is None:
-        return
-    path = Path(path)
-    blocked = None if path.is_dir() else unwritable_ancestor(path)
-    problem = "it is a directory" if path.is_dir() else None
-    if blocked is not None:
-        ancestor, why = blocked
-        problem = f"{ancestor} is not a directory" if why == "is a file" else f"{ancestor} {why}"
-    if problem:
-        raise OnnxtaxError(f"cannot write {flag} {path}: {problem}", "give a path in a writable directory")
+    if json_out and json_out != "-":
+        check_output(json_out, "--json")
+    if junit is not None:
+        check_output(junit, "--junit")
+    if sarif is not None:
+        check_output(sarif, "--sarif")
+    check_github_summary()
 
 
 def _write_outputs(report: Any, json_out: str | None, junit: Path | None, sarif: Path | None = None) -> None:
-    from onnxtax.errors import OnnxtaxError
-    from onnxtax.files import write_json_atomic
+    from onnxtax.files import write_output
     from onnxtax.report import append_github_summary, jsonable, write_junit
 
-    target = ""
-    try:
-        if json_out and json_out != "-":
-            target = f"--json {json_out}"
-            write_json_atomic(json_out, jsonable(report.to_dict()))
-        if junit:
-            target = f"--junit {junit}"
-            write_junit(junit, report.junit_suites(), name="onnxtax parity")
-        if sarif:
-            from onnxtax.localize import parity_sarif
+    if json_out and json_out != "-":
+        write_output(json_out, jsonable(report.to_dict()), "--json")
+    if junit:
+        write_junit(junit, report.junit_suites(), name="onnxtax parity")
+    if sarif:
+        from onnxtax.localize import parity_sarif
 
-            target = f"--sarif {sarif}"
-            write_json_atomic(sarif, parity_sarif(report))
-        target = "$GITHUB_STEP_SUMMARY"
-        append_github_summary(report.markdown())
-    except OSError as exc:
-        raise OnnxtaxError(f"cannot write {target}: {exc.strerror or exc}",
-                           "give a path in a writable directory") from exc
+        write_output(sarif, parity_sarif(report), "--sarif")
+    append_github_summary(report.markdown())
 
 
 def _ratio_style(ratio: float | None) -> str:
