@@ -10,8 +10,16 @@ A conflict is the same model, the same artifact (sha256) and the same provider
 depends on the machine, not the artifact, which a release gate must not ignore.
 Hosts that exported different bytes are listed per artifact and are not conflicts.
 
-The merge passes (exit 0) when no host reported a failing model and there is no
-conflict; otherwise exit 1. Folders without any model report are exit 2.
+The merge is a gate, so it trusts nothing it cannot read. Every run's `ci.json` is
+read: a run that was interrupted, failed or errored fails the merge, and so does a
+folder of model reports without a `ci.json` (a run killed before its end). Any `.json`
+under the folders that cannot be parsed, and any onnxtax report whose keys have the
+wrong types, is a usage error naming the file (exit 2): a truncated report of a failed
+model must never let the rest pass.
+
+The merge passes (exit 0) when every run finished and passed and there is no
+conflict; otherwise exit 1. Folders without any model report, and unreadable or
+invalid reports, are exit 2.
 
 JSON schema of `Matrix.to_dict()` ("onnxtax.matrix/1", keys stable):
 {
@@ -22,6 +30,7 @@ JSON schema of `Matrix.to_dict()` ("onnxtax.matrix/1", keys stable):
   "models": [{"model": "fraud",
               "hosts": {"cpu-runner": {"status": "passed", "artifact_sha256": "...", "failed_stage": null,
                                        "reason": null}}}],
+  "runs": [{"label": "cpu-runner", "source": "reports/cpu", "problems": ["interrupted by SIGTERM: 1 of 3 models finished"]}],
   "matrix": [{"model": "fraud", "provider": "cpu", "provider_name": "CPUExecutionProvider",
               "verdict": "passed" | "fell_back" | "failed" | "error" | "not_available" | "not_run" | "conflict",
               "hosts": {"cpu-runner": {"verdict": "passed", "reason": null, "artifact_sha256": "...",
@@ -38,7 +47,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onnxtax.ci import MODEL_SCHEMA, PASSING, VERDICT_TEXT
+from onnxtax.ci import MODEL_SCHEMA, PASSING, RUN_SCHEMA, STAGES, VERDICT_TEXT, VERDICTS
 from onnxtax.errors import OnnxtaxError
 from onnxtax.report import md_cell
 
@@ -54,10 +63,11 @@ class HostRun:
     source: str
     facts: dict
     models: dict[str, dict] = field(default_factory=dict)  # model name -> its report
+    problems: list[str] = field(default_factory=list)  # the run itself did not pass (ci.json)
 
     @property
     def passed(self) -> bool:
-        return all(m.get("status") == "passed" for m in self.models.values())
+        return not self.problems and all(m.get("status") == "passed" for m in self.models.values())
 
     def to_dict(self) -> dict:
         versions = self.facts.get("versions") or {}
@@ -139,7 +149,9 @@ class Matrix:
                                      "reason": problem[1] if problem else None}
             models.append({"model": name, "hosts": per_host})
         return {"schema": MATRIX_SCHEMA, "passed": self.passed, "hosts": [h.to_dict() for h in self.hosts],
-                "models": models, "matrix": [r.to_dict() for r in self.rows],
+                "models": models,
+                "runs": [{"label": h.label, "source": h.source, "problems": h.problems} for h in self.hosts],
+                "matrix": [r.to_dict() for r in self.rows],
                 "conflicts": [c.to_dict() for c in self.conflicts], "notes": self.notes}
 
     def markdown(self) -> str:
@@ -155,17 +167,103 @@ def _first_problem(rep: dict) -> tuple[str, str | None] | None:
 
 # --------------------------------------------------------------------------- reading
 
+class ReportError(OnnxtaxError):
+    """A report file that cannot be read, or is not what onnxtax ci writes."""
+
+
+_MODEL_STATUSES = ("passed", "failed", "error", "not_run")
+_STAGE_STATUSES = ("passed", "failed", "error", "not_run", "off")
+
+
+def _check(path: Path, where: str, value: object, types: tuple[type, ...], choices: tuple = ()) -> None:
+    """Wrong types and nulls are named, not dereferenced."""
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in types or (
+            choices and value not in choices):
+        want = f"one of {', '.join(map(repr, choices))}" if choices else " or ".join(
+            "null" if t is type(None) else t.__name__ for t in types)
+        raise ReportError(f"report {path} is not a valid onnxtax ci report: {where} is {json.dumps(value)[:60]}, "
+                          f"expected {want}", "give the folders `onnxtax ci --reports` wrote, unmodified")
+
+
+def _check_model(path: Path, data: dict, at: str = "") -> None:
+    _check(path, f"{at}model", data.get("model"), (str,))
+    _check(path, f"{at}status", data.get("status"), (str,), _MODEL_STATUSES)
+    _check(path, f"{at}artifact_sha256", data.get("artifact_sha256"), (str, type(None)))
+    _check(path, f"{at}host", data.get("host", {}), (dict,))
+    stages = data.get("stages")
+    _check(path, f"{at}stages", stages, (dict,))
+    for name, stage in stages.items():
+        _check(path, f"{at}stages.{name}", stage, (dict,))
+        _check(path, f"{at}stages.{name}.status", stage.get("status"), (str,), _STAGE_STATUSES)
+        for key in ("error", "summary"):
+            _check(path, f"{at}stages.{name}.{key}", stage.get(key), (str, type(None)))
+    providers = data.get("providers")
+    _check(path, f"{at}providers", providers, (list,))
+    for i, p in enumerate(providers):
+        _check(path, f"{at}providers[{i}]", p, (dict,))
+        _check(path, f"{at}providers[{i}].provider", p.get("provider"), (str,))
+        _check(path, f"{at}providers[{i}].label", p.get("label", p.get("provider")), (str,))
+        _check(path, f"{at}providers[{i}].verdict", p.get("verdict"), (str,), VERDICTS)
+        _check(path, f"{at}providers[{i}].reason", p.get("reason"), (str, type(None)))
+        _check(path, f"{at}providers[{i}].placement", p.get("placement"), (dict, type(None)))
+
+
+def _check_run(path: Path, data: dict) -> None:
+    _check(path, "interrupted", data.get("interrupted"), (bool,))
+    _check(path, "passed", data.get("passed"), (bool,))
+    _check(path, "exit_code", data.get("exit_code"), (int,))
+    _check(path, "host", data.get("host"), (dict,))
+    models = data.get("models")
+    _check(path, "models", models, (list,))
+    for i, m in enumerate(models):
+        _check(path, f"models[{i}]", m, (dict,))
+        _check_model(path, m, f"models[{i}].")
+
+
+def read_report(path: Path) -> dict | None:
+    """One .json under a reports folder: a validated model or run report, None for other
+    JSON (e.g. host.json, a matrix), ReportError when it cannot be read or parsed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ReportError(f"report {path} is unreadable: {why}",
+                          "a truncated or damaged report cannot be trusted: re-run `onnxtax ci` on that host, or "
+                          "remove the file if it is not a report") from exc
+    if not isinstance(data, dict):
+        return None
+    if data.get("schema") == MODEL_SCHEMA:
+        _check_model(path, data)
+        return data
+    if data.get("schema") == RUN_SCHEMA:
+        _check_run(path, data)
+        return data
+    return None
+
+
 def find_model_reports(folder: Path) -> list[tuple[Path, dict]]:
-    """Every `onnxtax ci` model report under `folder` (downloaded CI artifacts nest folders)."""
+    """Every `onnxtax ci` model and run report (ci.json) under `folder` (downloaded CI
+    artifacts nest folders), validated."""
     found = []
     for path in sorted(folder.rglob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if isinstance(data, dict) and data.get("schema") == MODEL_SCHEMA:
-            found.append((path, data))
+        if path.is_file():
+            data = read_report(path)
+            if data is not None:
+                found.append((path, data))
     return found
+
+
+def _run_problems(run: dict) -> list[str]:
+    """Why a run (its ci.json) did not pass, in words; [] when it passed."""
+    models = run["models"]
+    finished = sum(1 for m in models if m["status"] != "not_run")
+    if run["interrupted"]:
+        how = f" by {run['signal']}" if isinstance(run.get("signal"), str) else ""
+        return [f"interrupted{how} (exit {run['exit_code']}): {finished} of {len(models)} models finished"]
+    if not run["passed"] or run["exit_code"] != 0:
+        bad = [f"{m['model']} {m['status']}" for m in models if m["status"] != "passed"]
+        return [f"the run failed (exit {run['exit_code']})" + (f": {', '.join(bad)}" if bad else "")]
+    return []
 
 
 def load_host_runs(folders: list[str | Path]) -> list[HostRun]:
@@ -178,17 +276,28 @@ def load_host_runs(folders: list[str | Path]) -> list[HostRun]:
             raise OnnxtaxError(f"report folder {folder} does not exist",
                                "give the folders `onnxtax ci --reports DIR` wrote (or the CI artifacts holding them)")
         reports = find_model_reports(folder)
-        if not reports:
+        run_files = {path.parent: (path, data) for path, data in reports if data["schema"] == RUN_SCHEMA}
+        model_reports = [(path, data) for path, data in reports if data["schema"] == MODEL_SCHEMA]
+        for path, data in run_files.values():  # a model whose own report is gone still counts
+            have = {(str(p.parent), d["model"]) for p, d in model_reports}
+            model_reports += [(path.parent / f"{m['model']}.json", m) for m in data["models"]
+                              if (str(path.parent), m["model"]) not in have]
+        if not model_reports:
             raise OnnxtaxError(f"no onnxtax ci model reports under {folder}",
                                "run `onnxtax ci --reports DIR` there first; each model writes DIR/<model>.json")
-        for path, data in reports:
+        for path, data in model_reports:
             facts = data.get("host") or {}
             label = str(facts.get("label") or facts.get("hostname") or path.parent.name)
             key = (str(path.parent), label)
             run = runs.get(key)
             if run is None:
                 run = runs[key] = HostRun(label, str(path.parent), facts)
-            name = str(data.get("model") or path.stem)
+                ci_run = run_files.get(path.parent)
+                if ci_run is None:
+                    run.problems.append("no ci.json beside the model reports: the run did not finish (killed?)")
+                else:
+                    run.problems += _run_problems(ci_run[1])
+            name = data["model"] or path.stem
             if name in run.models:
                 raise OnnxtaxError(f"{path.parent} holds two reports for model '{name}' from host '{label}'",
                                    "give each host run its own reports folder")
@@ -317,6 +426,10 @@ def matrix_markdown(matrix: Matrix) -> str:
         lines += ["", "### Details", ""]
         for row, h, cell in details:
             lines.append(f"- {row.model} / {md_cell(row.provider)} on {h}: {cell['verdict']}: {md_cell(cell['reason'])}")
+    unfinished = [(h, problem) for h in matrix.hosts for problem in h.problems]
+    if unfinished:
+        lines += ["", "### Runs that did not pass", ""]
+        lines += [f"- **{md_cell(h.label)}** (`{md_cell(h.source)}`): {md_cell(problem)}" for h, problem in unfinished]
     if matrix.notes:
         lines += ["", "### Notes", ""] + [f"- {md_cell(n)}" for n in matrix.notes]
     lines += ["", "### Hosts", ""]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from onnxtax.ci import MODEL_SCHEMA
+from onnxtax.ci import MODEL_SCHEMA, RUN_SCHEMA
 from onnxtax.cli import app
 from onnxtax.errors import OnnxtaxError
 from onnxtax.merge import merge_reports, write_matrix
@@ -24,19 +24,26 @@ def provider(label: str, verdict: str, reason: str | None = None) -> dict:
 
 
 def write_host(folder: Path, label: str, models: dict[str, tuple[str, list[dict]]], sha: str = SHA,
-               package: str = "onnxruntime") -> Path:
-    """One host's reports folder: {model: (status, providers)}."""
+               package: str = "onnxruntime", interrupted: bool = False, ci_json: bool = True) -> Path:
+    """One host's reports folder as `onnxtax ci` writes it: {model: (status, providers)}, then ci.json."""
     folder.mkdir(parents=True, exist_ok=True)
     host = {"label": label, "hostname": label + "-machine", "cpu": "Test CPU", "gpus": [],
             "compute_providers": ["CPUExecutionProvider"], "versions": {"onnxruntime_package": package,
                                                                          "onnxruntime": "1.0"}}
+    reports = []
     for name, (status, providers) in models.items():
         stages = {"export": {"status": "passed", "error": None}, "parity": {
             "status": status, "error": None if status == "passed" else f"{name} parity broke"}}
         report = {"schema": MODEL_SCHEMA, "model": name, "status": status, "passed": status == "passed",
                   "artifact_sha256": sha, "stages": stages, "providers": providers, "host": host}
         (folder / f"{name}.json").write_text(json.dumps(report))
+        reports.append(report)
     (folder / "host.json").write_text(json.dumps(host))  # not a model report: ignored
+    if ci_json:
+        passed = not interrupted and all(r["status"] == "passed" for r in reports)
+        run = {"schema": RUN_SCHEMA, "passed": passed, "interrupted": interrupted, "host": host, "models": reports,
+               "exit_code": 130 if interrupted else 0 if passed else 1}
+        (folder / "ci.json").write_text(json.dumps(run))
     return folder
 
 
@@ -143,3 +150,84 @@ def test_write_matrix_is_atomic_output(tmp_path):
     written = write_matrix(merge_reports([a]), tmp_path / "out")
     assert [p.name for p in written] == ["matrix.json", "matrix.md"]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------ a gate that cannot be fooled by its reports
+
+def merge_cli(*args: str):
+    return CliRunner().invoke(app, ["report", "merge", *map(str, args)])
+
+
+def test_an_interrupted_run_fails_the_merge_though_its_finished_model_passed(tmp_path):
+    # `onnxtax ci` stopped after 1 of 3 models: the finished one passed, the others are not_run
+    run = write_host(tmp_path / "cpu", "cpu-runner", {
+        "fraud": ("passed", [provider("cpu", "passed")]),
+        "image": ("not_run", [provider("cpu", "not_run")]), "tagger": ("not_run", [provider("cpu", "not_run")])},
+        interrupted=True)
+    matrix = merge_reports([run])
+    assert not matrix.passed
+    assert matrix.hosts[0].problems == ["interrupted (exit 130): 1 of 3 models finished"]
+    assert "### Runs that did not pass" in matrix.markdown()
+    result = merge_cli(run)
+    assert result.exit_code == 1, result.output
+    assert "interrupted (exit 130)" in result.output
+
+
+def test_model_reports_without_ci_json_fail_the_merge(tmp_path):
+    # a run killed (SIGKILL, OOM) before its end writes model reports but never ci.json
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")])},
+                     ci_json=False)
+    matrix = merge_reports([run])
+    assert not matrix.passed and "no ci.json" in matrix.hosts[0].problems[0]
+    assert merge_cli(run).exit_code == 1
+
+
+def test_a_failed_model_whose_report_is_gone_still_fails_through_ci_json(tmp_path):
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")]),
+                                                       "image": ("failed", [provider("cpu", "failed")])})
+    (run / "image.json").unlink()
+    matrix = merge_reports([run])
+    assert not matrix.passed
+    assert matrix.hosts[0].models["image"]["status"] == "failed"
+    assert merge_cli(run).exit_code == 1
+
+
+def test_a_truncated_report_is_exit_2_naming_it(tmp_path):
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")]),
+                                                       "image": ("failed", [provider("cpu", "failed")])})
+    text = (run / "image.json").read_text()
+    (run / "image.json").write_text(text[: len(text) // 2])
+    (run / "ci.json").unlink()  # the run was killed while writing
+    result = merge_cli(run)
+    assert result.exit_code == 2, result.output
+    assert f"report {run / 'image.json'} is unreadable" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("edit, where", [
+    (lambda r: r.update(providers=None), "providers is null"),
+    (lambda r: r.update(stages={"parity": None}), "stages.parity is null"),
+    (lambda r: r["providers"][0].update(verdict=5), "providers[0].verdict is 5"),
+    (lambda r: r.update(status=["passed"]), "status is [\"passed\"]"),
+    (lambda r: r.update(model=None), "model is null"),
+    (lambda r: r.update(host="cpu"), "host is \"cpu\""),
+])
+def test_wrong_types_and_nulls_are_exit_2_naming_the_key(tmp_path, edit, where):
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")])})
+    report = json.loads((run / "fraud.json").read_text())
+    edit(report)
+    (run / "fraud.json").write_text(json.dumps(report))
+    result = merge_cli(run)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"report {run / 'fraud.json'} is not a valid onnxtax ci report: {where}" in text
+    assert "Traceback" not in result.output
+
+
+def test_wrong_types_in_ci_json_are_exit_2(tmp_path):
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")])})
+    data = json.loads((run / "ci.json").read_text())
+    data["interrupted"] = "no"
+    (run / "ci.json").write_text(json.dumps(data))
+    result = merge_cli(run)
+    assert result.exit_code == 2 and "interrupted is \"no\", expected bool" in " ".join(result.output.split())

@@ -166,9 +166,10 @@ def _render_summary(report: Any, out: Any) -> None:
         out.print(f"reports: {escape(report.reports_dir)} ({escape(names)})", highlight=False, soft_wrap=True)
 
 
-@report_app.command("merge", epilog="Exit codes: 0 every host passed and no verdicts conflict; 1 a host "
-                    "reported a failure, or the same artifact passed on one host and failed on another for the "
-                    "same provider; 2 no reports found.")
+@report_app.command("merge", epilog="Exit codes: 0 every run finished and passed and no verdicts conflict; 1 a "
+                    "run was interrupted, failed or errored (its ci.json), a folder of model reports has no ci.json, "
+                    "or the same artifact passed on one host and failed on another for the same provider; 2 no "
+                    "reports found, or a report that cannot be read or has wrong types (named).")
 def merge(
     folders: Annotated[list[Path], typer.Argument(help="Report folders written by `onnxtax ci --reports` (searched "
                                                   "recursively, e.g. downloaded CI artifacts), one or more.",
@@ -224,6 +225,9 @@ def _render_matrix(matrix: Any, out: Any) -> None:
         bad = [name for name, rep in h.models.items() if rep.get("status") != "passed"]
         if bad:
             out.print(f"[red]{escape(h.label)}[/]: {escape(', '.join(bad))} did not pass", highlight=False)
+        for problem in h.problems:
+            out.print(f"[red]{escape(h.label)}[/]: {escape(problem)} ({escape(h.source)})", highlight=False,
+                      soft_wrap=True)
     for note in matrix.notes:
         out.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
     verdict = "[bold green]passed[/]" if matrix.passed else "[bold red]failed[/]"
