@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Any, Callable, Literal, get_args
 
 from onnxtax.config import ModelConfig, OnnxtaxConfig
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, OnnxtaxError
+from onnxtax.errors import (EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, CheckFailed,
+                             OnnxtaxError)
 from onnxtax.report import md_cell
 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
@@ -170,7 +171,8 @@ class CiReport:
     started_utc: str = ""
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
-    interrupted: bool = False  # stopped by Ctrl-C / SIGINT; unfinished models are "not_run"
+    interrupted: bool = False  # stopped by SIGINT (Ctrl-C) or SIGTERM; unfinished models are "not_run"
+    signal: str | None = None  # "SIGINT" | "SIGTERM" when interrupted
 
     @property
     def passed(self) -> bool:
@@ -182,7 +184,7 @@ class CiReport:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return 130  # as a shell reports SIGINT
+            return EXIT_SIGTERM if self.signal == "SIGTERM" else EXIT_SIGINT  # as a shell reports them
         if any(m.status == "error" for m in self.models):
             return EXIT_USAGE
         return EXIT_OK if self.passed else EXIT_CHECK_FAILED
@@ -190,7 +192,8 @@ class CiReport:
     def to_dict(self) -> dict:
         return {
             "schema": RUN_SCHEMA, "passed": self.passed, "exit_code": self.exit_code, "config": self.config_path,
-            "reports_dir": self.reports_dir, "interrupted": self.interrupted, "started_utc": self.started_utc,
+            "reports_dir": self.reports_dir, "interrupted": self.interrupted, "signal": self.signal,
+            "started_utc": self.started_utc,
             "seconds": round(self.seconds, 3),
             "counts": {status: sum(1 for m in self.models if m.status == status)
                        for status in ("passed", "failed", "error", "not_run")},
@@ -296,10 +299,12 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
                 write_output(out_dir / f"{run.name}.json", run.to_dict(host, str(config.path)), REPORTS_FLAG)
             if not run.passed and not keep_going:
                 stop = True
-    except KeyboardInterrupt:
-        # Ctrl-C, or a CI job cancelled (GitHub Actions sends SIGINT): the run-level reports
-        # still describe this run, with the models that did not finish as not run.
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, a CI job cancelled (GitHub Actions sends SIGINT), or SIGTERM (timeout, docker,
+        # Kubernetes; see errors.Terminated): the run-level reports still describe this run,
+        # with the models that did not finish as not run.
         report.interrupted = True
+        report.signal = getattr(exc, "signal_name", "SIGINT")
         done = {run.name for run in report.models}
         report.models += [_not_run(m, "not run: the run was interrupted") for m in models if m.name not in done]
         report.seconds = time.perf_counter() - started

@@ -9,6 +9,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
+EXIT_SIGINT = 130  # as a shell reports a process stopped by the signal (128 + number)
+EXIT_SIGTERM = 143
 
 
 class _Explained(Exception):
@@ -57,3 +59,11 @@ class CheckFailed(_Explained):
     to `onnxtax ci` it still means "a check failed": exit 1 and stage status "failed", never 2."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, `docker stop`, Kubernetes) unwinds like Ctrl-C: staging folders
+    are removed and `onnxtax ci` writes its interrupted report; exits 143."""
+
+    signal_name = "SIGTERM"
+    exit_code = EXIT_SIGTERM

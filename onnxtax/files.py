@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,17 +104,74 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+STAGING_PREFIX = ".onnxtax-"
+STAGING_OWNER = "owner.json"  # inside each staging folder: which process made it
+
+
 @contextmanager
 def staging_dir(target_dir: str | Path) -> Iterator[Path]:
     """A temporary folder on the same filesystem as `target_dir` (so renames are atomic),
-    removed afterwards whatever happened."""
+    removed afterwards whatever happened. A process killed outright (SIGKILL, OOM) cannot
+    clean up, so each folder records its owner and the next staging in the same folder
+    removes those whose owner is gone."""
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".onnxtax-", dir=target_dir))
+    remove_stale_staging(target_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target_dir))
     try:
+        (tmp / STAGING_OWNER).write_text(json.dumps(_this_process()), encoding="utf-8")
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_staging(target_dir: str | Path) -> list[Path]:
+    """Remove `.onnxtax-*` staging folders left by a process of this host that is gone
+    (or whose pid now belongs to another process). Folders without an owner record, or
+    from another host (a shared folder), are left alone."""
+    removed = []
+    for folder in Path(target_dir).glob(STAGING_PREFIX + "*"):
+        try:
+            owner = json.loads((folder / STAGING_OWNER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+            continue
+        if not _process_alive(owner.get("pid"), owner.get("started")):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _this_process() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux /proc), which tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else None
+
+
+def _process_alive(pid: object, started: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: alive
+    except OSError:
+        return True  # cannot tell: keep the folder
+    now = _process_start(pid)
+    if started is not None and Path("/proc/self/stat").exists():
+        return now == started  # None: a zombie or gone; another value: the pid was reused
+    return True
 
 
 def publish(staged: list[tuple[Path, Path]]) -> None:

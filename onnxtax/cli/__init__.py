@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from onnxtax.cli import bench, ci, export, lint, parity, quantize  # noqa: F401  (each registers its commands)
 from onnxtax.cli._app import app
+from onnxtax.errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+
+
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM raises Terminated (a KeyboardInterrupt) where the program is, so every
+    `finally` runs as on Ctrl-C. Once only: a second SIGTERM must not cut the clean-up short."""
+    global _terminated
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
 
 
 def main() -> None:
     """Run the app. Once torch is loaded, its interpreter teardown costs ~0.6 s for nothing
     (every output is written and flushed by then), so the process ends at once."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
         code = 0
@@ -26,6 +41,8 @@ def main() -> None:
         else:
             print(exc.code, file=sys.stderr)
             code = 1
+    if _terminated and code == EXIT_SIGINT:
+        code = EXIT_SIGTERM  # Typer turns an interrupt outside a command's own handling into 130
     if "torch" in sys.modules:
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import typer
 
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, CheckFailed, OnnxtaxError
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, CheckFailed, OnnxtaxError
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} passed; {EXIT_CHECK_FAILED} a check failed (export checks, opset lock, "
@@ -75,9 +75,10 @@ def user_errors(debug: bool = False) -> Iterator[None]:
             traceback.print_exc()
         print_error(exc.message, exc.hint, label="error" if isinstance(exc, OnnxtaxError) else "check failed")
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/]")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        signal_name = getattr(exc, "signal_name", "SIGINT")
+        err_console.print(f"[red]interrupted[/] ({signal_name})", highlight=False)
+        raise typer.Exit(getattr(exc, "exit_code", EXIT_SIGINT)) from None
 
 
 def print_error(message: str, hint: str | None = None, label: str = "error") -> None:
