@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,7 +55,10 @@ def _import_target(target: str) -> tuple[Any, Path | None]:
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise LoadError(f"model file '{target}' does not exist", SPEC_HELP)
-        mod_name = f"_onnxtax_user_{path.stem}_{abs(hash(str(path)))}"
+        # a name that is the same in every process (str hashes are salted per process): it
+        # ends up in the exported graph's metadata, and identical exports must be identical bytes
+        digest = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:16]
+        mod_name = "_onnxtax_user_" + re.sub(r"\W", "_", path.stem) + "_" + digest
         if mod_name in sys.modules:
             return sys.modules[mod_name], path
         spec = importlib.util.spec_from_file_location(mod_name, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -116,3 +117,19 @@ def test_verify_names_a_missing_sidecar(cli, tmp_path):
     proc = cli("verify", out)
     assert proc.returncode == 1
     assert "m.onnx.data is missing" in proc.stderr
+
+
+def test_two_processes_export_the_same_bytes(cli, tmp_path):
+    """str hashes are salted per process (PYTHONHASHSEED unset or 'random'): nothing derived
+    from them may reach the artifact, or the same model exports to different bytes."""
+    shas = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "m.onnx"
+        proc = cli("export", f"{CASES}:Linear", "-o", out, "--input", "x:batch,4", "--json",
+                   env={"PYTHONHASHSEED": "random"})
+        assert proc.returncode == 0, proc.stderr
+        manifest = json.loads((tmp_path / run / "m.manifest.json").read_text())
+        assert manifest["artifact"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+        shas.append((manifest["artifact"]["sha256"], [(e["file"], e["sha256"])
+                                                      for e in manifest["artifact"]["external_data"]]))
+    assert shas[0] == shas[1]
