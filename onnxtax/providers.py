@@ -149,6 +149,7 @@ def resolve_providers(requested: Sequence[str | ProviderRequest] | None, *, skip
             raise ProviderError(f"{req.name} is not a compute provider ({NOT_COMPUTE[req.name]})",
                                 f"available compute providers: {', '.join(compute_providers())}")
         if req.name in available_providers():
+            check_provider_options(req)
             if req not in usable:
                 usable.append(req)
         elif skip_unavailable:
@@ -160,6 +161,52 @@ def resolve_providers(requested: Sequence[str | ProviderRequest] | None, *, skip
                 f"available: {', '.join(compute_providers())}; use --skip-unavailable to skip it",
             )
     return usable, skipped
+
+
+def check_provider_options(request: ProviderRequest) -> None:
+    """ORT drops provider options it does not know without a word (`cpu:foo=1` ran as plain
+    CPU), and registers only CPU when a provider rejects its options. A probe session shows
+    what ORT applied: an option it did not take is a usage error, naming the valid keys
+    when ORT lists them (CUDA and TensorRT list theirs; OpenVINO lists none, and checks
+    its own keys)."""
+    if request.options:
+        _check_options(request.name, tuple(request.options.items()))
+
+
+@lru_cache(maxsize=None)
+def _check_options(name: str, items: tuple[tuple[str, str], ...]) -> None:
+    import contextlib
+    import io
+
+    import onnxruntime as ort
+
+    requested = dict(items)
+    label = ",".join(f"{k}={v}" for k, v in items)
+    fix = "check the option names in the execution provider's documentation"
+    printed = io.StringIO()  # ORT prints why it fell back ("EP Error ... Invalid ... option")
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            session = ort.InferenceSession(probe_model(ir_version=8).SerializeToString(),
+                                           session_options(record_placement=False),
+                                           providers=[name], provider_options=[requested])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind exception types
+        raise ProviderError(f"{name} refuses the options {label}: {ort_error_summary(exc)[0]}", fix) from exc
+    if name not in session.get_providers():
+        m = re.search(r"EP Error (.*?)\s+when using", printed.getvalue(), re.S)
+        why = ": " + re.sub(r"^.*[)]\s+", "", m.group(1).strip(), flags=re.S) if m else ""  # no C++ location
+        raise ProviderError(f"{name} did not start with the options {label}; ORT fell back to "
+                            f"{', '.join(session.get_providers())}{why}", fix)
+    applied = session.get_provider_options().get(name) or {}
+    if not applied and name != "CPUExecutionProvider":
+        return  # this provider does not list its options: nothing to compare with
+    unknown = [k for k in requested if k not in applied]
+    if unknown:
+        short = ProviderRequest(name).short
+        valid = f"valid keys: {', '.join(sorted(applied))}" if applied else f"{short} takes no provider options"
+        raise ProviderError(f"{name} has no option {', '.join(repr(k) for k in unknown)}: ORT ignored "
+                            f"{'it' if len(unknown) == 1 else 'them'} (it applied {dict(applied) or '{}'})",
+                            f"{valid}; e.g. --provider {short}" + (f":{next(iter(sorted(applied)))}=..." if applied
+                                                                   else ""))
 
 
 def session_options(*, opt_level: str = OPT_LEVEL, threads: int | None = None, record_placement: bool = True,

@@ -175,3 +175,32 @@ def test_samples_at_different_sizes_are_not_prefixes_of_each_other():
     small = make_inputs(specs, {"batch": 4}, SampleRecipe(seed=0), 0)["x"]
     large = make_inputs(specs, {"batch": 7}, SampleRecipe(seed=0), 0)["x"]
     assert not np.array_equal(large[:4], small)
+
+
+def test_an_option_ort_does_not_apply_is_a_usage_error():
+    # ORT 1.31 takes `cpu:foo=1` without a word and applies {} (session.get_provider_options())
+    with pytest.raises(ProviderError) as info:
+        resolve_providers(["cpu:foo=1"])
+    assert "CPUExecutionProvider has no option 'foo'" in info.value.message
+    assert "cpu takes no provider options" in info.value.hint
+    usable, _ = resolve_providers(["cpu"])
+    assert [p.label for p in usable] == ["cpu"]
+
+
+def test_cli_with_an_unknown_option_is_exit_2_before_any_work(cli, tmp_path):
+    path = _float64_model(tmp_path / "f64.onnx")
+    proc = cli("lint-ops", path, "--provider", "cpu:intra_op_threads=2")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no option 'intra_op_threads'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.openvino
+def test_a_misspelt_openvino_option_is_exit_2_not_a_silent_cpu_run(cli, tmp_path, ov_python):
+    # onnxruntime-openvino 1.24 rejects the key, prints an "EP Error" and runs the session on CPU
+    path = _float64_model(tmp_path / "f64.onnx")
+    proc = cli("lint-ops", path, "--provider", "openvino:device_tpye=GPU", python=ov_python)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "did not start with the options device_tpye=GPU" in proc.stderr
+    assert "Invalid OpenVINO EP option: device_tpye" in proc.stderr
+    proc = cli("lint-ops", path, "--provider", "openvino:device_type=CPU", python=ov_python)
+    assert proc.returncode in (0, 1) and "error:" not in proc.stderr, proc.stderr
