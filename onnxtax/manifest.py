@@ -103,14 +103,19 @@ class FileCheck:
     file: str
     expected_sha256: str | None
     actual_sha256: str | None
-    status: Literal["ok", "changed", "missing"]
+    status: Literal["ok", "changed", "missing", "outside"]  # outside: a path leaving the artifact's folder (not read)
 
 
 @dataclass
 class VerifyReport(Verdict):
+    """Passes when every listed file is inside the artifact's folder and matches. `extra`:
+    files beside the artifact that look like its data but the manifest does not list
+    (reported, not failed: the checksummed model does not reference them)."""
+
     model: str
     manifest: str
     files: list[FileCheck] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -118,23 +123,55 @@ class VerifyReport(Verdict):
 
     def to_dict(self) -> dict:
         return {"model": self.model, "manifest": self.manifest, "passed": self.passed,
-                "files": [f.__dict__ for f in self.files]}
+                "files": [f.__dict__ for f in self.files], "extra": self.extra}
 
 
 def verify_artifact(model_path: str | Path) -> VerifyReport:
-    """Recompute every checksum the manifest lists."""
+    """Recompute every checksum the manifest lists. A listed path that leaves the
+    artifact's folder (`../`, absolute, a symlink out) is never read and fails."""
     model_path = Path(model_path)
+    if not model_path.exists() and not manifest_path_for(model_path).is_file():
+        raise ManifestError(f"model file {model_path} does not exist (nor its manifest)",
+                            "give the path of an .onnx file written by `onnxtax export`")
     data = read_manifest(model_path)
     assert data is not None
     report = VerifyReport(str(model_path), str(manifest_path_for(model_path)))
     artifact = data["artifact"]
-    entries = [(model_path, artifact.get("sha256"))]
-    for ext in artifact.get("external_data", []):
-        entries.append((model_path.parent / ext["file"], ext.get("sha256")))
-    for path, expected in entries:
-        if not path.is_file():
-            report.files.append(FileCheck(path.name, expected, None, "missing"))
-            continue
-        actual = sha256_file(path)
-        report.files.append(FileCheck(path.name, expected, actual, "ok" if actual == expected else "changed"))
+    external = artifact.get("external_data") or [] if isinstance(artifact, dict) else None
+    if not isinstance(external, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str)
+                                                 for e in external):
+        raise ManifestError(f"manifest {report.manifest} is malformed: artifact.external_data must be a list of "
+                            "{file, sha256, size_bytes}", "re-export the model to write a new one")
+    entries = [(model_path.name, model_path, artifact.get("sha256"))]
+    folder = model_path.parent.resolve()
+    for ext in external:
+        entries.append((ext["file"], model_path.parent / ext["file"], ext.get("sha256")))
+    for name, path, expected in entries:
+        if path != model_path and not _inside(path, folder):
+            report.files.append(FileCheck(name, expected, None, "outside"))
+        elif not path.is_file():
+            report.files.append(FileCheck(name, expected, None, "missing"))
+        else:
+            actual = sha256_file(path)
+            report.files.append(FileCheck(name, expected, actual, "ok" if actual == expected else "changed"))
+    report.extra = _look_like_data(model_path, {Path(name).name for name, _, _ in entries})
     return report
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _look_like_data(model_path: Path, listed: set[str]) -> list[str]:
+    """Files beside the artifact named like its data (`m.onnx.data`, `m.onnx_data`, `m.bin`, ...)."""
+    if not model_path.parent.is_dir():
+        return []
+    stem = model_path.name[:-5] if model_path.name.endswith(".onnx") else model_path.name
+    own = {model_path.name, manifest_path_for(model_path).name} | listed
+    return sorted(p.name for p in model_path.parent.iterdir()
+                  if p.is_file() and p.name not in own and (p.name.startswith(model_path.name)
+                                                            or p.name.startswith(stem + ".")))

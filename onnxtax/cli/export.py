@@ -121,8 +121,9 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
-    """Recompute every checksum in the manifest: 0 all match, 1 a file differs or is missing,
-    2 no manifest."""
+    """Recompute every checksum in the manifest: 0 all match, 1 a file differs, is missing, or
+    is listed outside the artifact's folder, 2 no manifest. Files beside the artifact named
+    like its data but not in the manifest are reported."""
     with user_errors(debug):
         from onnxtax.manifest import verify_artifact
 
@@ -130,15 +131,22 @@ def verify(
     if json_out:
         print_json(report.to_dict())
     else:
+        from rich.markup import escape
+
         for f in report.files:
-            style = {"ok": "green", "changed": "red", "missing": "red"}[f.status]
-            console.print(f"[{style}]{f.status:8}[/] {f.file}  sha256 {(f.actual_sha256 or '-')[:16]}"
+            style = "green" if f.status == "ok" else "red"
+            console.print(f"[{style}]{f.status:8}[/] {escape(f.file)}  sha256 {(f.actual_sha256 or '-')[:16]}"
                           + ("" if f.status == "ok" else f"  (manifest: {(f.expected_sha256 or '-')[:16]})"),
                           highlight=False)
+        for name in report.extra:
+            console.print(f"[yellow]{'extra':8}[/] {escape(name)}  beside the artifact, named like its data, not in "
+                          "the manifest (not read by the model; remove it if it is stale)", highlight=False)
         if not report.passed:
-            bad = "; ".join(f"{f.file} " + ("is missing" if f.status == "missing" else "differs")
-                            for f in report.files if f.status != "ok")
-            err_console.print(f"[bold red]verify failed:[/] {bad} (checksums in {report.manifest})", highlight=False)
+            says = {"missing": "is missing", "changed": "differs",
+                    "outside": "is outside the artifact's folder (not read)"}
+            bad = "; ".join(f"{f.file} {says[f.status]}" for f in report.files if f.status != "ok")
+            err_console.print(f"[bold red]verify failed:[/] {escape(bad)} (checksums in {escape(report.manifest)})",
+                              highlight=False)
     raise typer.Exit(report.exit_code)
 
 

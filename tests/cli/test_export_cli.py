@@ -133,3 +133,48 @@ def test_two_processes_export_the_same_bytes(cli, tmp_path):
         shas.append((manifest["artifact"]["sha256"], [(e["file"], e["sha256"])
                                                       for e in manifest["artifact"]["external_data"]]))
     assert shas[0] == shas[1]
+
+
+def _exported_linear(tmp_path: Path) -> Path:
+    from onnxtax.export import export_model
+
+    out = tmp_path / "art" / "m.onnx"
+    assert export_model(f"{CASES}:Linear", out, ["x:batch,4"], exporter="torchscript")
+    return out
+
+
+@pytest.mark.parametrize("listed", ["../../../../../../etc/hostname", "/etc/hostname", "link.data"])
+def test_verify_never_reads_a_manifest_path_outside_the_artifact_folder(cli, tmp_path, listed):
+    out = _exported_linear(tmp_path)
+    (out.parent / "link.data").symlink_to("/etc/hostname")  # a symlink out is outside too
+    manifest_path = out.with_name("m.manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    real = hashlib.sha256(Path("/etc/hostname").read_bytes()).hexdigest()
+    manifest["artifact"]["external_data"] = [{"file": listed, "sha256": real, "size_bytes": 1}]
+    manifest_path.write_text(json.dumps(manifest))
+    proc = cli("verify", out, "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    files = json.loads(proc.stdout)["files"]
+    assert files[1] == {"file": listed, "expected_sha256": real, "actual_sha256": None, "status": "outside"}
+    proc = cli("verify", out)
+    assert f"{listed} is outside the artifact's folder" in " ".join(proc.stderr.split())
+
+
+def test_verify_reports_files_named_like_the_artifacts_data(cli, tmp_path):
+    out = _exported_linear(tmp_path)
+    (out.parent / "m.onnx.data").write_bytes(b"\0" * 8)
+    (out.parent / "other.txt").write_text("unrelated")
+    proc = cli("verify", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["extra"] == ["m.onnx.data"]
+    proc = cli("verify", out)
+    assert "extra" in proc.stdout and "m.onnx.data" in proc.stdout and "other.txt" not in proc.stdout
+
+
+def test_verify_on_a_missing_onnx_says_so(cli, tmp_path):
+    out = _exported_linear(tmp_path)
+    out.unlink()
+    proc = cli("verify", out)
+    assert proc.returncode == 1 and "m.onnx is missing" in proc.stderr
+    proc = cli("verify", tmp_path / "nothing.onnx")
+    assert proc.returncode == 2 and "nothing.onnx does not exist" in proc.stderr and "Traceback" not in proc.stderr
