@@ -468,6 +468,7 @@ class _SourceModel:
 def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None],
                   debug: bool) -> None:
     from onnxtax.export import export_model
+    from onnxtax.report import format_size
 
     result = export_model(source.get(), model.output, model.inputs, opset=model.opset, exporter=model.exporter,
                           dims=model.dims or None, output_names=model.output_names,
@@ -477,7 +478,7 @@ def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, 
     if result.passed:
         stage.status = "passed"
         stage.summary = (f"{result.exporter}, opset {result.opset}, IR {result.ir_version}, "
-                         f"{result.size_bytes / 1024:.1f} KiB")
+                         f"{format_size(result.size_bytes)}")
         if result.warnings:
             stage.summary += f", {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}"
     else:

@@ -59,6 +59,19 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def format_size(n_bytes: int | float) -> str:
+    """A file size in the largest unit it fills, three significant digits: 812 B, 1.89 KiB,
+    86.8 MiB, 2.68 GiB (not 88909.3 KiB)."""
+    size, unit = float(n_bytes), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    if unit == "B":
+        return f"{int(size)} B"
+    return f"{size:.0f} {unit}" if size >= 100 else f"{size:.1f} {unit}" if size >= 10 else f"{size:.2f} {unit}"
+
+
 @dataclass
 class JUnitCase:
     name: str

@@ -6,6 +6,7 @@ Nothing here imports torch, onnx or onnxruntime: `onnxtax --help` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from contextlib import contextmanager
@@ -31,12 +32,23 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+# Width when the output is not a terminal (a CI log, a pipe) and COLUMNS is not set: rich would
+# use 80 and fold a parity table of a large model into two characters per line.
+NON_TERMINAL_WIDTH = 160
+
+
 @lru_cache(maxsize=2)
 def get_console(stderr: bool = False):
-    """The real rich Console for stdout or stderr, built on first use."""
+    """The real rich Console for stdout or stderr, built on first use: the one place that
+    decides the width. A terminal gives its own; COLUMNS wins when set; otherwise (CI logs,
+    pipes) NON_TERMINAL_WIDTH."""
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    console = Console(stderr=stderr)
+    columns = os.environ.get("COLUMNS", "")
+    if not console.is_terminal and not (columns.isdigit() and int(columns) > 0):
+        console = Console(stderr=stderr, width=NON_TERMINAL_WIDTH)
+    return console
 
 
 class _LazyConsole:

@@ -157,7 +157,7 @@ def _check_outputs(json_path: str | None, plot: Path | None, profile: Path | Non
 
 
 def _table(title: str, columns: list[str], left: tuple[str, ...] = ("path",)) -> Table:
-    """Compact tables that fit 80 columns (what CI logs get); figures are never cut, a
+    """Compact tables that fit 80 columns (a narrow terminal); figures are never cut, a
     long path name folds instead."""
     from rich.table import Table
     from rich import box

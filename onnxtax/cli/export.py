@@ -83,9 +83,11 @@ def _render_export(result) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from onnxtax.report import format_size
+
     if result.passed:
         console.print(f"[bold green]exported[/] {result.output}  ({result.exporter} exporter, opset {result.opset}, "
-                      f"IR {result.ir_version}, {result.size_bytes / 1024:.1f} KiB, {result.seconds:.1f} s)",
+                      f"IR {result.ir_version}, {format_size(result.size_bytes)}, {result.seconds:.1f} s)",
                       highlight=False)
         table = Table(box=None, pad_edge=False)
         for col in ("", "name", "dims", "dtype"):
