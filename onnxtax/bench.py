@@ -967,7 +967,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     if module is not None:
         from onnxtax.loading import check_inputs_match
 
-        check_inputs_match(module, specs, spec or class_name or "the model")
+        module = check_inputs_match(module, specs, spec or class_name or "the model")
 
     n_steps = ((cold_start_runs * (len(usable) + (1 if spec else 0))) if cold_start else 0) + len(sizes_list)
     if sweep:

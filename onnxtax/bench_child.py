@@ -36,9 +36,12 @@ def _torch_probe(cfg: dict, stamps: dict) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     stamps["import_end"] = time.monotonic_ns()
-    from onnxtax.loading import load_model
+    from onnxtax.loading import check_inputs_match, load_model
+    from onnxtax.specs import InputSpec
 
     model = load_model(cfg["spec"]).module
+    names = [InputSpec(spec["name"], tuple(spec["shape"])) for spec in cfg["inputs"]]
+    model = check_inputs_match(model, names, cfg["spec"])  # keyword-only inputs by name, as the parent does
     stamps["load_end"] = time.monotonic_ns()
     args = []
     for spec in cfg["inputs"]:

@@ -10,6 +10,7 @@ passed every check is renamed into place, together with its manifest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import re
@@ -716,7 +717,7 @@ def export_model(
     progress("loading the model")
     loaded = resolve_model(model)
     loaded.module.eval()
-    check_inputs_match(loaded.module, specs, loaded.spec)
+    loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
 
     result = ExportResult(str(output), loaded.spec, exporter, opset)
     recipe = SampleRecipe(0, value_ranges)
@@ -797,7 +798,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
             if exporter == "dynamo":
                 program = torch.onnx.export(
                     loaded.module, args, dynamo=True, opset_version=opset, input_names=input_names,
-                    output_names=names, dynamic_shapes=dynamic_shapes(specs), external_data=True,
+                    output_names=names, dynamic_shapes=dynamic_shapes(specs, loaded.module), external_data=True,
                     custom_translation_table=custom_translation_table, optimize=True, verify=False, report=False)
                 program.save(str(raw_path), external_data=True)
             else:

@@ -70,10 +70,15 @@ def load_graph(onnx_path: str | Path):
     if not path.is_file():
         raise LoadError(f"ONNX model '{path}' does not exist", "export it first with `onnxtax export`")
     try:
-        return onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
         raise LoadError(f"'{path}' is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}",
                         "point at the .onnx file written by `onnxtax export`") from exc
+    if not model.HasField("graph") or model.ir_version == 0:
+        # protobuf parses an empty (or truncated-to-nothing) file as an empty model
+        why = "the file is empty" if path.stat().st_size == 0 else "it has no graph or IR version"
+        raise LoadError(f"'{path}' is not an ONNX model: {why}", "point at the .onnx file written by `onnxtax export`")
+    return model
 
 
 def graph_inputs(model) -> list[InputSpec]:
@@ -238,13 +243,23 @@ def torch_tensors(specs: Sequence[InputSpec], arrays: Mapping[str, Any]) -> tupl
     return tuple(out)
 
 
-def dynamic_shapes(specs: Sequence[InputSpec]) -> tuple:
+def dynamic_shapes(specs: Sequence[InputSpec], module: Any = None) -> tuple:
     """torch.export's dynamic_shapes: Dim.DYNAMIC per declared axis. With it torch.export keeps
     `int(x.shape[0])` symbolic (a named Dim would specialise it silently); the declared names
-    are restored in the graph afterwards."""
+    are restored in the graph afterwards. torch.export wants the inputs a `forward(*xs)`
+    gathers as one tuple (the module tells where that starts)."""
+    import inspect
+
     from torch.export import Dim
 
-    return tuple({i: Dim.DYNAMIC for i, d in enumerate(s.dims) if isinstance(d, str)} or None for s in specs)
+    shapes = tuple({i: Dim.DYNAMIC for i, d in enumerate(s.dims) if isinstance(d, str)} or None for s in specs)
+    if module is None:
+        return shapes
+    params = list(inspect.signature(module.forward).parameters.values())
+    if not any(p.kind == p.VAR_POSITIONAL for p in params):
+        return shapes
+    fixed = sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return shapes[:fixed] + (shapes[fixed:],)
 
 
 def flatten_outputs(out: Any) -> list[tuple[str, Any]]:

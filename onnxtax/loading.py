@@ -249,22 +249,61 @@ def required_forward_parameters(model) -> list[str]:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
 
 
-def check_inputs_match(model, specs: list[InputSpec], spec: str) -> None:
-    """The number of --input must fit forward(): all required args, no more than it takes."""
+def keyword_only_parameters(model) -> list[str]:
+    """forward()'s keyword-only arguments (`forward(self, x, *, scale)`): declared with --input by name."""
+    sig = inspect.signature(model.forward)
+    return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+
+def check_inputs_match(model, specs: list[InputSpec], spec: str):
+    """The --input list must fit forward(): every required argument, no more than it takes.
+    An --input named like a keyword-only argument is passed by that name. Returns the module
+    to call with the inputs in --input order: the model itself, or (with keyword-only
+    inputs) the model behind a thin module that passes those by name."""
     params = forward_parameters(model)
     required = required_forward_parameters(model)
-    var_positional = any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(model.forward).parameters.values())
+    sig_params = inspect.signature(model.forward).parameters.values()
+    var_positional = any(p.kind == p.VAR_POSITIONAL for p in sig_params)
+    keyword_only = keyword_only_parameters(model)
+    required_keywords = [p.name for p in sig_params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
     given = [s.name for s in specs]
+    positional = [s.name for s in specs if s.name not in keyword_only]
+    takes = ", ".join(params + [f"*, {k}" if i == 0 else k for i, k in enumerate(keyword_only)])
     if not specs:
         raise InputSpecError(
-            f"no --input given; {spec} forward() takes ({', '.join(params)})",
+            f"no --input given; {spec} forward() takes ({takes})",
             "add one --input NAME:DIMS[:DTYPE] per forward() argument, e.g. --input "
             + (f"{params[0]}:batch,16" if params else "x:batch,16"),
         )
-    if len(specs) < len(required) or (len(specs) > len(params) and not var_positional):
+    if len(positional) < len(required) or (len(positional) > len(params) and not var_positional):
         raise InputSpecError(
             f"{len(specs)} --input given ({', '.join(given)}) but forward() takes "
-            f"{len(params)} ({', '.join(params)})"
+            f"{len(params)} ({takes})"
             + (f", {len(required)} required" if len(required) != len(params) else ""),
-            "give one --input per forward() argument, in order",
+            "give one --input per forward() argument, in order" + (
+                f"; keyword-only arguments by their name ({', '.join(keyword_only)})" if keyword_only else ""),
         )
+    missing = [k for k in required_keywords if k not in given]
+    if missing:
+        raise InputSpecError(f"forward() needs the keyword-only argument{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(missing)}, and no --input is named so",
+                             f"add --input {missing[0]}:DIMS[:DTYPE] (keyword-only arguments are declared by name)")
+    by_name = {i: s.name for i, s in enumerate(specs) if s.name in keyword_only}
+    return _pass_by_name(model, by_name) if by_name else model
+
+
+def _pass_by_name(model, by_name: dict[int, str]):
+    """A module taking every input positionally (what torch.export, torch.onnx and the
+    stages' callers give) that calls `model` with the inputs at `by_name` as keywords.
+    Its class carries the model's class name, which reports show."""
+    import torch
+
+    def forward(self, *args):
+        positional = [a for i, a in enumerate(args) if i not in by_name]
+        return self.inner(*positional, **{name: args[i] for i, name in by_name.items()})
+
+    cls = type(type(model).__name__, (torch.nn.Module,), {"forward": forward, "__module__": __name__})
+    wrapper = cls()
+    wrapper.inner = model
+    wrapper.train(model.training)
+    return wrapper

@@ -641,8 +641,7 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
     resolved = resolve_inputs(onnx_path, inputs, ranges=ranges)
     requests, skipped = resolve_providers(providers, skip_unavailable=skip_unavailable)
     loaded = resolve_model(model)
-    module = loaded.module
-    check_inputs_match(module, resolved.specs, loaded.spec)
+    module = check_inputs_match(loaded.module, resolved.specs, loaded.spec)
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
     try:

@@ -6,6 +6,7 @@ is imported where arrays are made.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -196,6 +197,9 @@ def parse_ranges(texts: list[str] | tuple[str, ...]) -> dict[str, ValueRange]:
             lo = hi = None  # type: ignore[assignment]
         if not sep or lo is None or hi is None or not lo < hi:
             raise InputSpecError(f"--range '{text}' needs NAME=LOW:HIGH with LOW < HIGH", "e.g. --range ids=0:30522")
+        if not math.isfinite(hi - lo):  # inf, or a span a float cannot hold: nothing can be drawn from it
+            raise InputSpecError(f"--range '{text}' must be finite (HIGH - LOW = {hi - lo:g})",
+                                 "e.g. --range x=-1e6:1e6")
         out[name] = ValueRange(lo, hi)
     return out
 
@@ -259,6 +263,25 @@ class SampleRecipe:
         return "normal, scale 1, 0.1, 10 by sample, both signs"
 
 
+def _check_fits_memory(spec: InputSpec, shape: tuple[int, ...]) -> None:
+    """A size no host can hold (`x:batch,99999999999999`) is an input error, not a MemoryError
+    or the kernel's OOM killer half-way through: refuse one sample above half of this host's
+    memory (floats are drawn in float64 first)."""
+    import os
+
+    need = math.prod(shape) * 8
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        memory = 1 << 40
+    if need > memory // 2:
+        from onnxtax.report import format_size
+
+        raise InputSpecError(f"input '{spec.name}' at shape {list(shape)} needs {format_size(need)} per sample, "
+                             f"more than half of this host's memory ({format_size(memory)})",
+                             "declare smaller static sizes in --input, or smaller --dim values")
+
+
 def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRecipe | None = None,
                 sample_index: int = 0) -> dict:
     """Seeded numpy arrays for one sample. Floats alternate magnitude per sample
@@ -274,12 +297,18 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRec
     for spec in specs:
         shape = concrete_shape(spec, sizes)
         np_dtype = DTYPES[spec.dtype][0]
+        _check_fits_memory(spec, shape)
         rng_range = recipe.range_of(spec)
         if spec.dtype == "bool":
             arr = rng.random(shape) < 0.5
         elif np_dtype.startswith(("int", "uint")):
             assert rng_range is not None
             lo, hi = int(rng_range.low), int(rng_range.high)
+            info = np.iinfo(np_dtype)
+            if not (info.min <= lo and hi <= info.max + 1):
+                raise InputSpecError(f"--range {spec.name}={rng_range.low:g}:{rng_range.high:g} leaves the "
+                                     f"{spec.dtype} range ({info.min}..{info.max})",
+                                     f"integers are drawn from LOW up to HIGH-1, e.g. --range {spec.name}=0:{min(10, info.max)}")
             arr = rng.integers(lo, max(hi, lo + 1), size=shape, dtype=np_dtype)
         else:
             if rng_range:
@@ -303,11 +332,12 @@ def read_data_file(path, specs: list[InputSpec]) -> tuple[dict, dict[str, int], 
     if not path.is_file():
         raise InputSpecError(f"--data {path}: file not found", "give .npz files saved with np.savez")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ValueError("not an .npz archive")
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # a .npy: one array, no input names
+            raise ValueError(f"it holds one {type(loaded).__name__} without input names, not an .npz archive")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise InputSpecError(f"--data {path}: not a readable .npz file ({exc})",
                              "save with np.savez(path, input_name=array, ...)") from exc
     sizes: dict[str, int] = {}
@@ -324,6 +354,9 @@ def read_data_file(path, specs: list[InputSpec]) -> tuple[dict, dict[str, int], 
         if arr.ndim != len(spec.dims):
             raise InputSpecError(f"--data {path}: '{spec.name}' has shape {list(arr.shape)}, the model input is "
                                  f"{list(spec.dims)} ({len(spec.dims)} dims)", "save arrays with the input's rank")
+        if arr.size == 0:  # nothing to compare: a file that would pass without evidence
+            raise InputSpecError(f"--data {path}: '{spec.name}' is empty (shape {list(arr.shape)})",
+                                 "save at least one row per input")
         for axis, (want_dim, got) in enumerate(zip(spec.dims, arr.shape)):
             if isinstance(want_dim, int):
                 if want_dim != got:

@@ -195,7 +195,7 @@ def render(report: Any, out=None) -> None:
                 w = s.worst
                 style = _ratio_style(w.tolerance_ratio if w else None)
                 worst = f"[{','.join(map(str, w.index))}] {_g(w.onnx, 6)} vs {_g(w.source, 6)}" if w else "-"
-                nums = [f"[{style}]{_g(s.max_abs_diff)}[/]", _g(s.max_rel_diff),
+                nums = [f"[{style}]{_g(s.max_abs_diff)}[/]" if style else _g(s.max_abs_diff), _g(s.max_rel_diff),
                         f"{s.outside}/{s.elements} ({s.outside_pct:.3g}%)" if s.outside else "0",
                         "-" if s.cosine_min is None else f"{s.cosine_min:.6f}", escape(worst)]
             is_worst = worst_ratio is not None and s is not None and s.worst is not None and (

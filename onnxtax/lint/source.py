@@ -15,6 +15,7 @@ Findings from both are merged per (file, line).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import warnings
@@ -84,7 +85,7 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
     loaded = resolve_model(source)
     loaded.module.eval()
     specs, sizes = _specs_and_sizes(inputs, manifest)
-    check_inputs_match(loaded.module, specs, loaded.spec)
+    loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
     args = torch_tensors(specs, make_inputs(specs, sizes, SampleRecipe(seed=0)))
     user_file = loaded.source_file
     hits: dict[tuple[str, int, str], _Hit] = {}
@@ -160,7 +161,7 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes(specs), strict=False)
+            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes(specs, module), strict=False)
         steps["torch_export"] = "ok"
         _custom_ops_in(program, user_file, extra)
         return None
@@ -169,7 +170,7 @@ def _run_export(module, args, specs, user_file, hits, extra, steps) -> BaseExcep
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.export.draft_export(module, args, dynamic_shapes=dynamic_shapes(specs), strict=False)
+            program = torch.export.draft_export(module, args, dynamic_shapes=dynamic_shapes(specs, module), strict=False)
     except Exception as exc:  # noqa: BLE001 - recorded; jit.trace may still see the model
         steps["draft_export"] = f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
         where = user_frame(frames_of(exc) + frames_in_text(str(exc)), user_file)
