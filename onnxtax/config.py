@@ -282,6 +282,8 @@ POS_INT_LIST = _Type("a list of positive integers",
 DIM_VALUES = _Type("a positive integer or a list of them",
                    lambda v: (_is_int(v) and v >= 1) or POS_INT_LIST.check(v))
 COSINE = _Type("a number from -1 to 1", lambda v: _is_num(v) and -1 <= v <= 1)
+OPSET = _Type(f"an opset between {defaults.MIN_OPSET} and {defaults.MAX_OPSET}",
+              lambda v: _is_int(v) and defaults.MIN_OPSET <= v <= defaults.MAX_OPSET)
 RANGE = _Type('"LOW:HIGH" or [LOW, HIGH]',
               lambda v: isinstance(v, str) or (isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)))
 
@@ -327,7 +329,7 @@ QUANTIZE = _Table({
     "segment_key": STR, "output_name": STR, "exclude": STR_LIST, "auto_exclude": BOOL, "max_exclude": INT,
     "batch_size": POS_INT, "bench_batch_sizes": POS_INT_LIST, "bench_min_time": POS_NUM, "min_speedup": POS_NUM,
 }, required=("eval", "budgets"))
-_SHARED = {"opset": POS_INT, "exporter": _enum("dynamo", "torchscript"),
+_SHARED = {"opset": OPSET, "exporter": _enum("dynamo", "torchscript"),
            "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH}
 MODEL = _Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": _Table(values=POS_INT),
                 "output_names": STR_LIST, "ranges": _Table(values=RANGE), "data": STR_LIST, "quantize": QUANTIZE,

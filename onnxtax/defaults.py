@@ -6,6 +6,7 @@ with it)."""
 OPSET = 18  # every ORT since 1.14 runs it; the dynamo exporter builds at 18 and converts from there
 EXPORTER = "dynamo"
 EXTERNAL_DATA = "auto"  # weights beside the model only above protobuf's 2 GB limit
+MIN_OPSET, MAX_OPSET = 7, 26  # what --opset and the config's `opset` accept (export and ci check the same range)
 
 # onnxruntime sessions
 OPT_LEVEL = "all"

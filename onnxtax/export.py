@@ -420,9 +420,11 @@ def _lock_opset(model, requested: int):
     try:
         converted = onnx.version_converter.convert_version(model, requested)
     except Exception as exc:  # noqa: BLE001 - the C++ converter raises RuntimeError/ValueError
-        m = re.search(r"for (\w+)\s*$", str(exc).strip()) or re.search(r"No Adapter (?:To|From) Version \$?\d+ for (\w+)",
-                                                                      str(exc))
-        op = f"; op {m.group(1)} blocks the conversion" if m else ""
+        text = str(exc).strip()
+        m = (re.search(r"No Previous Version of (\w+)", text) or re.search(r"for (\w+)\s*$", text)
+             or re.search(r"No Adapter (?:To|From) Version \$?\d+ for (\w+)", text))
+        blocking = [m.group(1)] if m else _ops_newer_than(model, requested)
+        op = f"; op {', '.join(blocking)} blocks the conversion" if blocking else ""
         raise CheckFailed(
             f"requested opset {requested} but the exporter produced opset {produced}, and converting failed{op}",
             f"use --opset {produced} (or higher), or replace the blocking op in the model") from exc
@@ -430,6 +432,20 @@ def _lock_opset(model, requested: int):
         raise CheckFailed(f"requested opset {requested}; conversion produced {_default_opset(converted)}",
                           f"use --opset {produced}")
     return converted, f"the exporter wrote opset {produced}; converted to the requested {requested} and re-checked"
+
+
+def _ops_newer_than(model, opset: int) -> list[str]:
+    """ai.onnx ops of the model that do not exist at `opset` at all (e.g. LayerNormalization
+    before 17): what blocks a down-conversion when the converter's message names nothing."""
+    import onnx.defs
+
+    missing = []
+    for op in dict.fromkeys(n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")):
+        try:
+            onnx.defs.get_schema(op, opset, "")
+        except onnx.defs.SchemaError:
+            missing.append(op)
+    return missing
 
 
 def _unify_custom_functions(model) -> None:
@@ -701,8 +717,9 @@ def export_model(
         raise OnnxtaxError(f"unknown exporter '{exporter}'", f"use one of: {', '.join(EXPORTERS)}")
     if external_data not in EXTERNAL_DATA_MODES:
         raise OnnxtaxError(f"unknown --external-data '{external_data}'", f"use one of: {', '.join(EXTERNAL_DATA_MODES)}")
-    if not 7 <= opset <= 26:
-        raise OnnxtaxError(f"opset {opset} is out of range", "use an opset between 7 and 26; 17-20 are typical")
+    if not defaults.MIN_OPSET <= opset <= defaults.MAX_OPSET:
+        raise OnnxtaxError(f"opset {opset} is out of range",
+                           f"use an opset between {defaults.MIN_OPSET} and {defaults.MAX_OPSET}; 17-20 are typical")
     output = Path(output)
     if output.suffix != ".onnx":
         raise OnnxtaxError(f"output '{output}' does not end in .onnx", "name the output like model.onnx")

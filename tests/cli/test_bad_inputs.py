@@ -1,0 +1,136 @@
+"""Inputs a hostile but realistic user types: each is exit 2 with a one-line `error:` and a
+`fix:`, never a traceback, and nothing is left half-done. Plus the forward() signatures
+that used to be refused or misreported: `forward(*xs)` and keyword-only arguments."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from onnxtax.cli import app
+
+MODELS = '''
+import torch
+
+
+class Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Varargs(torch.nn.Module):
+    def forward(self, x, *rest):
+        return x + sum(rest)
+
+
+class KeywordOnly(torch.nn.Module):
+    def forward(self, x, *, scale, shift=None):
+        return x * scale + (0 if shift is None else shift)
+'''
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A model file, its export (with manifest), and bad files beside them."""
+    from onnxtax.export import export_model
+
+    root = tmp_path_factory.mktemp("bad-inputs")
+    (root / "models.py").write_text(MODELS)
+    assert export_model(f"{root / 'models.py'}:Linear", root / "m.onnx", ["x:batch,4"], exporter="torchscript")
+    (root / "empty.onnx").write_bytes(b"")
+    np.save(root / "one.npy", np.zeros((2, 4), np.float32))
+    np.savez(root / "no-rows.npz", x=np.zeros((0, 4), np.float32))
+    (root / "ci").mkdir()
+    (root / "ci" / "models.py").write_text(MODELS)
+    (root / "ci" / "onnxtax.toml").write_text(textwrap.dedent("""
+        opset = 5
+        [models.m]
+        spec = "models.py:Linear"
+        inputs = ["x:batch,4"]
+        """))
+    return root
+
+
+def invoke(root: Path, *args: str):
+    result = CliRunner().invoke(app, [a.replace("{root}", str(root)) for a in args])
+    return result.exit_code, result.output, result.exception, result.stdout
+
+
+SPEC = "{root}/models.py:Linear"
+BAD = [
+    (["export", SPEC, "-o", "{root}/out/a.onnx", "--input", "x:batch,99999999999999"],
+     "needs 2183 TiB per sample, more than half of this host's memory"),
+    (["parity", SPEC, "{root}/m.onnx", "--range", "x=-inf:inf"], "--range 'x=-inf:inf' must be finite"),
+    (["parity", SPEC, "{root}/m.onnx", "--range", "x=-1e308:1e308"], "must be finite"),
+    (["parity", SPEC, "{root}/m.onnx", "--data", "{root}/one.npy"], "not an .npz archive"),
+    (["parity", SPEC, "{root}/m.onnx", "--data", "{root}/no-rows.npz"], "'x' is empty (shape [0, 4])"),
+    (["parity", SPEC, "{root}/empty.onnx"], "is not an ONNX model: the file is empty"),
+    (["bench", SPEC, "{root}/empty.onnx", "--no-cold-start"], "is not an ONNX model: the file is empty"),
+    (["lint-ops", "{root}/empty.onnx"], "is not an ONNX model: the file is empty"),
+    (["ci", "--config", "{root}/ci/onnxtax.toml", "--reports", "{root}/ci/r"],
+     "opset must be an opset between 7 and 26"),
+    (["export", "{root}/models.py:KeywordOnly", "-o", "{root}/out/k.onnx", "--input", "x:batch,4"],
+     "needs the keyword-only argument scale"),
+]
+
+
+@pytest.mark.parametrize("args, words", BAD, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD])
+def test_bad_input_is_exit_2_one_line(project, args, words):
+    code, output, exc, _ = invoke(project, *args)
+    assert code == 2, output
+    text = " ".join(output.split())
+    assert words in text and "fix:" in text, output
+    assert isinstance(exc, SystemExit) and "Traceback" not in output
+    assert not (project / "out").exists() and not (project / "ci" / "r").exists()
+
+
+def test_forward_with_varargs_exports_and_passes_parity(project, tmp_path):
+    out = tmp_path / "v.onnx"
+    code, output, _, stdout = invoke(project, "export", "{root}/models.py:Varargs", "-o", str(out), "--input", "x:batch,4",
+                             "--input", "y:batch,4", "--json")
+    assert code == 0, output
+    assert [i["name"] for i in json.loads(stdout)["inputs"]] == ["x", "y"]
+    code, output, _, stdout = invoke(project, "parity", "{root}/models.py:Varargs", str(out), "--samples", "1")
+    assert code == 0, output
+
+
+def test_keyword_only_arguments_are_declared_by_name(project, tmp_path):
+    out = tmp_path / "k.onnx"
+    code, output, _, stdout = invoke(project, "export", "{root}/models.py:KeywordOnly", "-o", str(out), "--input",
+                             "x:batch,4", "--input", "shift:batch,4", "--input", "scale:batch,4",
+                             "--exporter", "torchscript", "--json")
+    assert code == 0, output
+    assert [i["name"] for i in json.loads(stdout)["inputs"]] == ["x", "shift", "scale"]
+    code, output, _, stdout = invoke(project, "parity", "{root}/models.py:KeywordOnly", str(out), "--samples", "1",
+                             "--json", "-")
+    assert code == 0, output
+    assert json.loads(stdout)["model"]["class_name"] == "KeywordOnly"
+
+
+def test_opset_conversion_names_the_op_the_converter_message_does_not(tmp_path):
+    """onnx's converter says only "No Previous Version of LayerNormalization exists" (or less):
+    the message names the op that blocks opset 9."""
+    import onnx
+    from onnx import helper
+
+    from onnxtax.errors import CheckFailed
+    from onnxtax.export import _lock_opset
+
+    f = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1)], "ln",
+        [helper.make_tensor_value_info(n, f, s) for n, s in (("x", [2, 4]), ("g", [4]), ("b", [4]))],
+        [helper.make_tensor_value_info("y", f, [2, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(CheckFailed, match="op LayerNormalization blocks the conversion"):
+        _lock_opset(model, 9)
