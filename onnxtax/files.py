@@ -50,6 +50,8 @@ def check_output(path: str | Path, what: str, *, folder: bool = False, append: b
         problem = "it is a file"
     elif not folder and path.is_dir():
         problem = "it is a directory"
+    elif path.exists() and not path.is_dir() and not path.is_file():
+        pass  # /dev/stdout, a FIFO: written in place, nothing to probe
     elif append and path.is_file():
         try:
             with open(path, "a", encoding="utf-8"):
@@ -74,7 +76,9 @@ def writing(path: str | Path, what: str) -> Iterator[None]:
     except OSError as exc:
         why = exc.strerror or str(exc)
         other = Path(exc.filename) if exc.filename else None
-        if other is not None and other != Path(path) and not other.name.startswith(f".{Path(path).name}."):
+        if isinstance(exc, FileExistsError) and other is not None and other != Path(path):
+            why = f"{other} is not a directory"  # creating the folders met a file
+        elif other is not None and other != Path(path) and not other.name.startswith(f".{Path(path).name}."):
             why += f": {other}"  # a folder on the way, not our temporary file
         raise OnnxtaxError(f"cannot write {what} {path}: {why}", WRITABLE_HINT) from exc
 
@@ -189,6 +193,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
+    if path.exists() and not path.is_file():
+        # /dev/stdout, a FIFO: written in place; renaming over them would replace the device node
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    if path.is_symlink():
+        path = path.resolve()  # replace the file the link points to, not the link
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

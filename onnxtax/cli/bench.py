@@ -19,6 +19,7 @@ from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_error,
                               print_json, progress_display, user_errors)
+from onnxtax.cli.export import SPEC_RUNS_CODE
 from onnxtax.errors import InputSpecError
 
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
@@ -42,7 +43,8 @@ def _fmt_rate(rate: float) -> str:
 
 @app.command(epilog=EXIT_CODES_HELP)
 def bench(
-    spec: Annotated[str, typer.Argument(help="The PyTorch model: path/to/file.py:NAME or package.module:NAME.",
+    spec: Annotated[str, typer.Argument(help="The PyTorch model: path/to/file.py:NAME or package.module:NAME. "
+                                        + SPEC_RUNS_CODE,
                                         show_default=False)],
     model: Annotated[Path, typer.Argument(help="The exported .onnx file.", show_default=False)],
     input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP, show_default=False)] = [],  # noqa: B006

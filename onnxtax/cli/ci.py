@@ -66,7 +66,8 @@ def ci(
 ) -> None:
     """Gate a release: export -> lint-ops -> parity (every configured provider) -> manifest verify
     (-> bench, when configured) for every model in the config, with JUnit, SARIF, JSON and
-    markdown reports. Appends the summary to $GITHUB_STEP_SUMMARY when set."""
+    markdown reports. Appends the summary to $GITHUB_STEP_SUMMARY when set. Each model's
+    `spec` file is run (imported) to build the model: give only configs and files you trust."""
     from rich.markup import escape
     out = status_console(json_out)
     with user_errors(debug):

@@ -12,8 +12,10 @@ from onnxtax import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console,
                               print_error, print_json, progress_display, user_errors)
 
+SPEC_RUNS_CODE = ("Loading a SPEC runs that file's code (and what it imports), as importing it does: give only "
+                  "files you trust.")
 SPEC_ARG = typer.Argument(help="The model: path/to/file.py:NAME or package.module:NAME (an nn.Module instance, "
-                               "class, or zero-argument factory).", show_default=False)
+                               "class, or zero-argument factory). " + SPEC_RUNS_CODE, show_default=False)
 RANGE_HELP = ("NAME=LOW:HIGH: value range of an input (integers: HIGH exclusive, e.g. token ids 0:30522). "
               "Integers without one: mask-like names all ones, token type ids 0:2, other ids/tokens/positions "
               "0:32, other integers 0:10.")

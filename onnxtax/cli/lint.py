@@ -11,6 +11,7 @@ from onnxtax import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, progress_display,
                               user_errors)
+from onnxtax.cli.export import SPEC_RUNS_CODE
 
 MAX_ROWS_PER_RULE = 25
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -24,8 +25,8 @@ def lint_ops(
                                                     "export.", show_default=False)] = None,
     source: Annotated[Optional[str], typer.Option(help="The PyTorch model it came from (path/to/file.py:NAME): "
                                                   "trace it and report data-dependent branches, Python values "
-                                                  "taken from tensors and custom ops at your file:line.",
-                                                  show_default=False)] = None,
+                                                  "taken from tensors and custom ops at your file:line. "
+                                                  + SPEC_RUNS_CODE, show_default=False)] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", help="NAME:DIMS[:DTYPE] per forward() argument, for "
                                              "--source (default: the manifest's inputs).",
                                              show_default=False)] = [],  # noqa: B006
