@@ -47,7 +47,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onnxtax.ci import MODEL_SCHEMA, PASSING, RUN_SCHEMA, STAGES, VERDICT_TEXT, VERDICTS
+from onnxtax.ci import MODEL_SCHEMA, PASSING, RUN_SCHEMA, VERDICT_TEXT, VERDICTS
 from onnxtax.errors import OnnxtaxError
 from onnxtax.report import md_cell
 
