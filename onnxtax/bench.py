@@ -933,7 +933,8 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     if threads is not None and threads < 1:
         raise InputSpecError(f"threads {threads} must be >= 1", "or None (--threads 0) for each runtime's default")
     if cold_start_runs < 1:
-        raise InputSpecError(f"cold start runs {cold_start_runs} must be >= 1")
+        raise InputSpecError(f"--cold-start-runs {cold_start_runs} must be >= 1",
+                             "e.g. --cold-start-runs 3, or --no-cold-start")
     dims_lists = {k: (list(v) if isinstance(v, (list, tuple)) else [int(v)]) for k, v in (dims or {}).items()}
 
     resolved = resolve_inputs(onnx_path, inputs, ranges=ranges)

@@ -62,7 +62,8 @@ def _import_target(target: str) -> tuple[Any, Path | None]:
         if mod_name in sys.modules:
             return sys.modules[mod_name], path
         spec = importlib.util.spec_from_file_location(mod_name, path)
-        assert spec and spec.loader
+        if spec is None or spec.loader is None:  # not a .py (or other importable) file
+            raise LoadError(f"model file '{target}' is not a Python file Python can import", SPEC_HELP)
         module = importlib.util.module_from_spec(spec)
         # the user's file may import siblings next to it
         sys.path.insert(0, str(path.parent))

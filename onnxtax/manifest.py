@@ -130,6 +130,8 @@ def verify_artifact(model_path: str | Path) -> VerifyReport:
     """Recompute every checksum the manifest lists. A listed path that leaves the
     artifact's folder (`../`, absolute, a symlink out) is never read and fails."""
     model_path = Path(model_path)
+    if model_path.is_dir():
+        raise ManifestError(f"{model_path} is a folder, not an .onnx file", "give the path of the exported .onnx file")
     if not model_path.exists() and not manifest_path_for(model_path).is_file():
         raise ManifestError(f"model file {model_path} does not exist (nor its manifest)",
                             "give the path of an .onnx file written by `onnxtax export`")

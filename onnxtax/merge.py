@@ -269,11 +269,12 @@ def load_host_runs(folders: list[str | Path]) -> list[HostRun]:
     """One HostRun per (folder, host label). Two runs that carry the same label get
     their folder name appended, so no host hides another."""
     runs: dict[tuple[str, str], HostRun] = {}
-    for folder in folders:
-        folder = Path(folder)
+    for folder in dict.fromkeys(Path(f).resolve() for f in folders):  # a folder given twice counts once
+        given = next(Path(f) for f in folders if Path(f).resolve() == folder)
         if not folder.is_dir():
-            raise OnnxtaxError(f"report folder {folder} does not exist",
+            raise OnnxtaxError(f"report folder {given} " + ("is a file" if folder.exists() else "does not exist"),
                                "give the folders `onnxtax ci --reports DIR` wrote (or the CI artifacts holding them)")
+        folder = given
         reports = find_model_reports(folder)
         run_files = {path.parent: (path, data) for path, data in reports if data["schema"] == RUN_SCHEMA}
         model_reports = [(path, data) for path, data in reports if data["schema"] == MODEL_SCHEMA]

@@ -141,7 +141,9 @@ def test_unknown_key_inside_inline_table_and_model_table(project):
 
 def test_wrong_type_names_expected_and_actual(project):
     err = error_of(project(GOOD.replace("opset = 17", 'opset = "17"')))
-    assert err.message.endswith(":1: opset must be a positive integer, not the string '17'")
+    assert err.message.endswith(":1: opset must be an opset between 7 and 26, not the string '17'")
+    err = error_of(project(GOOD.replace("opset = 17", "opset = 5")))  # with the rest of the config, not at export
+    assert err.message.endswith(":1: opset must be an opset between 7 and 26, not int 5")
     err = error_of(project(GOOD.replace("dims = { batch = [1, 9] }", 'dims = { batch = [1, "9"] }')))
     assert ":17: models.net.parity.dims.batch must be a positive integer or a list of them" in err.message
     err = error_of(project(GOOD.replace('fail_on = "warning"', 'fail_on = "warn"')))

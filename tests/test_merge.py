@@ -231,3 +231,9 @@ def test_wrong_types_in_ci_json_are_exit_2(tmp_path):
     (run / "ci.json").write_text(json.dumps(data))
     result = merge_cli(run)
     assert result.exit_code == 2 and "interrupted is \"no\", expected bool" in " ".join(result.output.split())
+
+
+def test_a_folder_given_twice_counts_once(tmp_path):
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")])})
+    matrix = merge_reports([run, Path(str(run) + "/")])
+    assert [h.label for h in matrix.hosts] == ["cpu-runner"] and matrix.passed

@@ -81,6 +81,11 @@ BAD = [
      "opset must be an opset between 7 and 26"),
     (["export", "{root}/models.py:KeywordOnly", "-o", "{root}/out/k.onnx", "--input", "x:batch,4"],
      "needs the keyword-only argument scale"),
+    (["export", "{root}/one.npy:x", "-o", "{root}/out/n.onnx", "--input", "x:batch,4"],
+     "is not a Python file Python can import"),
+    (["bench", SPEC, "{root}/m.onnx", "--cold-start-runs", "0"], "--cold-start-runs 0 must be >= 1"),
+    (["report", "merge", "{root}/m.onnx"], "m.onnx is a file"),
+    (["verify", "{root}"], "is a folder, not an .onnx file"),
 ]
 
 
