@@ -135,7 +135,7 @@ def bench(
     if not json_stdout:
         for label, path in (("json", json_out), ("plot", plot), ("recorded in", recorded)):
             if path:
-                console.print(f"{label}: {path}", highlight=False)
+                console.print(f"{label}: {path}", highlight=False, markup=False)
     for failure in report.failures:
         print_error(failure, label="not measured")
     for gate in report.failed_gates:
@@ -210,7 +210,8 @@ def render(report) -> None:
                           f"{p.placement['total_nodes']} nodes ran on another provider ({escape(ops)})",
                           highlight=False)
     if report.skipped_providers:
-        console.print(f"skipped (not on this host): {', '.join(report.skipped_providers)}", highlight=False)
+        console.print(f"skipped (not on this host): {', '.join(report.skipped_providers)}", highlight=False,
+                      markup=False)
     _render_cold_start(report)
     if report.sweep:
         _render_sweep(report.sweep)

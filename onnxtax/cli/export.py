@@ -73,7 +73,7 @@ def export(
         _render_export(result)
     if not result.passed:
         print_error(result.error, result.hint, label="export failed")
-        err_console.print(f"  nothing was written to {result.output}", highlight=False)
+        err_console.print(f"  nothing was written to {result.output}", highlight=False, markup=False)
         if debug and result.exporter_log:
             err_console.print(result.exporter_log, highlight=False, markup=False)
         if debug and result.traceback:
@@ -88,7 +88,7 @@ def _render_export(result) -> None:
     from onnxtax.report import format_size
 
     if result.passed:
-        console.print(f"[bold green]exported[/] {result.output}  ({result.exporter} exporter, opset {result.opset}, "
+        console.print(f"[bold green]exported[/] {escape(result.output)}  ({result.exporter} exporter, opset {result.opset}, "
                       f"IR {result.ir_version}, {format_size(result.size_bytes)}, {result.seconds:.1f} s)",
                       highlight=False)
         table = Table(box=None, pad_edge=False)
@@ -96,7 +96,7 @@ def _render_export(result) -> None:
             table.add_column(col)
         for kind, items in (("input", result.inputs), ("output", result.outputs)):
             for item in items:
-                table.add_row(kind, item["name"], _dims_text(item["dims"]), item["dtype"])
+                table.add_row(kind, escape(item["name"]), _dims_text(item["dims"]), item["dtype"])
         console.print(table)
     checks = Table(box=None, pad_edge=False, show_header=False)
     checks.add_column()
@@ -115,7 +115,7 @@ def _render_export(result) -> None:
     if result.passed:
         from onnxtax.manifest import manifest_path_for
 
-        console.print(f"manifest: {manifest_path_for(result.output)}", highlight=False)
+        console.print(f"manifest: {escape(str(manifest_path_for(result.output)))}", highlight=False)
 
 
 @app.command(epilog=EXIT_CODES_HELP)

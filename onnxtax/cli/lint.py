@@ -74,7 +74,7 @@ def lint_ops(
     if not json_stdout:
         for path, what in ((json_path, "JSON"), (sarif_path, "SARIF")):
             if path is not None:
-                console.print(f"{what} report: {path}", highlight=False)
+                console.print(f"{what} report: {path}", highlight=False, markup=False)
     raise typer.Exit(report.exit_code)
 
 
@@ -154,7 +154,7 @@ def render(report) -> None:
         for f in report.allowed:
             key = f"{f.rule}:{f.where}" if f.where else f.rule
             by_entry[key] = by_entry.get(key, 0) + 1
-        console.print(f"[dim]allowed ({len(report.allowed)}, --allow {', '.join(report.allow)}):[/] "
+        console.print(f"[dim]allowed ({len(report.allowed)}, --allow {escape(', '.join(report.allow))}):[/] "
                       + escape(", ".join(f"{k}" + (f" x{n}" if n > 1 else "") for k, n in by_entry.items())),
                       highlight=False, soft_wrap=True)
     for note in report.notes:

@@ -139,3 +139,12 @@ def test_opset_conversion_names_the_op_the_converter_message_does_not(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(CheckFailed, match="op LayerNormalization blocks the conversion"):
         _lock_opset(model, 9)
+
+
+def test_paths_and_names_that_look_like_markup_are_printed_as_they_are(project, tmp_path):
+    """`[/]` in a path or an output name once crashed the summary after the export was written."""
+    out = tmp_path / "br[/]" / "m.onnx"
+    code, output, exc, stdout = invoke(project, "export", SPEC, "-o", str(out), "--input", "x:batch,4",
+                                       "--exporter", "torchscript", "--output-name", "[/]")
+    assert code == 0, output
+    assert f"exported {out}" in " ".join(stdout.split()) and "[/]" in stdout
