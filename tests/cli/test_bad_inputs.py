@@ -58,6 +58,16 @@ def project(tmp_path_factory):
         spec = "models.py:Linear"
         inputs = ["x:batch,4"]
         """))
+    (root / "ci-ok").mkdir()
+    (root / "ci-ok" / "models.py").write_text(MODELS)
+    (root / "ci-ok" / "onnxtax.toml").write_text(textwrap.dedent("""
+        exporter = "torchscript"
+        output_dir = "onnx"
+        [models.m]
+        spec = "models.py:Linear"
+        inputs = ["x:batch,4"]
+        """))
+    (root / "a-file").write_text("")
     return root
 
 
@@ -86,6 +96,15 @@ BAD = [
     (["bench", SPEC, "{root}/m.onnx", "--cold-start-runs", "0"], "--cold-start-runs 0 must be >= 1"),
     (["report", "merge", "{root}/m.onnx"], "m.onnx is a file"),
     (["verify", "{root}"], "is a folder, not an .onnx file"),
+    # outputs are checked before the work, not after it
+    (["ci", "--config", "{root}/ci-ok/onnxtax.toml", "--reports", "{root}/a-file/r"],
+     "cannot write --reports {root}/a-file/r: {root}/a-file is not a directory"),
+    (["bench", SPEC, "{root}/m.onnx", "--json", "{root}/a-file/b.json"], "cannot write --json"),
+    (["bench", SPEC, "{root}/m.onnx", "--plot", "{root}"], "cannot write --plot {root}: it is a directory"),
+    (["bench", SPEC, "{root}/m.onnx", "--profile", "{root}/a-file"], "cannot write --profile {root}/a-file: it is a file"),
+    (["lint-ops", "{root}/m.onnx", "--sarif", "{root}/a-file/x.sarif"], "cannot write --sarif"),
+    (["parity", SPEC, "{root}/m.onnx", "--junit", "{root}/a-file/j.xml"], "cannot write --junit"),
+    (["report", "merge", "{root}/ci", "-o", "{root}/a-file"], "cannot write --output {root}/a-file: it is a file"),
 ]
 
 
@@ -94,9 +113,10 @@ def test_bad_input_is_exit_2_one_line(project, args, words):
     code, output, exc, _ = invoke(project, *args)
     assert code == 2, output
     text = " ".join(output.split())
-    assert words in text and "fix:" in text, output
+    assert words.replace("{root}", str(project)) in text and "fix:" in text, output
     assert isinstance(exc, SystemExit) and "Traceback" not in output
     assert not (project / "out").exists() and not (project / "ci" / "r").exists()
+    assert not (project / "ci-ok" / "onnx").exists()  # no model was exported before the refusal
 
 
 def test_forward_with_varargs_exports_and_passes_parity(project, tmp_path):
@@ -148,3 +168,12 @@ def test_paths_and_names_that_look_like_markup_are_printed_as_they_are(project, 
                                        "--exporter", "torchscript", "--output-name", "[/]")
     assert code == 0, output
     assert f"exported {out}" in " ".join(stdout.split()) and "[/]" in stdout
+
+
+def test_an_output_failing_at_the_end_is_exit_2_after_the_table(project, monkeypatch):
+    """$GITHUB_STEP_SUMMARY on a full disk: the parity table is printed, then one error line."""
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", "/dev/full")
+    code, output, _, stdout = invoke(project, "parity", SPEC, "{root}/m.onnx", "--samples", "1")
+    assert code == 2, output
+    assert "parity passed" in stdout
+    assert "cannot write $GITHUB_STEP_SUMMARY /dev/full: No space left on device" in output
