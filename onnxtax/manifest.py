@@ -52,7 +52,7 @@ def read_manifest(model_path: str | Path, *, required: bool = True) -> dict | No
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ManifestError(f"manifest {path} is unreadable: {exc}", "re-export the model to write a new one") from exc
     if not isinstance(data, dict) or "artifact" not in data:
         raise ManifestError(f"manifest {path} is not an onnxtax manifest", "re-export the model to write a new one")
@@ -140,10 +140,12 @@ def verify_artifact(model_path: str | Path) -> VerifyReport:
     report = VerifyReport(str(model_path), str(manifest_path_for(model_path)))
     artifact = data["artifact"]
     external = artifact.get("external_data") or [] if isinstance(artifact, dict) else None
-    if not isinstance(external, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str)
-                                                 for e in external):
-        raise ManifestError(f"manifest {report.manifest} is malformed: artifact.external_data must be a list of "
-                            "{file, sha256, size_bytes}", "re-export the model to write a new one")
+    if not isinstance(external, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+            for e in [artifact] + external):
+        raise ManifestError(f"manifest {report.manifest} is malformed: artifact needs a sha256 string and "
+                            "external_data a list of {file, sha256, size_bytes}",
+                            "re-export the model to write a new one")
     entries = [(model_path.name, model_path, artifact.get("sha256"))]
     folder = model_path.parent.resolve()
     for ext in external:

@@ -177,3 +177,17 @@ def test_an_output_failing_at_the_end_is_exit_2_after_the_table(project, monkeyp
     assert code == 2, output
     assert "parity passed" in stdout
     assert "cannot write $GITHUB_STEP_SUMMARY /dev/full: No space left on device" in output
+
+
+@pytest.mark.parametrize("manifest, words", [
+    (b'{"artifact": {"file": "m.onnx", "sha256": 5}}', "is malformed: artifact needs a sha256 string"),
+    (b'{"artifact": {"file": "m.onnx", "sha256": "ab", "external_data": [7]}}', "is malformed"),
+    (b'{"artifact": null}', "is malformed"),
+    (b"\xff\xfe", "is unreadable: 'utf-8' codec can't decode"),
+])
+def test_a_damaged_manifest_is_exit_2_naming_it(project, tmp_path, manifest, words):
+    (tmp_path / "m.onnx").write_bytes((project / "m.onnx").read_bytes())
+    (tmp_path / "m.manifest.json").write_bytes(manifest)
+    code, output, exc, _ = invoke(project, "verify", str(tmp_path / "m.onnx"))
+    assert code == 2 and words in " ".join(output.split()), output
+    assert isinstance(exc, SystemExit)
