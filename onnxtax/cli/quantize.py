@@ -96,12 +96,13 @@ def quantize(
                                     auto_exclude=auto_exclude, max_exclude=max_exclude, providers=provider or None,
                                     batch_size=batch_size, bench_batch_sizes=sizes, bench_min_time=bench_min_time,
                                     min_speedup=min_speedup, preprocess=preprocess, seed=seed, progress=progress)
-        _write_json(report, json_out)
     if json_stdout:
         print_json(report.to_dict())
     else:
         render(report)
     verdict(report, err_console if json_stdout else console)
+    with user_errors(debug):
+        _write_json(report, json_out)
     raise typer.Exit(report.exit_code)
 
 
@@ -126,7 +127,6 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
         _check_json_path(json_out)
         with progress_display("parity (INT8 budgets)") as progress:
             report = check_quantized(spec, onnx_model, providers=provider or None, progress=progress)
-        _write_json(report, json_out)
     if json_stdout:
         print_json(report.to_dict())
     else:
@@ -135,34 +135,26 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
             "(FP32 tolerances do not apply)[/]", highlight=False)
         render(report)
     verdict(report, err_console if json_stdout else console)
+    with user_errors(debug):
+        _write_json(report, json_out)
     raise typer.Exit(report.exit_code)
 
 
 def _check_json_path(json_out: str | None) -> None:
     """A --json path that cannot be written is refused before minutes of quantizing, not after."""
-    from onnxtax.errors import OnnxtaxError
-    from onnxtax.files import unwritable_ancestor
+    from onnxtax.files import check_output
 
-    if not json_out or json_out == "-":
-        return
-    blocked = unwritable_ancestor(json_out)
-    if Path(json_out).is_dir() or blocked is not None:
-        why = "it is a directory" if blocked is None else f"{blocked[0]} {blocked[1]}"
-        raise OnnxtaxError(f"cannot write --json {json_out}: {why}", "give a path in a writable directory")
+    if json_out and json_out != "-":
+        check_output(json_out, "--json")
 
 
 def _write_json(report: Any, json_out: str | None) -> None:
-    from onnxtax.errors import OnnxtaxError
-    from onnxtax.files import write_json_atomic
+    """After the table: through the one output writer (an OS error is one line, exit 2)."""
+    from onnxtax.files import write_output
     from onnxtax.report import jsonable
 
-    if not json_out or json_out == "-":
-        return
-    try:
-        write_json_atomic(json_out, jsonable(report.to_dict()))
-    except OSError as exc:
-        raise OnnxtaxError(f"cannot write --json {json_out}: {exc.strerror or exc}",
-                           "give a path in a writable directory") from exc
+    if json_out and json_out != "-":
+        write_output(json_out, jsonable(report.to_dict()), "--json")
 
 
 def _v(v: float | None, metric: str = "") -> str:
