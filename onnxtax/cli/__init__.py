@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from onnxtax.cli import bench, ci, export, lint, parity, quantize  # noqa: F401  (each registers its commands)
 from onnxtax.cli._app import app
@@ -19,13 +20,32 @@ from onnxtax.errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 _terminated = False
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
+def _on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM raises Terminated (a KeyboardInterrupt) where the program is, so every
     `finally` runs as on Ctrl-C. Once only: a second SIGTERM must not cut the clean-up short."""
     global _terminated
     _terminated = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _raise_when_safe(frame)
+
+
+def _raise_when_safe(frame: Any) -> None:
+    """Not inside an import: a module's C++ initialisation (onnx's, through nanobind) that
+    calls back into Python cannot carry an exception and aborts the process (exit 134,
+    nothing cleaned up). Then retry every 50 ms until the import is done."""
+    if _in_import(frame):
+        signal.signal(signal.SIGALRM, lambda _signum, later: _raise_when_safe(later))
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
     raise Terminated()
+
+
+def _in_import(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def main() -> None:

@@ -138,3 +138,28 @@ def test_sigterm_during_ci_writes_the_interrupted_report_and_fails_the_merge(tmp
     merged = run_cli("report", "merge", reports)
     assert merged.returncode == 1, merged.stdout + merged.stderr
     assert "interrupted by SIGTERM (exit 143): 0 of 2 models finished" in merged.stdout
+
+
+def test_sigterm_during_an_import_waits_for_the_import_to_finish(tmp_path):
+    """An exception raised inside a C extension's initialisation (onnx through nanobind) aborts
+    the process; the handler defers until the import is done, then unwinds as usual."""
+    (tmp_path / "slow_module.py").write_text("import time\nprint('importing', flush=True)\ntime.sleep(2)\n")
+    script = textwrap.dedent("""
+        import signal, sys, time
+        from onnxtax.cli import _on_sigterm
+        from onnxtax.errors import Terminated
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            import slow_module
+            print("imported", flush=True)
+            time.sleep(30)
+        except Terminated:
+            print("terminated", "slow_module" in sys.modules, flush=True)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]),
+                                                                              str(tmp_path)])))
+    assert proc.stdout.readline().strip() == "importing"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert out.split() == ["imported", "terminated", "True"]
