@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import Any
 
-from onnxtax.cli import bench, ci, export, lint, parity, quantize  # noqa: F401  (each registers its commands)
+from onnxtax.cli import bench, ci, export, lint, parity, quantize, runtimes  # noqa: F401  (each registers its commands)
 from onnxtax.cli._app import app
 from onnxtax.errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 

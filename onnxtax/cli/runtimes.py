@@ -1,0 +1,208 @@
+"""`onnxtax runtimes`: the artifact on each onnxruntime release the fleet runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, get_console, print_json,
+                              user_errors)
+from onnxtax.cli.export import INPUT_HELP
+from onnxtax.defaults import PARITY_ATOL, PARITY_RTOL
+from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+
+ORT_HELP = ("onnxruntime releases, exact (1.16.3), comma-separated or repeated. Each gets a cached virtualenv with "
+            "only that release and a numpy it supports, built on first use.")
+CACHE_HELP = ("Where the per-release virtualenvs live. Default: $ONNXTAX_RUNTIMES_DIR, else [runtimes] cache_dir, "
+              "else ~/.cache/onnxtax/runtimes.")
+OFFLINE_HELP = "Never build a virtualenv: a release missing from the cache is an error (exit 2)."
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def runtimes(
+    onnx_model: Annotated[Path, typer.Argument(help="The .onnx file (its manifest, when beside it, gives the "
+                                               "inputs).", show_default=False)],
+    spec: Annotated[Optional[str], typer.Argument(help="The PyTorch model it came from (path/to/file.py:NAME): "
+                                                  "the reference. Without it the installed onnxruntime on CPU is "
+                                                  "the reference.", show_default=False)] = None,
+    ort: Annotated[list[str], typer.Option("--ort", help=ORT_HELP, show_default=False)] = [],  # noqa: B006
+    provider: Annotated[list[str], typer.Option("--provider", "-p", help="Execution provider in each release (cpu, "
+                                                "openvino:device_type=CPU, ...). Repeatable. Default: cpu. One the "
+                                                "release's package lacks is reported as not in package.",
+                                                show_default=False)] = [],  # noqa: B006
+    input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP + " Default: the manifest, else the "
+                                             "graph's inputs.", show_default=False)] = [],  # noqa: B006
+    dim: Annotated[list[str], typer.Option(help="SYMBOL=V1,V2,...: sizes of a dynamic axis (default as parity: 1, "
+                                           "an even and an odd size).", show_default=False)] = [],  # noqa: B006
+    samples: Annotated[int, typer.Option(help="Random samples per shape (seeded, as parity).")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = 0,
+    range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH value range of an input (integers: "
+                                              "HIGH exclusive).", show_default=False)] = [],  # noqa: B006
+    data: Annotated[list[Path], typer.Option(help="A .npz of real inputs keyed by input name. Repeatable.",
+                                             show_default=False)] = [],  # noqa: B006
+    rtol: Annotated[float, typer.Option(help="Relative tolerance (parity's criterion).")] = PARITY_RTOL,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = PARITY_ATOL,
+    tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one output.",
+                                                 show_default=False)] = [],  # noqa: B006
+    opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
+    cache_dir: Annotated[Optional[Path], typer.Option(help=CACHE_HELP, show_default=False)] = None,
+    offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
+    limits: Annotated[bool, typer.Option("--limits", help="Instead of checking a model, measure each release's "
+                                         "highest loadable IR version and opsets (ONNX_MODEL is ignored; give "
+                                         "'-').")] = False,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON to PATH; '-' prints it "
+                                                    "on stdout.", show_default=False, metavar="PATH")] = None,
+    junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML: one suite per release x provider.",
+                                                  show_default=False, metavar="PATH")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write the release x provider matrix as markdown.",
+                                                     show_default=False, metavar="PATH")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
+) -> None:
+    """Load and run ONNX_MODEL on each listed onnxruntime release (each in its own cached
+    virtualenv) and compare with the eager model at parity's shapes and samples: per release
+    and provider, loads or not (in the runtime's own words), values pass or fail; the lowest
+    release that passes. Exit 1 if any listed release fails."""
+    json_stdout = json_out == "-"
+    with user_errors(debug):
+        from onnxtax.cli.parity import _check_writable
+        from onnxtax.errors import InputSpecError
+        from onnxtax.runtimes import check_runtimes, measure_limits
+        from onnxtax.specs import parse_dim_values, parse_ranges
+
+        if not ort:
+            raise InputSpecError("no onnxruntime release given", "e.g. --ort 1.16.3,1.18.1,1.20.1")
+        for flag, path in (("--json", None if json_stdout else json_out), ("--junit", junit),
+                           ("--markdown", markdown)):
+            _check_writable(flag, path)
+        out = get_console(stderr=True)
+        with out.status("runtimes", spinner="dots") as status:
+            say = _say(status, out)
+            if limits:
+                rows = measure_limits(ort, cache_dir=cache_dir, offline=offline, progress=say)
+            else:
+                from onnxtax.parity import parse_tolerances
+
+                report = check_runtimes(onnx_model, ort, spec, input or None, dims=parse_dim_values(dim, multi=True),
+                                        samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=data,
+                                        rtol=rtol, atol=atol, tolerances=parse_tolerances(tolerance),
+                                        providers=provider or None, opt_level=opt_level, cache_dir=cache_dir,
+                                        offline=offline, progress=say)
+        if limits:
+            _limits_output(rows, json_out)
+            raise typer.Exit(EXIT_OK)
+        _write_outputs(report, None if json_stdout else json_out, junit, markdown)
+    if json_stdout:
+        print_json(report.to_dict())
+    else:
+        render(report)
+    _verdict(report, err_console if json_stdout else console)
+    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+
+
+def _say(status, out):
+    """Spinner text on a terminal; plain lines in a CI log for the slow steps (venv builds)."""
+    from rich.markup import escape
+
+    def say(msg: str) -> None:
+        status.update(escape(msg))
+        if not out.is_terminal and ("pip install" in msg or "ready in" in msg or "waiting" in msg):
+            out.print(escape(msg), highlight=False, soft_wrap=True)
+    return say
+
+
+def _write_outputs(report, json_out: str | None, junit: Path | None, markdown: Path | None) -> None:
+    from onnxtax.errors import OnnxtaxError
+    from onnxtax.files import write_json_atomic, write_text_atomic
+    from onnxtax.report import append_github_summary, jsonable, write_junit
+
+    target = ""
+    try:
+        if json_out:
+            target = f"--json {json_out}"
+            write_json_atomic(json_out, jsonable(report.to_dict()))
+        if junit:
+            target = f"--junit {junit}"
+            write_junit(junit, report.junit_suites(), name="onnxtax runtimes")
+        if markdown:
+            target = f"--markdown {markdown}"
+            write_text_atomic(markdown, report.markdown())
+        target = "$GITHUB_STEP_SUMMARY"
+        append_github_summary(report.markdown())
+    except OSError as exc:
+        raise OnnxtaxError(f"cannot write {target}: {exc.strerror or exc}",
+                           "give a path in a writable directory") from exc
+
+
+def _limits_output(rows, json_out: str | None) -> None:
+    from rich.table import Table
+
+    from onnxtax.files import write_json_atomic
+
+    data = {"schema": "onnxtax.ort-limits/1", "limits": [r.to_dict() for r in rows]}
+    if json_out == "-":
+        print_json(data)
+        return
+    if json_out:
+        write_json_atomic(json_out, data)
+    table = Table(title="onnxruntime limits (measured here)", title_justify="left", header_style="bold")
+    for col in ("release", "ai.onnx opset", "ai.onnx.ml opset", "IR version"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.latest, str(r.max_opset), str(r.max_ml_opset), str(r.max_ir))
+    console.print(table)
+
+
+def render(report, out=None) -> None:
+    """Release x provider: status, the runtime's message, worst difference; then failures."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = out or console
+    ref = report.reference.get("spec") or f"onnxruntime {report.reference.get('onnxruntime')} (installed)"
+    info = report.model_info
+    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info.get("opsets", {}).items())
+    table = Table(title=f"runtimes: {escape(report.onnx)} (IR {info.get('ir_version')}, {escape(opsets)}) vs "
+                        f"{escape(ref)}", title_justify="left", header_style="bold")
+    for col, justify in (("onnxruntime", "left"), ("provider", "left"), ("loads", "left"), ("parity", "left"),
+                         ("cases", "right"), ("max abs", "right"), ("detail", "left")):
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("detail",))
+    for r in report.results:
+        loads = {"load-error": "[bold red]no[/]", "unavailable": "[dim]-[/]", "crashed": "[bold red]crashed[/]"}.get(
+            r.status, "[green]yes[/]")
+        parity = {"passed": "[green]pass[/]", "failed": "[bold red]FAIL[/]", "run-error": "[bold red]ERROR[/] run",
+                  "unavailable": "[dim]not in package[/]"}.get(r.status, "[dim]-[/]")
+        passed = sum(1 for c in r.cases if c.passed)
+        diffs = [c.stats.max_abs_diff for c in r.cases if c.stats is not None and c.stats.samples]
+        detail = r.message or ""
+        if r.status == "failed":
+            bad = next(c for c in r.cases if not c.passed)
+            detail = f"{bad.shape} {bad.output}: {bad.reason}"
+        table.add_row(r.ort, escape(r.label), loads, parity, f"{passed}/{len(r.cases)}" if r.cases else "-",
+                      f"{max(diffs):.3g}" if diffs else "-", escape(detail))
+    out.print(table)
+    for note in report.notes:
+        out.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
+    for env in report.environments:
+        if env.get("built_now"):
+            out.print(f"[dim]built the onnxruntime {env['version']} virtualenv in {env['build_s']:.0f} s "
+                      f"({escape(env['path'])})[/]", highlight=False, soft_wrap=True)
+    for r in report.results:
+        if r.status in ("passed", "unavailable") or not r.predicted:
+            continue
+        out.print(f"[yellow]{r.ort}:[/] the limits table predicted it: {escape('; '.join(r.predicted))}",
+                  highlight=False, soft_wrap=True)
+
+
+def _verdict(report, out) -> None:
+    lowest = report.minimum_passing
+    scope = (f"{len(report.versions)} release(s) x {len({r.label for r in report.results})} provider(s), "
+             f"{len(report.shapes)} shape(s); lowest passing release: {lowest or 'none'}")
+    if report.passes_from and report.passes_from != lowest:
+        scope += f" (every listed release from {report.passes_from} passes)"
+    if report.passed:
+        out.print(f"[bold green]runtimes passed[/]: {scope}", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"[bold red]runtimes FAILED[/]: {len(report.failures)} failure(s); {scope}", highlight=False,
+                  soft_wrap=True)

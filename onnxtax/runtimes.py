@@ -1,0 +1,573 @@
+"""The runtime compatibility matrix: does the artifact load, and compute what its source
+computes, on each onnxruntime release the fleet runs?
+
+Services pin onnxruntime (a Java or C++ service upgraded once a year, a mobile build, a
+vendor image); passing on the release beside onnxtax says nothing about them. Each listed
+release runs in its own cached virtualenv (onnxtax.runtime_envs) through a self-contained
+child script (onnxtax.runtime_child): the release loads the model itself and reports its
+own error verbatim when it refuses it. The reference is computed once, here: the eager
+PyTorch model when a spec is given (parity's criterion, shapes and samples), else the
+installed onnxruntime on CPU (then the matrix shows agreement between releases, and says so).
+
+JSON schema of `RuntimeMatrixReport.to_dict()` (schema "onnxtax.runtimes/1"; keys stable):
+{
+  "schema": "onnxtax.runtimes/1",
+  "passed": false,                               every listed release x available provider passed
+  "onnx": "model.onnx", "model": {"ir_version": 10, "opsets": {"": 18}},
+  "reference": {"kind": "eager" | "onnxruntime", "spec": "m.py:Net" | null, "onnxruntime": null | "1.31.1"},
+  "input_source": "arguments" | "manifest" | "onnx-graph",
+  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "per_output": {}},
+  "shapes": [...parity shape plans...], "seed": 0, "samples_per_shape": 3,
+  "minimum_passing": "1.18.1" | null,            the lowest listed release that passed
+  "passes_from": "1.18.1" | null,                the lowest listed release from which every higher listed one passed
+  "results": [{"ort": "1.16.3", "provider": "CPUExecutionProvider", "short": "cpu", "label": "cpu",
+               "status": "passed" | "failed" | "load-error" | "run-error" | "unavailable" | "crashed",
+               "message": null | "<the runtime's own words, first line>", "detail": null | "<full text>",
+               "predicted": ["IR version 10 is above ..."],       (the static table's reasons, [] = none known)
+               "numpy": "1.26.4", "load_s": 0.01,
+               "cases": [...parity cases: shape, output, status, reason, max_abs_diff, ...]}],
+  "environments": [{"version": "1.16.3", "path": "...", "built_now": false, "build_s": null, "numpy": "1.26.4"}],
+  "failures": ["1.16.3 cpu: load-error: Unsupported model IR version: 10, max supported IR version: 9"],
+  "notes": [...], "duration_s": 3.2
+}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from onnxtax.defaults import ORT_OPT_LEVELS
+from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
+from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
+from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
+from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
+from onnxtax.errors import InputSpecError, LoadError, OnnxtaxError
+
+SCHEMA = "onnxtax.runtimes/1"
+CHILD_TIMEOUT_S = 1800
+STATUSES = ("passed", "failed", "load-error", "run-error", "unavailable", "crashed")
+
+Progress = Callable[[str], None]
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def parse_versions(texts: Sequence[str]) -> list[str]:
+    """'1.16.3,1.18.1' (repeatable) -> sorted unique exact releases."""
+    from onnxtax.runtime_envs import check_version
+
+    out = [check_version(v) for text in texts for v in text.split(",") if v.strip()]
+    if not out:
+        raise InputSpecError("no onnxruntime version given", "list releases, e.g. --ort 1.16.3,1.18.1,1.20.1")
+    return sorted(set(out), key=version_key)
+
+
+def clean_ort_message(text: str) -> str:
+    """ORT's first line without the '[ONNXRuntimeError] : 1 : FAIL :' prefix and source paths:
+    'Load model from m.onnx failed:Unsupported model IR version: 10, max supported IR version: 9'."""
+    first = text.strip().splitlines()[0] if text.strip() else text
+    first = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", first)
+    first = re.sub(r"/\S+\.(?:cc|h|cpp):\d+ [^)]*\)\s*(?:\[[^\]]*\]\s*)?", "", first)
+    first = re.sub(r"^Load model from .*? failed:\s*", "", first)  # the path is ours; the reason is theirs
+    return first.strip()[:500]
+
+
+@dataclass
+class RuntimeResult:
+    """One release x provider."""
+
+    ort: str
+    provider: str
+    options: dict[str, str]
+    short: str
+    status: str = "passed"
+    message: str | None = None
+    detail: str | None = None
+    predicted: list[str] = field(default_factory=list)
+    numpy: str | None = None
+    load_s: float | None = None
+    cases: list[Any] = field(default_factory=list)  # parity.CaseResult
+
+    @property
+    def label(self) -> str:
+        return self.short + ("" if not self.options else ":" + ",".join(f"{k}={v}" for k, v in self.options.items()))
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict:
+        return {"ort": self.ort, "provider": self.provider, "options": dict(self.options), "short": self.short,
+                "label": self.label, "status": self.status, "message": self.message, "detail": self.detail,
+                "predicted": list(self.predicted), "numpy": self.numpy, "load_s": self.load_s,
+                "cases": [c.to_dict() for c in self.cases]}
+
+
+@dataclass
+class RuntimeMatrixReport:
+    """Truthy when every listed release passed on every requested provider it has."""
+
+    onnx: str
+    versions: list[str]
+    model_info: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
+    input_source: str = "arguments"
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    per_output: dict[str, tuple[float, float]] = field(default_factory=dict)
+    seed: int = 0
+    samples_per_shape: int = DEFAULT_SAMPLES
+    shapes: list[Any] = field(default_factory=list)  # parity.ShapePlan
+    results: list[RuntimeResult] = field(default_factory=list)
+    environments: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def failures(self) -> list[str]:
+        out = []
+        for r in self.results:
+            if r.status in ("passed", "unavailable"):
+                continue
+            first_failed = next((c for c in r.cases if not c.passed), None)
+            why = r.message or (f"{first_failed.shape} {first_failed.output}: {first_failed.reason}"
+                                if first_failed is not None else r.status)
+            out.append(f"{r.ort} {r.label}: {r.status}: {why}")
+        for v in self.versions:
+            ran = [r for r in self.results if r.ort == v and r.status != "unavailable"]
+            if not ran:
+                out.append(f"{v}: none of the requested providers is in this onnxruntime package: nothing ran")
+        return out
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def version_passed(self, version: str) -> bool:
+        rows = [r for r in self.results if r.ort == version]
+        return any(r.status == "passed" for r in rows) and all(r.status in ("passed", "unavailable") for r in rows)
+
+    @property
+    def minimum_passing(self) -> str | None:
+        return next((v for v in self.versions if self.version_passed(v)), None)
+
+    @property
+    def passes_from(self) -> str | None:
+        best = None
+        for v in reversed(self.versions):
+            if not self.version_passed(v):
+                break
+            best = v
+        return best
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "passed": self.passed, "onnx": self.onnx, "model": dict(self.model_info),
+                "reference": dict(self.reference), "input_source": self.input_source,
+                "tolerance": {"rtol": self.rtol, "atol": self.atol,
+                              "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()}},
+                "shapes": [s.to_dict() for s in self.shapes], "seed": self.seed,
+                "samples_per_shape": self.samples_per_shape, "versions": list(self.versions),
+                "minimum_passing": self.minimum_passing, "passes_from": self.passes_from,
+                "results": [r.to_dict() for r in self.results], "environments": list(self.environments),
+                "failures": self.failures, "notes": list(self.notes), "duration_s": self.duration_s}
+
+    def junit_suites(self) -> list:
+        """One suite per release x provider; one testcase per shape x output, or one load case."""
+        from onnxtax.report import JUnitCase, JUnitSuite
+
+        suites = []
+        for r in self.results:
+            classname = f"onnxtax.runtimes.ort-{r.ort}.{r.short}"
+            suite = JUnitSuite(f"runtimes ort-{r.ort} {r.label}", properties={
+                "onnxruntime": r.ort, "provider": r.provider, "onnx": self.onnx})
+            if r.status == "unavailable":
+                suite.cases.append(JUnitCase("load", classname, skipped=r.message or "not in this package"))
+            elif r.status in ("load-error", "crashed"):
+                suite.cases.append(JUnitCase("load", classname, failure=r.message or r.status,
+                                             details=r.detail or r.message or ""))
+            else:
+                suite.cases.append(JUnitCase("load", classname, time_s=r.load_s or 0.0))
+            for c in r.cases:
+                jc = JUnitCase(f"{c.shape} {c.output}", classname, time_s=c.time_s)
+                if c.status == "failed":
+                    jc.failure = c.reason or "failed"
+                elif c.status == "error":
+                    jc.error = c.reason or "error"
+                suite.cases.append(jc)
+            suites.append(suite)
+        return suites
+
+    def markdown(self) -> str:
+        """The release x provider matrix for a CI step summary."""
+        icon = "✅" if self.passed else "❌"
+        ref = self.reference.get("spec") or f"onnxruntime {self.reference.get('onnxruntime')}"
+        lines = [f"### {icon} onnxtax runtimes: `{self.onnx}` vs `{ref}`", ""]
+        providers = list(dict.fromkeys(r.label for r in self.results))
+        lines.append("| onnxruntime | " + " | ".join(providers) + " |")
+        lines.append("|---|" + "---|" * len(providers))
+        for v in self.versions:
+            cells = []
+            for p in providers:
+                r = next((x for x in self.results if x.ort == v and x.label == p), None)
+                cells.append("-" if r is None else cell_text(r))
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines += ["", f"minimum passing: {self.minimum_passing or 'none'}"]
+        if self.failures:
+            lines += ["", "**Failures**", ""] + [f"- {f}" for f in self.failures[:30]]
+        return "\n".join(lines) + "\n"
+
+
+def cell_text(r: RuntimeResult) -> str:
+    """A matrix cell: pass, FAIL values, FAIL load, not in package."""
+    return {"passed": "pass", "failed": "FAIL values", "load-error": "FAIL load", "run-error": "FAIL run",
+            "crashed": "FAIL crashed", "unavailable": "not in package"}[r.status]
+
+
+# ------------------------------------------------------------------------------ inputs and reference
+
+
+_ONNX_DTYPES = {"FLOAT": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16", "DOUBLE": "float64",
+                "INT64": "int64", "INT32": "int32", "INT16": "int16", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
+
+
+def _graph_input_specs(model) -> list:
+    """Graph inputs (initializers excluded) as InputSpecs; unnamed dynamic dims get NAME_dimI."""
+    from onnx import TensorProto
+
+    from onnxtax.specs import InputSpec
+
+    initializers = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        tt = vi.type.tensor_type
+        dtype = _ONNX_DTYPES.get(TensorProto.DataType.Name(tt.elem_type)) if vi.type.HasField("tensor_type") else None
+        if dtype is None:
+            raise InputSpecError(f"ONNX input '{vi.name}' has a type the matrix cannot generate",
+                                 "give --input specs, or test with --data files")
+        dims: list[int | str] = []
+        for axis, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.dim_param and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d.dim_param):
+                dims.append(d.dim_param)
+            else:
+                dims.append(f"{vi.name}_dim{axis}")
+        specs.append(InputSpec(vi.name, tuple(dims), dtype))
+    return specs
+
+
+def _map_inputs(specs: list, model) -> dict[str, str]:
+    """spec name -> ONNX graph input name: by name, else by position."""
+    initializers = {t.name for t in model.graph.initializer}
+    graph = [vi.name for vi in model.graph.input if vi.name not in initializers]
+    names = [s.name for s in specs]
+    if set(graph) <= set(names):
+        return {n: n for n in graph}
+    if len(graph) == len(names):
+        return dict(zip(names, graph))
+    raise InputSpecError(f"inputs ({', '.join(names)}) do not match the ONNX graph's inputs ({', '.join(graph)})",
+                         "name each --input after the graph input it feeds, in forward() order")
+
+
+def _sample(plan, specs, recipe, k: int) -> dict:
+    from onnxtax.parity import _read_npz
+    from onnxtax.specs import make_inputs
+
+    if plan.origin == "data":
+        arrays = _read_npz(Path(plan.file))
+        return {s.name: arrays[s.name] for s in specs}
+    return make_inputs(specs, plan.sizes, recipe, k)
+
+
+def _installed_reference(onnx_path: Path, opt_level: str) -> Callable[[dict], list]:
+    """Outputs of the installed onnxruntime on CPU, when there is no eager model to compare with."""
+    from onnxtax.providers import open_session, parse_provider
+
+    session = open_session(onnx_path, parse_provider("cpu"), opt_level=opt_level, record_placement=False)
+    return lambda feeds: list(session.run(None, feeds))
+
+
+# ------------------------------------------------------------------------------ the matrix
+
+
+def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = None,
+                   inputs: Sequence[str] | None = None, *, dims: dict[str, list[int]] | None = None,
+                   samples: int = DEFAULT_SAMPLES, seed: int = 0, ranges: dict | None = None,
+                   data_files: Sequence[str | Path] | None = None, rtol: float = DEFAULT_RTOL,
+                   atol: float = DEFAULT_ATOL, tolerances: dict[str, tuple[float, float]] | None = None,
+                   providers: Sequence[str] | None = None, opt_level: str = "all",
+                   max_shapes: int = MAX_SHAPES, export_sizes: dict[str, int] | None = None,
+                   cache_dir: str | Path | None = None, offline: bool = False,
+                   progress: Progress | None = None) -> RuntimeMatrixReport:
+    """Load and run `onnx_path` on each onnxruntime release in `versions` (exact releases, each
+    in its cached virtualenv) and compare with the reference at parity's shapes and samples.
+
+    Args:
+        model: a spec string or nn.Module for the eager reference; None: the installed
+            onnxruntime on CPU is the reference.
+        inputs: NAME:DIMS[:DTYPE] specs; default the manifest's, else the graph's.
+        providers: provider texts (`cpu`, `openvino:device_type=CPU`); default cpu. A provider a
+            release's package lacks is reported "unavailable", never faked.
+        cache_dir: the virtualenv cache (see onnxtax.runtime_envs); offline: never build one.
+    Raises OnnxtaxError (exit 2) for unusable inputs, versions that cannot be installed, and
+    --offline with a release missing from the cache. What the releases do is in the report.
+    """
+    import numpy as np
+    import onnx
+
+    from onnxtax.manifest import export_sizes_of, read_manifest
+    from onnxtax.parity import OutputStats, ShapePlan, plan_data_file, plan_shapes
+    from onnxtax.providers import parse_provider
+    from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
+    from onnxtax.specs import InputSpec, SampleRecipe, ValueRange, parse_input_specs, symbols_of
+
+    t_start = time.perf_counter()
+    say = progress or (lambda _m: None)
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise LoadError(f"ONNX model '{onnx_path}' does not exist", "export it first with `onnxtax export`")
+    if samples < 0 or (samples == 0 and not data_files):
+        raise InputSpecError(f"--samples {samples}: need at least one sample", "use --samples 1 or more, or --data")
+    if opt_level not in ORT_OPT_LEVELS:
+        raise InputSpecError(f"unknown --opt-level '{opt_level}'", f"use one of: {', '.join(ORT_OPT_LEVELS)}")
+    if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
+        raise InputSpecError(f"--rtol {rtol:g} --atol {atol:g}: tolerances must be finite, non-negative numbers",
+                             "e.g. --rtol 1e-4 --atol 1e-5")
+    versions = parse_versions(list(versions))
+    requests = [parse_provider(p) for p in (providers or ["cpu"])]
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf errors
+        raise LoadError(f"'{onnx_path}' is not a readable ONNX model: {str(exc)[:200]}",
+                        "give the path of an .onnx file") from exc
+
+    report = RuntimeMatrixReport(str(onnx_path), versions, rtol=rtol, atol=atol, per_output=dict(tolerances or {}),
+                                 seed=seed, samples_per_shape=samples)
+    report.model_info = {"ir_version": graph.ir_version,
+                         "opsets": {(i.domain or ""): i.version for i in graph.opset_import}}
+
+    # Every release ready before any comparison: a missing one is exit 2 before the work.
+    cache = resolve_cache_dir(cache_dir)
+    envs = {}
+    for v in versions:
+        envs[v] = ensure_env(v, cache, offline=offline, say=say)
+        report.environments.append(envs[v].to_dict())
+
+    manifest = read_manifest(onnx_path, required=False)
+    if inputs:
+        specs = parse_input_specs([str(s) for s in inputs])
+        report.input_source = "arguments"
+    elif manifest and manifest.get("inputs"):
+        specs = [InputSpec.from_dict(d) for d in manifest["inputs"]]
+        report.input_source = "manifest"
+    else:
+        specs = _graph_input_specs(graph)
+        report.input_source = "onnx-graph"
+    sizes_at_export = dict(export_sizes or {})
+    if manifest and not sizes_at_export:
+        known = set(symbols_of(specs))
+        sizes_at_export = {k: v for k, v in export_sizes_of(manifest).items() if k in known}
+    mapping = _map_inputs(specs, graph)
+    output_names = [o.name for o in graph.graph.output]
+    for name in report.per_output:
+        if name not in output_names:
+            raise InputSpecError(f"--tolerance names '{name}', which is not an ONNX output",
+                                 f"outputs: {', '.join(output_names)}")
+    value_ranges = {k: (v if isinstance(v, ValueRange) else ValueRange(*v)) for k, v in (ranges or {}).items()}
+    recipe = SampleRecipe(seed, value_ranges)
+    plans: list[ShapePlan] = plan_shapes(specs, dims, sizes_at_export, samples=samples,
+                                         joint=report.input_source == "onnx-graph",
+                                         max_shapes=max_shapes) if samples else []
+    plans += [plan_data_file(f, specs) for f in data_files or []]
+    report.shapes = plans
+
+    # The reference, once, in this process.
+    say("computing the reference outputs")
+    if model is not None:
+        from onnxtax.parity import _Source, _resolve_model
+
+        module, spec_text = _resolve_model(model)
+        module.eval()
+        source = _Source(module, specs, value_ranges)
+        reference = lambda arrays, where, file: source(arrays, where, file)  # noqa: E731
+        report.reference = {"kind": "eager", "spec": spec_text or type(module).__name__, "onnxruntime": None}
+    else:
+        from onnxtax.providers import ort_package
+
+        run_installed = _installed_reference(onnx_path, opt_level)
+        reference = lambda arrays, where, file: run_installed(  # noqa: E731
+            {mapping[n]: arrays[n] for n in mapping})
+        report.reference = {"kind": "onnxruntime", "spec": None, "onnxruntime": ort_package()[1]}
+        report.notes.append(f"no model spec: the reference is onnxruntime {ort_package()[1]} (installed) on CPU, so "
+                            "this shows agreement between releases, not with the PyTorch model; give SPEC for that")
+
+    work = Path(tempfile.mkdtemp(prefix="onnxtax-runtimes-"))
+    try:
+        feeds_arrays: dict[str, np.ndarray] = {}
+        cases, expected_all = [], []
+        for pi, plan in enumerate(plans):
+            for k in range(plan.samples):
+                arrays = _sample(plan, specs, recipe, k)
+                expected = reference(arrays, f"{plan.label} sample {k}", plan.file)
+                if len(expected) != len(output_names):
+                    raise InputSpecError(f"the reference returns {len(expected)} outputs, the ONNX graph has "
+                                         f"{len(output_names)} ({', '.join(output_names)})",
+                                         "give the model spec this file was exported from")
+                feeds = {}
+                for name, onnx_name in mapping.items():
+                    key = f"c{len(cases)}i{len(feeds)}"
+                    feeds_arrays[key] = arrays[name]
+                    feeds[onnx_name] = key
+                cases.append({"plan": pi, "sample": k, "feeds": feeds})
+                expected_all.append(expected)
+        np.savez(work / "inputs.npz", **feeds_arrays)
+
+        from onnxtax.ort_compat import limits_for, target_problems
+
+        for v in versions:
+            say(f"onnxruntime {v}: loading and running the model")
+            try:
+                predicted = [p.message for p in target_problems(graph, limits_for(v))]
+            except OnnxtaxError:
+                predicted = []
+            rows = _run_release(envs[v], onnx_path, requests, cases, work, ORT_OPT_LEVELS[opt_level])
+            for r, outputs in rows:
+                r.predicted = predicted
+                if r.status == "passed":
+                    _compare(r, outputs, cases, expected_all, plans, output_names, report, OutputStats)
+                report.results.append(r)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    report.duration_s = time.perf_counter() - t_start
+    return report
+
+
+def _run_release(env, onnx_path: Path, requests, cases: list[dict], work: Path, opt_level: str
+                 ) -> list[tuple[RuntimeResult, dict]]:
+    """Run the child in the release's virtualenv; one RuntimeResult per requested provider."""
+    import numpy as np
+
+    from onnxtax import runtime_child
+
+    out_npz = work / f"outputs-{env.version}.npz"
+    cfg = {"mode": "run", "model": str(onnx_path.absolute()), "inputs": str(work / "inputs.npz"),
+           "outputs": str(out_npz), "opt_level": opt_level,
+           "providers": [[req.name, req.options] for req in requests],
+           "cases": [{"feeds": c["feeds"]} for c in cases]}
+    cfg_path = work / f"run-{env.version}.json"
+    cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
+    blank = [RuntimeResult(env.version, req.name, dict(req.options), req.short, numpy=env.numpy) for req in requests]
+    try:
+        proc = subprocess.run([str(env.python), "-I", runtime_child.__file__, str(cfg_path)], capture_output=True,
+                              text=True, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        for r in blank:
+            r.status, r.message = "crashed", f"onnxruntime {env.version} did not finish in {CHILD_TIMEOUT_S} s"
+        return [(r, {}) for r in blank]
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(runtime_child.RESULT_MARKER)), None)
+    if line is None:
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        for r in blank:
+            r.status = "crashed"
+            r.message = f"the onnxruntime {env.version} process ended without a result (exit code {proc.returncode}): "\
+                        f"{tail[0][:300]}"
+            r.detail = (proc.stderr or "")[-4000:] or None
+        return [(r, {}) for r in blank]
+    result = json.loads(line[len(runtime_child.RESULT_MARKER):])
+    with np.load(out_npz, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    rows = []
+    for r, entry in zip(blank, result["providers"]):
+        r.numpy = result.get("numpy")
+        r.load_s = entry.get("load_s")
+        if entry["status"] == "unavailable":
+            r.status, r.message = "unavailable", entry["error"]
+        elif entry["status"] == "load-error":
+            r.status, r.message, r.detail = "load-error", clean_ort_message(entry["error"]), entry["error"]
+        rows.append((r, {"cases": entry.get("cases", []), "arrays": arrays}))
+    return rows
+
+
+def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: list, plans, output_names,
+             report: RuntimeMatrixReport, OutputStats) -> None:
+    """parity's criterion per shape x output, folded over the samples of each shape."""
+    from onnxtax.parity import CaseResult, _default_tolerance
+
+    stats: dict[tuple[int, int], Any] = {}
+    errors: dict[int, str] = {}
+    for ci, (case, expected) in enumerate(zip(cases, expected_all)):
+        got = outputs["cases"][ci]
+        pi = case["plan"]
+        if got["error"] is not None:
+            errors.setdefault(pi, clean_ort_message(got["error"]))
+            continue
+        for oi, (key, b) in enumerate(zip(got["keys"], expected)):
+            acc = stats.get((pi, oi))
+            if acc is None:
+                rt, at = report.per_output.get(output_names[oi], _default_tolerance(b, report.rtol, report.atol))
+                acc = stats[(pi, oi)] = OutputStats(rt, at)
+            acc.update(outputs["arrays"][key], b, sample=case["sample"])
+    for pi, plan in enumerate(plans):
+        for oi, name in enumerate(output_names):
+            acc = stats.get((pi, oi))
+            if acc is None:
+                r.cases.append(CaseResult(plan.label, name, "error",
+                                          f"onnxruntime {r.ort} failed to run at {plan.label}: {errors.get(pi)}"))
+                continue
+            reason = acc.failure_reason()
+            if pi in errors:
+                reason = "; ".join(filter(None, [reason, f"a later sample failed to run: {errors[pi]}"]))
+            r.cases.append(CaseResult(plan.label, name, "passed" if reason is None else "failed", reason, acc))
+    if any(c.status == "error" for c in r.cases):
+        r.status = "run-error"
+        r.message = next(c.reason for c in r.cases if c.status == "error")
+    elif any(not c.passed for c in r.cases):
+        r.status = "failed"
+
+
+# ------------------------------------------------------------------------------ measuring limits
+
+
+def measure_limits(versions: Sequence[str], *, cache_dir: str | Path | None = None, offline: bool = False,
+                   progress: Progress | None = None) -> list:
+    """Each release's highest loadable IR version and opsets, measured in its virtualenv (see
+    ort_compat.probe_models); the rows `onnxtax runtimes --limits` prints."""
+    from onnxtax import runtime_child
+    from onnxtax.ort_compat import limits_from_probes, probe_models
+    from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
+
+    say = progress or (lambda _m: None)
+    cache = resolve_cache_dir(cache_dir)
+    envs = [ensure_env(v, cache, offline=offline, say=say) for v in parse_versions(list(versions))]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="onnxtax-limits-") as tmp:
+        probes = probe_models(Path(tmp))
+        cfg = Path(tmp) / "limits.json"
+        cfg.write_text(json.dumps({"mode": "limits", "probes": probes}), encoding="utf-8")
+        for env in envs:
+            say(f"onnxruntime {env.version}: loading the probe models")
+            proc = subprocess.run([str(env.python), "-I", runtime_child.__file__, str(cfg)], capture_output=True,
+                                  text=True, timeout=CHILD_TIMEOUT_S)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(runtime_child.RESULT_MARKER)), None)
+            if line is None:
+                raise OnnxtaxError(f"onnxruntime {env.version} crashed while loading the probe models "
+                                   f"(exit code {proc.returncode})", "run with --debug; report the release")
+            rows.append(limits_from_probes(env.version, json.loads(line[len(runtime_child.RESULT_MARKER):])["probes"]))
+    return rows
