@@ -85,6 +85,8 @@ class ExportResult(Verdict):
     domains: dict[str, str] = field(default_factory=dict)  # input -> how the smoke run drew its values
     stage: str = "load"  # the check under way; named in the failure record
     traceback: str = ""  # the failure's full traceback, for --debug (not in to_dict)
+    target: Any = None  # ort_compat.OrtLimits of --target-ort
+    runtime_matrix: list[dict] = field(default_factory=list)  # releases x providers it was verified on
 
     @property
     def passed(self) -> bool:
@@ -98,6 +100,7 @@ class ExportResult(Verdict):
             "warnings": self.warnings, "error": self.error, "hint": self.hint, "files": self.files,
             "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3),
             "assumed_ranges": {k: dict(v) for k, v in self.assumed_ranges.items()}, "domains": dict(self.domains),
+            "target_ort": self.target.to_dict() if self.target else None, "runtime_matrix": self.runtime_matrix,
             "manifest": str(manifest_path_for(self.output)) if self.passed else None,
         }
 
@@ -701,6 +704,9 @@ def export_model(
     custom_translation_table: dict | None = None,
     ranges: dict[str, ValueRange | tuple[float, float]] | None = None,
     data_files: list[str | Path] | None = None,
+    target_ort: str | None = None,
+    runtime_cache: str | Path | None = None,
+    offline: bool = False,
     debug: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
@@ -708,8 +714,14 @@ def export_model(
     declared dynamic axes kept under their names, the checker and an ORT smoke run passed,
     and a manifest beside it. Usage errors raise OnnxtaxError; a failed check returns
     a result with `.error` set and writes nothing. `ranges` and `data_files` declare the inputs'
-    value domains for the example input and the smoke run, as in `check_parity`."""
+    value domains for the example input and the smoke run, as in `check_parity`.
+
+    With `target_ort` (a release series like "1.16", or an exact release), the file is made
+    for that onnxruntime: the opset converted down to what it loads, the lowest IR version the
+    opset allows, and a run in that release's cached virtualenv (onnxtax.runtimes) when it is
+    there or can be built (`runtime_cache`, `offline` as for `onnxtax runtimes`)."""
     from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.ort_compat import limits_for
 
     started = time.perf_counter()
     progress = progress or silent
@@ -726,6 +738,7 @@ def export_model(
     if output.exists() and output.is_dir():
         raise OnnxtaxError(f"output '{output}' is a directory", "give a file path like out/model.onnx")
     _check_output_folder(output)
+    target = limits_for(target_ort) if target_ort else None  # an unknown release is exit 2 before the export
     specs = parse_input_specs(inputs) if inputs and isinstance(inputs[0], str) else list(inputs)  # type: ignore[arg-type]
     sizes = export_sizes(specs, {k: [v] for k, v in (dims or {}).items()})
     value_ranges = check_ranges(ranges, specs)
@@ -736,7 +749,7 @@ def export_model(
     loaded.module.eval()
     loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
 
-    result = ExportResult(str(output), loaded.spec, exporter, opset)
+    result = ExportResult(str(output), loaded.spec, exporter, opset, target=target)
     recipe = SampleRecipe(0, value_ranges)
     result.domains = {s.name: recipe.describe(s) for s in specs}
     args = _torch_inputs(specs, sizes, ranges=value_ranges)
@@ -770,7 +783,8 @@ def export_model(
     try:
         _export_checked(loaded, specs, sizes, args, names, stage, output, result, opset=opset,
                         exporter=exporter, external_data=external_data, ranges=value_ranges, data=data,
-                        custom_translation_table=custom_translation_table, debug=debug, progress=progress)
+                        custom_translation_table=custom_translation_table, debug=debug, progress=progress,
+                        runtime_cache=runtime_cache, offline=offline)
     except CheckFailed as exc:
         import traceback
 
@@ -798,7 +812,8 @@ def _check_output_folder(output: Path) -> None:
 
 
 def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path, result: ExportResult, *,
-                    opset, exporter, external_data, ranges, data, custom_translation_table, debug, progress) -> None:
+                    opset, exporter, external_data, ranges, data, custom_translation_table, debug, progress,
+                    runtime_cache=None, offline=False) -> None:
     import onnx
     import torch
 
@@ -842,15 +857,23 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     model = onnx.load(str(raw_path), load_external_data=True)
     produced = _default_opset(model)
     result.stage = "opset"
-    progress(f"locking opset {opset} (exporter wrote {produced})")
-    model, note = _lock_opset(model, opset)
+    target = result.target
+    lock_to = min(opset, target.max_opset) if target else opset  # the target's highest opset, converted down
+    progress(f"locking opset {lock_to} (exporter wrote {produced})")
+    model, note = _lock_opset(model, lock_to)
     _unify_custom_functions(model)
+    if lock_to != opset:
+        note = f"{note or f'opset {lock_to}'} (--opset {opset} lowered to what onnxruntime {target.series} loads)"
     result.checks.append(CheckRecord("opset", True, note or f"opset {opset} as requested"))
     result.opset = _default_opset(model)
 
     from onnxtax.providers import ort_max_ir_version
 
     result.stage = "ir_version"
+    if target is not None:
+        from onnxtax.ort_compat import fit_model_to_target
+
+        result.checks.append(CheckRecord("target_ort", True, fit_model_to_target(model, target)))
     result.ir_version = model.ir_version
     max_ir = ort_max_ir_version()
     if max_ir is not None and model.ir_version > max_ir:
@@ -895,6 +918,17 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     for name, why in constant.items():
         result.warnings.append(f"output '{name}' is constant in the smoke run ({why}): it was not compared, as no "
                                f"wrong value could show in it; `onnxtax parity` fails it unless --allow-constant {name}")
+    if target is not None:
+        from onnxtax.runtimes import verify_for_target
+
+        result.stage = "target_runtime"
+        progress(f"running in onnxruntime {target.latest} (its cached virtualenv)")
+        detail, warning, result.runtime_matrix = verify_for_target(
+            staged, target, loaded.module, specs, sizes, ranges=ranges, cache_dir=runtime_cache, offline=offline,
+            progress=progress)
+        result.checks.append(CheckRecord("target_runtime", None if warning else True, detail))
+        if warning:
+            result.warnings.append(warning)
     repairs = _repair_output_dims(model, observed)
     if repairs:
         result.warnings.extend(repairs)
@@ -954,5 +988,7 @@ def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], expo
         "domains": dict(result.domains),
         "checks": [c.to_dict() for c in result.checks],
         "warnings": list(result.warnings),
+        "target_runtimes": [result.target.to_dict()] if result.target else [],
+        "runtime_matrix": list(result.runtime_matrix),
         "benchmark": None,
     }

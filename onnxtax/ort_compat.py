@@ -248,3 +248,25 @@ def limits_from_probes(version: str, results: list[dict]) -> OrtLimits:
             best[kind] = int(v)
     series = ".".join(version.split(".")[:2])
     return OrtLimits(series, version, best["opset"] or 0, best["ml"], best["ir"] or 0, "measured")
+
+
+# ------------------------------------------------------------------------------ export for a target
+
+
+def fit_model_to_target(model, limits: OrtLimits) -> str:
+    """Stamp `model` (already at an opset the target has) with the lowest IR version its opset and
+    features allow, which the target loads; what is left that the target refuses is a CheckFailed
+    naming it. Returns the check's detail line."""
+    from onnxtax.errors import CheckFailed
+
+    before = model.ir_version
+    need, why = min_ir_for_model(model)
+    if need > limits.max_ir:
+        raise CheckFailed(f"{why} needs IR version {need}; onnxruntime {limits.series} loads IR <= {limits.max_ir}",
+                          f"export at a lower --opset (onnxruntime {limits.series} loads opset <= {limits.max_opset})")
+    model.ir_version = need
+    left = target_problems(model, limits)
+    if left:
+        raise CheckFailed(left[0].message, left[0].hint)
+    return (f"IR {need} (the lowest {why} allows; the exporter wrote {before}); onnxruntime {limits.series} loads "
+            f"IR <= {limits.max_ir}, opset <= {limits.max_opset}")

@@ -571,3 +571,39 @@ def measure_limits(versions: Sequence[str], *, cache_dir: str | Path | None = No
                                    f"(exit code {proc.returncode})", "run with --debug; report the release")
             rows.append(limits_from_probes(env.version, json.loads(line[len(runtime_child.RESULT_MARKER):])["probes"]))
     return rows
+
+
+# ------------------------------------------------------------------------------ export --target-ort
+
+
+def verify_for_target(onnx_path: Path, target, module, specs: list, export_sizes: dict[str, int], *,
+                      ranges: dict | None = None, cache_dir: str | Path | None = None, offline: bool = False, progress: Progress | None = None
+                      ) -> tuple[str, str | None, list[dict]]:
+    """Run a freshly exported file in the target release (`target`: ort_compat.OrtLimits), one
+    sample per parity shape on CPU, when its virtualenv is cached or can be built.
+
+    Returns (check detail, warning when it could not be verified, matrix rows for the manifest);
+    raises CheckFailed when that release refuses the file or computes something else."""
+    from onnxtax.errors import CheckFailed
+    from onnxtax.runtime_envs import RuntimeEnvError, ensure_env, resolve_cache_dir
+
+    version = target.latest
+    try:
+        ensure_env(version, resolve_cache_dir(cache_dir), offline=offline, say=progress)
+    except RuntimeEnvError as exc:
+        why = exc.message
+        return (f"not run: {why}", f"not verified in onnxruntime {version}: {why} (run `onnxtax runtimes "
+                f"--ort {version}` where it can be installed)", [])
+    report = check_runtimes(onnx_path, [version], module, [str(s) for s in specs], samples=1, ranges=ranges,
+                            export_sizes=export_sizes, cache_dir=cache_dir, offline=True, progress=progress)
+    rows = [matrix_row(r) for r in report.results]
+    if not report.passed:
+        raise CheckFailed(f"onnxruntime {version}: {report.failures[0]}",
+                          "see `onnxtax runtimes` for the full matrix; --debug shows the exporter's log")
+    cases = sum(len(r.cases) for r in report.results)
+    return f"onnxruntime {version} loads it and matches the eager model ({cases} shape x output case(s))", None, rows
+
+
+def matrix_row(r: RuntimeResult) -> dict:
+    """One release x provider verdict, as the manifest records it."""
+    return {"ort": r.ort, "provider": r.provider, "status": r.status, "message": r.message}

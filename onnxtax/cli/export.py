@@ -51,6 +51,16 @@ def export(
                                               "the ONNX Runtime smoke run.", show_default=False)] = [],  # noqa: B006
     data: Annotated[list[Path], typer.Option(help=DATA_HELP.replace("random samples", "smoke run's sizes"),
                                              show_default=False)] = [],  # noqa: B006
+    target_ort: Annotated[str | None, typer.Option(help="The onnxruntime release the file must load in (1.16 or "
+                                                   "1.16.3): converts --opset down to what it loads, writes the "
+                                                   "lowest IR version that opset allows, and runs the file in that "
+                                                   "release's cached virtualenv when it can (see `onnxtax runtimes`).",
+                                                   show_default=False)] = None,
+    runtime_cache: Annotated[Path | None, typer.Option(help="The runtime virtualenv cache for --target-ort (default: "
+                                                       "$ONNXTAX_RUNTIMES_DIR, else ~/.cache/onnxtax/runtimes).",
+                                                       show_default=False)] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="With --target-ort: never build a virtualenv; verify only "
+                                          "if the release is cached.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
@@ -66,7 +76,9 @@ def export(
         with progress_display("export") as progress:
             result = export_model(spec, output, specs, opset=opset, exporter=exporter, dims=dims,
                                   output_names=output_name or None, external_data=external_data, ranges=ranges,
-                                  data_files=list(data) or None, debug=debug, progress=progress)
+                                  data_files=list(data) or None, debug=debug,
+                                  target_ort=target_ort, runtime_cache=runtime_cache, offline=offline,
+                                  progress=progress)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -103,7 +115,8 @@ def _render_export(result) -> None:
     checks.add_column()
     checks.add_column(overflow="fold")
     for c in result.checks:
-        checks.add_row("[green]pass[/]" if c.passed else "[red]fail[/]", c.name, escape(c.detail))
+        mark = "[dim]skip[/]" if c.passed is None else "[green]pass[/]" if c.passed else "[red]fail[/]"
+        checks.add_row(mark, c.name, escape(c.detail))
     if result.checks:
         console.print(checks)
     defaults = [f"{name}: {how}" for name, how in result.domains.items() if "default for" in how]

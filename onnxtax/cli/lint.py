@@ -34,6 +34,10 @@ def lint_ops(
                                                         "anything above is an error.", show_default=False)] = None,
     target_ir: Annotated[Optional[int], typer.Option(help="The deployment runtime's highest IR version.",
                                                      show_default=False)] = None,
+    target_ort: Annotated[Optional[str], typer.Option(help="The deployment onnxruntime release (1.16 or 1.16.3): "
+                                                      "its IR version, opset and op limits from onnxtax's table "
+                                                      "(nothing is installed); what it refuses is an error "
+                                                      "(rule target-runtime).", show_default=False)] = None,
     provider: Annotated[list[str], typer.Option("--provider", "-p", help="Check ORT's node placement on this "
                                                 "provider (e.g. openvino:device_type=CPU); providers not on this "
                                                 "host are reported as not checked.", show_default=False)] = [],  # noqa: B006
@@ -63,7 +67,7 @@ def lint_ops(
         _check_outputs(json_path if not json_stdout else None, sarif_path)
         with progress_display("lint-ops") as progress:
             report = lint_model(model, source=source, inputs=specs, target_opset=target_opset, target_ir=target_ir,
-                                providers=provider or None, allow=allow or None, fail_on=fail_on,
+                                target_ort=target_ort, providers=provider or None, allow=allow or None, fail_on=fail_on,
                                 progress=progress)
     if json_stdout:
         print_json(report.to_dict())

@@ -14,6 +14,8 @@ Rules (stable ids, default severity):
   opset              error    default-domain opset (or an op's version) above --target-opset or above
                               what the installed ORT loads
   ir-version         error    IR version above --target-ir or above what the installed ORT loads
+  target-runtime     error    (--target-ort) IR version, opsets or ops the target onnxruntime release refuses
+                              (onnxtax.ort_compat's table: nothing is installed)
   runtime-load       error    the installed ORT refuses the model for another reason (message mapped to the node)
   provider-fallback  warning  nodes ORT assigns away from a requested provider; error when it runs none;
                               info for providers not on this host ("not checked here", never guessed)
@@ -38,7 +40,7 @@ JSON schema of `LintReport.to_dict()` (format_version 1, keys stable):
                  "nodes": 12, "subgraphs": 2, "functions": 0},
   "runtime": {"package": "onnxruntime", "version": "1.31.1", "max_ir_version": 13, "max_opset": 26,
               "loads_model": true, "load_error": null},
-  "targets": {"opset": 17, "ir_version": 9},
+  "targets": {"opset": 17, "ir_version": 9, "ort": null | {"series": "1.16", "max_opset": 19, ...}},
   "providers": {"checked": [{"provider": "OpenVINOExecutionProvider", "label": "openvino:device_type=CPU",
                              "placement": {...providers.Placement.to_dict()...}}],
                 "not_checked": ["cuda"]},

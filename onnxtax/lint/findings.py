@@ -42,6 +42,11 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          "Older runtimes refuse newer IR versions ('Unsupported model IR version', onnxruntime#20559). "
          "Set model.ir_version to the target (valid when the opset is supported there) or export with an "
          "older onnx."),
+    Rule("target-runtime", "error", "Something the target onnxruntime release refuses to load",
+         "onnxruntime refuses a model stamped with a higher IR version or opset than it implements, whatever "
+         "ops it uses ('Unsupported model IR version: 10, max supported IR version: 9'), and has no kernel for "
+         "ops introduced after its opset. `onnxtax export --target-ort VERSION` writes a file that release loads; "
+         "`onnxtax runtimes` runs it there."),
     Rule("runtime-load", "error", "ONNX Runtime cannot load the model",
          "The installed ONNX Runtime refused the model for a reason no other rule explains; the message "
          "names the node where ORT does."),

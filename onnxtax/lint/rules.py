@@ -49,6 +49,7 @@ class LintContext:
     manifest: dict | None = None
     target_opset: int | None = None
     target_ir: int | None = None
+    target_ort: Any = None  # ort_compat.OrtLimits of --target-ort
     ort_max_ir: int | None = None
     ort_max_opset: int | None = None
     load_error: str | None = None  # None = the installed ORT loads the model on CPU
@@ -139,6 +140,21 @@ def rule_opset(ctx: LintContext) -> list[Finding]:
             hint = f"export with --opset {ctx.target_opset} so the exporter emits the older {op}"
         out.append(_finding("opset", msg, refs[0], hint=hint, since_version=since, target_version=older,
                             nodes=names))
+    return out
+
+
+def rule_target_runtime(ctx: LintContext) -> list[Finding]:
+    """The static limits table (onnxtax.ort_compat) against the model: no install, no session."""
+    from onnxtax.ort_compat import target_problems
+
+    out = []
+    for p in target_problems(ctx.model, ctx.target_ort):
+        f = _finding("target-runtime", p.message, hint=p.hint, kind=p.kind, ort=ctx.target_ort.series,
+                     limit_source=ctx.target_ort.source, nodes=list(p.nodes), since_version=p.since_version)
+        if p.op_type:
+            f.op_type, f.domain = p.op_type, "ai.onnx"
+            f.node = p.nodes[0] if p.nodes else None
+        out.append(f)
     return out
 
 

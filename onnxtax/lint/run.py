@@ -12,7 +12,8 @@ from onnxtax.inputs import load_graph
 from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, check_fail_on, parse_allow
 from onnxtax.lint.graph import iter_graphs, iter_nodes
 from onnxtax.lint.rules import (LintContext, rule_baked_shape, rule_control_flow, rule_custom_op, rule_float64,
-                                rule_ir_version, rule_opset, rule_provider_fallback, rule_runtime_load)
+                                rule_ir_version, rule_opset, rule_provider_fallback, rule_runtime_load,
+                                rule_target_runtime)
 from onnxtax.providers import (ProviderRequest, load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
                                ort_package)
 from onnxtax.specs import InputSpec
@@ -21,7 +22,7 @@ GRAPH_RULES = ("control-flow", "custom-op", "opset", "ir-version", "runtime-load
 
 
 def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list[InputSpec] | None = None,
-               target_opset: int | None = None, target_ir: int | None = None,
+               target_opset: int | None = None, target_ir: int | None = None, target_ort: str | None = None,
                providers: Sequence[str | ProviderRequest] | None = None, allow: list[str] | None = None,
                fail_on: str = "error", progress=None) -> LintReport:
     """Lint an ONNX model (and, with `source`, the PyTorch model it came from).
@@ -32,6 +33,7 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
         source: a model spec ("file.py:Name") or an nn.Module, for the source rules.
         inputs: forward() inputs for the source rules; default: the manifest's.
         target_opset / target_ir: the deployment runtime's limits.
+        target_ort: the deployment onnxruntime release ("1.16"): its limits from onnxtax.ort_compat.
         providers: provider texts ("openvino:device_type=CPU") or ProviderRequests; placement checked
             for those on this host, the others reported as not checked.
         allow: "rule" or "rule:node" (fnmatch) entries that are reported but do not fail.
@@ -48,19 +50,23 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
     for value, flag in ((target_opset, "--target-opset"), (target_ir, "--target-ir")):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{flag} {value} is not a positive integer", f"e.g. {flag} 17")
+    from onnxtax.ort_compat import limits_for
+
+    ort_limits = limits_for(target_ort) if target_ort else None  # an unknown release: exit 2 before any work
     if onnx_path is None:
         return _lint_source_only(source, inputs, allow_entries, fail_on, say, start)
     path = Path(onnx_path)
     model = load_graph(path)
     report = LintReport(str(path), fail_on=fail_on, allow=[str(a) for a in allow_entries],
-                        targets={"opset": target_opset, "ir_version": target_ir})
+                        targets={"opset": target_opset, "ir_version": target_ir,
+                                 "ort": ort_limits.to_dict() if ort_limits else None})
     manifest = None
     try:
         manifest = read_manifest(path, required=False)
     except Exception as exc:  # noqa: BLE001 - a broken manifest must not stop the lint
         report.notes.append(f"manifest ignored: {getattr(exc, 'message', exc)}")
     ctx = LintContext(path, model, manifest=manifest, target_opset=target_opset, target_ir=target_ir,
-                      ort_max_ir=ort_max_ir_version(), ort_max_opset=ort_max_opset())
+                      target_ort=ort_limits, ort_max_ir=ort_max_ir_version(), ort_max_opset=ort_max_opset())
     ctx.inferred = _infer(model, ctx)
     say("loading the model in ONNX Runtime")
     ctx.load_error = load_error(path)
@@ -85,12 +91,14 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
     say("graph rules")
     findings += rule_ir_version(ctx)
     findings += rule_opset(ctx)
+    if ort_limits is not None:
+        findings += rule_target_runtime(ctx)
     findings += rule_custom_op(ctx)
     findings += rule_runtime_load(ctx, findings)
     findings += rule_control_flow(ctx)
     findings += rule_float64(ctx)
     findings += rule_baked_shape(ctx)
-    report.rules_run = list(GRAPH_RULES)
+    report.rules_run = list(GRAPH_RULES) + (["target-runtime"] if ort_limits is not None else [])
     if providers:
         say("provider placement")
         findings += rule_provider_fallback(ctx, list(providers), report)
