@@ -1,7 +1,8 @@
 """`onnxtax ci`: the whole chain for every configured model, as one CI step.
 
 Per model, in order: export (with all export checks) -> lint-ops -> parity on every
-configured provider -> manifest verify -> bench -> quantize (each only when configured). A stage that
+configured provider -> runtimes (the onnxruntime releases of `[runtimes] ort`) -> manifest verify ->
+bench -> quantize (runtimes, bench and quantize only when configured). A stage that
 fails marks the later stages of that model "not_run"; the next model still runs unless
 `keep_going=False`. Usage errors inside a stage (a model that does not build, a
 provider this host lacks without `skip_unavailable`) are recorded as status "error",
@@ -24,11 +25,11 @@ Model report schema ("onnxtax.ci.model/1", keys stable):
   "model": "fraud", "status": "passed" | "failed" | "error" | "not_run", "passed": true,
   "spec": "/abs/fraud_detector.py:FraudDetector", "onnx": "/abs/build/onnx/fraud.onnx",
   "artifact_sha256": "..." | null,
-  "stages": {"export" | "lint" | "parity" | "verify" | "bench" | "quantize":
+  "stages": {"export" | "lint" | "parity" | "runtimes" | "verify" | "bench" | "quantize":
              {"status": "passed" | "failed" | "error" | "not_run" | "off", "seconds": 1.2,
               "summary": "one line", "error": null | "...", "hint": null | "...",
               "result": null | {the stage's own report: ExportResult / LintReport / ParityReport /
-                                VerifyReport / BenchReport .to_dict()}}},
+                                RuntimeMatrixReport / VerifyReport / BenchReport .to_dict()}}},
   "providers": [{"provider": "CPUExecutionProvider", "label": "cpu",
                  "verdict": "passed" | "fell_back" | "failed" | "error" | "not_available" | "not_run",
                  "reason": null | "...", "placement": null | {"total_nodes": 3, "on_provider": 3, "fallback": 0,
@@ -57,12 +58,12 @@ from onnxtax.report import md_cell
 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
-STAGES = ("export", "lint", "parity", "verify", "bench", "quantize")
+STAGES = ("export", "lint", "parity", "runtimes", "verify", "bench", "quantize")
 # error: a usage problem stopped the stage (exit 2); failed: its check failed (exit 1); off: not configured
 StageStatus = Literal["passed", "failed", "error", "not_run", "off"]
 ProviderVerdictName = Literal["passed", "fell_back", "failed", "error", "not_available", "not_run"]
-STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "verify": "manifest verify",
-                "bench": "bench", "quantize": "quantize"}
+STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "runtimes": "runtimes",
+                "verify": "manifest verify", "bench": "bench", "quantize": "quantize"}
 # Verdicts of one provider on one model, from best to worst; "passed" and "fell_back" are passes.
 VERDICTS = get_args(ProviderVerdictName)
 PASSING = ("passed", "fell_back")
@@ -391,6 +392,7 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
                                     else _stage_export(model, source, st, say, debug))),
         ("lint", lambda st, say: _stage_lint(model, source, st, say)),
         ("parity", lambda st, say: _stage_parity(model, source, st, say)),
+        ("runtimes", lambda st, say: _stage_runtimes(model, source, st, say)),
         ("verify", lambda st, say: _stage_verify(model, st, say)),
         ("bench", lambda st, say: _stage_bench(model, source, st, say)),
         ("quantize", lambda st, say: _stage_quantize(model, source, st, say)),
@@ -473,7 +475,10 @@ def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, 
     result = export_model(source.get(), model.output, model.inputs, opset=model.opset, exporter=model.exporter,
                           dims=model.dims or None, output_names=model.output_names,
                           external_data=model.external_data, ranges=_ranges(model.ranges),
-                          data_files=list(model.data) or None, debug=debug, progress=_counting(say))
+                          data_files=list(model.data) or None, debug=debug, progress=_counting(say),
+                          target_ort=model.target_ort,
+                          runtime_cache=model.runtimes.cache_dir if model.runtimes else None,
+                          offline=model.runtimes.offline if model.runtimes else False)
     stage.result = result
     if result.passed:
         stage.status = "passed"
@@ -520,6 +525,8 @@ def _stage_lint(model: ModelConfig, source: _SourceModel, stage: StageResult, sa
         kwargs["target_opset"] = model.lint.target_opset
     if model.lint.target_ir is not None:
         kwargs["target_ir"] = model.lint.target_ir
+    if model.target_ort is not None:
+        kwargs["target_ort"] = model.target_ort
     if model.parity.providers:
         from onnxtax.providers import resolve_providers
 
@@ -643,7 +650,8 @@ def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, s
 
 
 def _stage_off(model: ModelConfig, name: str) -> bool:
-    return (name == "bench" and model.bench is None) or (name == "quantize" and model.quantize is None)
+    """runtimes, bench and quantize run only when their table is configured."""
+    return name in ("runtimes", "bench", "quantize") and getattr(model, name) is None
 
 
 def _stage_quantize(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
@@ -746,6 +754,32 @@ def _provider_verdicts(model: ModelConfig, parity: Any, stage: StageResult | Non
     return out
 
 
+def _stage_runtimes(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]
+                    ) -> None:
+    """The artifact on each `[runtimes] ort` release, against the eager model, with parity's
+    shapes, samples, ranges and tolerances (`[runtimes] samples` overrides the samples)."""
+    from onnxtax.runtimes import check_runtimes
+    from onnxtax.specs import parse_ranges
+
+    rt = model.runtimes
+    assert rt is not None
+    p = model.parity
+    report = check_runtimes(model.output, rt.ort, source.get(), model.inputs, dims=p.dims or None,
+                            samples=rt.samples or p.samples, seed=p.seed,
+                            ranges=parse_ranges([f"{k}={v}" for k, v in p.ranges.items()]), data_files=p.data,
+                            rtol=p.rtol, atol=p.atol, tolerances={name: p.tolerance_of(name) for name in p.tolerances},
+                            providers=rt.providers or None, opt_level=p.opt_level, cache_dir=rt.cache_dir,
+                            offline=rt.offline, progress=_counting(say))
+    stage.result = report
+    stage.status = "passed" if report.passed else "failed"
+    lowest = report.minimum_passing or "none"
+    stage.summary = (f"{len(report.versions)} release(s) x {len({r.label for r in report.results})} provider(s); "
+                     f"lowest passing {lowest}")
+    if not report.passed:
+        stage.error = report.failures[0]
+        stage.summary += f"; {len(report.failures)} failure(s): {report.failures[0]}"
+
+
 # --------------------------------------------------------------------------- JUnit
 
 def _stage_cases(model: str, stage: StageResult) -> list:
@@ -765,6 +799,15 @@ def _stage_cases(model: str, stage: StageResult) -> list:
         cases = []
         for suite in stage.result.junit_suites(classname=classname):
             for case in suite.cases:
+                case.name = f"{suite.name} {case.name}"
+                cases.append(case)
+        return cases
+    if stage.name == "runtimes" and stage.result is not None and hasattr(stage.result, "junit_suites"):
+        cases = []
+        for suite in stage.result.junit_suites():  # one suite per release x provider
+            sub = suite.name.removeprefix("runtimes ").replace(" ", ".")
+            for case in suite.cases:
+                case.classname = f"{classname}.{sub}"
                 case.name = f"{suite.name} {case.name}"
                 cases.append(case)
         return cases
@@ -839,6 +882,7 @@ def summary_markdown(report: CiReport) -> str:
         for run in report.models:
             got = {p.label: p for p in run.providers}
             lines.append(f"| {run.name} | " + " | ".join(_verdict_cell(got.get(label)) for label in labels) + " |")
+    lines += _runtimes_markdown(report)
     if failed:
         lines += ["", "### Failures", ""]
         for run in failed:
@@ -851,6 +895,23 @@ def summary_markdown(report: CiReport) -> str:
             if stage.hint:
                 lines.append(f"  - fix: {md_cell(stage.hint)}")
     return "\n".join(lines) + "\n"
+
+
+def _runtimes_markdown(report: CiReport) -> list[str]:
+    """model x onnxruntime release x provider, for the models with a runtimes stage."""
+    from onnxtax.runtimes import cell_text
+
+    rows = [(run.name, r) for run in report.models for st in [run.stages.get("runtimes")]
+            if st is not None and st.result is not None and hasattr(st.result, "results") for r in st.result.results]
+    if not rows:
+        return []
+    labels = list(dict.fromkeys(r.label for _, r in rows))
+    lines = ["", "| model | onnxruntime | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for key in dict.fromkeys((name, r.ort) for name, r in rows):
+        got = {r.label: r for name, r in rows if (name, r.ort) == key}
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cell_text(got[lb]) if lb in got else ""
+                                                              for lb in labels) + " |")
+    return lines
 
 
 VERDICT_TEXT = {"passed": "✅ passed", "fell_back": "⚠️ fell back", "failed": "❌ failed", "error": "⛔ error",

@@ -36,6 +36,15 @@ Layout (every key optional unless marked):
     fail_on = "error"               # "error" | "warning" | "info"
     source = true                   # also lint the PyTorch code (traces the model once)
 
+    target_ort = "1.16"             # the onnxruntime release the files must load in (export and lint-ops)
+
+    [runtimes]                      # present: every model runs on these onnxruntime releases too (off otherwise)
+    ort = ["1.16.3", "1.18.1"]      # required: exact releases, a cached virtualenv each
+    providers = ["cpu"]
+    samples = 1                     # random samples per shape (default: as parity)
+    cache_dir = ".cache/runtimes"   # default: $ONNXTAX_RUNTIMES_DIR, else ~/.cache/onnxtax/runtimes
+    offline = false                 # true: never build a virtualenv (a release not cached is an error)
+
     [bench]                         # present: every model is benchmarked too (off otherwise)
 
     [models.fraud]                  # one table per model; the name is its report name
@@ -189,6 +198,15 @@ class QuantizeConfig(_Record):
 
 
 @dataclass
+class RuntimesConfig(_Record):
+    ort: list[str] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)  # empty: cpu
+    samples: int | None = None  # None: the parity samples
+    cache_dir: Path | None = None  # None: runtime_envs.resolve_cache_dir's default
+    offline: bool = False
+
+
+@dataclass
 class ModelConfig(_Record):
     name: str
     spec: str  # a file spec made absolute against the config folder
@@ -207,6 +225,8 @@ class ModelConfig(_Record):
     lint: LintConfig = field(default_factory=LintConfig)
     bench: BenchConfig | None = None
     quantize: QuantizeConfig | None = None
+    target_ort: str | None = None
+    runtimes: RuntimesConfig | None = None
 
     @property
     def input_specs(self) -> list:
@@ -329,8 +349,11 @@ QUANTIZE = _Table({
     "segment_key": STR, "output_name": STR, "exclude": STR_LIST, "auto_exclude": BOOL, "max_exclude": INT,
     "batch_size": POS_INT, "bench_batch_sizes": POS_INT_LIST, "bench_min_time": POS_NUM, "min_speedup": POS_NUM,
 }, required=("eval", "budgets"))
+RUNTIMES = _Table({"ort": STR_LIST, "providers": STR_LIST, "samples": POS_INT, "cache_dir": STR, "offline": BOOL},
+                  or_false=True)  # `ort` is required after merging the top-level table with the model's
 _SHARED = {"opset": OPSET, "exporter": _enum("dynamo", "torchscript"),
-           "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH}
+           "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH,
+           "target_ort": STR, "runtimes": RUNTIMES}
 MODEL = _Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": _Table(values=POS_INT),
                 "output_names": STR_LIST, "ranges": _Table(values=RANGE), "data": STR_LIST, "quantize": QUANTIZE,
                 **_SHARED}, required=("spec", "inputs"))
@@ -624,12 +647,39 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
 
     quantize = _resolve_quantize(entry["quantize"], root, output, src, where + ("quantize",)) \
         if "quantize" in entry else None
+
+    target_ort = entry.get("target_ort", top.get("target_ort"))
+    if target_ort is not None:
+        from onnxtax.ort_compat import limits_for
+
+        key = where + ("target_ort",) if "target_ort" in entry else ("target_ort",)
+        try:
+            limits_for(target_ort)
+        except OnnxtaxError as exc:
+            raise ConfigError(f"{src.where(key)}: {exc.message}", exc.hint) from exc
+    runtimes = None
+    top_rt, own_rt = top.get("runtimes"), entry.get("runtimes")
+    if own_rt is not False and (own_rt is not None or (top_rt is not None and top_rt is not False)):
+        from onnxtax.runtimes import parse_versions
+
+        rdata = _merge(top_rt if isinstance(top_rt, dict) else None, own_rt)
+        try:
+            versions = parse_versions(rdata.get("ort", []))
+        except OnnxtaxError as exc:
+            raise ConfigError(f"{src.where(where + ('runtimes', 'ort'))}: {exc.message}", exc.hint) from exc
+        for value in rdata.get("providers", []):
+            _check_provider(value, src, where + ("runtimes", "providers"))
+        runtimes = RuntimesConfig(ort=versions, providers=list(rdata.get("providers", [])),
+                                  samples=rdata.get("samples"),
+                                  cache_dir=(root / rdata["cache_dir"]).resolve() if "cache_dir" in rdata else None,
+                                  offline=rdata.get("offline", False))
+
     shared = {k: entry[k] if k in entry else top[k] for k in ("opset", "exporter", "external_data")
               if k in entry or k in top}
     return ModelConfig(name=name, spec=spec, inputs=[str(s) for s in specs], output=output, dims=dims,
                        output_names=list(entry["output_names"]) if "output_names" in entry else None,
                        ranges=dict(ranges), data=list(data_files), parity=parity, lint=lint, bench=bench,
-                       quantize=quantize, **shared)
+                       quantize=quantize, target_ort=target_ort, runtimes=runtimes, **shared)
 
 
 def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: Path, src: _ConfigText
