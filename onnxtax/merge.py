@@ -35,7 +35,11 @@ JSON schema of `Matrix.to_dict()` ("onnxtax.matrix/1", keys stable):
               "verdict": "passed" | "fell_back" | "failed" | "error" | "not_available" | "not_run" | "conflict",
               "hosts": {"cpu-runner": {"verdict": "passed", "reason": null, "artifact_sha256": "...",
                                        "placement": {...} | null}}}],
-  "conflicts": [{"model": "fraud", "provider": "cpu", "artifact_sha256": "...",
+  "runtime_matrix": [{"model": "fraud", "ort": "1.16.3", "provider": "cpu",     (from `[runtimes]` ci stages)
+                      "verdict": "passed" | "failed" | "load-error" | "run-error" | "crashed" | "unavailable"
+                                 | "conflict",
+                      "hosts": {"cpu-runner": {"status": "passed", "message": null, "artifact_sha256": "..."}}}],
+  "conflicts": [{"model": "fraud", "provider": "cpu" | "ort-1.16.3 cpu", "artifact_sha256": "...",
                  "passed_on": ["cpu-runner"], "failed_on": ["other-runner"], "reasons": {"other-runner": "..."}}],
   "notes": ["..."]
 }
@@ -123,6 +127,7 @@ class Matrix:
     rows: list[MatrixRow]
     conflicts: list[Conflict]
     notes: list[str] = field(default_factory=list)
+    runtime_rows: list[dict] = field(default_factory=list)  # model x onnxruntime release x provider
 
     @property
     def passed(self) -> bool:
@@ -151,7 +156,7 @@ class Matrix:
         return {"schema": MATRIX_SCHEMA, "passed": self.passed, "hosts": [h.to_dict() for h in self.hosts],
                 "models": models,
                 "runs": [{"label": h.label, "source": h.source, "problems": h.problems} for h in self.hosts],
-                "matrix": [r.to_dict() for r in self.rows],
+                "matrix": [r.to_dict() for r in self.rows], "runtime_matrix": self.runtime_rows,
                 "conflicts": [c.to_dict() for c in self.conflicts], "notes": self.notes}
 
     def markdown(self) -> str:
@@ -361,7 +366,44 @@ def merge_reports(folders: list[str | Path]) -> Matrix:
             notes.append(f"{name}: no report from {', '.join(missing)}")
     ordered = sorted(rows.values(), key=lambda r: (model_names.index(r.model), _provider_order(r.provider_name),
                                                     r.provider))
-    return Matrix(hosts, ordered, conflicts, notes)
+    runtime_rows = _runtime_rows(hosts, model_names, conflicts)
+    return Matrix(hosts, ordered, conflicts, notes, runtime_rows)
+
+
+RUNTIME_FAILING = ("failed", "load-error", "run-error", "crashed")
+
+
+def _runtime_rows(hosts: list[HostRun], model_names: list[str], conflicts: list[Conflict]) -> list[dict]:
+    """model x onnxruntime release x provider from each host's runtimes stage; the same artifact
+    passing on one host and failing on another in the same release is a conflict too."""
+    from onnxtax.runtimes import version_key
+
+    rows: dict[tuple[str, str, str], dict] = {}
+    for h in hosts:
+        for name, rep in h.models.items():
+            result = ((rep.get("stages") or {}).get("runtimes") or {}).get("result") or {}
+            for r in result.get("results") or []:
+                row = rows.setdefault((name, r["ort"], r["label"]), {"model": name, "ort": r["ort"],
+                                                                     "provider": r["label"], "verdict": None,
+                                                                     "hosts": {}})
+                row["hosts"][h.label] = {"status": r["status"], "message": r.get("message"),
+                                         "artifact_sha256": rep.get("artifact_sha256")}
+    for row in rows.values():
+        cells = row["hosts"]
+        by_sha: dict[str | None, list[str]] = {}
+        for host, cell in cells.items():
+            by_sha.setdefault(cell["artifact_sha256"], []).append(host)
+        for sha, names in by_sha.items():
+            passed_on = [n for n in names if cells[n]["status"] == "passed"]
+            failed_on = [n for n in names if cells[n]["status"] in RUNTIME_FAILING]
+            if sha and passed_on and failed_on:
+                row["verdict"] = "conflict"
+                conflicts.append(Conflict(row["model"], f"ort-{row['ort']} {row['provider']}", sha, passed_on,
+                                          failed_on, {n: cells[n]["message"] for n in failed_on}))
+        if row["verdict"] is None:
+            statuses = [c["status"] for c in cells.values()]
+            row["verdict"] = next((v for v in RUNTIME_FAILING + ("passed",) if v in statuses), "unavailable")
+    return sorted(rows.values(), key=lambda r: (model_names.index(r["model"]), version_key(r["ort"]), r["provider"]))
 
 
 _PROVIDER_ORDER = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
@@ -412,6 +454,13 @@ def matrix_markdown(matrix: Matrix) -> str:
             cells.append(f"{icon} {status}" + (f" `{sha}`" if sha else "")
                          + (f" ({problem[0]})" if problem else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if matrix.runtime_rows:
+        lines += ["", "| model | onnxruntime | provider | " + " | ".join(_md(h) for h in hosts) + " | verdict |",
+                  "|---|---|---|" + "---|" * len(hosts) + "---|"]
+        for r in matrix.runtime_rows:
+            cells = [r["hosts"][h]["status"] if h in r["hosts"] else "" for h in hosts]
+            lines.append(f"| {r['model']} | {r['ort']} | {_md(r['provider'])} | " + " | ".join(cells)
+                         + f" | **{r['verdict']}** |")
     if matrix.conflicts:
         lines += ["", "### Conflicting verdicts", ""]
         for c in matrix.conflicts:

@@ -49,7 +49,7 @@ from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
-from onnxtax.errors import InputSpecError, LoadError, OnnxtaxError
+from onnxtax.errors import InputSpecError, OnnxtaxError
 
 SCHEMA = "onnxtax.runtimes/1"
 CHILD_TIMEOUT_S = 1800
@@ -239,51 +239,6 @@ def cell_text(r: RuntimeResult) -> str:
 # ------------------------------------------------------------------------------ inputs and reference
 
 
-_ONNX_DTYPES = {"FLOAT": "float32", "FLOAT16": "float16", "BFLOAT16": "bfloat16", "DOUBLE": "float64",
-                "INT64": "int64", "INT32": "int32", "INT16": "int16", "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
-
-
-def _graph_input_specs(model) -> list:
-    """Graph inputs (initializers excluded) as InputSpecs; unnamed dynamic dims get NAME_dimI."""
-    from onnx import TensorProto
-
-    from onnxtax.specs import InputSpec
-
-    initializers = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in initializers:
-            continue
-        tt = vi.type.tensor_type
-        dtype = _ONNX_DTYPES.get(TensorProto.DataType.Name(tt.elem_type)) if vi.type.HasField("tensor_type") else None
-        if dtype is None:
-            raise InputSpecError(f"ONNX input '{vi.name}' has a type the matrix cannot generate",
-                                 "give --input specs, or test with --data files")
-        dims: list[int | str] = []
-        for axis, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value"):
-                dims.append(int(d.dim_value))
-            elif d.dim_param and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d.dim_param):
-                dims.append(d.dim_param)
-            else:
-                dims.append(f"{vi.name}_dim{axis}")
-        specs.append(InputSpec(vi.name, tuple(dims), dtype))
-    return specs
-
-
-def _map_inputs(specs: list, model) -> dict[str, str]:
-    """spec name -> ONNX graph input name: by name, else by position."""
-    initializers = {t.name for t in model.graph.initializer}
-    graph = [vi.name for vi in model.graph.input if vi.name not in initializers]
-    names = [s.name for s in specs]
-    if set(graph) <= set(names):
-        return {n: n for n in graph}
-    if len(graph) == len(names):
-        return dict(zip(names, graph))
-    raise InputSpecError(f"inputs ({', '.join(names)}) do not match the ONNX graph's inputs ({', '.join(graph)})",
-                         "name each --input after the graph input it feeds, in forward() order")
-
-
 def _sample(plan, specs, recipe, k: int) -> dict:
     from onnxtax.parity import _read_npz
     from onnxtax.specs import make_inputs
@@ -328,19 +283,16 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     --offline with a release missing from the cache. What the releases do is in the report.
     """
     import numpy as np
-    import onnx
 
-    from onnxtax.manifest import export_sizes_of, read_manifest
+    from onnxtax.inputs import load_graph, resolve_inputs
     from onnxtax.parity import OutputStats, ShapePlan, plan_data_file, plan_shapes
     from onnxtax.providers import parse_provider
     from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
-    from onnxtax.specs import InputSpec, SampleRecipe, ValueRange, parse_input_specs, symbols_of
+    from onnxtax.specs import SampleRecipe
 
     t_start = time.perf_counter()
     say = progress or (lambda _m: None)
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise LoadError(f"ONNX model '{onnx_path}' does not exist", "export it first with `onnxtax export`")
     if samples < 0 or (samples == 0 and not data_files):
         raise InputSpecError(f"--samples {samples}: need at least one sample", "use --samples 1 or more, or --data")
     if opt_level not in ORT_OPT_LEVELS:
@@ -350,16 +302,19 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
                              "e.g. --rtol 1e-4 --atol 1e-5")
     versions = parse_versions(list(versions))
     requests = [parse_provider(p) for p in (providers or ["cpu"])]
-    try:
-        graph = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf errors
-        raise LoadError(f"'{onnx_path}' is not a readable ONNX model: {str(exc)[:200]}",
-                        "give the path of an .onnx file") from exc
+    graph = load_graph(onnx_path)
+    resolved = resolve_inputs(onnx_path, inputs, ranges=ranges, graph=graph)
 
     report = RuntimeMatrixReport(str(onnx_path), versions, rtol=rtol, atol=atol, per_output=dict(tolerances or {}),
-                                 seed=seed, samples_per_shape=samples)
+                                 seed=seed, samples_per_shape=samples, input_source=resolved.source,
+                                 notes=list(resolved.notes))
     report.model_info = {"ir_version": graph.ir_version,
                          "opsets": {(i.domain or ""): i.version for i in graph.opset_import}}
+    output_names = resolved.output_names
+    for name in report.per_output:
+        if name not in output_names:
+            raise InputSpecError(f"--tolerance names '{name}', which is not an ONNX output",
+                                 f"outputs: {', '.join(output_names)}")
 
     # Every release ready before any comparison: a missing one is exit 2 before the work.
     cache = resolve_cache_dir(cache_dir)
@@ -368,50 +323,34 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
         envs[v] = ensure_env(v, cache, offline=offline, say=say)
         report.environments.append(envs[v].to_dict())
 
-    manifest = read_manifest(onnx_path, required=False)
-    if inputs:
-        specs = parse_input_specs([str(s) for s in inputs])
-        report.input_source = "arguments"
-    elif manifest and manifest.get("inputs"):
-        specs = [InputSpec.from_dict(d) for d in manifest["inputs"]]
-        report.input_source = "manifest"
-    else:
-        specs = _graph_input_specs(graph)
-        report.input_source = "onnx-graph"
-    sizes_at_export = dict(export_sizes or {})
-    if manifest and not sizes_at_export:
-        known = set(symbols_of(specs))
-        sizes_at_export = {k: v for k, v in export_sizes_of(manifest).items() if k in known}
-    mapping = _map_inputs(specs, graph)
-    output_names = [o.name for o in graph.graph.output]
-    for name in report.per_output:
-        if name not in output_names:
-            raise InputSpecError(f"--tolerance names '{name}', which is not an ONNX output",
-                                 f"outputs: {', '.join(output_names)}")
-    value_ranges = {k: (v if isinstance(v, ValueRange) else ValueRange(*v)) for k, v in (ranges or {}).items()}
-    recipe = SampleRecipe(seed, value_ranges)
-    plans: list[ShapePlan] = plan_shapes(specs, dims, sizes_at_export, samples=samples,
-                                         joint=report.input_source == "onnx-graph",
+    specs = resolved.specs
+    recipe = SampleRecipe(seed, resolved.ranges)
+    plans: list[ShapePlan] = plan_shapes(specs, dims, export_sizes or resolved.export_sizes, samples=samples,
+                                         joint=resolved.source == "onnx-graph",
                                          max_shapes=max_shapes) if samples else []
     plans += [plan_data_file(f, specs) for f in data_files or []]
     report.shapes = plans
+    mapping = resolved.onnx_names
 
     # The reference, once, in this process.
     say("computing the reference outputs")
     if model is not None:
-        from onnxtax.parity import _Source, _resolve_model
+        from onnxtax.loading import check_inputs_match, resolve_model
+        from onnxtax.parity import _Source
 
-        module, spec_text = _resolve_model(model)
+        loaded = resolve_model(model)
+        module = loaded.module
+        check_inputs_match(module, specs, loaded.spec)
         module.eval()
-        source = _Source(module, specs, value_ranges)
+        source = _Source(module, specs, resolved.ranges)
         reference = lambda arrays, where, file: source(arrays, where, file)  # noqa: E731
-        report.reference = {"kind": "eager", "spec": spec_text or type(module).__name__, "onnxruntime": None}
+        report.reference = {"kind": "eager", "spec": None if loaded.in_memory else loaded.spec,
+                            "class_name": type(module).__name__, "onnxruntime": None}
     else:
         from onnxtax.providers import ort_package
 
         run_installed = _installed_reference(onnx_path, opt_level)
-        reference = lambda arrays, where, file: run_installed(  # noqa: E731
-            {mapping[n]: arrays[n] for n in mapping})
+        reference = lambda arrays, where, file: run_installed(resolved.feeds(arrays))  # noqa: E731
         report.reference = {"kind": "onnxruntime", "spec": None, "onnxruntime": ort_package()[1]}
         report.notes.append(f"no model spec: the reference is onnxruntime {ort_package()[1]} (installed) on CPU, so "
                             "this shows agreement between releases, not with the PyTorch model; give SPEC for that")

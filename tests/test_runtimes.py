@@ -208,3 +208,47 @@ def test_sweep_target_export_loads_on_each_release(tmp_path, write_model, versio
     proc = run_cli("runtimes", path, f"{mlp}:Net", "--ort", version, "--json", "-")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["status"] == "passed"
+
+
+def test_ci_runtimes_stage_and_merge_into_model_release_provider(tmp_path, exported, runtime_cache):
+    from onnxtax.ci import run_ci
+    from onnxtax.config import load_config
+
+    (tmp_path / "onnxtax.toml").write_text(f"""
+target_ort = "1.16"
+
+[lint]
+source = false
+
+[parity]
+providers = ["cpu"]
+samples = 1
+
+[runtimes]
+ort = ["{OLD}"]
+cache_dir = "{runtime_cache}"
+offline = true
+
+[models.mlp]
+spec = "{exported['spec']}"
+inputs = ["x:batch,6"]
+output = "onnx/mlp.onnx"
+""")
+    report = run_ci(load_config(tmp_path / "onnxtax.toml"), reports_dir=tmp_path / "reports")
+    assert report.passed, report.to_dict()
+    run = report.models[0]
+    assert run.stages["export"].result.ir_version == 8  # target_ort reached export
+    stage = run.stages["runtimes"]
+    assert stage.status == "passed" and stage.result.results[0].ort == OLD
+    model_json = json.loads((tmp_path / "reports" / "mlp.json").read_text())
+    assert model_json["stages"]["runtimes"]["result"]["results"][0]["status"] == "passed"
+    junit = (tmp_path / "reports" / "junit.xml").read_text()
+    assert f'classname="onnxtax.mlp.runtimes.ort-{OLD}.cpu"' in junit
+    assert f"| mlp | {OLD} | pass |" in (tmp_path / "reports" / "summary.md").read_text()
+
+    proc = run_cli("report", "merge", tmp_path / "reports", "-o", tmp_path / "merged")
+    assert proc.returncode == 0, proc.stderr
+    matrix = json.loads((tmp_path / "merged" / "matrix.json").read_text())
+    assert [(r["model"], r["ort"], r["provider"], r["verdict"]) for r in matrix["runtime_matrix"]] == [
+        ("mlp", OLD, "cpu", "passed")]
+    assert f"| mlp | {OLD} | cpu |" in (tmp_path / "merged" / "matrix.md").read_text()
