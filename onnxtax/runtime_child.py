@@ -49,7 +49,8 @@ def _run(cfg: dict) -> dict:
         providers.append(entry)
         if name not in available:
             entry["status"] = "unavailable"
-            entry["error"] = f"{name} is not in this onnxruntime package (it has: {', '.join(available)})"
+            has = ", ".join(p.replace("ExecutionProvider", "") for p in available)
+            entry["error"] = f"not in this onnxruntime package (it has {has})"
             continue
         t0 = time.perf_counter()
         try:

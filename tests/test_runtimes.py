@@ -12,8 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from onnxtax.export import export_model
 from onnxtax.ort_compat import LIMITS, limits_for, min_ir_for_opset, target_problems
 from onnxtax.runtime_envs import MARKER, ensure_env, env_dir, find_env, resolve_cache_dir
+from onnxtax.runtimes import check_runtimes
 from tests.conftest import run_cli
 
 OLD = "1.16.3"  # refuses IR 10 ("max supported IR version: 9"), loads opset <= 19
@@ -57,8 +59,7 @@ def exported(tmp_path_factory, runtime_cache):
     mlp.write_text(MLP)
     env = {"ONNXTAX_RUNTIMES_DIR": str(runtime_cache)}
     plain, target = folder / "plain.onnx", folder / "for116.onnx"
-    proc = run_cli("export", f"{mlp}:Net", "-o", plain, "-i", "x:batch,6", env=env)
-    assert proc.returncode == 0, proc.stderr
+    assert export_model(f"{mlp}:Net", plain, ["x:batch,6"])  # in-process: a torch import saved
     proc = run_cli("export", f"{mlp}:Net", "-o", target, "-i", "x:batch,6", "--target-ort", "1.16", "--json",
                    env=env)
     assert proc.returncode == 0, proc.stderr
@@ -109,10 +110,9 @@ def test_ir10_export_fails_on_old_release_then_passes_with_target_ort(tmp_path, 
     assert f"| {OLD} | pass |" in md.read_text()
 
     # the same file against a model with other weights: loads, and fails on values
-    proc = run_cli("runtimes", target, exported["other"], "--ort", OLD, "--json", "-", env=rt_env)
-    assert proc.returncode == 1
-    row = _json(proc)["results"][0]
-    assert row["status"] == "failed" and "outside" in row["cases"][0]["reason"]
+    report = check_runtimes(target, [OLD], exported["other"], cache_dir=rt_env["ONNXTAX_RUNTIMES_DIR"], offline=True)
+    row = report.results[0]
+    assert not report and row.status == "failed" and "outside" in row.cases[0].reason
 
 
 def _gelu_model(path: Path) -> Path:
@@ -145,12 +145,11 @@ def test_lint_target_ort_refuses_a_later_op_before_any_install(tmp_path):
     assert not [f for f in json.loads(proc.stdout)["findings"] if f["rule"] == "target-runtime"]
 
 
-def test_second_run_installs_nothing(exported, rt_env, runtime_cache):
+def test_second_run_installs_nothing(exported, runtime_cache):
     marker = env_dir(runtime_cache, OLD) / MARKER
     before = marker.stat().st_mtime_ns
-    proc = run_cli("runtimes", exported["target"], "--ort", OLD, "--json", "-", "--offline", env=rt_env)
-    assert proc.returncode == 0, proc.stderr
-    report = _json(proc)
+    report = check_runtimes(exported["target"], [OLD], cache_dir=runtime_cache, offline=True).to_dict()
+    assert report["passed"]
     assert report["environments"] == [{"version": OLD, "path": str(env_dir(runtime_cache, OLD)),
                                        "built_now": False, "build_s": None, "numpy": "1.26.4"}]
     assert report["reference"]["kind"] == "onnxruntime"  # no spec: the installed release is the reference
@@ -176,13 +175,14 @@ def test_a_half_built_virtualenv_is_not_ready(tmp_path):
     assert find_env(tmp_path, OLD) is not None
 
 
-def test_provider_missing_from_the_package_is_reported_not_faked(exported, rt_env):
-    proc = run_cli("runtimes", exported["target"], exported["spec"], "--ort", OLD, "-p", "cpu", "-p", "openvino:device_type=CPU",
-                   "--json", "-", env=rt_env)
-    report = _json(proc)
-    by = {r["short"]: r for r in report["results"]}
-    assert by["openvino"]["status"] == "unavailable" and "not in this onnxruntime package" in by["openvino"]["message"]
-    assert by["cpu"]["status"] == "passed" and proc.returncode == 0
+def test_provider_missing_from_the_package_is_reported_not_faked(exported, runtime_cache):
+    report = check_runtimes(exported["target"], [OLD], exported["spec"], providers=["cpu", "openvino:device_type=CPU"],
+                            samples=1, cache_dir=runtime_cache, offline=True)
+    by = {r.short: r for r in report.results}
+    assert by["openvino"].status == "unavailable" and "not in this onnxruntime package (it has" in by["openvino"].message
+    assert by["cpu"].status == "passed" and report.passed
+    assert [s.cases[0].name for s in report.junit_suites()] == ["load", "load"]
+    assert report.junit_suites()[1].cases[0].skipped
 
 
 def test_limits_table():
@@ -216,6 +216,7 @@ def test_ci_runtimes_stage_and_merge_into_model_release_provider(tmp_path, expor
 
     (tmp_path / "onnxtax.toml").write_text(f"""
 target_ort = "1.16"
+exporter = "torchscript"    # milliseconds; the dynamo exporter's IR 10 is the test above
 
 [lint]
 source = false
@@ -237,7 +238,7 @@ output = "onnx/mlp.onnx"
     report = run_ci(load_config(tmp_path / "onnxtax.toml"), reports_dir=tmp_path / "reports")
     assert report.passed, report.to_dict()
     run = report.models[0]
-    assert run.stages["export"].result.ir_version == 8  # target_ort reached export
+    assert any(c.name == "target_runtime" and c.passed for c in run.stages["export"].result.checks)
     stage = run.stages["runtimes"]
     assert stage.status == "passed" and stage.result.results[0].ort == OLD
     model_json = json.loads((tmp_path / "reports" / "mlp.json").read_text())
