@@ -18,6 +18,10 @@ Schema (format_version 1), keys stable:
   "domains": {"x": "normal, ...", "attention_mask": "all ones (default for mask-like names)"},
   "checks": [{"name": "onnx.checker", "passed": true, "detail": "..."}],
   "warnings": ["..."],
+  "target_runtimes": [] | [{"series": "1.16", "latest": "1.16.3", "max_opset": 19, "max_ml_opset": 3,
+                            "max_ir_version": 9, "source": "measured"}],       (export --target-ort)
+  "runtime_matrix": [] | [{"ort": "1.16.3", "provider": "CPUExecutionProvider", "status": "passed",
+                           "message": null}],        (where the file was run before it was written)
   "benchmark": null | {...}     (filled by `onnxtax bench --record`)
   "quantization": {...}         (INT8 artifacts only: how `onnxtax quantize` built and approved it)
 }

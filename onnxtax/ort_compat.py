@@ -42,18 +42,29 @@ class OrtLimits:
                 "max_ml_opset": self.max_ml_opset, "max_ir_version": self.max_ir, "source": self.source}
 
 
-# series, newest patch, ai.onnx, ai.onnx.ml, IR, source.
+# series, newest patch (what --target-ort SERIES installs to verify), ai.onnx, ai.onnx.ml, IR, source.
 # Published (ORT docs, reference/compatibility): 1.14 opset 18 / IR 8; 1.15-1.16 opset 19 / IR 9;
-# 1.17 opset 20 / IR 9; 1.18-1.20 opset 21 / IR 10. "measured": every row loaded here with
-# the probe models of measure_limits (ir3..ir14, opset 7..28, ml 1..6), release `latest`.
+# 1.17 opset 20 / IR 9; 1.18-1.20 opset 21 / IR 10. "measured": loaded here with the probe models of
+# probe_models (IR 3..14, opset 7..28, ml 1..6) in a virtualenv holding only release `latest`
+# (MEASURED_ON); they agree with every published row they overlap.
 LIMITS: tuple[OrtLimits, ...] = (
     OrtLimits("1.14", "1.14.1", 18, 3, 8, "published"),
     OrtLimits("1.15", "1.15.1", 19, 3, 9, "measured"),
     OrtLimits("1.16", "1.16.3", 19, 3, 9, "measured"),
     OrtLimits("1.17", "1.17.3", 20, 4, 9, "measured"),
     OrtLimits("1.18", "1.18.1", 21, 5, 10, "measured"),
-    OrtLimits("1.19", "1.19.2", 21, 5, 10, "published"),
+    OrtLimits("1.19", "1.19.2", 21, 5, 10, "measured"),
     OrtLimits("1.20", "1.20.1", 21, 5, 10, "measured"),
+    OrtLimits("1.21", "1.21.1", 22, 5, 10, "measured"),
+    OrtLimits("1.22", "1.22.1", 22, 5, 10, "measured"),  # measured on 1.22.0
+    OrtLimits("1.23", "1.23.2", 23, 5, 11, "measured"),
+    OrtLimits("1.24", "1.24.4", 25, 5, 13, "measured"),
+    OrtLimits("1.25", "1.25.1", 26, 5, 13, "measured"),
+    OrtLimits("1.26", "1.26.0", 26, 5, 13, "measured"),
+    OrtLimits("1.27", "1.27.0", 26, 5, 13, "measured"),
+    OrtLimits("1.28", "1.28.0", 26, 5, 13, "measured"),
+    OrtLimits("1.29", "1.29.0", 26, 5, 13, "measured"),
+    OrtLimits("1.30", "1.30.0", 26, 5, 13, "measured"),
 )
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")

@@ -224,6 +224,7 @@ def _pip_install(python: Path, reqs: list[str], version: str, say: Say) -> None:
     if proc.wait() != 0:
         errors = [ln for ln in lines if ln.startswith("ERROR:")]
         why = errors[0][len("ERROR:"):].strip() if errors else _last_line("\n".join(lines))
+        why = why.split(" (from versions:")[0]  # pip lists every release; the command line has them
         if any(w in "\n".join(lines) for w in ("NewConnectionError", "Temporary failure in name resolution",
                                                "Network is unreachable", "ConnectTimeout")):
             why = "the package index is not reachable (no network?)"
