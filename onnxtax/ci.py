@@ -757,7 +757,7 @@ def _provider_verdicts(model: ModelConfig, parity: Any, stage: StageResult | Non
 def _stage_runtimes(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]
                     ) -> None:
     """The artifact on each `[runtimes] ort` release, against the eager model, with parity's
-    shapes, samples, ranges and tolerances (`[runtimes] samples` overrides the samples)."""
+    shapes, samples, ranges and tolerances."""
     from onnxtax.runtimes import check_runtimes
     from onnxtax.specs import parse_ranges
 
@@ -765,7 +765,7 @@ def _stage_runtimes(model: ModelConfig, source: _SourceModel, stage: StageResult
     assert rt is not None
     p = model.parity
     report = check_runtimes(model.output, rt.ort, source.get(), model.inputs, dims=p.dims or None,
-                            samples=rt.samples or p.samples, seed=p.seed,
+                            samples=p.samples, seed=p.seed,
                             ranges=parse_ranges([f"{k}={v}" for k, v in p.ranges.items()]), data_files=p.data,
                             rtol=p.rtol, atol=p.atol, tolerances={name: p.tolerance_of(name) for name in p.tolerances},
                             providers=rt.providers or None, opt_level=p.opt_level, cache_dir=rt.cache_dir,

@@ -41,7 +41,6 @@ Layout (every key optional unless marked):
     [runtimes]                      # present: every model runs on these onnxruntime releases too (off otherwise)
     ort = ["1.16.3", "1.18.1"]      # required: exact releases, a cached virtualenv each
     providers = ["cpu"]
-    samples = 1                     # random samples per shape (default: as parity)
     cache_dir = ".cache/runtimes"   # default: $ONNXTAX_RUNTIMES_DIR, else ~/.cache/onnxtax/runtimes
     offline = false                 # true: never build a virtualenv (a release not cached is an error)
 
@@ -201,7 +200,6 @@ class QuantizeConfig(_Record):
 class RuntimesConfig(_Record):
     ort: list[str] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)  # empty: cpu
-    samples: int | None = None  # None: the parity samples
     cache_dir: Path | None = None  # None: runtime_envs.resolve_cache_dir's default
     offline: bool = False
 
@@ -349,7 +347,7 @@ QUANTIZE = _Table({
     "segment_key": STR, "output_name": STR, "exclude": STR_LIST, "auto_exclude": BOOL, "max_exclude": INT,
     "batch_size": POS_INT, "bench_batch_sizes": POS_INT_LIST, "bench_min_time": POS_NUM, "min_speedup": POS_NUM,
 }, required=("eval", "budgets"))
-RUNTIMES = _Table({"ort": STR_LIST, "providers": STR_LIST, "samples": POS_INT, "cache_dir": STR, "offline": BOOL},
+RUNTIMES = _Table({"ort": STR_LIST, "providers": STR_LIST, "cache_dir": STR, "offline": BOOL},
                   or_false=True)  # `ort` is required after merging the top-level table with the model's
 _SHARED = {"opset": OPSET, "exporter": _enum("dynamo", "torchscript"),
            "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH,
@@ -670,7 +668,6 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
         for value in rdata.get("providers", []):
             _check_provider(value, src, where + ("runtimes", "providers"))
         runtimes = RuntimesConfig(ort=versions, providers=list(rdata.get("providers", [])),
-                                  samples=rdata.get("samples"),
                                   cache_dir=(root / rdata["cache_dir"]).resolve() if "cache_dir" in rdata else None,
                                   offline=rdata.get("offline", False))
 

@@ -55,7 +55,7 @@ SCHEMA = "onnxtax.runtimes/1"
 CHILD_TIMEOUT_S = 1800
 STATUSES = ("passed", "failed", "load-error", "run-error", "unavailable", "crashed")
 
-Progress = Callable[[str], None]
+Progress = Callable[..., None]  # onnxtax.progress.Progress: (message, done=None, total=None)
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -378,8 +378,8 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
 
         from onnxtax.ort_compat import limits_for, target_problems
 
-        for v in versions:
-            say(f"onnxruntime {v}: loading and running the model")
+        for i, v in enumerate(versions):
+            say(f"onnxruntime {v}: loading and running the model", i, len(versions))
             try:
                 predicted = [p.message for p in target_problems(graph, limits_for(v))]
             except OnnxtaxError:
@@ -390,6 +390,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
                 if r.status == "passed":
                     _compare(r, outputs, cases, expected_all, plans, output_names, report, OutputStats)
                 report.results.append(r)
+        say("done", len(versions), len(versions))
     finally:
         import shutil
 

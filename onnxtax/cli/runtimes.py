@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, get_console, print_json,
+from onnxtax import defaults
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, progress_display,
                               user_errors)
 from onnxtax.cli.export import INPUT_HELP
-from onnxtax.defaults import PARITY_ATOL, PARITY_RTOL
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 ORT_HELP = ("onnxruntime releases, exact (1.16.3), comma-separated or repeated. Each gets a cached virtualenv with "
@@ -36,17 +36,18 @@ def runtimes(
                                              "graph's inputs.", show_default=False)] = [],  # noqa: B006
     dim: Annotated[list[str], typer.Option(help="SYMBOL=V1,V2,...: sizes of a dynamic axis (default as parity: 1, "
                                            "an even and an odd size).", show_default=False)] = [],  # noqa: B006
-    samples: Annotated[int, typer.Option(help="Random samples per shape (seeded, as parity).")] = 3,
-    seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = 0,
+    samples: Annotated[int, typer.Option(help="Random samples per shape (seeded, as parity).")] = defaults.PARITY_SAMPLES,
+    seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = defaults.PARITY_SEED,
     range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH value range of an input (integers: "
                                               "HIGH exclusive).", show_default=False)] = [],  # noqa: B006
     data: Annotated[list[Path], typer.Option(help="A .npz of real inputs keyed by input name. Repeatable.",
                                              show_default=False)] = [],  # noqa: B006
-    rtol: Annotated[float, typer.Option(help="Relative tolerance (parity's criterion).")] = PARITY_RTOL,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = PARITY_ATOL,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance (parity's criterion).")] = defaults.PARITY_RTOL,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = defaults.PARITY_ATOL,
     tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one output.",
                                                  show_default=False)] = [],  # noqa: B006
-    opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
+    opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")
+                         ] = defaults.OPT_LEVEL,
     cache_dir: Annotated[Optional[Path], typer.Option(help=CACHE_HELP, show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
     limits: Annotated[bool, typer.Option("--limits", help="Instead of checking a model, measure each release's "
@@ -76,9 +77,8 @@ def runtimes(
         for flag, path in (("--json", None if json_stdout else json_out), ("--junit", junit),
                            ("--markdown", markdown)):
             _check_writable(flag, path)
-        out = get_console(stderr=True)
-        with out.status("runtimes", spinner="dots") as status:
-            say = _say(status, out)
+        with progress_display("runtimes") as progress:
+            say = _say(progress)
             if limits:
                 rows = measure_limits(ort, cache_dir=cache_dir, offline=offline, progress=say)
             else:
@@ -101,14 +101,14 @@ def runtimes(
     raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
 
 
-def _say(status, out):
-    """Spinner text on a terminal; plain lines in a CI log for the slow steps (venv builds)."""
+def _say(progress):
+    """The bar on a terminal; in a CI log, lines for the slow steps only (virtualenv builds)."""
     from rich.markup import escape
 
-    def say(msg: str) -> None:
-        status.update(escape(msg))
-        if not out.is_terminal and ("pip install" in msg or "ready in" in msg or "waiting" in msg):
-            out.print(escape(msg), highlight=False, soft_wrap=True)
+    def say(message: str, done: int | None = None, total: int | None = None) -> None:
+        progress(message, done, total)
+        if not progress.out.is_terminal and any(w in message for w in ("pip install", "ready in", "waiting")):
+            progress.print(escape(message), highlight=False, soft_wrap=True)
     return say
 
 
