@@ -45,7 +45,7 @@ class OrtLimits:
 # series, newest patch (what --target-ort SERIES installs to verify), ai.onnx, ai.onnx.ml, IR, source.
 # Published (ORT docs, reference/compatibility): 1.14 opset 18 / IR 8; 1.15-1.16 opset 19 / IR 9;
 # 1.17 opset 20 / IR 9; 1.18-1.20 opset 21 / IR 10. "measured": loaded here with the probe models of
-# probe_models (IR 3..14, opset 7..28, ml 1..6) in a virtualenv holding only release `latest`
+# probe_models (IR 3..16, opset 7..30, ml 1..6) in a virtualenv holding only release `latest`
 # (MEASURED_ON); they agree with every published row they overlap.
 LIMITS: tuple[OrtLimits, ...] = (
     OrtLimits("1.14", "1.14.1", 18, 3, 8, "published"),
@@ -65,6 +65,8 @@ LIMITS: tuple[OrtLimits, ...] = (
     OrtLimits("1.28", "1.28.0", 26, 5, 13, "measured"),
     OrtLimits("1.29", "1.29.0", 26, 5, 13, "measured"),
     OrtLimits("1.30", "1.30.0", 26, 5, 13, "measured"),
+    OrtLimits("1.31", "1.31.1", 26, 5, 13, "measured"),
+    OrtLimits("1.32", "1.32.0", 28, 5, 14, "measured"),
 )
 
 _SERIES = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -226,7 +228,7 @@ def _default_domain_nodes(model):
 
 
 def probe_models(folder: Path) -> list[dict]:
-    """The probe files: one Relu node stamped with IR 3..14 (at opset 13), opset 7..28 (at IR 7),
+    """The probe files: one Relu node stamped with IR 3..16 (at opset 13), opset 7..30 (at IR 7),
     and ai.onnx.ml 1..6 (beside opset 13). A release that refuses a stamp refuses any model with it."""
     import onnx
     from onnx import TensorProto, helper
@@ -240,8 +242,8 @@ def probe_models(folder: Path) -> list[dict]:
         return model
 
     probes = []
-    cases = ([("ir", v, relu(v, {"": 13})) for v in range(3, 15)] +
-             [("opset", v, relu(7, {"": v})) for v in range(7, 29)] +
+    cases = ([("ir", v, relu(v, {"": 13})) for v in range(3, 17)] +
+             [("opset", v, relu(7, {"": v})) for v in range(7, 31)] +
              [("ml", v, relu(7, {"": 13, "ai.onnx.ml": v})) for v in range(1, 7)])
     for kind, v, model in cases:
         path = folder / f"{kind}{v}.onnx"

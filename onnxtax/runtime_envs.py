@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Callable
 
 from onnxtax.errors import OnnxtaxError
+from onnxtax.progress import silent
 
 CACHE_ENV = "ONNXTAX_RUNTIMES_DIR"
 MARKER = "onnxtax-env.json"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
-Say = Callable[[str], None]
+Say = Callable[..., None]  # onnxtax.progress.Progress
 
 
 class RuntimeEnvError(OnnxtaxError):
@@ -116,7 +117,7 @@ def find_env(cache_dir: Path, version: str) -> RuntimeEnv | None:
 def ensure_env(version: str, cache_dir: Path, *, offline: bool = False, say: Say | None = None) -> RuntimeEnv:
     """The virtualenv for `version`, built now if it is not in the cache (unless offline)."""
     version = check_version(version)
-    say = say or (lambda _m: None)
+    say = say or silent
     found = find_env(cache_dir, version)
     if found is not None:
         return found

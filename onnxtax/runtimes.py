@@ -50,12 +50,12 @@ from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 from onnxtax.errors import InputSpecError, OnnxtaxError
+from onnxtax.progress import Progress, silent
 
 SCHEMA = "onnxtax.runtimes/1"
 CHILD_TIMEOUT_S = 1800
 STATUSES = ("passed", "failed", "load-error", "run-error", "unavailable", "crashed")
 
-Progress = Callable[..., None]  # onnxtax.progress.Progress: (message, done=None, total=None)
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -291,7 +291,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     from onnxtax.specs import SampleRecipe
 
     t_start = time.perf_counter()
-    say = progress or (lambda _m: None)
+    say = progress or silent
     onnx_path = Path(onnx_path)
     if samples < 0 or (samples == 0 and not data_files):
         raise InputSpecError(f"--samples {samples}: need at least one sample", "use --samples 1 or more, or --data")
@@ -493,7 +493,7 @@ def measure_limits(versions: Sequence[str], *, cache_dir: str | Path | None = No
     from onnxtax.ort_compat import limits_from_probes, probe_models
     from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
 
-    say = progress or (lambda _m: None)
+    say = progress or silent
     cache = resolve_cache_dir(cache_dir)
     envs = [ensure_env(v, cache, offline=offline, say=say) for v in parse_versions(list(versions))]
     rows = []
