@@ -285,7 +285,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     import numpy as np
 
     from onnxtax.inputs import load_graph, resolve_inputs
-    from onnxtax.parity import OutputStats, ShapePlan, plan_data_file, plan_shapes
+    from onnxtax.parity import ShapePlan, plan_data_file, plan_shapes
     from onnxtax.providers import parse_provider
     from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
     from onnxtax.specs import SampleRecipe
@@ -388,7 +388,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
             for r, outputs in rows:
                 r.predicted = predicted
                 if r.status == "passed":
-                    _compare(r, outputs, cases, expected_all, plans, output_names, report, OutputStats)
+                    _compare(r, outputs, cases, expected_all, plans, output_names, report)
                 report.results.append(r)
         say("done", len(versions), len(versions))
     finally:
@@ -446,9 +446,9 @@ def _run_release(env, onnx_path: Path, requests, cases: list[dict], work: Path, 
 
 
 def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: list, plans, output_names,
-             report: RuntimeMatrixReport, OutputStats) -> None:
+             report: RuntimeMatrixReport) -> None:
     """parity's criterion per shape x output, folded over the samples of each shape."""
-    from onnxtax.parity import CaseResult, _default_tolerance
+    from onnxtax.parity import CaseResult, OutputStats, _default_tolerance
 
     stats: dict[tuple[int, int], Any] = {}
     errors: dict[int, str] = {}
