@@ -28,6 +28,7 @@ _LAZY = {
     "verify_artifact": "onnxtax.manifest", "VerifyReport": "onnxtax.manifest",
     "run_bench": "onnxtax.bench", "BenchReport": "onnxtax.bench",
     "quantize_model": "onnxtax.quantize", "check_quantized": "onnxtax.quantize", "QuantizeReport": "onnxtax.quantize",
+    "check_runtimes": "onnxtax.runtimes", "RuntimeMatrixReport": "onnxtax.runtimes",
     "run_ci": "onnxtax.ci", "CiReport": "onnxtax.ci", "load_config": "onnxtax.config",
     # the parts every stage is built from
     "load_model": "onnxtax.loading", "LoadedModel": "onnxtax.loading",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from onnxtax.progress import Progress
     from onnxtax.providers import ProviderRequest, host_providers, open_session, resolve_providers
     from onnxtax.quantize import QuantizeReport, check_quantized, quantize_model
+    from onnxtax.runtimes import RuntimeMatrixReport, check_runtimes
     from onnxtax.specs import InputSpec, make_inputs, parse_input_specs
 
 

@@ -804,10 +804,8 @@ def _stage_cases(model: str, stage: StageResult) -> list:
         return cases
     if stage.name == "runtimes" and stage.result is not None and hasattr(stage.result, "junit_suites"):
         cases = []
-        for suite in stage.result.junit_suites():  # one suite per release x provider
-            sub = suite.name.removeprefix("runtimes ").replace(" ", ".")
+        for suite in stage.result.junit_suites(classname=classname):  # one suite per release x provider
             for case in suite.cases:
-                case.classname = f"{classname}.{sub}"
                 case.name = f"{suite.name} {case.name}"
                 cases.append(case)
         return cases

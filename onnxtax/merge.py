@@ -455,11 +455,11 @@ def matrix_markdown(matrix: Matrix) -> str:
                          + (f" ({problem[0]})" if problem else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if matrix.runtime_rows:
-        lines += ["", "| model | onnxruntime | provider | " + " | ".join(_md(h) for h in hosts) + " | verdict |",
+        lines += ["", "| model | onnxruntime | provider | " + " | ".join(md_cell(h) for h in hosts) + " | verdict |",
                   "|---|---|---|" + "---|" * len(hosts) + "---|"]
         for r in matrix.runtime_rows:
             cells = [r["hosts"][h]["status"] if h in r["hosts"] else "" for h in hosts]
-            lines.append(f"| {r['model']} | {r['ort']} | {_md(r['provider'])} | " + " | ".join(cells)
+            lines.append(f"| {r['model']} | {r['ort']} | {md_cell(r['provider'])} | " + " | ".join(cells)
                          + f" | **{r['verdict']}** |")
     if matrix.conflicts:
         lines += ["", "### Conflicting verdicts", ""]

@@ -51,6 +51,7 @@ from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 from onnxtax.errors import InputSpecError, OnnxtaxError
 from onnxtax.progress import Progress, silent
+from onnxtax.report import Verdict
 
 SCHEMA = "onnxtax.runtimes/1"
 CHILD_TIMEOUT_S = 1800
@@ -114,7 +115,7 @@ class RuntimeResult:
 
 
 @dataclass
-class RuntimeMatrixReport:
+class RuntimeMatrixReport(Verdict):
     """Truthy when every listed release passed on every requested provider it has."""
 
     onnx: str
@@ -153,9 +154,6 @@ class RuntimeMatrixReport:
     def passed(self) -> bool:
         return not self.failures
 
-    def __bool__(self) -> bool:
-        return self.passed
-
     def version_passed(self, version: str) -> bool:
         rows = [r for r in self.results if r.ort == version]
         return any(r.status == "passed" for r in rows) and all(r.status in ("passed", "unavailable") for r in rows)
@@ -184,24 +182,25 @@ class RuntimeMatrixReport:
                 "results": [r.to_dict() for r in self.results], "environments": list(self.environments),
                 "failures": self.failures, "notes": list(self.notes), "duration_s": self.duration_s}
 
-    def junit_suites(self) -> list:
-        """One suite per release x provider; one testcase per shape x output, or one load case."""
+    def junit_suites(self, classname: str = "onnxtax.runtimes") -> list:
+        """One suite per release x provider: a `load` testcase, then one per shape x output.
+        Case classnames are CLASSNAME.ort-VERSION.PROVIDER."""
         from onnxtax.report import JUnitCase, JUnitSuite
 
         suites = []
         for r in self.results:
-            classname = f"onnxtax.runtimes.ort-{r.ort}.{r.short}"
+            case_class = f"{classname}.ort-{r.ort}.{r.short}"
             suite = JUnitSuite(f"runtimes ort-{r.ort} {r.label}", properties={
                 "onnxruntime": r.ort, "provider": r.provider, "onnx": self.onnx})
             if r.status == "unavailable":
-                suite.cases.append(JUnitCase("load", classname, skipped=r.message or "not in this package"))
+                suite.cases.append(JUnitCase("load", case_class, skipped=r.message or "not in this package"))
             elif r.status in ("load-error", "crashed"):
-                suite.cases.append(JUnitCase("load", classname, failure=r.message or r.status,
+                suite.cases.append(JUnitCase("load", case_class, failure=r.message or r.status,
                                              details=r.detail or r.message or ""))
             else:
-                suite.cases.append(JUnitCase("load", classname, time_s=r.load_s or 0.0))
+                suite.cases.append(JUnitCase("load", case_class, time_s=r.load_s or 0.0))
             for c in r.cases:
-                jc = JUnitCase(f"{c.shape} {c.output}", classname, time_s=c.time_s)
+                jc = JUnitCase(f"{c.shape} {c.output}", case_class, time_s=c.time_s)
                 if c.status == "failed":
                     jc.failure = c.reason or "failed"
                 elif c.status == "error":

@@ -11,7 +11,7 @@ from onnxtax import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, progress_display,
                               user_errors)
 from onnxtax.cli.export import INPUT_HELP
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+from onnxtax.errors import EXIT_OK
 
 ORT_HELP = ("onnxruntime releases, exact (1.16.3), comma-separated or repeated. Each gets a cached virtualenv with "
             "only that release and a numpy it supports, built on first use.")
@@ -98,7 +98,7 @@ def runtimes(
     else:
         render(report)
     _verdict(report, err_console if json_stdout else console)
-    raise typer.Exit(EXIT_OK if report.passed else EXIT_CHECK_FAILED)
+    raise typer.Exit(report.exit_code)
 
 
 def _say(progress):
