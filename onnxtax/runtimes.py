@@ -546,3 +546,15 @@ def verify_for_target(onnx_path: Path, target, module, specs: list, export_sizes
 def matrix_row(r: RuntimeResult) -> dict:
     """One release x provider verdict, as the manifest records it."""
     return {"ort": r.ort, "provider": r.provider, "status": r.status, "message": r.message}
+
+
+def record_matrix(onnx_path: str | Path, report: RuntimeMatrixReport) -> Path:
+    """Merge this run's verdicts into the manifest's `runtime_matrix` (a release x provider
+    tested again replaces its row), so the artifact carries where it was signed off."""
+    from onnxtax.manifest import read_manifest, update_manifest
+
+    manifest = read_manifest(onnx_path) or {}
+    rows = {(r["ort"], r["provider"]): r for r in manifest.get("runtime_matrix") or []}
+    rows.update({(r.ort, r.provider): matrix_row(r) for r in report.results})
+    ordered = sorted(rows.values(), key=lambda r: (version_key(r["ort"]), r["provider"]))
+    return update_manifest(onnx_path, "runtime_matrix", ordered)

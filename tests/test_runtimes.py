@@ -98,7 +98,7 @@ def test_ir10_export_fails_on_old_release_then_passes_with_target_ort(tmp_path, 
 
     junit, md = tmp_path / "rt.xml", tmp_path / "rt.md"
     proc = run_cli("runtimes", target, spec, "--ort", OLD, "--json", "-", "--junit", junit,
-                   "--markdown", md, env=rt_env)
+                   "--markdown", md, "--record", env=rt_env)
     assert proc.returncode == 0, proc.stderr
     report = _json(proc)
     assert report["passed"] and report["minimum_passing"] == OLD
@@ -108,6 +108,9 @@ def test_ir10_export_fails_on_old_release_then_passes_with_target_ort(tmp_path, 
     assert all(c["max_abs_diff"] < 1e-5 for c in row["cases"])
     assert 'testsuite name="runtimes ort-1.16.3 cpu"' in junit.read_text()
     assert f"| {OLD} | pass |" in md.read_text()
+    recorded = json.loads((exported["folder"] / "for116.manifest.json").read_text())["runtime_matrix"]
+    assert recorded == [{"ort": OLD, "provider": "CPUExecutionProvider", "status": "passed", "message": None}]
+    assert run_cli("verify", target).returncode == 0  # checksums untouched
 
     # the same file against a model with other weights: loads, and fails on values
     report = check_runtimes(target, [OLD], exported["other"], cache_dir=rt_env["ONNXTAX_RUNTIMES_DIR"], offline=True)

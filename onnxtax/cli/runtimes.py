@@ -53,6 +53,8 @@ def runtimes(
     limits: Annotated[bool, typer.Option("--limits", help="Instead of checking a model, measure each release's "
                                          "highest loadable IR version and opsets (ONNX_MODEL is ignored; give "
                                          "'-').")] = False,
+    record: Annotated[bool, typer.Option("--record", help="Merge the verdicts into the manifest beside the model "
+                                         "(runtime_matrix; checksums untouched).")] = False,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON to PATH; '-' prints it "
                                                     "on stdout.", show_default=False, metavar="PATH")] = None,
     junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML: one suite per release x provider.",
@@ -74,6 +76,10 @@ def runtimes(
 
         if not ort:
             raise InputSpecError("no onnxruntime release given", "e.g. --ort 1.16.3,1.18.1,1.20.1")
+        if record and not limits:
+            from onnxtax.manifest import read_manifest
+
+            read_manifest(onnx_model)  # no manifest to record into: exit 2 before the work
         for flag, path in (("--json", None if json_stdout else json_out), ("--junit", junit),
                            ("--markdown", markdown)):
             _check_writable(flag, path)
@@ -93,11 +99,17 @@ def runtimes(
             _limits_output(rows, json_out)
             raise typer.Exit(EXIT_OK)
         _write_outputs(report, None if json_stdout else json_out, junit, markdown)
+        if record:
+            from onnxtax.runtimes import record_matrix
+
+            recorded = record_matrix(onnx_model, report)
     if json_stdout:
         print_json(report.to_dict())
     else:
         render(report)
     _verdict(report, err_console if json_stdout else console)
+    if record:
+        (err_console if json_stdout else console).print(f"recorded in {recorded}", highlight=False)
     raise typer.Exit(report.exit_code)
 
 
