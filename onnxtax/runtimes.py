@@ -74,13 +74,11 @@ def parse_versions(texts: Sequence[str]) -> list[str]:
 
 
 def clean_ort_message(text: str) -> str:
-    """ORT's first line without the '[ONNXRuntimeError] : 1 : FAIL :' prefix and source paths:
-    'Load model from m.onnx failed:Unsupported model IR version: 10, max supported IR version: 9'."""
-    first = text.strip().splitlines()[0] if text.strip() else text
-    first = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", first)
-    first = re.sub(r"/\S+\.(?:cc|h|cpp):\d+ [^)]*\)\s*(?:\[[^\]]*\]\s*)?", "", first)
-    first = re.sub(r"^Load model from .*? failed:\s*", "", first)  # the path is ours; the reason is theirs
-    return first.strip()[:500]
+    """The release's own words, first line (providers.ort_error_summary), without the
+    'Load model from PATH failed:' prefix: the path is ours, the reason is theirs."""
+    from onnxtax.providers import ort_error_summary
+
+    return re.sub(r"^Load model from .*? failed:\s*", "", ort_error_summary(text)[0])
 
 
 @dataclass
