@@ -47,7 +47,7 @@ def test_json_and_sarif_files(custom_model, tmp_path):
     res = lint(custom_model, "--json", out_json, "--sarif", out_sarif, "--target-ir", "9")
     assert res.exit_code == 1
     assert "custom-op (2)" in res.stdout and "ir-version (1)" in res.stdout and f"SARIF report: {out_sarif}" in res.stdout
-    assert json.loads(out_json.read_text())["targets"] == {"opset": None, "ir_version": 9}
+    assert json.loads(out_json.read_text())["targets"] == {"opset": None, "ir_version": 9, "ort": None}
     sarif = json.loads(out_sarif.read_text())
     jsonschema.Draft4Validator(json.loads(SCHEMA.read_text())).validate(sarif)
     assert sorted(r["ruleId"] for r in sarif["runs"][0]["results"]) == ["custom-op", "custom-op", "ir-version"]
