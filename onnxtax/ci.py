@@ -768,6 +768,7 @@ def _stage_runtimes(model: ModelConfig, source: _SourceModel, stage: StageResult
                             samples=p.samples, seed=p.seed,
                             ranges=parse_ranges([f"{k}={v}" for k, v in p.ranges.items()]), data_files=p.data,
                             rtol=p.rtol, atol=p.atol, tolerances={name: p.tolerance_of(name) for name in p.tolerances},
+                            min_cosine=p.min_cosine,
                             providers=rt.providers or None, opt_level=p.opt_level, cache_dir=rt.cache_dir,
                             offline=rt.offline, progress=_counting(say))
     stage.result = report

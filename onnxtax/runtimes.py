@@ -16,7 +16,7 @@ JSON schema of `RuntimeMatrixReport.to_dict()` (schema "onnxtax.runtimes/1"; key
   "onnx": "model.onnx", "model": {"ir_version": 10, "opsets": {"": 18}},
   "reference": {"kind": "eager" | "onnxruntime", "spec": "m.py:Net" | null, "onnxruntime": null | "1.31.1"},
   "input_source": "arguments" | "manifest" | "onnx-graph",
-  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "per_output": {}},
+  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "atol_scaled_by": "rms", "min_cosine": 0.999, "per_output": {}},
   "shapes": [...parity shape plans...], "seed": 0, "samples_per_shape": 3,
   "minimum_passing": "1.18.1" | null,            the lowest listed release that passed
   "passes_from": "1.18.1" | null,                the lowest listed release from which every higher listed one passed
@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 from onnxtax.defaults import ORT_OPT_LEVELS
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
+from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 from onnxtax.errors import InputSpecError, OnnxtaxError
@@ -124,6 +125,7 @@ class RuntimeMatrixReport(Verdict):
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
     per_output: dict[str, tuple[float, float]] = field(default_factory=dict)
+    min_cosine: float | None = DEFAULT_MIN_COSINE
     seed: int = 0
     samples_per_shape: int = DEFAULT_SAMPLES
     shapes: list[Any] = field(default_factory=list)  # parity.ShapePlan
@@ -172,7 +174,8 @@ class RuntimeMatrixReport(Verdict):
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "passed": self.passed, "onnx": self.onnx, "model": dict(self.model_info),
                 "reference": dict(self.reference), "input_source": self.input_source,
-                "tolerance": {"rtol": self.rtol, "atol": self.atol,
+                "tolerance": {"rtol": self.rtol, "atol": self.atol, "atol_scaled_by": "rms",
+                              "min_cosine": self.min_cosine,
                               "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()}},
                 "shapes": [s.to_dict() for s in self.shapes], "seed": self.seed,
                 "samples_per_shape": self.samples_per_shape, "versions": list(self.versions),
@@ -262,7 +265,8 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
                    samples: int = DEFAULT_SAMPLES, seed: int = 0, ranges: dict | None = None,
                    data_files: Sequence[str | Path] | None = None, rtol: float = DEFAULT_RTOL,
                    atol: float = DEFAULT_ATOL, tolerances: dict[str, tuple[float, float]] | None = None,
-                   providers: Sequence[str] | None = None, opt_level: str = "all",
+                   min_cosine: float | None = DEFAULT_MIN_COSINE, providers: Sequence[str] | None = None,
+                   opt_level: str = "all",
                    max_shapes: int = MAX_SHAPES, export_sizes: dict[str, int] | None = None,
                    cache_dir: str | Path | None = None, offline: bool = False,
                    progress: Progress | None = None) -> RuntimeMatrixReport:
@@ -303,7 +307,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     resolved = resolve_inputs(onnx_path, inputs, ranges=ranges, graph=graph)
 
     report = RuntimeMatrixReport(str(onnx_path), versions, rtol=rtol, atol=atol, per_output=dict(tolerances or {}),
-                                 seed=seed, samples_per_shape=samples, input_source=resolved.source,
+                                 min_cosine=min_cosine, seed=seed, samples_per_shape=samples, input_source=resolved.source,
                                  notes=list(resolved.notes))
     report.model_info = {"ir_version": graph.ir_version,
                          "opsets": {(i.domain or ""): i.version for i in graph.opset_import}}
@@ -444,11 +448,15 @@ def _run_release(env, onnx_path: Path, requests, cases: list[dict], work: Path, 
 
 def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: list, plans, output_names,
              report: RuntimeMatrixReport) -> None:
-    """parity's criterion per shape x output, folded over the samples of each shape."""
-    from onnxtax.parity import CaseResult, OutputStats, _default_tolerance
+    """parity's criterion (onnxtax.compare) per shape x output, folded over the samples of each
+    shape: atol scaled by the source output's RMS at that shape, the cosine gate per sample."""
+    from onnxtax.compare import OutputStats, rms
+    from onnxtax.parity import CaseResult, _default_tolerance
 
     stats: dict[tuple[int, int], Any] = {}
     errors: dict[int, str] = {}
+    scales = {(pi, oi): rms([e[oi] for c, e in zip(cases, expected_all) if c["plan"] == pi])
+              for pi in range(len(plans)) for oi in range(len(output_names))}
     for ci, (case, expected) in enumerate(zip(cases, expected_all)):
         got = outputs["cases"][ci]
         pi = case["plan"]
@@ -459,8 +467,8 @@ def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: l
             acc = stats.get((pi, oi))
             if acc is None:
                 rt, at = report.per_output.get(output_names[oi], _default_tolerance(b, report.rtol, report.atol))
-                acc = stats[(pi, oi)] = OutputStats(rt, at)
-            acc.update(outputs["arrays"][key], b, sample=case["sample"])
+                acc = stats[(pi, oi)] = OutputStats(rt, at, report.min_cosine)
+            acc.update(outputs["arrays"][key], b, sample=case["sample"], scale=scales[(pi, oi)])
     for pi, plan in enumerate(plans):
         for oi, name in enumerate(output_names):
             acc = stats.get((pi, oi))

@@ -46,6 +46,9 @@ def runtimes(
     atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = defaults.PARITY_ATOL,
     tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one output.",
                                                  show_default=False)] = [],  # noqa: B006
+    min_cosine: Annotated[float, typer.Option(help="Similarity gate (parity's): every sample of a float output "
+                                              "needs at least this cosine with the source's.")
+                          ] = defaults.PARITY_MIN_COSINE,
     opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")
                          ] = defaults.OPT_LEVEL,
     cache_dir: Annotated[Optional[Path], typer.Option(help=CACHE_HELP, show_default=False)] = None,
@@ -93,6 +96,7 @@ def runtimes(
                 report = check_runtimes(onnx_model, ort, spec, input or None, dims=parse_dim_values(dim, multi=True),
                                         samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=data,
                                         rtol=rtol, atol=atol, tolerances=parse_tolerances(tolerance),
+                                        min_cosine=min_cosine,
                                         providers=provider or None, opt_level=opt_level, cache_dir=cache_dir,
                                         offline=offline, progress=say)
         if limits:
