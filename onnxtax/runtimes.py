@@ -239,16 +239,6 @@ def cell_text(r: RuntimeResult) -> str:
 # ------------------------------------------------------------------------------ inputs and reference
 
 
-def _sample(plan, specs, recipe, k: int) -> dict:
-    from onnxtax.parity import _read_npz
-    from onnxtax.specs import make_inputs
-
-    if plan.origin == "data":
-        arrays = _read_npz(Path(plan.file))
-        return {s.name: arrays[s.name] for s in specs}
-    return make_inputs(specs, plan.sizes, recipe, k)
-
-
 def _installed_reference(onnx_path: Path, opt_level: str) -> Callable[[dict], list]:
     """Outputs of the installed onnxruntime on CPU, when there is no eager model to compare with."""
     from onnxtax.providers import open_session, parse_provider
@@ -286,7 +276,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     import numpy as np
 
     from onnxtax.inputs import load_graph, resolve_inputs
-    from onnxtax.parity import ShapePlan, plan_data_file, plan_shapes
+    from onnxtax.parity import ShapePlan, _sample, plan_data_file, plan_shapes  # parity's shapes and samples
     from onnxtax.providers import parse_provider
     from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
     from onnxtax.specs import SampleRecipe
