@@ -256,3 +256,30 @@ output = "onnx/mlp.onnx"
     assert [(r["model"], r["ort"], r["provider"], r["verdict"]) for r in matrix["runtime_matrix"]] == [
         ("mlp", OLD, "cpu", "passed")]
     assert f"| mlp | {OLD} | cpu |" in (tmp_path / "merged" / "matrix.md").read_text()
+
+
+def test_a_second_process_waits_for_the_build_and_reuses_it(tmp_path):
+    """The lock: while one process builds a release, another waits, then takes the finished
+    virtualenv instead of building it again (the build is simulated by this test holding the lock)."""
+    import subprocess
+    import sys
+    import time
+
+    from onnxtax.runtime_envs import _BuildLock
+
+    child = ("import sys; from pathlib import Path; from onnxtax.runtime_envs import ensure_env; "
+             "env = ensure_env('1.16.3', Path(sys.argv[1]), say=lambda m, *a: print(m, flush=True)); "
+             "print('built_now', env.built_now)")
+    with _BuildLock(tmp_path / ".ort-1.16.3-py311.lock", OLD, lambda *_: None):
+        proc = subprocess.Popen([sys.executable, "-c", child, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                                env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+        first = proc.stdout.readline()
+        assert "waiting for another process that is building it" in first
+        folder = env_dir(tmp_path, OLD)  # what the other build leaves when it finishes
+        (folder / "bin").mkdir(parents=True)
+        (folder / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+        (folder / MARKER).write_text(json.dumps({"onnxruntime": OLD, "numpy": "1.26.4"}))
+        time.sleep(0.2)
+        assert proc.poll() is None  # still waiting while the lock is held
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "built_now False" in out and "pip install" not in out
