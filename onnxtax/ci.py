@@ -476,9 +476,7 @@ def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, 
                           dims=model.dims or None, output_names=model.output_names,
                           external_data=model.external_data, ranges=_ranges(model.ranges),
                           data_files=list(model.data) or None, debug=debug, progress=_counting(say),
-                          target_ort=model.target_ort,
-                          runtime_cache=model.runtimes.cache_dir if model.runtimes else None,
-                          offline=model.runtimes.offline if model.runtimes else False)
+                          target_ort=model.target_ort, verify_target=_target_verifier(model))
     stage.result = result
     if result.passed:
         stage.status = "passed"
@@ -489,6 +487,16 @@ def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, 
     else:
         stage.status, stage.error, stage.hint = "failed", result.error, result.hint
         stage.summary = result.error or "export failed"
+
+
+def _target_verifier(model: ModelConfig):
+    """With `target_ort`, export runs the file in that release, with the `[runtimes]` cache."""
+    if not model.target_ort:
+        return None
+    from onnxtax.runtimes import target_verifier
+
+    rt = model.runtimes
+    return target_verifier(rt.cache_dir if rt else None, rt.offline if rt else False)
 
 
 def _has_artifact(model: ModelConfig) -> bool:

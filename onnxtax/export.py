@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from onnxtax import defaults
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
@@ -705,8 +705,7 @@ def export_model(
     ranges: dict[str, ValueRange | tuple[float, float]] | None = None,
     data_files: list[str | Path] | None = None,
     target_ort: str | None = None,
-    runtime_cache: str | Path | None = None,
-    offline: bool = False,
+    verify_target: Callable | None = None,
     debug: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
@@ -719,7 +718,8 @@ def export_model(
     With `target_ort` (a release series like "1.16", or an exact release), the file is made
     for that onnxruntime: the opset converted down to what it loads, the lowest IR version the
     opset allows, and a run in that release's cached virtualenv (onnxtax.runtimes) when it is
-    there or can be built (`runtime_cache`, `offline` as for `onnxtax runtimes`)."""
+    there or can be built: `verify_target`, from onnxtax.runtimes.target_verifier(cache_dir,
+    offline), runs it (passed in, so that export does not depend on the runtime matrix)."""
     from onnxtax.loading import check_inputs_match, resolve_model
     from onnxtax.ort_compat import limits_for
 
@@ -784,7 +784,7 @@ def export_model(
         _export_checked(loaded, specs, sizes, args, names, stage, output, result, opset=opset,
                         exporter=exporter, external_data=external_data, ranges=value_ranges, data=data,
                         custom_translation_table=custom_translation_table, debug=debug, progress=progress,
-                        runtime_cache=runtime_cache, offline=offline)
+                        verify_target=verify_target)
     except CheckFailed as exc:
         import traceback
 
@@ -813,7 +813,7 @@ def _check_output_folder(output: Path) -> None:
 
 def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path, result: ExportResult, *,
                     opset, exporter, external_data, ranges, data, custom_translation_table, debug, progress,
-                    runtime_cache=None, offline=False) -> None:
+                    verify_target=None) -> None:
     import onnx
     import torch
 
@@ -919,13 +919,14 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
         result.warnings.append(f"output '{name}' is constant in the smoke run ({why}): it was not compared, as no "
                                f"wrong value could show in it; `onnxtax parity` fails it unless --allow-constant {name}")
     if target is not None:
-        from onnxtax.runtimes import verify_for_target
-
         result.stage = "target_runtime"
-        progress(f"running in onnxruntime {target.latest} (its cached virtualenv)")
-        detail, warning, result.runtime_matrix = verify_for_target(
-            staged, target, loaded.module, specs, sizes, ranges=ranges, cache_dir=runtime_cache, offline=offline,
-            progress=progress)
+        if verify_target is None:
+            detail, warning = "not run: no verifier given", (
+                f"not verified in onnxruntime {target.latest}: pass verify_target=onnxtax.runtimes.target_verifier()")
+        else:
+            progress(f"running in onnxruntime {target.latest} (its cached virtualenv)")
+            detail, warning, result.runtime_matrix = verify_target(staged, target, loaded.module, specs, sizes,
+                                                                   ranges=ranges, progress=progress)
         result.checks.append(CheckRecord("target_runtime", None if warning else True, detail))
         if warning:
             result.warnings.append(warning)

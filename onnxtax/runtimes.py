@@ -539,6 +539,16 @@ def verify_for_target(onnx_path: Path, target, module, specs: list, export_sizes
     return f"onnxruntime {version} loads it and matches the eager model ({cases} shape x output case(s))", None, rows
 
 
+def target_verifier(cache_dir: str | Path | None = None, offline: bool = False) -> Callable[..., tuple]:
+    """What `export_model(verify_target=...)` calls for `--target-ort`: verify_for_target with
+    this cache (export takes it as an argument: it does not import the runtime matrix)."""
+    def verify(onnx_path: Path, target, module, specs: list, export_sizes: dict[str, int], *,
+               ranges: dict | None = None, progress: Progress | None = None) -> tuple:
+        return verify_for_target(onnx_path, target, module, specs, export_sizes, ranges=ranges, cache_dir=cache_dir,
+                                 offline=offline, progress=progress)
+    return verify
+
+
 def matrix_row(r: RuntimeResult) -> dict:
     """One release x provider verdict, as the manifest records it."""
     return {"ort": r.ort, "provider": r.provider, "status": r.status, "message": r.message}

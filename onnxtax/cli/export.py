@@ -77,7 +77,8 @@ def export(
             result = export_model(spec, output, specs, opset=opset, exporter=exporter, dims=dims,
                                   output_names=output_name or None, external_data=external_data, ranges=ranges,
                                   data_files=list(data) or None, debug=debug,
-                                  target_ort=target_ort, runtime_cache=runtime_cache, offline=offline,
+                                  target_ort=target_ort, verify_target=_target_verifier(target_ort, runtime_cache,
+                                                                                        offline),
                                   progress=progress)
     if json_out:
         print_json(result.to_dict())
@@ -91,6 +92,15 @@ def export(
         if debug and result.traceback:
             err_console.print(result.traceback, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)
+
+
+def _target_verifier(target_ort: str | None, cache: Path | None, offline: bool):
+    """--target-ort runs the file in that release (onnxtax.runtimes), imported only when asked."""
+    if not target_ort:
+        return None
+    from onnxtax.runtimes import target_verifier
+
+    return target_verifier(cache, offline)
 
 
 def _render_export(result) -> None:
