@@ -72,7 +72,7 @@ def runtimes(
     release that passes. Exit 1 if any listed release fails."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.cli.parity import _check_writable
+        from onnxtax.files import check_output
         from onnxtax.errors import InputSpecError
         from onnxtax.runtimes import check_runtimes, measure_limits
         from onnxtax.specs import parse_dim_values, parse_ranges
@@ -85,7 +85,8 @@ def runtimes(
             read_manifest(onnx_model)  # no manifest to record into: exit 2 before the work
         for flag, path in (("--json", None if json_stdout else json_out), ("--junit", junit),
                            ("--markdown", markdown)):
-            _check_writable(flag, path)
+            if path is not None:
+                check_output(path, flag)
         with progress_display("runtimes") as progress:
             say = _say(progress)
             if limits:
