@@ -27,6 +27,9 @@ PARITY_ASSUMED_SIZE_CAP = 4096
 # localisation of a parity failure: time for all providers together; intermediates held per chunk
 LOCALIZE_TIME_BUDGET_S = 120.0
 LOCALIZE_MEMORY_MB = 512.0
+# the CPU session uses the eager model's parameter memory (auto: when the weights reach the threshold)
+PARITY_SHARE_WEIGHTS = "auto"
+PARITY_SHARE_MIN_BYTES = 256 * 2**20
 
 # lint
 LINT_FAIL_ON = "error"

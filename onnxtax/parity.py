@@ -75,7 +75,11 @@ docs/parity.md lists the changes from /1):
   "failures": ["cpu batch=7 prob: ..."],            (one line each; empty when passed)
   "notes": ["..."],
   "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9,
-               "test_assumed": true, "assumed_size_cap": 4096, "localize": false},
+               "test_assumed": true, "assumed_size_cap": 4096, "localize": false,
+               "share_weights": "auto" | "always" | "never"},
+  "weights": null | {"shared_tensors": 8, "shared_bytes": 1073807360, "not_shared_tensors": 0,
+                     "not_shared_bytes": 0, "not_shared": {"NAME": "<why>"}},
+                                                    (null: the CPU session loaded the weights from the file)
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
   "duration_s": 1.23
 }
@@ -115,8 +119,10 @@ from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 from onnxtax.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
+from onnxtax.defaults import PARITY_SHARE_MIN_BYTES, PARITY_SHARE_WEIGHTS
 
 SCHEMA = "onnxtax.parity/2"
+SHARE_WEIGHTS_MODES = ("auto", "always", "never")
 CaseStatus = Literal["passed", "failed", "error"]  # error: ONNX Runtime could not run the case
 ProviderStatus = Literal["passed", "failed", "error", "skipped"]  # skipped: not on this host
 # Sizes tried on each dynamic axis besides 1: the first even and the first odd one
@@ -224,6 +230,7 @@ class ParityReport(Verdict):
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    weights: dict[str, Any] | None = None  # onnxtax.weights.Sharing.to_dict() when the CPU session shared them
 
     @property
     def passed(self) -> bool:
@@ -255,6 +262,7 @@ class ParityReport(Verdict):
             "failures": list(self.failures),
             "notes": list(self.notes),
             "settings": dict(self.settings),
+            "weights": dict(self.weights) if self.weights is not None else None,
             "versions": dict(self.versions),
             "duration_s": self.duration_s,
         }
@@ -552,16 +560,42 @@ class _Session:
     session: Any
 
 
-def _open_sessions(onnx_path: Path, requests: list[ProviderRequest], *, opt_level: str, threads: int | None
-                   ) -> list[_Session | ProviderResult]:
-    from onnxtax.providers import open_session, placement_of
+def _open_session(onnx_path: Path, req: ProviderRequest, shared: Any, **kwargs) -> Any:
+    """A session on the eager model's weights for the CPU provider when they are shared, else from the file."""
+    from onnxtax.providers import open_session
+
+    if shared is not None and req.name == "CPUExecutionProvider":
+        return shared.open(req, **kwargs)
+    return open_session(onnx_path, req, **kwargs)
+
+
+def _weights_to_share(module: Any, onnx_path: Path, mode: str, requests: list[ProviderRequest]) -> Any:
+    """SharedWeights for the CPU session, or None: mode never, no CPU provider, or (auto) small weights.
+    Other providers compile or copy weights into their own memory: they load the file."""
+    if mode == "never" or not any(r.name == "CPUExecutionProvider" for r in requests):
+        return None
+    from onnxtax.weights import share_weights, stored_weight_bytes
+
+    try:
+        if mode == "auto" and stored_weight_bytes(onnx_path) < PARITY_SHARE_MIN_BYTES:
+            return None
+        shared = share_weights(onnx_path, module)
+    except (OSError, ValueError):  # a proto the wire walker cannot read: the session loads the file
+        return None
+    return shared if shared.names else None
+
+
+def _open_sessions(onnx_path: Path, requests: list[ProviderRequest], *, opt_level: str, threads: int | None,
+                   shared: Any = None) -> list[_Session | ProviderResult]:
+    from onnxtax.providers import placement_of
 
     out: list[_Session | ProviderResult] = []
     for req in requests:
         pr = ProviderResult(req)
         t0 = time.perf_counter()
         try:
-            session = open_session(onnx_path, req, opt_level=opt_level, threads=threads, record_placement=True)
+            session = _open_session(onnx_path, req, shared, opt_level=opt_level, threads=threads,
+                                    record_placement=True)
         except CheckFailed as exc:
             line, node = ort_error_summary(exc.__cause__ or exc)
             pr.status = "error"
@@ -588,7 +622,8 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
                  test_assumed: bool = True,
                  providers: Sequence[str | ProviderRequest] | None = None, skip_unavailable: bool = False,
                  fail_on_fallback: bool = False, opt_level: str = OPT_LEVEL, threads: int | None = None,
-                 max_shapes: int = MAX_SHAPES, progress: Progress | None = None, localize: bool = False,
+                 max_shapes: int = MAX_SHAPES, share_weights: str = PARITY_SHARE_WEIGHTS,
+                 progress: Progress | None = None, localize: bool = False,
                  localize_budget_s: float = LOCALIZE_TIME_BUDGET_S,
                  localize_memory_mb: float = LOCALIZE_MEMORY_MB) -> ParityReport:
     """Compare the ONNX model with the eager source on every provider, shape and sample.
@@ -609,6 +644,9 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
         providers: names (`cpu`, `openvino:device_type=CPU`) or ProviderRequests; default every
             compute provider on this host.
         fail_on_fallback: any node ORT places on another provider fails that provider.
+        share_weights: auto, always or never: the CPU session takes the initializers whose bytes equal
+            the eager model's parameters from the model's own memory instead of the file (weights
+            in memory once; auto: from PARITY_SHARE_MIN_BYTES of weights; see onnxtax.weights).
         progress: a Progress, called as progress(description, done, total).
         localize: on failure, find each failing provider's first divergent module, node and
             source line (onnxtax.localize), within `localize_budget_s` seconds in all, holding at
@@ -633,6 +671,9 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
         raise InputSpecError(f"--min-cosine {min_cosine:g} is not a cosine", "give a number in [-1, 1], e.g. 0.999")
     if max_shapes < 1:
         raise InputSpecError("max_shapes must be at least 1", "e.g. --max-shapes 9")
+    if share_weights not in SHARE_WEIGHTS_MODES:
+        raise InputSpecError(f"unknown --share-weights '{share_weights}'",
+                             f"use one of: {', '.join(SHARE_WEIGHTS_MODES)}")
 
     from onnxtax.inputs import resolve_inputs
     from onnxtax.loading import check_inputs_match, resolve_model
@@ -650,7 +691,7 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
                     tolerances=tolerances or {}, min_cosine=min_cosine, allow_constant=list(allow_constant),
                     test_assumed=test_assumed, requests=requests,
                     skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
-                    max_shapes=max_shapes, progress=progress, t_start=t_start,
+                    max_shapes=max_shapes, share_weights=share_weights, progress=progress, t_start=t_start,
                     localize=(localize_budget_s, localize_memory_mb) if localize else None)
     finally:
         for m, was_training in flags:
@@ -659,7 +700,7 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
 
 def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: ResolvedInputs, *, dims, samples, seed,
          data_files, rtol, atol, tolerances, min_cosine, allow_constant, test_assumed, requests, skipped,
-         fail_on_fallback, opt_level, threads, max_shapes, progress, t_start, localize=None) -> ParityReport:
+         fail_on_fallback, opt_level, threads, max_shapes, share_weights, progress, t_start, localize=None) -> ParityReport:
     from onnxtax.manifest import assumed_ranges_of
     from onnxtax.report import package_versions
 
@@ -671,7 +712,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
                           notes=list(resolved.notes),
                           settings={"fail_on_fallback": fail_on_fallback, "opt_level": opt_level,
                                     "threads": threads, "max_shapes": max_shapes, "test_assumed": test_assumed,
-                                    "assumed_size_cap": ASSUMED_SIZE_CAP,
+                                    "assumed_size_cap": ASSUMED_SIZE_CAP, "share_weights": share_weights,
                                     "localize": localize is not None},
                           versions=package_versions())
     output_names = resolved.output_names
@@ -704,7 +745,11 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
     plans += [plan_data_file(f, specs) for f in data_files or []]
     report.shapes = plans
 
-    opened = _open_sessions(onnx_path, requests, opt_level=opt_level, threads=threads)
+    shared = _weights_to_share(module, onnx_path, share_weights, requests)
+    if shared is not None:
+        report.weights = shared.sharing.to_dict()
+        report.notes.append(shared.sharing.note())
+    opened = _open_sessions(onnx_path, requests, opt_level=opt_level, threads=threads, shared=shared)
     live = [o for o in opened if isinstance(o, _Session)]
     report.providers = [o.result if isinstance(o, _Session) else o for o in opened]
     for req in skipped:
@@ -782,7 +827,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
     report.shapes = plans
 
     comparison.recheck_in_fresh_sessions(plans, lambda plan, k: _sample(plan, specs, recipe, k), source, resolved,
-                                         onnx_path, opt_level=opt_level, threads=threads)
+                                         onnx_path, opt_level=opt_level, threads=threads, shared=shared)
     constant = {output_names[oi]: c.describe() for oi, c in enumerate(constancy) if c.constant}
     for name, entry in zip(output_names, report.outputs):
         entry["constant"] = name in constant
@@ -918,20 +963,18 @@ class _Comparison:
 
     def recheck_in_fresh_sessions(self, plans: list[ShapePlan], sample_of: Callable, source: _Source,
                                   resolved: ResolvedInputs, onnx_path: Path, *, opt_level: str,
-                                  threads: int | None, limit: int = 2) -> None:
+                                  threads: int | None, shared: Any = None, limit: int = 2) -> None:
         """Replay a failing shape in a new session. Shapes run one after another in one session, as in
         a server; when a provider fails at a shape only after other shapes ran (a provider keeping
         state from an earlier shape), the fresh session passes and the reason says so."""
-        from onnxtax.providers import open_session
-
         for si, live in enumerate(self.live):
             for pi, k in [(pi, k) for pi, k in self.failing_shapes(si, len(plans)) if pi > 0][:limit]:
                 plan = plans[pi]
                 arrays = sample_of(plan, k)
                 expected = source(arrays, f"{plan.label} sample {k}", plan.file)
                 try:
-                    session = open_session(onnx_path, live.result.request, opt_level=opt_level, threads=threads,
-                                           record_placement=False)
+                    session = _open_session(onnx_path, live.result.request, shared, opt_level=opt_level,
+                                            threads=threads, record_placement=False)
                     got = session.run(None, resolved.feeds(arrays))
                 except Exception:  # noqa: BLE001 - the original failure stands on its own
                     continue

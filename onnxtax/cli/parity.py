@@ -66,6 +66,11 @@ def parity(
                                                 show_default=False)] = None,
     max_shapes: Annotated[int, typer.Option(help="Largest cartesian product of axis sizes; beyond it the axes "
                                             "vary jointly.")] = MAX_SHAPES,
+    share_weights: Annotated[str, typer.Option(help="auto, always or never: the CPU session reads the weights "
+                                               "from the eager model's memory (each checked byte for byte "
+                                               "against the file first) instead of loading a second copy; "
+                                               "ORT pre-packing is then off. auto: from 256 MB of "
+                                               "weights.")] = defaults.PARITY_SHARE_WEIGHTS,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the report as JSON to PATH; '-' prints it "
                                                  "on stdout (the table is then left out).", show_default=False,
                                                  metavar="PATH")] = None,
@@ -107,8 +112,9 @@ def parity(
                                   min_cosine=min_cosine, allow_constant=allow_constant, test_assumed=test_assumed,
                                   providers=provider or None, skip_unavailable=skip_unavailable,
                                   fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
-                                  max_shapes=max_shapes, progress=progress, localize=localize,
-                                  localize_budget_s=localize_budget, localize_memory_mb=localize_memory)
+                                  max_shapes=max_shapes, share_weights=share_weights, progress=progress,
+                                  localize=localize, localize_budget_s=localize_budget,
+                                  localize_memory_mb=localize_memory)
     if json_stdout:
         print_json(report.to_dict())
     else:

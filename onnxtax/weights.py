@@ -1,0 +1,368 @@
+"""An ONNX model's graph without its weights, and an ORT session on weights already in memory.
+
+A stage that needs only the graph (names, types, nodes) should not read gigabytes of
+weights, and parity should not hold them twice: the eager model already has every
+parameter in memory, and for an export of it the ONNX initializers are the same bytes
+under the same names (the dynamo exporter keeps `layers.0.weight`). `onnx.load` of a
+model whose weights are inside the .onnx reads them all (`load_external_data=False`
+only helps for external data); here the protobuf is walked over a memory map and the
+large `raw_data` fields are skipped without being touched, so the pages never enter
+memory.
+
+Sharing (`shared_session`): every initializer whose name, dtype, shape AND bytes equal a
+parameter or buffer of the eager module is handed to ONNX Runtime as an OrtValue over
+the module's own buffer (`SessionOptions.add_external_initializers`; ORT 1.31 keeps such a
+tensor by reference, it does not copy it), and the proto given to ORT carries no data for
+it. Bytes are compared in chunks straight from the file before sharing: a transposed,
+folded or re-quantised initializer is never replaced by a parameter that merely has its
+name. Pre-packing is turned off in such a session (ORT would otherwise keep a second,
+re-laid-out copy of every MatMul/Gemm weight): that changes where kernels read weights
+from, not the arithmetic they do. Only the CPU provider shares; other providers compile
+or copy weights into their own memory and load the file as usual.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+# Tensors smaller than this stay in the proto: ORT refuses in-memory external data under
+# 128 bytes (shape inference may need the values), and small ones cost nothing.
+SHARE_MIN_BYTES = 4096
+
+# protobuf field numbers (onnx.proto)
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER = 5
+_TENSOR_DIMS, _TENSOR_DATA_TYPE, _TENSOR_NAME, _TENSOR_RAW_DATA = 1, 2, 8, 9
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
+
+
+# --------------------------------------------------------------------------- protobuf wire format
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _put_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(field number, wire type, start of the field's tag, start of its payload, end) of each field."""
+    pos = start
+    while pos < end:
+        tag_at = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos2 = _varint(buf, pos)
+            yield number, wire, tag_at, pos, pos2
+            pos = pos2
+        elif wire == 1:
+            yield number, wire, tag_at, pos, pos + 8
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            yield number, wire, tag_at, pos, pos + length
+            pos += length
+        elif wire == 5:
+            yield number, wire, tag_at, pos, pos + 4
+            pos += 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _put_varint((number << 3) | 2) + _put_varint(len(payload)) + payload
+
+
+@dataclass
+class StoredTensor:
+    """Where one top-level initializer's bytes are: inside the .onnx (raw_data) or in an external file."""
+
+    name: str
+    data_type: int
+    dims: tuple[int, ...]
+    file: Path
+    offset: int
+    length: int
+    inline: bool  # raw_data inside the .onnx; else external data
+
+
+@dataclass
+class Skeleton:
+    """The model proto without the data of its large initializers, and where that data is."""
+
+    model: Any  # onnx.ModelProto; large inline tensors are external references to the .onnx itself
+    path: Path
+    tensors: dict[str, StoredTensor] = field(default_factory=dict)
+    external: bool = False  # some weights are in external files
+
+
+def _tensor_header(buf, start: int, end: int) -> tuple[str, int, tuple[int, ...], tuple[int, int] | None,
+                                                       dict[str, str], bool]:
+    name, data_type, dims, raw, ext, external = "", 0, [], None, {}, False
+    for number, wire, _, a, b in _fields(buf, start, end):
+        if number == _TENSOR_NAME:
+            name = bytes(buf[a:b]).decode("utf-8")
+        elif number == _TENSOR_DATA_TYPE:
+            data_type = _varint(buf, a)[0]
+        elif number == _TENSOR_DIMS:
+            if wire == 2:  # packed
+                pos = a
+                while pos < b:
+                    v, pos = _varint(buf, pos)
+                    dims.append(v)
+            else:
+                dims.append(_varint(buf, a)[0])
+        elif number == _TENSOR_RAW_DATA:
+            raw = (a, b)
+        elif number == _TENSOR_EXTERNAL_DATA:
+            key = value = ""
+            for n2, _, _, a2, b2 in _fields(buf, a, b):
+                if n2 == 1:
+                    key = bytes(buf[a2:b2]).decode("utf-8")
+                elif n2 == 2:
+                    value = bytes(buf[a2:b2]).decode("utf-8")
+            ext[key] = value
+        elif number == _TENSOR_DATA_LOCATION:
+            external = _varint(buf, a)[0] == 1
+    return name, data_type, tuple(dims), raw, ext, external
+
+
+def _external_ref(location: str, offset: int, length: int) -> bytes:
+    out = b""
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        out += _len_field(_TENSOR_EXTERNAL_DATA, _len_field(1, key.encode()) + _len_field(2, value.encode()))
+    return out + _put_varint((_TENSOR_DATA_LOCATION << 3) | 0) + _put_varint(1)
+
+
+def read_skeleton(onnx_path: str | Path, *, min_bytes: int = SHARE_MIN_BYTES) -> Skeleton:
+    """The model without the data of initializers of `min_bytes` or more, read without touching it.
+
+    Inline tensors become external-data references to their own bytes inside the .onnx file
+    (location = the file's name, offset and length of the raw_data payload), so anything that
+    later needs their values (ORT, onnx.numpy_helper with a base dir) reads them from there.
+    Nodes, subgraphs and small tensors are copied as they are."""
+    import onnx
+
+    path = Path(onnx_path)
+    with open(path, "rb") as f:
+        size = path.stat().st_size
+        if size == 0:
+            raise ValueError("empty file")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            buf = memoryview(mm)
+            try:
+                model_bytes, tensors, external = _rewrite_model(buf, path, min_bytes)
+            finally:
+                buf.release()
+    model = onnx.ModelProto.FromString(model_bytes)
+    return Skeleton(model, path, tensors, external)
+
+
+def _rewrite_model(buf, path: Path, min_bytes: int) -> tuple[bytes, dict[str, StoredTensor], bool]:
+    out = bytearray()
+    tensors: dict[str, StoredTensor] = {}
+    external = False
+    for number, wire, tag_at, a, b in _fields(buf, 0, len(buf)):
+        if number != _MODEL_GRAPH or wire != 2:
+            out += buf[tag_at:b]
+            continue
+        graph = bytearray()
+        for n2, w2, t2, a2, b2 in _fields(buf, a, b):
+            if n2 != _GRAPH_INITIALIZER or w2 != 2:
+                graph += buf[t2:b2]
+                continue
+            name, data_type, dims, raw, ext, is_ext = _tensor_header(buf, a2, b2)
+            if is_ext:
+                external = True
+                location = path.parent / ext.get("location", "")
+                tensors[name] = StoredTensor(name, data_type, dims, location, int(ext.get("offset", 0) or 0),
+                                             int(ext["length"]) if ext.get("length") else -1, False)
+                graph += buf[t2:b2]
+            elif raw is not None and raw[1] - raw[0] >= min_bytes:
+                tensor = bytearray()
+                for n3, _, t3, _, b3 in _fields(buf, a2, b2):
+                    if n3 != _TENSOR_RAW_DATA:
+                        tensor += buf[t3:b3]
+                tensor += _external_ref(path.name, raw[0], raw[1] - raw[0])
+                tensors[name] = StoredTensor(name, data_type, dims, path, raw[0], raw[1] - raw[0], True)
+                graph += _len_field(_GRAPH_INITIALIZER, bytes(tensor))
+            else:
+                graph += buf[t2:b2]
+        out += _len_field(_MODEL_GRAPH, bytes(graph))
+    return bytes(out), tensors, external
+
+
+# --------------------------------------------------------------------------- sharing with the eager model
+
+
+@dataclass
+class Sharing:
+    """What a session shares with the eager model, and why the rest is not shared."""
+
+    shared: list[str] = field(default_factory=list)
+    shared_bytes: int = 0
+    not_shared: dict[str, str] = field(default_factory=dict)  # name -> reason
+    not_shared_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return {"shared_tensors": len(self.shared), "shared_bytes": self.shared_bytes,
+                "not_shared_tensors": len(self.not_shared), "not_shared_bytes": self.not_shared_bytes,
+                "not_shared": dict(list(self.not_shared.items())[:20])}
+
+    def note(self) -> str:
+        text = (f"weights shared with the eager model: {len(self.shared)} tensors, {_gb(self.shared_bytes)} "
+                "(the ONNX bytes were compared with the parameters before sharing; ORT pre-packing off)")
+        if self.not_shared:
+            reasons = sorted(set(self.not_shared.values()))
+            text += (f"; {len(self.not_shared)} tensors ({_gb(self.not_shared_bytes)}) loaded from the file: "
+                     + "; ".join(reasons[:3]))
+        return text
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _same_bytes(stored: StoredTensor, array: Any, chunk: int = 1 << 22) -> bool:
+    """The file's bytes of `stored` equal `array`'s, read in chunks (never the whole tensor at once)."""
+    import numpy as np
+
+    view = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    if stored.length != view.size:
+        return False
+    with open(stored.file, "rb") as f:
+        f.seek(stored.offset)
+        pos = 0
+        while pos < view.size:
+            data = f.read(min(chunk, view.size - pos))
+            if not data or not np.array_equal(np.frombuffer(data, np.uint8), view[pos:pos + len(data)]):
+                return False
+            pos += len(data)
+    return True
+
+
+def _module_tensors(module: Any) -> dict[str, Any]:
+    tensors = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        tensors.setdefault(name, t)
+    return tensors
+
+
+def match_weights(skeleton: Skeleton, module: Any) -> tuple[Sharing, dict[str, Any]]:
+    """(what is shared and why not the rest, {initializer name: numpy array over the module's memory})."""
+    import numpy as np
+    from onnx import helper
+
+    sharing = Sharing()
+    arrays: dict[str, Any] = {}
+    params = _module_tensors(module)
+    for name, stored in skeleton.tensors.items():
+        size = max(stored.length, 0)
+        t = params.get(name)
+        reason = None
+        if t is None:
+            reason = "no parameter or buffer of the eager model has that name"
+        elif t.device.type != "cpu" or t.is_sparse or t.is_quantized:
+            reason = "the parameter is not a dense CPU tensor"
+        elif not t.is_contiguous():
+            reason = "the parameter is not contiguous in memory"
+        else:
+            try:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(stored.data_type))
+                array = t.detach().numpy()
+            except (TypeError, KeyError, RuntimeError):
+                reason = "its dtype has no NumPy equivalent"
+            else:
+                if array.dtype != dtype or tuple(array.shape) != stored.dims:
+                    reason = (f"the ONNX tensor is {dtype}{list(stored.dims)}, the parameter "
+                              f"{array.dtype}{list(array.shape)} (transposed or converted at export)")
+                elif stored.length < 0 or not _same_bytes(stored, array):
+                    reason = "its bytes differ from the parameter's (folded or rewritten at export)"
+        if reason is None:
+            sharing.shared.append(name)
+            sharing.shared_bytes += size
+            arrays[name] = array
+        else:
+            sharing.not_shared[name] = reason
+            sharing.not_shared_bytes += size
+    return sharing, arrays
+
+
+def skeleton_for_session(skeleton: Skeleton, shared: set[str]) -> bytes:
+    """The serialized proto ORT loads: shared tensors keep their reference to their bytes in the
+    file (never read: ORT takes the OrtValues), inline tensors that are not shared get their bytes back from the file, external ones keep
+    their reference."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(skeleton.model)
+    for tensor in model.graph.initializer:
+        stored = skeleton.tensors.get(tensor.name)
+        if stored is None:
+            continue
+        if tensor.name in shared:
+            continue  # its reference to the real bytes stays (ORT checks the file exists, then takes the OrtValue)
+        if stored.inline:
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            with open(stored.file, "rb") as f:
+                f.seek(stored.offset)
+                tensor.raw_data = f.read(stored.length)
+    return model.SerializeToString()
+
+
+@dataclass
+class SharedWeights:
+    """The eager module's weights prepared for ORT sessions: one proto, one set of OrtValues,
+    reused by every session parity opens (the fresh-session rechecks too)."""
+
+    path: Path
+    sharing: Sharing
+    model_bytes: bytes
+    names: list[str]
+    values: list[Any]  # OrtValues over the module's parameter memory: keep the module alive
+
+    def open(self, request: Any = None, **session_kwargs) -> Any:
+        from onnxtax.providers import open_session
+
+        return open_session(self.path, request, model_bytes=self.model_bytes,
+                            shared_initializers=(self.names, self.values), **session_kwargs)
+
+
+def stored_weight_bytes(onnx_path: str | Path) -> int:
+    """Bytes of the large initializers, from the proto's headers (nothing is loaded)."""
+    return sum(max(t.length, 0) for t in read_skeleton(onnx_path).tensors.values())
+
+
+def share_weights(onnx_path: str | Path, module: Any) -> SharedWeights:
+    """Match the ONNX initializers with the module's parameters (see the module docstring)."""
+    import onnxruntime as ort
+
+    skeleton = read_skeleton(onnx_path)
+    sharing, arrays = match_weights(skeleton, module)
+    model_bytes = skeleton_for_session(skeleton, set(arrays))
+    del skeleton
+    names = list(arrays)
+    values = [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names]
+    return SharedWeights(Path(onnx_path), sharing, model_bytes, names, values)
