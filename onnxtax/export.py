@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from onnxtax import defaults
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
-from onnxtax.files import publish, sha256_file, staging_dir, unwritable_ancestor
+from onnxtax.files import publish, staging_dir, unwritable_ancestor
 from onnxtax.manifest import FORMAT_VERSION, manifest_path_for
 from onnxtax.progress import Progress, silent
 from onnxtax.report import Verdict
@@ -542,9 +542,17 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
 
     from onnxtax.compare import Constancy
     from onnxtax.providers import open_session, ort_error_summary
+    from onnxtax.weights import share_weights
 
     ranges = ranges or {}
-    session = open_session(path, record_placement=False)
+    # the weights the module holds are the ones just written (compared byte for byte): ORT uses
+    # them in place instead of loading a second copy of the file
+    try:
+        shared = share_weights(path, model)
+    except (OSError, ValueError):  # a proto the wire walker cannot read: load the file
+        shared = None
+    session = (shared.open(record_placement=False) if shared is not None and shared.names
+               else open_session(path, record_placement=False))
     ort_inputs = [i.name for i in session.get_inputs()]
     details: list[str] = []
     observed: dict[str, list] = {}
@@ -610,31 +618,29 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
     return details, observed, constant
 
 
-def _save(model, path: Path, external: bool) -> list[Path]:
-    import onnx
+def _save(model, base: Path, path: Path, external: bool) -> tuple[dict[Path, str], Path]:
+    """Write the model (its weights streamed from the files under `base`, checksums taken while
+    writing); returns ({file: sha256}, the folder its weight references are now relative to)."""
+    from onnxtax.weights import write_model
 
-    data_name = path.name + ".data"
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=0)
-    else:
-        onnx.save_model(model, str(path))
-    data = path.with_name(data_name)
-    files = [path]
-    if data.exists():
+    digests, base = write_model(model, base, path, external=external)
+    data = path.with_name(path.name + ".data")
+    if data in digests:
         if data.stat().st_size == 0:
             data.unlink()  # no empty sidecars
+            del digests[data]
         else:
-            # onnx creates the sidecar owner-only (0600): a server running as another user
+            # the exporter creates the sidecar owner-only (0600): a server running as another user
             # could load the model but not its weights. Same permissions as the model file.
             data.chmod(path.stat().st_mode & 0o777)
-            files.insert(0, data)
-    return files
+    return digests, base
 
 
 def _needs_external(model) -> bool:
+    from onnxtax.weights import data_bytes
+
     try:
-        return model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+        return data_bytes(model) > EXTERNAL_DATA_THRESHOLD
     except Exception:  # noqa: BLE001 - protobuf refuses to size > 2 GiB messages on some builds
         return True
 
@@ -853,8 +859,13 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     if program is not None:
         result.assumed_ranges = _assumed_ranges(program, specs)
         result.warnings.extend(_range_warnings(result.assumed_ranges))
+    del program  # the exporter's in-memory model: the file now holds it
 
-    model = onnx.load(str(raw_path), load_external_data=True)
+    from onnxtax.weights import read_skeleton
+
+    # the graph without its weights: they stay in the exporter's files until written out once
+    model = read_skeleton(raw_path).model
+    base = scratch
     produced = _default_opset(model)
     result.stage = "opset"
     target = result.target
@@ -895,7 +906,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     staged = stage / output.name
     result.stage = "onnx.checker"
     progress("running onnx.checker (full check)")
-    _save(model, staged, external)
+    digests, base = _save(model, base, staged, external)
     try:
         onnx.checker.check_model(str(staged), full_check=True)
     except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError / InferenceError
@@ -933,16 +944,15 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     repairs = _repair_output_dims(model, observed)
     if repairs:
         result.warnings.extend(repairs)
-        _save(model, staged, external)
+        digests, base = _save(model, base, staged, external)
         onnx.checker.check_model(str(staged), full_check=True)
 
-    files = _save(model, staged, external) if repairs else [p for p in (staged.with_name(staged.name + ".data"),
-                                                                        staged) if p.exists()]
+    files = [p for p in (staged.with_name(staged.name + ".data"), staged) if p in digests]
     ins, outs = _io_records(model)
     result.inputs, result.outputs = ins, outs
     result.files = [str(output.parent / p.name) for p in files]
     result.size_bytes = sum(p.stat().st_size for p in files)
-    manifest = _manifest(loaded, model, specs, sizes, staged, files, exporter, opset, result)
+    manifest = _manifest(loaded, model, specs, sizes, staged, files, exporter, opset, result, digests)
     result.manifest = manifest
     manifest_staged = stage / manifest_path_for(output).name
     from onnxtax.files import write_json_atomic
@@ -956,7 +966,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
 
 
 def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], exporter: str, opset: int,
-              result: ExportResult) -> dict:
+              result: ExportResult, digests: dict[Path, str]) -> dict:
     from onnxtax.report import package_versions
 
     data_files = [p for p in files if p != staged]
@@ -971,9 +981,9 @@ def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], expo
         "model": loaded.to_dict(),
         "artifact": {
             "file": staged.name,
-            "sha256": sha256_file(staged),
+            "sha256": digests[staged],
             "size_bytes": staged.stat().st_size,
-            "external_data": [{"file": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size}
+            "external_data": [{"file": p.name, "sha256": digests[p], "size_bytes": p.stat().st_size}
                               for p in data_files],
         },
         "opset": result.opset,

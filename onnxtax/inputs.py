@@ -62,15 +62,16 @@ def axis_name(input_name: str, axis: int, dim: int | str | None) -> int | str:
 
 
 def load_graph(onnx_path: str | Path):
-    """The ONNX proto without its external data (inputs, outputs and nodes are all a stage
-    reads from it); a missing or unreadable file is an input error."""
-    import onnx
+    """The ONNX proto without its weights' data, external or inside the .onnx (inputs, outputs
+    and nodes are all a stage reads from it; onnxtax.weights.read_skeleton); a missing or
+    unreadable file is an input error."""
+    from onnxtax.weights import read_skeleton
 
     path = Path(onnx_path)
     if not path.is_file():
         raise LoadError(f"ONNX model '{path}' does not exist", "export it first with `onnxtax export`")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = read_skeleton(path).model
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
         raise LoadError(f"'{path}' is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}",
                         "point at the .onnx file written by `onnxtax export`") from exc

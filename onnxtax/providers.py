@@ -395,15 +395,20 @@ def probe_model(node: Any = None, *, inputs: list | None = None, outputs: list |
     return model
 
 
-def load_error(model: Any) -> str | None:
+def load_error(model: Any, weights_dir: str | Path | None = None) -> str | None:
     """None if the installed ORT creates a CPU session for `model` (a path or a ModelProto),
-    else its error text. No graph optimisation: the question is what it accepts, not speed."""
+    else its error text. No graph optimisation: the question is what it accepts, not speed.
+    A ModelProto's external data (also the weight references of onnxtax.weights.read_skeleton)
+    is read from `weights_dir`. No pre-packing: a load check keeps no re-laid-out weight copy."""
     import onnxruntime as ort
 
     source = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
+    so = session_options(opt_level="disable", record_placement=False)
+    so.add_session_config_entry("session.disable_prepacking", "1")
+    if weights_dir is not None:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(weights_dir))
     try:
-        ort.InferenceSession(source, session_options(opt_level="disable", record_placement=False),
-                             providers=["CPUExecutionProvider"])
+        ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
         return None
     except Exception as exc:  # noqa: BLE001 - ORT raises pybind exception types
         return str(exc).strip() or type(exc).__name__

@@ -166,9 +166,8 @@ def read_skeleton(onnx_path: str | Path, *, min_bytes: int = SHARE_MIN_BYTES) ->
 
     path = Path(onnx_path)
     with open(path, "rb") as f:
-        size = path.stat().st_size
-        if size == 0:
-            raise ValueError("empty file")
+        if path.stat().st_size == 0:  # protobuf reads it as an empty model; callers say what it lacks
+            return Skeleton(onnx.ModelProto(), path)
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             buf = memoryview(mm)
             try:
@@ -346,8 +345,10 @@ class SharedWeights:
     def open(self, request: Any = None, **session_kwargs) -> Any:
         from onnxtax.providers import open_session
 
-        return open_session(self.path, request, model_bytes=self.model_bytes,
-                            shared_initializers=(self.names, self.values), **session_kwargs)
+        session = open_session(self.path, request, model_bytes=self.model_bytes,
+                               shared_initializers=(self.names, self.values), **session_kwargs)
+        session._onnxtax_shared_weights = self  # ORT keeps raw pointers into these buffers
+        return session
 
 
 def stored_weight_bytes(onnx_path: str | Path) -> int:
@@ -366,3 +367,178 @@ def share_weights(onnx_path: str | Path, module: Any) -> SharedWeights:
     names = list(arrays)
     values = [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names]
     return SharedWeights(Path(onnx_path), sharing, model_bytes, names, values)
+
+
+# --------------------------------------------------------------------------- writing a model whose weights are files
+
+
+def _external_refs(model: Any) -> list[tuple[Any, str, int, int]]:
+    """(tensor, location, offset, length) of each top-level initializer kept as external data."""
+    import onnx
+
+    out = []
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        ext = {e.key: e.value for e in t.external_data}
+        out.append((t, ext.get("location", ""), int(ext.get("offset", 0) or 0), int(ext.get("length", -1) or -1)))
+    return out
+
+
+def data_bytes(model: Any) -> int:
+    """Bytes of the model once its external weights are inside it (the proto itself plus their data)."""
+    return model.ByteSize() + sum(max(length, 0) for *_, length in _external_refs(model))
+
+
+class _HashingWriter:
+    def __init__(self, f):
+        import hashlib
+
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data) -> None:
+        self.f.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+
+
+def _copy_range(src: Path, offset: int, length: int, out: _HashingWriter, chunk: int = 1 << 22) -> None:
+    with open(src, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left > 0:
+            data = f.read(min(chunk, left))
+            if not data:
+                raise ValueError(f"{src.name} ends before the tensor data it should hold")
+            out.write(data)
+            left -= len(data)
+
+
+def write_model(model: Any, base: Path, path: Path, *, external: bool) -> tuple[dict[Path, str], Path]:
+    """Write `model`, whose large initializers are external references relative to `base`, to `path`:
+    inside the .onnx (the bytes streamed from their files into it, never held in memory) or
+    into one `PATH.data` beside it (the source file moved there when it is the only one and
+    sits in the same folder tree, else copied). Returns ({file: sha256}, the folder the
+    model's references are now relative to). Checksums are taken while writing."""
+    import onnx
+
+    refs = _external_refs(model)
+    digests: dict[Path, str] = {}
+    data_path = path.with_name(path.name + ".data")
+    if external:
+        sources = {(base / loc).resolve() for _, loc, _, _ in refs}
+        moved = len(sources) == 1 and all(length >= 0 for *_, length in refs)
+        if moved:  # the exporter's one weights file becomes ours: no copy of gigabytes
+            (src,) = sources
+            if src != data_path.resolve():
+                src.replace(data_path)
+            for t, _, _, _ in refs:
+                _set_external(t, data_path.name, None, None)
+        with open(data_path, "ab" if moved else "wb") as f:
+            out = _HashingWriter(f)
+            start_of_file = f.tell()
+            if not moved:
+                for t, loc, offset, length in refs:
+                    start = out.size
+                    _copy_range(base / loc, offset, length, out)
+                    _set_external(t, data_path.name, start, out.size - start)
+            for t in model.graph.initializer:  # small tensors left inline: every weight in the one file
+                if t.data_location == onnx.TensorProto.EXTERNAL or t.data_type == onnx.TensorProto.STRING:
+                    continue
+                data = _raw_bytes(t)
+                start = start_of_file + out.size
+                out.write(data)
+                _set_external(t, data_path.name, start, len(data))
+        if moved:
+            from onnxtax.files import sha256_file
+
+            digests[data_path] = sha256_file(data_path)  # once, after the small tensors were appended
+        else:
+            digests[data_path] = out.sha.hexdigest()
+        with open(path, "wb") as f:
+            out = _HashingWriter(f)
+            out.write(model.SerializeToString())
+        digests[path] = out.sha.hexdigest()
+        return digests, path.parent
+    # inline: the proto with each external tensor's bytes spliced in as raw_data
+    inline = {id(t): (loc, offset, length) for t, loc, offset, length in refs}
+    pieces: list[bytes | tuple[Path, int, int]] = []
+    for field_desc, value in model.ListFields():
+        if field_desc.number != _MODEL_GRAPH:
+            pieces.append(_encode_field(model, field_desc.name))
+            continue
+        graph_pieces: list[bytes | tuple[Path, int, int]] = []
+        for gfield, gvalue in value.ListFields():
+            if gfield.number != _GRAPH_INITIALIZER:
+                graph_pieces.append(_encode_field(value, gfield.name))
+                continue
+            for t in gvalue:
+                where = inline.get(id(t))
+                if where is None:
+                    graph_pieces.append(_len_field(_GRAPH_INITIALIZER, t.SerializeToString()))
+                    continue
+                loc, offset, length = where
+                header = onnx.TensorProto()
+                header.CopyFrom(t)
+                del header.external_data[:]
+                header.ClearField("data_location")
+                head = header.SerializeToString() + _put_varint((_TENSOR_RAW_DATA << 3) | 2) + _put_varint(length)
+                graph_pieces.append(_put_varint((_GRAPH_INITIALIZER << 3) | 2) + _put_varint(len(head) + length)
+                                    + head)
+                graph_pieces.append(((base / loc), offset, length))
+        graph_len = sum(len(p) if isinstance(p, bytes) else p[2] for p in graph_pieces)
+        pieces.append(_put_varint((_MODEL_GRAPH << 3) | 2) + _put_varint(graph_len))
+        pieces.extend(graph_pieces)
+    with open(path, "wb") as f:
+        out = _HashingWriter(f)
+        for p in pieces:
+            if isinstance(p, bytes):
+                out.write(p)
+            else:
+                _copy_range(p[0], p[1], p[2], out)
+    digests[path] = out.sha.hexdigest()
+    if data_path.exists():
+        data_path.unlink()
+    return digests, base
+
+
+def _set_external(tensor: Any, location: str, offset: int | None, length: int | None) -> None:
+    """Point `tensor` at LOCATION (and OFFSET/LENGTH when given, else its current ones)."""
+    import onnx
+
+    old = {e.key: e.value for e in tensor.external_data}
+    values = {"location": location,
+              "offset": str(offset) if offset is not None else old.get("offset", "0"),
+              "length": str(length) if length is not None else old.get("length", "")}
+    del tensor.external_data[:]
+    for key, value in values.items():
+        if value != "":
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+
+
+def _raw_bytes(tensor: Any) -> bytes:
+    """An inline tensor's bytes as raw_data holds them; its data fields are cleared."""
+    from onnx import numpy_helper
+
+    if tensor.HasField("raw_data"):
+        data = tensor.raw_data
+    else:
+        data = numpy_helper.to_array(tensor).tobytes()
+    for name in ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data"):
+        tensor.ClearField(name)
+    return data
+
+
+def _encode_field(message: Any, name: str) -> bytes:
+    """One field of a message, serialized alone (a copy holding only that field)."""
+    single = type(message)()
+    value = getattr(message, name)
+    if hasattr(value, "extend"):  # a repeated field
+        getattr(single, name).extend(value)
+    elif hasattr(value, "CopyFrom"):
+        getattr(single, name).CopyFrom(value)
+    else:
+        setattr(single, name, value)
+    return single.SerializeToString()

@@ -69,15 +69,18 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
                       target_ort=ort_limits, ort_max_ir=ort_max_ir_version(), ort_max_opset=ort_max_opset())
     ctx.inferred = _infer(model, ctx)
     say("loading the model in ONNX Runtime")
-    ctx.load_error = load_error(path)
-    if ctx.load_error and ctx.ort_max_ir and model.ir_version > ctx.ort_max_ir and not ctx.has_external_data():
+    # the one whole-model load: the graph read above, its weights read by ORT from the files
+    # (inside the .onnx or beside it), once
+    weights_dir = path.resolve().parent
+    ctx.load_error = load_error(model, weights_dir)
+    if ctx.load_error and ctx.ort_max_ir and model.ir_version > ctx.ort_max_ir:
         # ORT stops at the IR version; load a copy at its max IR to see what else it would refuse.
         import onnx
 
         lowered = onnx.ModelProto()
         lowered.CopyFrom(model)
         lowered.ir_version = ctx.ort_max_ir
-        second = load_error(lowered)
+        second = load_error(lowered, weights_dir)
         ctx.notes.append("ONNX Runtime refuses the IR version; with the IR version lowered to "
                          f"{ctx.ort_max_ir} it " + ("loads the model" if second is None else
                                                     f"still refuses it: {ort_error_summary(second)[0]}"))
