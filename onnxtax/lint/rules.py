@@ -66,11 +66,6 @@ class LintContext:
     def function_keys(self) -> set[tuple[str, str]]:
         return {(fn.domain, fn.name) for fn in self.model.functions}
 
-    def has_external_data(self) -> bool:
-        from onnx import TensorProto
-
-        return any(t.data_location == TensorProto.EXTERNAL for g, _ in iter_graphs(self.model) for t in g.initializer)
-
 
 # ----------------------------------------------------------------------------------------- rules
 
