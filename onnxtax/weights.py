@@ -9,16 +9,21 @@ only helps for external data); here the protobuf is walked over a memory map and
 large `raw_data` fields are skipped without being touched, so the pages never enter
 memory.
 
-Sharing (`shared_session`): every initializer whose name, dtype, shape AND bytes equal a
-parameter or buffer of the eager module is handed to ONNX Runtime as an OrtValue over
-the module's own buffer (`SessionOptions.add_external_initializers`; ORT 1.31 keeps such a
-tensor by reference, it does not copy it), and the proto given to ORT carries no data for
-it. Bytes are compared in chunks straight from the file before sharing: a transposed,
-folded or re-quantised initializer is never replaced by a parameter that merely has its
-name. Pre-packing is turned off in such a session (ORT would otherwise keep a second,
-re-laid-out copy of every MatMul/Gemm weight): that changes where kernels read weights
-from, not the arithmetic they do. Only the CPU provider shares; other providers compile
-or copy weights into their own memory and load the file as usual.
+Sharing (`share_weights`): every initializer whose name, dtype, shape AND bytes equal a
+parameter or buffer of the eager module is handed to ONNX Runtime as an OrtValue over the
+module's own buffer (`SessionOptions.add_initializer`, which ORT keeps by reference;
+`add_external_initializers` copies the data in ORT 1.31, measured), and the proto given to
+ORT carries no data for it. Bytes are compared in chunks straight from the file before
+sharing: a transposed, folded or converted initializer is never replaced by a parameter that
+merely has its name. Pre-packing is off in such a session (ORT would otherwise keep a
+second, re-laid-out copy of every MatMul/Gemm weight): kernels read the weights in their
+stored layout, so results match a pre-packed session to FP32 rounding, not bit for bit.
+Only the CPU provider shares; other providers compile or copy weights into their own memory
+and load the file as usual.
+
+Writing (`write_model`): the inverse for export: a model whose weights are external
+references is written with the weights streamed from their files (or the one data file
+moved into place), and the sha256 of each file taken while writing.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-# Tensors smaller than this stay in the proto: ORT refuses in-memory external data under
-# 128 bytes (shape inference may need the values), and small ones cost nothing.
+# Tensors smaller than this stay in the proto: shape inference may need their values (shape
+# constants), and small ones cost nothing.
 SHARE_MIN_BYTES = 4096
 
 # protobuf field numbers (onnx.proto)
@@ -114,7 +119,6 @@ class Skeleton:
     model: Any  # onnx.ModelProto; large inline tensors are external references to the .onnx itself
     path: Path
     tensors: dict[str, StoredTensor] = field(default_factory=dict)
-    external: bool = False  # some weights are in external files
 
 
 def _tensor_header(buf, start: int, end: int) -> tuple[str, int, tuple[int, ...], tuple[int, int] | None,
@@ -171,17 +175,16 @@ def read_skeleton(onnx_path: str | Path, *, min_bytes: int = SHARE_MIN_BYTES) ->
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             buf = memoryview(mm)
             try:
-                model_bytes, tensors, external = _rewrite_model(buf, path, min_bytes)
+                model_bytes, tensors = _rewrite_model(buf, path, min_bytes)
             finally:
                 buf.release()
     model = onnx.ModelProto.FromString(model_bytes)
-    return Skeleton(model, path, tensors, external)
+    return Skeleton(model, path, tensors)
 
 
-def _rewrite_model(buf, path: Path, min_bytes: int) -> tuple[bytes, dict[str, StoredTensor], bool]:
+def _rewrite_model(buf, path: Path, min_bytes: int) -> tuple[bytes, dict[str, StoredTensor]]:
     out = bytearray()
     tensors: dict[str, StoredTensor] = {}
-    external = False
     for number, wire, tag_at, a, b in _fields(buf, 0, len(buf)):
         if number != _MODEL_GRAPH or wire != 2:
             out += buf[tag_at:b]
@@ -193,7 +196,6 @@ def _rewrite_model(buf, path: Path, min_bytes: int) -> tuple[bytes, dict[str, St
                 continue
             name, data_type, dims, raw, ext, is_ext = _tensor_header(buf, a2, b2)
             if is_ext:
-                external = True
                 location = path.parent / ext.get("location", "")
                 tensors[name] = StoredTensor(name, data_type, dims, location, int(ext.get("offset", 0) or 0),
                                              int(ext["length"]) if ext.get("length") else -1, False)
@@ -209,7 +211,7 @@ def _rewrite_model(buf, path: Path, min_bytes: int) -> tuple[bytes, dict[str, St
             else:
                 graph += buf[t2:b2]
         out += _len_field(_MODEL_GRAPH, bytes(graph))
-    return bytes(out), tensors, external
+    return bytes(out), tensors
 
 
 # --------------------------------------------------------------------------- sharing with the eager model
