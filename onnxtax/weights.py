@@ -429,8 +429,11 @@ def write_model(model: Any, base: Path, path: Path, *, external: bool) -> tuple[
     data_path = path.with_name(path.name + ".data")
     if external:
         sources = {(base / loc).resolve() for _, loc, _, _ in refs}
-        moved = len(sources) == 1 and all(length >= 0 for *_, length in refs)
-        if moved:  # the exporter's one weights file becomes ours: no copy of gigabytes
+        # the exporter's one weights file becomes ours: no copy of gigabytes (weights inside a
+        # model file are copied out instead: that file holds the graph's bytes too)
+        moved = (len(sources) == 1 and next(iter(sources)).suffix != ".onnx"
+                 and all(length >= 0 for *_, length in refs))
+        if moved:
             (src,) = sources
             if src != data_path.resolve():
                 src.replace(data_path)
