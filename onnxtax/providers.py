@@ -263,14 +263,15 @@ def ort_error_summary(error: BaseException | str) -> tuple[str, str | None]:
 def open_session(model_path: str | Path, request: ProviderRequest | None = None, *, opt_level: str = OPT_LEVEL,
                  threads: int | None = None, record_placement: bool = True, disable_cpu_fallback: bool = False,
                  profile_prefix: str | None = None, model_bytes: bytes | None = None,
-                 shared_initializers: tuple[list[str], list[Any]] | None = None):
+                 shared_initializers: tuple[list[str], list[Any]] | None = None, prepack: bool = True):
     """One InferenceSession on exactly this provider (ORT adds CPU as its fallback
     unless `disable_cpu_fallback`). A load failure is a CheckFailed naming the provider.
 
     `model_bytes` (a proto read from `model_path`, see onnxtax.weights) is loaded instead of the
     file, its external data still found beside `model_path`; `shared_initializers` (names,
     OrtValues) replace initializers without reading them, kept by reference, with pre-packing
-    off so ORT keeps no re-laid-out second copy."""
+    off so ORT keeps no re-laid-out second copy (`prepack=False` turns it off anyway: for
+    sessions that only report, not serve)."""
     import onnxruntime as ort
 
     request = request or ProviderRequest("CPUExecutionProvider")
@@ -279,8 +280,9 @@ def open_session(model_path: str | Path, request: ProviderRequest | None = None,
     if model_bytes is not None:
         so.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                     str(Path(model_path).resolve().parent))
-    if shared_initializers is not None and shared_initializers[0]:
+    if not prepack or (shared_initializers is not None and shared_initializers[0]):
         so.add_session_config_entry("session.disable_prepacking", "1")
+    if shared_initializers is not None and shared_initializers[0]:
         for name, value in zip(*shared_initializers):
             so.add_initializer(name, value)
     try:

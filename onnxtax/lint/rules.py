@@ -557,7 +557,7 @@ def rule_provider_fallback(ctx: LintContext, providers: Sequence[str | ProviderR
                             provider=req.name, checked=False))
     nodes_by_name = {r.node.name: r for r in iter_nodes(ctx.model) if r.node.name}
     for req in usable:
-        placement, refused, ended = _placement(ctx.path, req)
+        placement, refused, ended = _placement(ctx, req)
         if ended is not None:
             report.providers["checked"].append({"provider": req.name, "label": req.label, "placement": None,
                                                 "error": ended.message})
@@ -613,13 +613,16 @@ def rule_provider_fallback(ctx: LintContext, providers: Sequence[str | ProviderR
     return out
 
 
-def _placement(path: Path, req: ProviderRequest) -> tuple[Placement | None, str | None, ChildResult | None]:
+def _placement(ctx: LintContext, req: ProviderRequest) -> tuple[Placement | None, str | None, ChildResult | None]:
     """(placement, the provider's refusal, how a child that gave no answer ended). The CPU
-    provider is read in this process; any other in a child, as a provider can abort the
-    process (ORT-OpenVINO on an If inside a Loop) or hang on a model."""
+    provider is read in this process, from the graph already read (its weights from the file,
+    no pre-packing: placement does not depend on it); any other in a child, as a provider can
+    abort the process (ORT-OpenVINO on an If inside a Loop) or hang on a model."""
+    path = ctx.path
     if req.name == "CPUExecutionProvider":
         try:
-            return placement_of(open_session(path, req), req.name), None, None
+            session = open_session(path, req, model_bytes=ctx.model.SerializeToString(), prepack=False)
+            return placement_of(session, req.name), None, None
         except CheckFailed as exc:
             return None, exc.message, None
     run = isolated_placement(path, req)
