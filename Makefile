@@ -9,7 +9,7 @@ VENV   := .venv
 OVVENV := .venv-openvino
 PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: venv venv-openvino demo test test-fast bench clean
+.PHONY: venv venv-openvino demo test test-fast bench bench-scale clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_floor.py
 	$(VENV)/bin/python benchmarks/quantize_cost.py
 	$(VENV)/bin/python benchmarks/parity_headroom.py
+
+# every stage on a 1.07 GB model against the bare tools: minutes and ~5 GB of RAM, so not in `bench`
+bench-scale: venv
+	$(VENV)/bin/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) $(OVVENV) build .pytest_cache
