@@ -50,6 +50,8 @@ _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
 def _varint(buf, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated protobuf: a varint runs past the end")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -86,6 +88,8 @@ def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int
             pos += 8
         elif wire == 2:
             length, pos = _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("truncated protobuf: a field runs past its message")
             yield number, wire, tag_at, pos, pos + length
             pos += length
         elif wire == 5:
