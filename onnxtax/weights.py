@@ -240,13 +240,13 @@ class Sharing:
                 "(the ONNX bytes were compared with the parameters before sharing; ORT pre-packing off)")
         if self.not_shared:
             reasons = sorted(set(self.not_shared.values()))
-            text += (f"; {len(self.not_shared)} tensors ({_gb(self.not_shared_bytes)}) loaded from the file: "
+            text += (f"; {len(self.not_shared)} tensor(s) ({_gb(self.not_shared_bytes)}) loaded from the file: "
                      + "; ".join(reasons[:3]))
         return text
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
 
 
 def _same_bytes(stored: StoredTensor, array: Any, chunk: int = 1 << 22) -> bool:
