@@ -51,10 +51,12 @@ class GraphMap:
     that cross each module's boundary."""
 
     def __init__(self, onnx_path: str | Path):
-        import onnx
+        from onnxtax.weights import read_skeleton
 
         self.path = Path(onnx_path)
-        self.proto = onnx.load(str(self.path), load_external_data=False)
+        # without the weights' bytes, also when they are inside the .onnx: every copy of the graph
+        # below (extra outputs, module subgraphs) stays small; sessions read the weights from the file
+        self.proto = read_skeleton(self.path).model
         graph = self.proto.graph
         self.initializers = {i.name for i in graph.initializer}
         self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
