@@ -74,11 +74,21 @@ def _quiet_quantizer() -> Iterator[None]:
 
 def preprocess(source: Path, target: Path) -> str | None:
     """ORT's quant_pre_process (shape inference + graph optimisation); None on success, else why it was skipped."""
+    import os
+    import tempfile
+
     from onnxruntime.quantization import quant_pre_process
 
+    here = os.getcwd()
     try:
-        with _quiet_quantizer():
-            quant_pre_process(str(source), str(target))
+        # ORT's symbolic shape inference saves `sym_shape_infer_temp.onnx` (and its data) into the
+        # current folder when it cannot infer every shape: run it in a scratch folder instead
+        with _quiet_quantizer(), tempfile.TemporaryDirectory(prefix=".onnxtax-preprocess-") as scratch:
+            os.chdir(scratch)
+            try:
+                quant_pre_process(str(Path(source).absolute()), str(Path(target).absolute()))
+            finally:
+                os.chdir(here)
         return None
     except Exception as exc:  # noqa: BLE001 - any failure: quantize the graph as exported
         return (f"ORT's quant_pre_process failed ({type(exc).__name__}: {str(exc)[:160]}); the graph is "
