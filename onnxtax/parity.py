@@ -19,76 +19,7 @@ output's RMS at that shape): about 3x headroom over real FP32 drift, 10x below a
 change (docs/parity.md has the headroom measured on the examples and tiny transformers).
 Integer and bool outputs must match exactly unless a per-output tolerance names them.
 
-Shapes: every dynamic axis takes 1, an even and an odd size, both different from
-its export-time size (1, 4, 7 unless the export size is one of them), or the
-`dims` values. Axes are combined as a full cartesian product when it has at most
-`max_shapes` (9) combinations, else varied jointly (shape i takes the i-th value
-of every axis). When the inputs come from the ONNX graph (no `inputs`, no
-manifest), axes are always varied jointly: the dynamo exporter names the same axis
-differently on each input (`s72`, `s43`), and a product would feed mismatched sizes.
-Each shape runs `samples` seeded random samples (both signs; magnitudes 1, 0.1, 10
-in turn; integers by --range or specs.default_domain); each `.npz` data file adds one
-real sample at its own shape. Every range torch.export assumed (manifest
-"assumed_ranges") adds a shape just outside it (max+1, min-1; capped at
-PARITY_ASSUMED_SIZE_CAP). A default size the eager model rejects is adapted
-(`_adapt_plan`) and noted.
-
-JSON schema of `ParityReport.to_dict()` (schema "onnxtax.parity/2"; keys stable;
-docs/parity.md lists the changes from /1):
-{
-  "schema": "onnxtax.parity/2",
-  "passed": true,
-  "model": {"spec": "examples/fraud_detector.py:FraudDetector" | null, "class_name": "FraudDetector"},
-  "onnx": "fraud.onnx",
-  "input_source": "arguments" | "manifest" | "onnx-graph",
-  "inputs": [{"name": "x", "dims": ["batch", 128], "dtype": "float32", "onnx_name": "x",
-              "range": [0, 10] | null, "domain": "all ones (default for mask-like names)"}],
-  "export_sizes": {"batch": 3},                      (known export-time sizes only)
-  "outputs": [{"name": "prob", "source_path": "[0]", "constant": false, "constant_allowed": false}],
-                                         (ONNX name, where it sits in forward()'s result)
-  "tolerance": {"rtol": 1e-4, "atol": 1e-5, "atol_scaled_by": "rms", "min_cosine": 0.999,
-                "per_output": {"logits": {"rtol": 1e-3, "atol": 1e-4}}},
-  "allow_constant": ["mask_out"],
-  "assumed_ranges": {"batch": {"min": null, "max": 32}},   (from the manifest)
-  "seed": 0, "samples_per_shape": 3,
-  "shapes": [{"label": "batch=1", "sizes": {"batch": 1}, "origin": "random" | "data" | "assumed",
-              "file": null | "prod.npz", "samples": 3, "input_shapes": {"x": [1, 128]},
-              "assumption": null | "batch <= 32"}],
-  "providers": [{
-      "name": "CPUExecutionProvider", "short": "cpu", "label": "cpu", "options": {},
-      "status": "passed" | "failed" | "error" | "skipped",
-      "reason": null | "skipped: not available on this host" | "<one line>",
-      "session_load_s": 0.01 | null,
-      "placement": null | {"provider", "method", "total_nodes", "on_provider", "fallback", "by_provider",
-                           "fallback_op_types", "fallback_nodes"},
-      "cases": [{"shape": "batch=1", "output": "prob", "status": "passed" | "failed" | "error",
-                 "reason": null | "<one line>", "rtol": 1e-4, "atol": 1e-5,
-                 "scale": 0.52 | null, "atol_effective": 5.2e-06 | null, "min_cosine": 0.999 | null,
-                 "samples": 3, "failed_samples": 0, "elements": 3,
-                 "source_shape": [1, 1], "onnx_shape": [1, 1], "source_dtype": "float32", "onnx_dtype": "float32",
-                 "max_abs_diff": 5.9e-08, "max_rel_diff": 1.2e-07, "outside": 0, "outside_pct": 0.0,
-                 "nan_inf_mismatch": 0, "cosine_min": 1.0 | null, "cosine_failed": 0,
-                 "worst": null | {"index": [0, 0], "sample": 1, "onnx": 0.51, "source": 0.51,
-                                  "abs_diff": 5.9e-08, "tolerance_ratio": 0.005},
-                 "time_s": 0.0002}],
-      "localization": null | {...}}],             (--localize: see onnxtax.localize, keys stable)
-  "failures": ["cpu batch=7 prob: ..."],            (one line each; empty when passed)
-  "notes": ["..."],
-  "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9,
-               "test_assumed": true, "assumed_size_cap": 4096, "localize": false,
-               "share_weights": "auto" | "always" | "never"},
-  "weights": null | {"shared_tensors": 8, "shared_bytes": 1073807360, "not_shared_tensors": 0,
-                     "not_shared_bytes": 0, "not_shared": {"NAME": "<why>"}},
-                                                    (null: the CPU session loaded the weights from the file)
-  "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
-  "duration_s": 1.23
-}
-"scale" is the source output's RMS at that shape (floats; null for integers),
-"atol_effective" = atol * scale: what difference the check could detect there.
-"tolerance_ratio" is |a-b| / (atol_effective + rtol*|b|): above 1 fails; a NaN/Inf mismatch makes it
-infinite, written as the string "inf" (JSON has no infinity). Max abs/rel diff and cosine
-cover the elements finite on both sides; "nan_inf_mismatch" counts the others. "status"
-"error" marks a case ONNX Runtime could not run (or a provider whose session did not load).
+Shapes and samples: onnxtax.shapes. The report and its JSON schema: onnxtax.parity_report.
 """
 
 from __future__ import annotations
@@ -96,21 +27,25 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from onnxtax.compare import Constancy, OutputStats, Worst, compare_arrays, rms, _num, _pct  # noqa: F401 - re-exported
-from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
+# re-exported: the names scripts and tests import from onnxtax.parity
+from onnxtax.compare import (Constancy, OutputStats, Worst, compare_arrays, default_tolerance,  # noqa: F401
+                             rms)
+from onnxtax.errors import CheckFailed, InputSpecError
 from onnxtax.inputs import ResolvedInputs
-from onnxtax.manifest import assumed_text
+from onnxtax.parity_report import (SCHEMA, CaseResult, CaseStatus, ParityReport, ProviderResult,  # noqa: F401
+                                   ProviderStatus, _fallback_reason, placement_text)
 from onnxtax.progress import Progress
-from onnxtax.report import Verdict
-from onnxtax.providers import OPT_LEVELS, Placement, ProviderRequest, ort_error_summary
-from onnxtax.specs import (InputSpec, SampleRecipe, ValueRange, check_dims_known, concrete_shape,
-                           export_sizes as default_export_sizes, is_integer, make_inputs, read_data_file, symbols_of)
+from onnxtax.providers import ProviderRequest, ort_error_summary
+from onnxtax.reference import EagerReference, refuse_nondeterministic
+from onnxtax.shapes import (ShapePlan, check_run, default_axis_values, plan_assumed, plan_data_file,  # noqa: F401
+                            plan_shapes, sample_inputs)
+from onnxtax.manifest import assumed_text
+from onnxtax.specs import (InputSpec, SampleRecipe, ValueRange, concrete_shape, export_sizes as default_export_sizes,
+                           is_integer, make_inputs, symbols_of)
 from onnxtax.defaults import OPT_LEVEL, PARITY_SEED
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.defaults import PARITY_ASSUMED_SIZE_CAP as ASSUMED_SIZE_CAP
@@ -121,269 +56,7 @@ from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 from onnxtax.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
 from onnxtax.defaults import PARITY_SHARE_MIN_BYTES, PARITY_SHARE_WEIGHTS
 
-SCHEMA = "onnxtax.parity/2"
 SHARE_WEIGHTS_MODES = ("auto", "always", "never")
-CaseStatus = Literal["passed", "failed", "error"]  # error: ONNX Runtime could not run the case
-ProviderStatus = Literal["passed", "failed", "error", "skipped"]  # skipped: not on this host
-# Sizes tried on each dynamic axis besides 1: the first even and the first odd one
-# that differ from the export-time size.
-_EVEN_SIZES = (4, 6, 8, 10)
-_ODD_SIZES = (7, 9, 5, 11)
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-# --------------------------------------------------------------------------- report
-
-
-@dataclass
-class ShapePlan:
-    """One input shape to test: a combination of dynamic sizes, or one data file."""
-
-    label: str
-    sizes: dict[str, int]
-    samples: int
-    origin: str = "random"  # or "data", or "assumed" (just outside a range torch.export assumed)
-    file: str | None = None
-    input_shapes: dict[str, list[int]] = field(default_factory=dict)
-    assumption: str | None = None  # the range torch.export assumed that these sizes lie outside
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "sizes": dict(self.sizes), "origin": self.origin, "file": self.file,
-                "samples": self.samples, "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
-                "assumption": self.assumption}
-
-
-@dataclass
-class CaseResult:
-    """One provider x shape x output."""
-
-    shape: str
-    output: str
-    status: CaseStatus
-    reason: str | None = None
-    stats: OutputStats | None = None
-    time_s: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    def to_dict(self) -> dict:
-        data = {"shape": self.shape, "output": self.output, "status": self.status, "reason": self.reason}
-        stats = self.stats.to_dict() if self.stats is not None else {
-            k: None for k in OutputStats(0, 0).to_dict()}
-        data.update(stats)
-        data["time_s"] = self.time_s
-        return data
-
-
-@dataclass
-class ProviderResult:
-    request: ProviderRequest
-    status: ProviderStatus = "passed"
-    reason: str | None = None
-    placement: Placement | None = None
-    session_load_s: float | None = None
-    cases: list[CaseResult] = field(default_factory=list)
-    localization: Any = None  # onnxtax.localize.Localization of its first failing case, when asked for
-
-    @property
-    def label(self) -> str:
-        return self.request.label
-
-    def to_dict(self) -> dict:
-        data = self.request.to_dict()
-        data.update({"label": self.label, "status": self.status, "reason": self.reason,
-                     "session_load_s": self.session_load_s,
-                     "placement": self.placement.to_dict() if self.placement else None,
-                     "cases": [c.to_dict() for c in self.cases],
-                     "localization": self.localization.to_dict() if self.localization is not None else None})
-        return data
-
-
-@dataclass
-class ParityReport(Verdict):
-    """The verdict of one `check_parity` run; truthy when every case on every provider passed."""
-
-    onnx: str
-    model_spec: str | None
-    class_name: str
-    input_source: str = "arguments"
-    inputs: list[dict] = field(default_factory=list)
-    export_sizes: dict[str, int] = field(default_factory=dict)
-    outputs: list[dict] = field(default_factory=list)
-    rtol: float = DEFAULT_RTOL
-    atol: float = DEFAULT_ATOL
-    per_output: dict[str, tuple[float, float]] = field(default_factory=dict)
-    min_cosine: float | None = DEFAULT_MIN_COSINE
-    allow_constant: list[str] = field(default_factory=list)
-    assumed_ranges: dict[str, dict] = field(default_factory=dict)  # axis -> {"min", "max"} from the manifest
-    seed: int = 0
-    samples_per_shape: int = DEFAULT_SAMPLES
-    shapes: list[ShapePlan] = field(default_factory=list)
-    providers: list[ProviderResult] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    model_failures: list[str] = field(default_factory=list)  # not tied to a provider; also in `failures`
-    notes: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, Any] = field(default_factory=dict)
-    duration_s: float = 0.0
-    weights: dict[str, Any] | None = None  # onnxtax.weights.Sharing.to_dict() when the CPU session shared them
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    @property
-    def cases(self) -> list[CaseResult]:
-        return [c for p in self.providers for c in p.cases]
-
-    def to_dict(self) -> dict:
-        return {
-            "schema": SCHEMA,
-            "passed": self.passed,
-            "model": {"spec": self.model_spec, "class_name": self.class_name},
-            "onnx": self.onnx,
-            "input_source": self.input_source,
-            "inputs": list(self.inputs),
-            "export_sizes": dict(self.export_sizes),
-            "outputs": list(self.outputs),
-            "tolerance": {"rtol": self.rtol, "atol": self.atol, "atol_scaled_by": "rms",
-                          "min_cosine": self.min_cosine,
-                          "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()}},
-            "allow_constant": list(self.allow_constant),
-            "assumed_ranges": {k: dict(v) for k, v in self.assumed_ranges.items()},
-            "seed": self.seed,
-            "samples_per_shape": self.samples_per_shape,
-            "shapes": [s.to_dict() for s in self.shapes],
-            "providers": [p.to_dict() for p in self.providers],
-            "failures": list(self.failures),
-            "notes": list(self.notes),
-            "settings": dict(self.settings),
-            "weights": dict(self.weights) if self.weights is not None else None,
-            "versions": dict(self.versions),
-            "duration_s": self.duration_s,
-        }
-
-    def junit_suites(self, classname: str = "onnxtax.parity") -> list:
-        """One suite per provider, one testcase per shape x output; a provider that could not
-        load is one error case, a skipped one one skipped case, a gated fallback one failure.
-        Case classnames are CLASSNAME.PROVIDER (CLASSNAME.model for failures of no provider)."""
-        from onnxtax.report import JUnitCase, JUnitSuite
-
-        suites = []
-        for pr in self.providers:
-            case_class = f"{classname}.{pr.request.short}"
-            suite = JUnitSuite(f"parity {pr.label}", properties={"provider": pr.request.name, "onnx": self.onnx})
-            if pr.status == "skipped":
-                suite.cases.append(JUnitCase("provider", case_class, skipped=pr.reason or "skipped"))
-            elif pr.placement is None and pr.status == "error":
-                suite.cases.append(JUnitCase("session", case_class, error=pr.reason or "could not load"))
-            loc = pr.localization
-            for case in pr.cases:
-                details = _case_details(case)
-                if loc is not None and (loc.case.get("shape"), loc.case.get("output")) == (case.shape, case.output):
-                    details += "\n" + loc.details()
-                jc = JUnitCase(f"{case.shape} {case.output}", case_class, time_s=case.time_s, details=details)
-                if case.status == "failed":
-                    jc.failure = case.reason or "failed"
-                elif case.status == "error":
-                    jc.error = case.reason or "error"
-                suite.cases.append(jc)
-            if self.settings.get("fail_on_fallback") and pr.placement is not None:
-                jc = JUnitCase("placement", case_class, details=placement_text(pr.placement))
-                if pr.placement.fell_back or pr.placement.method == "unavailable":
-                    jc.failure = _fallback_reason(pr)
-                suite.cases.append(jc)
-            suites.append(suite)
-        if self.model_failures:
-            suites.append(JUnitSuite("parity model", [JUnitCase("model", f"{classname}.model", failure=f)
-                                                       for f in self.model_failures]))
-        return suites
-
-    def markdown(self) -> str:
-        """A GitHub step summary: verdict, one row per provider, the failures."""
-        verdict = "passed" if self.passed else "FAILED"
-        icon = "✅" if self.passed else "❌"
-        lines = [f"### {icon} onnxtax parity {verdict}: `{self.onnx}` vs `{self.model_spec or self.class_name}`", ""]
-        lines.append(f"{len(self.shapes)} shapes ({', '.join(s.label for s in self.shapes) or 'none'}), "
-                     f"tolerance |a-b| <= {self.atol:g}*rms + {self.rtol:g}*|b|"
-                     + (f", cosine >= {self.min_cosine:g}" if self.min_cosine is not None else "")
-                     + f", seed {self.seed}.")
-        lines += ["", "| provider | status | cases passed | worst max abs diff | worst tolerance ratio | placement |",
-                  "|---|---|---|---|---|---|"]
-        for pr in self.providers:
-            passed = sum(1 for c in pr.cases if c.passed)
-            worst_abs, worst_ratio = _provider_worst(pr)
-            place = placement_text(pr.placement) if pr.placement else (pr.reason or "")
-            lines.append(f"| {pr.label} | {pr.status} | {passed}/{len(pr.cases)} | "
-                         f"{_fmt_opt(worst_abs)} | {_fmt_opt(worst_ratio)} | {place} |")
-        located = [pr for pr in self.providers if pr.localization is not None]
-        if located:
-            lines += ["", "**First divergence**", ""]
-            lines += [f"- {pr.label}: {pr.localization.summary}" for pr in located]
-        if self.failures:
-            lines += ["", "**Failures**", ""]
-            lines += [f"- {f}" for f in self.failures[:30]]
-            if len(self.failures) > 30:
-                lines.append(f"- ... and {len(self.failures) - 30} more")
-        return "\n".join(lines) + "\n"
-
-
-def _fmt_opt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3g}"
-
-
-def _provider_worst(pr: ProviderResult) -> tuple[float | None, float | None]:
-    stats = [c.stats for c in pr.cases if c.stats is not None and c.stats.samples]
-    if not stats:
-        return None, None
-    ratios = [s.worst.tolerance_ratio for s in stats if s.worst is not None]
-    return max(s.max_abs_diff for s in stats), (max(ratios) if ratios else None)
-
-
-def _case_details(case: CaseResult) -> str:
-    s = case.stats
-    if s is None or not s.elements:
-        return case.reason or ""
-    lines = [f"samples={s.samples} elements={s.elements} outside={s.outside} ({_pct(s.outside_pct)})",
-             f"max_abs_diff={s.max_abs_diff:.6g} max_rel_diff={s.max_rel_diff:.6g} "
-             f"cosine_min={'-' if s.cosine_min is None else f'{s.cosine_min:.9f}'}",
-             f"rtol={s.rtol:g} atol={s.atol:g} detects {s.detectable} onnx_shape={s.onnx_shape} "
-             f"source_shape={s.source_shape}"]
-    if s.worst:
-        w = s.worst
-        lines.append(f"worst index={list(w.index)} sample={w.sample} onnx={_num(w.onnx)} source={_num(w.source)} "
-                     f"tolerance_ratio={w.tolerance_ratio:.3g}")
-    if case.reason:
-        lines.insert(0, case.reason)
-    return "\n".join(lines)
-
-
-def placement_text(p: Placement) -> str:
-    if p.method == "unavailable":
-        return "placement unknown (this onnxruntime cannot report node assignment)"
-    text = f"{p.on_provider}/{p.total_nodes} nodes on {p.provider}"
-    if p.fell_back:
-        others = ", ".join(f"{n} on {ep}" for ep, n in p.by_provider.items() if ep != p.provider)
-        text += f"; {others} ({_fallback_ops(p)})"
-    return text
-
-
-def _fallback_ops(p: Placement) -> str:
-    return ", ".join(f"{op} x{n}" for op, n in p.fallback_op_types.items())
-
-
-def _fallback_reason(pr: ProviderResult) -> str:
-    p = pr.placement
-    assert p is not None
-    if p.method == "unavailable":
-        return f"{pr.label}: cannot tell where nodes ran (no graph assignment record) and --fail-on-fallback is set"
-    others = ", ".join(ep for ep in p.by_provider if ep != p.provider)
-    return (f"{pr.label}: {p.fallback_count} of {p.total_nodes} nodes fell back to {others} ({_fallback_ops(p)}) "
-            "and --fail-on-fallback is set")
 
 
 # --------------------------------------------------------------------------- inputs and shapes
@@ -405,150 +78,6 @@ def parse_tolerances(texts: Sequence[str]) -> dict[str, tuple[float, float]]:
                                  "e.g. --tolerance logits=1e-3:1e-4")
         out[name.strip()] = pair
     return out
-
-
-def default_axis_values(export_size: int | None) -> list[int]:
-    """1, then the first even and first odd size that differ from the export-time size."""
-    avoid = {1, export_size}
-    even = next(v for v in _EVEN_SIZES if v not in avoid)
-    odd = next(v for v in _ODD_SIZES if v not in avoid)
-    return [1, even, odd]
-
-
-def plan_shapes(specs: list[InputSpec], dims: dict[str, list[int]] | None, export_sizes: dict[str, int],
-                *, samples: int, joint: bool = False, max_shapes: int = MAX_SHAPES) -> list[ShapePlan]:
-    """The random-sample shapes: every dynamic axis at several sizes (see the module docstring)."""
-    dims = dims or {}
-    check_dims_known(dims, specs)
-    syms = symbols_of(specs)
-    assumed = default_export_sizes(specs)
-    values = {s: list(dict.fromkeys(dims[s])) if s in dims else
-              default_axis_values(export_sizes.get(s, assumed.get(s))) for s in syms}
-    if not syms:
-        combos: list[dict[str, int]] = [{}]
-    elif not joint and math.prod(len(v) for v in values.values()) <= max_shapes:
-        combos = [dict(zip(syms, c)) for c in itertools.product(*(values[s] for s in syms))]
-    else:
-        n = max(len(v) for v in values.values())
-        combos = [{s: values[s][i % len(values[s])] for s in syms} for i in range(n)]
-    plans = []
-    for sizes in combos:
-        label = ",".join(f"{k}={v}" for k, v in sizes.items()) or "static"
-        plans.append(ShapePlan(label, sizes, samples, "random", None,
-                               {s.name: list(concrete_shape(s, sizes)) for s in specs}))
-    return plans
-
-
-def plan_data_file(path: str | Path, specs: list[InputSpec]) -> ShapePlan:
-    """One .npz (arrays keyed by input name, one batch), checked against the specs."""
-    path = Path(path)
-    _, sizes, shapes = read_data_file(path, specs)
-    size_text = ",".join(f"{k}={v}" for k, v in sizes.items())
-    label = f"{path.name}" + (f"({size_text})" if size_text else "")
-    return ShapePlan(label, sizes, 1, "data", str(path), shapes)
-
-
-def plan_assumed(plans: list[ShapePlan], assumed: dict[str, dict], specs: list[InputSpec],
-                 export_sizes: dict[str, int], *, samples: int, notes: list[str],
-                 cap: int = ASSUMED_SIZE_CAP) -> list[ShapePlan]:
-    """Shapes just outside each range torch.export assumed (max+1, min-1), other axes at their
-    export-time size. Plans already outside a range are marked with it instead of adding one.
-    A size above `cap` is not tested (noted): memory and time stay bounded."""
-    base = {**default_export_sizes(specs), **export_sizes}
-    extra: list[ShapePlan] = []
-    for sym, bounds in assumed.items():
-        text = assumed_text(sym, bounds)
-        lo, hi = bounds.get("min"), bounds.get("max")
-        outside = ([lo - 1] if lo is not None and lo > 1 else []) + ([hi + 1] if hi is not None else [])
-        tested = []
-        for value in outside:
-            already = [p for p in plans + extra if p.sizes.get(sym) == value]
-            for p in already:
-                p.assumption = p.assumption or text
-            if already:
-                tested.append(f"{sym}={value}")
-                continue
-            if value > cap:
-                notes.append(f"torch.export assumed {text} at export; {sym}={value} is above the size cap ({cap}), "
-                             "so the artifact is not tested outside that range")
-                continue
-            sizes = {s: (value if s == sym else base.get(s, 3)) for s in base if s in set(symbols_of(specs))}
-            label = ",".join(f"{k}={v}" for k, v in sizes.items())
-            extra.append(ShapePlan(label, sizes, samples, "assumed", None,
-                                   {s.name: list(concrete_shape(s, sizes)) for s in specs}, text))
-            tested.append(f"{sym}={value}")
-        if tested:
-            notes.append(f"torch.export assumed {text} at export: testing {', '.join(tested)}, just outside it")
-    return extra
-
-
-# --------------------------------------------------------------------------- source model
-
-
-class _Source:
-    """The eager model, in eval mode under inference_mode, called positionally in spec order."""
-
-    def __init__(self, module: Any, specs: list[InputSpec], ranges: dict[str, ValueRange] | None = None):
-        self.module = module
-        self.specs = specs
-        self.ranges = ranges or {}
-        self.paths: list[str] | None = None
-
-    def __call__(self, arrays: dict[str, np.ndarray], where: str, data_file: str | None = None
-                 ) -> list[np.ndarray]:
-        import torch
-
-        from onnxtax.inputs import flatten_outputs, to_numpy, torch_tensors
-
-        tensors = torch_tensors(self.specs, arrays)
-        try:
-            with torch.inference_mode():
-                result = self.module(*tensors)
-        except Exception as exc:  # noqa: BLE001 - any error in user code at a chosen shape
-            shapes = ", ".join(f"{s.name}{list(arrays[s.name].shape)}" for s in self.specs)
-            hint = self._raise_hint(data_file)
-            raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
-                                 f"at {where} ({shapes})", hint) from exc
-        flat = flatten_outputs(result)  # the exporter's order and names, shared on purpose
-        if not flat:
-            raise InputSpecError(f"the source model returns no tensors at {where}",
-                                 "forward() must return a tensor, or a tuple/list/dict of them")
-        self.paths = [p for p, _ in flat]
-        return [to_numpy(t) for _, t in flat]
-
-    def error_at(self, arrays: dict[str, np.ndarray]) -> str | None:
-        """None when the source runs on these arrays, else its error in one line."""
-        try:
-            self(arrays, "a trial")
-        except InputSpecError as exc:
-            return exc.message
-        return None
-
-    def _raise_hint(self, data_file: str | None) -> str:
-        if data_file is not None:
-            return (f"the arrays in {data_file} do not fit the model (values or sizes it rejects, e.g. a token id "
-                    "at or above the vocabulary size): fix the file, or check it with the model in Python first")
-        hint = ("check that the inputs fit the model (--input NAME:DIMS:DTYPE) and choose sizes it accepts "
-                "with --dim SYMBOL=V1,V2")
-        ints = [s for s in self.specs if is_integer(s)]
-        if ints:
-            recipe = SampleRecipe(0, self.ranges)
-            drawn = ", ".join(f"{s.name} from {recipe.describe(s)}" for s in ints)
-            hint += f"; integer inputs are drawn as: {drawn} (set them with --range NAME=LOW:HIGH, HIGH exclusive)"
-        return hint
-
-
-def _same_outputs(first: list[np.ndarray], second: list[np.ndarray]) -> tuple[bool, str]:
-    if len(first) != len(second):
-        return False, f"{len(first)} outputs, then {len(second)}"
-    for i, (a, b) in enumerate(zip(first, second)):
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False, f"output {i} is {a.dtype}{list(a.shape)}, then {b.dtype}{list(b.shape)}"
-        equal = np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-        if not equal:
-            diff = np.nanmax(np.abs(a.astype(np.float64) - b.astype(np.float64))) if a.size else 0.0
-            return False, f"output {i} differs by up to {diff:.3g} between two identical calls"
-    return True, ""
 
 
 # --------------------------------------------------------------------------- ONNX side
@@ -657,14 +186,7 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
     """
     t_start = time.perf_counter()
     onnx_path = Path(onnx_path)
-    if samples < 0 or (samples == 0 and not data_files):
-        raise InputSpecError(f"--samples {samples}: need at least one sample", "use --samples 1 or more, or --data")
-    if opt_level not in OPT_LEVELS:
-        raise InputSpecError(f"unknown --opt-level '{opt_level}'", f"use one of: {', '.join(OPT_LEVELS)}")
-    if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
-        # a NaN bound makes every `diff > bound` false: the gate would pass anything
-        raise InputSpecError(f"--rtol {rtol:g} --atol {atol:g}: tolerances must be finite, non-negative numbers",
-                             "e.g. --rtol 1e-4 --atol 1e-5")
+    check_run(samples, data_files, opt_level, rtol, atol)
     if threads is not None and threads < 0:
         raise InputSpecError(f"--threads {threads}: must be 0 (ORT's choice) or more", "e.g. --threads 2")
     if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
@@ -771,7 +293,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
 
     value_ranges = resolved.ranges
     recipe = SampleRecipe(seed, value_ranges)
-    source = _Source(module, specs, value_ranges)
+    source = EagerReference(module, specs, value_ranges)
     comparison = _Comparison(live, output_names, rtol, atol, tolerances, min_cosine)
     constancy = [Constancy() for _ in output_names]
     total = sum(p.samples for p in plans) * (1 + len(live))
@@ -786,7 +308,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         # the source first, every sample of this shape: the output's scale at this shape sets its tolerance
         computed: list[tuple[dict, list]] = []
         for k in range(plan.samples):
-            arrays = _sample(plan, specs, recipe, k)
+            arrays = sample_inputs(plan, specs, recipe, k)
             where = f"{plan.label} sample {k}"
             try:
                 expected = source(arrays, where, plan.file)
@@ -796,7 +318,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
                     raise
                 break
             if k == 0 and pi == largest and done > 0:
-                _refuse_nondeterministic(source, arrays, where, expected)
+                refuse_nondeterministic(source, arrays, where, expected)
             if done == 0:
                 mismatch = _first_sample_checks(source, arrays, where, expected, output_names, report)
                 if mismatch:
@@ -826,7 +348,7 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         pi += 1
     report.shapes = plans
 
-    comparison.recheck_in_fresh_sessions(plans, lambda plan, k: _sample(plan, specs, recipe, k), source, resolved,
+    comparison.recheck_in_fresh_sessions(plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), source, resolved,
                                          onnx_path, opt_level=opt_level, threads=threads, shared=shared)
     constant = {output_names[oi]: c.describe() for oi, c in enumerate(constancy) if c.constant}
     for name, entry in zip(output_names, report.outputs):
@@ -839,14 +361,14 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         for s in live:
             s.session = None  # the localising sessions need the memory more
         budget_s, memory_mb = localize
-        localize_failures(report, module, onnx_path, plans, lambda plan, k: _sample(plan, specs, recipe, k), specs,
+        localize_failures(report, module, onnx_path, plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), specs,
                           resolved.onnx_names, opt_level=opt_level, threads=threads, memory_budget_mb=memory_mb,
                           time_budget_s=budget_s, progress=progress)
     report.duration_s = time.perf_counter() - t_start
     return report
 
 
-def _adapt_plan(plans: list[ShapePlan], pi: int, source: _Source, specs: list[InputSpec], recipe: SampleRecipe,
+def _adapt_plan(plans: list[ShapePlan], pi: int, source: EagerReference, specs: list[InputSpec], recipe: SampleRecipe,
                 known_good: dict[str, int], user_dims: dict[str, list[int]], notes: list[str]) -> bool:
     """The eager model rejects plans[pi]'s sizes: replace them with sizes it accepts, as export's
     smoke run does, or drop a plan just outside an assumed range. Axes sized by the user (--dim)
@@ -889,20 +411,10 @@ def _adapt_plan(plans: list[ShapePlan], pi: int, source: _Source, specs: list[In
     return True
 
 
-def _refuse_nondeterministic(source: _Source, arrays: dict, where: str, expected: list) -> None:
-    same, detail = _same_outputs(expected, source(arrays, where))
-    if not same:
-        raise OnnxtaxError(
-            f"the source model is not deterministic ({where}): {detail}; parity against a model that "
-            "answers the same input differently is meaningless",
-            "remove randomness from forward() (dropout called with training=True, torch.rand*, "
-            "sampling) and keep dropout/batch-norm in eval mode")
-
-
-def _first_sample_checks(source: _Source, arrays: dict, where: str, expected: list, output_names: list[str],
+def _first_sample_checks(source: EagerReference, arrays: dict, where: str, expected: list, output_names: list[str],
                          report: ParityReport) -> str | None:
     """Refuse a non-deterministic source; match outputs. Returns a count-mismatch failure, if any."""
-    _refuse_nondeterministic(source, arrays, where, expected)
+    refuse_nondeterministic(source, arrays, where, expected)
     report.outputs = [{"name": n, "source_path": p}
                       for n, p in itertools.zip_longest(output_names, source.paths or [])]
     if len(expected) == len(output_names):
@@ -943,7 +455,7 @@ class _Comparison:
         for oi, (a, b) in enumerate(zip(got, expected)):
             acc = self.stats.get((si, pi, oi))
             if acc is None:
-                r, t = self.tolerances.get(self.output_names[oi], _default_tolerance(b, self.rtol, self.atol))
+                r, t = self.tolerances.get(self.output_names[oi], default_tolerance(b, self.rtol, self.atol))
                 acc = self.stats[(si, pi, oi)] = OutputStats(r, t, self.min_cosine)
             acc.update(a, b, sample=k, scale=self.scales.get(pi, [None] * (oi + 1))[oi])
 
@@ -961,7 +473,7 @@ class _Comparison:
                 out.append((pi, worst.sample if worst is not None else 0))
         return out
 
-    def recheck_in_fresh_sessions(self, plans: list[ShapePlan], sample_of: Callable, source: _Source,
+    def recheck_in_fresh_sessions(self, plans: list[ShapePlan], sample_of: Callable, source: EagerReference,
                                   resolved: ResolvedInputs, onnx_path: Path, *, opt_level: str,
                                   threads: int | None, shared: Any = None, limit: int = 2) -> None:
         """Replay a failing shape in a new session. Shapes run one after another in one session, as in
@@ -978,7 +490,7 @@ class _Comparison:
                     got = session.run(None, resolved.feeds(arrays))
                 except Exception:  # noqa: BLE001 - the original failure stands on its own
                     continue
-                checks = [OutputStats(*self.tolerances.get(name, _default_tolerance(b, self.rtol, self.atol)),
+                checks = [OutputStats(*self.tolerances.get(name, default_tolerance(b, self.rtol, self.atol)),
                                       self.min_cosine) for name, b in zip(self.output_names, expected)]
                 scales = self.scales.get(pi, [None] * len(checks))
                 if len(got) == len(expected) and all(c.update(a, b, scale=sc)
@@ -1049,17 +561,6 @@ class _Comparison:
                              or _cross_provider_diagnosis(pr, others) or _provider_diagnosis(pr, plans))
             elif pr.status == "passed" and pr.placement and pr.placement.fell_back:
                 pr.reason = placement_text(pr.placement)
-
-
-def _default_tolerance(expected: np.ndarray, rtol: float, atol: float) -> tuple[float, float]:
-    return (rtol, atol) if expected.dtype.kind in "fc" else (0.0, 0.0)
-
-
-def _sample(plan: ShapePlan, specs: list[InputSpec], recipe: SampleRecipe, k: int) -> dict[str, np.ndarray]:
-    if plan.origin == "data":
-        assert plan.file is not None
-        return read_data_file(Path(plan.file), specs)[0]
-    return make_inputs(specs, plan.sizes, recipe, k)
 
 
 def _tick(progress: Progress | None, done: int, total: int, where: str) -> None:

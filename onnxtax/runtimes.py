@@ -35,7 +35,6 @@ JSON schema of `RuntimeMatrixReport.to_dict()` (schema "onnxtax.runtimes/1"; key
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 import tempfile
@@ -276,7 +275,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     import numpy as np
 
     from onnxtax.inputs import load_graph, resolve_inputs
-    from onnxtax.parity import ShapePlan, _sample, plan_data_file, plan_shapes  # parity's shapes and samples
+    from onnxtax.shapes import ShapePlan, check_run, plan_data_file, plan_shapes, sample_inputs
     from onnxtax.providers import parse_provider
     from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
     from onnxtax.specs import SampleRecipe
@@ -284,13 +283,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     t_start = time.perf_counter()
     say = progress or silent
     onnx_path = Path(onnx_path)
-    if samples < 0 or (samples == 0 and not data_files):
-        raise InputSpecError(f"--samples {samples}: need at least one sample", "use --samples 1 or more, or --data")
-    if opt_level not in ORT_OPT_LEVELS:
-        raise InputSpecError(f"unknown --opt-level '{opt_level}'", f"use one of: {', '.join(ORT_OPT_LEVELS)}")
-    if not (math.isfinite(rtol) and math.isfinite(atol)) or rtol < 0 or atol < 0:
-        raise InputSpecError(f"--rtol {rtol:g} --atol {atol:g}: tolerances must be finite, non-negative numbers",
-                             "e.g. --rtol 1e-4 --atol 1e-5")
+    check_run(samples, data_files, opt_level, rtol, atol)
     versions = parse_versions(list(versions))
     requests = [parse_provider(p) for p in (providers or ["cpu"])]
     graph = load_graph(onnx_path)
@@ -327,13 +320,13 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     say("computing the reference outputs")
     if model is not None:
         from onnxtax.loading import check_inputs_match, resolve_model
-        from onnxtax.parity import _Source
+        from onnxtax.reference import EagerReference
 
         loaded = resolve_model(model)
         module = loaded.module
         check_inputs_match(module, specs, loaded.spec)
         module.eval()
-        source = _Source(module, specs, resolved.ranges)
+        source = EagerReference(module, specs, resolved.ranges)
         reference = lambda arrays, where, file: source(arrays, where, file)  # noqa: E731
         report.reference = {"kind": "eager", "spec": None if loaded.in_memory else loaded.spec,
                             "class_name": type(module).__name__, "onnxruntime": None}
@@ -352,7 +345,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
         cases, expected_all = [], []
         for pi, plan in enumerate(plans):
             for k in range(plan.samples):
-                arrays = _sample(plan, specs, recipe, k)
+                arrays = sample_inputs(plan, specs, recipe, k)
                 expected = reference(arrays, f"{plan.label} sample {k}", plan.file)
                 if len(expected) != len(output_names):
                     raise InputSpecError(f"the reference returns {len(expected)} outputs, the ONNX graph has "
@@ -441,7 +434,8 @@ def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: l
     """parity's criterion (onnxtax.compare) per shape x output, folded over the samples of each
     shape: atol scaled by the source output's RMS at that shape, the cosine gate per sample."""
     from onnxtax.compare import OutputStats, rms
-    from onnxtax.parity import CaseResult, _default_tolerance
+    from onnxtax.compare import default_tolerance
+    from onnxtax.parity_report import CaseResult
 
     stats: dict[tuple[int, int], Any] = {}
     errors: dict[int, str] = {}
@@ -456,7 +450,7 @@ def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: l
         for oi, (key, b) in enumerate(zip(got["keys"], expected)):
             acc = stats.get((pi, oi))
             if acc is None:
-                rt, at = report.per_output.get(output_names[oi], _default_tolerance(b, report.rtol, report.atol))
+                rt, at = report.per_output.get(output_names[oi], default_tolerance(b, report.rtol, report.atol))
                 acc = stats[(pi, oi)] = OutputStats(rt, at, report.min_cosine)
             acc.update(outputs["arrays"][key], b, sample=case["sample"], scale=scales[(pi, oi)])
     for pi, plan in enumerate(plans):

@@ -521,9 +521,9 @@ def eager_reference(module: Any, specs: list, rows: SegmentRows, spec_text: str)
     import numpy as np
     import torch
 
-    from onnxtax.parity import _Source
+    from onnxtax.reference import EagerReference
 
-    source = _Source(module, specs)
+    source = EagerReference(module, specs)
     out = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
