@@ -90,125 +90,42 @@ unless the key says otherwise):
 
 from __future__ import annotations
 
-import gc
-import json
 import math
-import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any
 
 from onnxtax import defaults
+from onnxtax.cold_start import ColdStart, _cold_start
 from onnxtax.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.inputs import ResolvedInputs
 from onnxtax.progress import Progress
 from onnxtax.report import Verdict
-from onnxtax.specs import DTYPES, InputSpec, SampleRecipe, ValueRange, concrete_shape, make_inputs, symbols_of
+from onnxtax.specs import InputSpec, SampleRecipe, ValueRange, concrete_shape, make_inputs, symbols_of
+from onnxtax.timing import (_DEVICE_OF, EAGER, HARNESS, HARNESS_TIME, ROUNDS, LatencyStats, PathInfo, _bind,
+                            _measure, _noop, _OrtPath, _path_failed, _PathFailed, _threaded, _Timed,
+                            time_onnx_models)
+from onnxtax.tuning import PROFILE_RUNS, ProfileResult, SweepResult, _run_profiles, _run_sweep, parse_profile
 from onnxtax.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
-from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
 from onnxtax.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
 from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 
-SCHEMA_VERSION = 2  # 2: input_source labels shared with parity; per-path status and reason; failures
-ROUNDS = 10  # interleaved blocks per path and batch size
-MAX_EXTRA_ROUNDS = 10  # when the warm-up under-estimated the call time
-HARNESS_TIME = 0.2  # seconds of empty calls per batch size (capped by min_time)
-PROFILE_RUNS = 200
-BIND_CHECK_RUNS = 5  # calls that must reuse the pre-allocated outputs before they are trusted
-TOP_OPS = 10
-COLD_START_TIMEOUT = 600
+# The public names, including those whose home is timing, cold_start or tuning: callers keep
+# importing them from here.
+__all__ = ["BatchResult", "BenchReport", "ColdStart", "EAGER", "GateResult", "HARNESS", "LatencyStats", "PathInfo",
+           "PROFILE_RUNS", "ProfileResult", "ROUNDS", "SCHEMA_VERSION", "SweepResult", "batch_axis_of",
+           "parse_batch_sizes", "parse_latency_gates", "parse_profile", "plot_available", "require_plot", "run_bench",
+           "time_onnx_models", "write_plot"]
 
-PathStatus = Literal["measured", "failed", "error"]
-EAGER = "eager"
-HARNESS = "harness"
+SCHEMA_VERSION = 2  # 2: input_source labels shared with parity; per-path status and reason; failures
 GATE_KEYS = ("p50", "p90", "p99", "max")
 PERCENTILE_KEYS = ("p50", "p90", "p99", "min", "max", "mean")
 
-# Where pre-allocated OrtValues live for providers that compute off the host.
-_DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
-              "NvTensorRTRTXExecutionProvider": "cuda"}
-
-
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass
-class LatencyStats:
-    """Per-call latency of one path at one batch size."""
-
-    iterations: int
-    total_s: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    max_ms: float
-    mean_ms: float
-
-    @classmethod
-    def from_ns(cls, samples: list[int]) -> "LatencyStats":
-        import numpy as np
-
-        arr = np.asarray(samples, dtype=np.int64)
-        p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-        return cls(int(arr.size), float(arr.sum()) / 1e9, float(p50) / 1e6, float(p90) / 1e6, float(p99) / 1e6,
-                   float(arr.min()) / 1e6, float(arr.max()) / 1e6, float(arr.mean()) / 1e6)
-
-    def get(self, key: str) -> float:
-        """`p50`, `p90`, `p99`, `min`, `max` or `mean`, in ms."""
-        return float(getattr(self, f"{key}_ms"))
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass
-class Spread:
-    """Several runs of a noisy measurement: never a single figure."""
-
-    values: list[float]
-
-    @property
-    def min(self) -> float:
-        return min(self.values)
-
-    @property
-    def max(self) -> float:
-        return max(self.values)
-
-    @property
-    def median(self) -> float:
-        s = sorted(self.values)
-        mid = len(s) // 2
-        return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-    def to_dict(self) -> dict:
-        return {"min": self.min, "median": self.median, "max": self.max, "values": list(self.values)}
-
-
-@dataclass
-class PathInfo:
-    """One thing being timed: eager PyTorch, or ORT on one provider."""
-
-    id: str
-    kind: str  # "torch-eager" | "onnxruntime"
-    call: str  # "inference_mode" | "iobinding" | "iobinding-ort-outputs"
-    provider: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-    threads: int | None = None
-    opt_level: str | None = None
-    device: str = "cpu"
-    placement: dict | None = None
-    status: PathStatus = "measured"
-    reason: str | None = None  # why it was not (fully) measured
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -245,127 +162,6 @@ class BatchResult:
             "speedup": {p: self.speedup(p) for p in self.ort_paths} if EAGER in self.latency else {},
             "harness_share": {p: self.harness_share(p) for p in timed},
         }
-
-
-@dataclass
-class ColdStart:
-    """Fresh-process start-up of one path; `measured=False` says why not."""
-
-    path: str
-    measured: bool
-    reason: str | None = None
-    first_result_s: Spread | None = None
-    interpreter_s: Spread | None = None
-    import_s: Spread | None = None
-    load_s: Spread | None = None
-    predict_s: Spread | None = None
-    peak_rss_mb: Spread | None = None
-    rss_source: str | None = None
-
-    @property
-    def runs(self) -> int:
-        return len(self.first_result_s.values) if self.first_result_s else 0
-
-    def to_dict(self) -> dict:
-        out: dict[str, Any] = {"measured": self.measured, "reason": self.reason, "runs": self.runs}
-        for key in ("first_result_s", "interpreter_s", "import_s", "load_s", "predict_s", "peak_rss_mb"):
-            value = getattr(self, key)
-            out[key] = value.to_dict() if value else None
-        out["rss_source"] = self.rss_source
-        return out
-
-
-@dataclass
-class SweepEntry:
-    path: str
-    opt_level: str
-    threads: int
-    batch_size: int
-    latency: LatencyStats
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "opt_level": self.opt_level, "threads": self.threads,
-                "batch_size": self.batch_size, "latency": self.latency.to_dict()}
-
-
-@dataclass
-class SweepResult:
-    """Graph optimisation levels x thread counts, per provider; best = lowest p50."""
-
-    batch_sizes: list[int]
-    opt_levels: list[str]
-    threads: list[int]
-    results: list[SweepEntry] = field(default_factory=list)
-    configured: tuple[str, int] | None = None  # (opt level, threads) of the main measurement, if in the grid
-
-    def best(self) -> dict[str, dict]:
-        out: dict[str, dict] = {}
-        for path in dict.fromkeys(e.path for e in self.results):
-            entries = [e for e in self.results if e.path == path]
-            by_batch: dict[str, dict] = {}
-            floor: dict[int, float] = {}
-            for bs in self.batch_sizes:
-                here = [e for e in entries if e.batch_size == bs]
-                if not here:
-                    continue
-                top = min(here, key=lambda e: e.latency.p50_ms)
-                floor[bs] = top.latency.p50_ms
-                by_batch[str(bs)] = {"opt_level": top.opt_level, "threads": top.threads,
-                                     "p50_ms": top.latency.p50_ms}
-            # one setting for all batch sizes: the lowest geometric mean of p50 / best p50
-            scores: dict[tuple[str, int], float] = {}
-            for e in entries:
-                scores.setdefault((e.opt_level, e.threads), 0.0)
-                scores[(e.opt_level, e.threads)] += math.log(e.latency.p50_ms / floor[e.batch_size])
-            (level, threads), score = min(scores.items(), key=lambda kv: kv[1])
-            n = max(1, len(floor))
-            # how much the best setting gains over the one measured in the main table (> 1: faster)
-            gain = (math.exp((scores[self.configured] - score) / n)
-                    if self.configured is not None and self.configured in scores else None)
-            out[path] = {"opt_level": level, "threads": threads, "geomean_vs_best": math.exp(score / n),
-                         "speedup_vs_configured": gain, "by_batch": by_batch}
-        return out
-
-    def to_dict(self) -> dict:
-        return {"batch_sizes": self.batch_sizes, "opt_levels": self.opt_levels, "threads": self.threads,
-                "configured": ({"opt_level": self.configured[0], "threads": self.configured[1]}
-                               if self.configured else None),
-                "results": [e.to_dict() for e in self.results], "best": self.best()}
-
-
-@dataclass
-class OpTime:
-    op_type: str
-    provider: str
-    calls: int
-    total_us: float
-    percent: float
-
-    @property
-    def mean_us(self) -> float:
-        return self.total_us / self.calls if self.calls else 0.0
-
-    def to_dict(self) -> dict:
-        return {"op_type": self.op_type, "provider": self.provider, "calls": self.calls,
-                "total_us": self.total_us, "mean_us": self.mean_us, "percent": self.percent}
-
-
-@dataclass
-class ProfileResult:
-    """ORT's own profile of a separate session (profiling slows the run it records)."""
-
-    path: str
-    batch_size: int
-    file: str
-    runs: int
-    run_mean_us: float
-    node_mean_us: float
-    top_ops: list[OpTime]
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "batch_size": self.batch_size, "file": self.file, "runs": self.runs,
-                "run_mean_us": self.run_mean_us, "node_mean_us": self.node_mean_us,
-                "top_ops": [o.to_dict() for o in self.top_ops]}
 
 
 @dataclass
@@ -599,274 +395,6 @@ def _refuse_bfloat16(specs: list[InputSpec]) -> None:
                                  "benchmark a float32 or float16 export")
 
 
-# --------------------------------------------------------------------------- timing
-
-
-def _noop(*_args) -> None:
-    return None
-
-
-class _Timed:
-    """A path being timed: `fn(*args)` per call; samples in ns."""
-
-    def __init__(self, path: str, fn: Callable, args: tuple, target_s: float, context=None):
-        self.path = path
-        self.fn = fn
-        self.args = args
-        self.target_ns = int(target_s * 1e9)
-        self.context = context  # factory of a context manager entered per block (inference_mode)
-        self.samples: list[int] = []
-        self.total_ns = 0
-        self.per_call_ns = 1
-
-    def block(self, n: int) -> None:
-        fn, args = self.fn, self.args
-        clock = time.perf_counter_ns
-        out = self.samples
-        append = out.append
-        start = len(out)
-        if self.context is not None:
-            with self.context():
-                for _ in range(n):
-                    t0 = clock()
-                    fn(*args)
-                    append(clock() - t0)
-        else:
-            for _ in range(n):
-                t0 = clock()
-                fn(*args)
-                append(clock() - t0)
-        self.total_ns += sum(out[start:])
-
-    def warm_up(self, n: int) -> None:
-        before = len(self.samples)
-        self.block(max(1, n))
-        timings = sorted(self.samples[before:][1:] or self.samples[before:])
-        self.per_call_ns = max(1, timings[len(timings) // 2])
-        del self.samples[before:]
-        self.total_ns = 0
-
-    def done(self) -> bool:
-        return self.total_ns >= self.target_ns or len(self.samples) >= MAX_SAMPLES
-
-    def next_block(self, rounds_left: int) -> int:
-        remaining = max(0, self.target_ns - self.total_ns)
-        per_call = (self.total_ns / len(self.samples)) if self.samples else self.per_call_ns
-        n = math.ceil(remaining / max(1, rounds_left) / max(per_call, 1.0))
-        return int(max(1, min(n, MAX_SAMPLES // ROUNDS, MAX_SAMPLES - len(self.samples))))
-
-
-class _PathFailed(Exception):
-    def __init__(self, path: str, exc: BaseException):
-        super().__init__(path)
-        self.path = path
-        self.exc = exc
-
-
-def _measure(timed: list[_Timed], warmup: int) -> dict[str, LatencyStats]:
-    """Warm every path, then interleave blocks (A B C / C B A ...) until each has its time."""
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    current = timed[0]
-    try:
-        for current in timed:
-            current.warm_up(warmup)
-        rounds = 0
-        while True:
-            order = timed if rounds % 2 == 0 else list(reversed(timed))
-            for current in order:
-                if rounds < ROUNDS or not current.done():
-                    if len(current.samples) < MAX_SAMPLES:
-                        current.block(current.next_block(max(1, ROUNDS - rounds)))
-            rounds += 1
-            if rounds >= ROUNDS and all(t.done() for t in timed):
-                break
-            if rounds >= ROUNDS + MAX_EXTRA_ROUNDS:
-                break
-    except Exception as exc:  # noqa: BLE001 - a call that worked once failed while being timed
-        raise _PathFailed(current.path, exc) from exc
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return {t.path: LatencyStats.from_ns(t.samples) for t in timed}
-
-
-# --------------------------------------------------------------------------- ORT paths
-
-
-@dataclass
-class _OrtPath:
-    info: PathInfo
-    session: Any
-    request: Any
-
-
-def _bind(session, feeds: dict, device: str) -> tuple[Callable, tuple, str, list]:
-    """I/O binding with pre-allocated input and output OrtValues. Returns the call to
-    time as (function, args), the call path name, and the values to keep alive."""
-    import onnxruntime as ort
-
-    outputs = session.run(None, feeds)
-    names = [o.name for o in session.get_outputs()]
-    binding = session.io_binding()
-    inputs = []
-    for name, arr in feeds.items():
-        value = ort.OrtValue.ortvalue_from_numpy(arr, device, 0)
-        binding.bind_ortvalue_input(name, value)
-        inputs.append(value)
-    keep = list(inputs)
-    for name, arr in zip(names, outputs):
-        value = ort.OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype, device, 0)
-        binding.bind_ortvalue_output(name, value)
-        keep.append(value)
-    try:
-        for _ in range(BIND_CHECK_RUNS):
-            session.run_with_iobinding(binding)
-        return session.run_with_iobinding, (binding,), "iobinding", keep
-    except Exception:  # noqa: BLE001 - an output whose shape varies per call cannot be pre-allocated
-        pass
-    # ORT keeps the outputs of the last run bound, so they must be unbound before every call
-    binding = session.io_binding()
-    for name, value in zip(feeds, inputs):
-        binding.bind_ortvalue_input(name, value)
-    args = (session.run_with_iobinding, binding, tuple(names), device)
-    _rebind_outputs_and_run(*args)
-    return _rebind_outputs_and_run, args, "iobinding-ort-outputs", inputs
-
-
-def _rebind_outputs_and_run(run: Callable, binding, names: tuple[str, ...], device: str) -> None:
-    for name in names:
-        binding.bind_output(name, device)
-    run(binding)
-
-
-def _path_failed(path: str, batch: int, exc: BaseException) -> CheckFailed:
-    """A path that cannot run at this batch size: a finding about the model (exit 1)."""
-    from onnxtax.providers import ort_error_summary
-
-    if path == EAGER:
-        return CheckFailed(f"eager forward failed at batch size {batch}: {type(exc).__name__}: {exc}",
-                           "check the --input shapes against the model")
-    line, node = ort_error_summary(exc)
-    where = f" (node {node})" if node else ""
-    return CheckFailed(f"{path} failed at batch size {batch}: {line}{where}",
-                       "run `onnxtax parity` at this batch size to see whether the export baked a size in")
-
-
-# --------------------------------------------------------------------------- cold start
-
-
-def _child_inputs(specs: list[InputSpec], sizes: dict[str, int], ranges: dict[str, ValueRange]) -> list[dict]:
-    out = []
-    for spec in specs:
-        np_dtype = DTYPES[spec.dtype][0]
-        kind = "bool" if spec.dtype == "bool" else ("int" if np_dtype.startswith(("int", "uint")) else "float")
-        r = ranges.get(spec.name)
-        out.append({"name": spec.name, "shape": list(concrete_shape(spec, sizes)), "kind": kind,
-                    "numpy_dtype": np_dtype, "torch_dtype": DTYPES[spec.dtype][2],
-                    "low": int(r.low) if r else 0, "high": int(r.high) if r else 10})
-    return out
-
-
-def _run_child(cfg: dict, env: dict | None) -> dict:
-    from onnxtax.child import run_in_child
-
-    result = run_in_child("onnxtax.bench_child:cold_start", cfg, timeout=COLD_START_TIMEOUT, env=env)
-    if not result:
-        kind = f"{result.error_type}: " if result.status == "error" and result.error_type else ""
-        return {"error": f"{kind}{result.message}"}
-    data = dict(result.value)
-    data["stamps_ns"]["interpreter_ready"] = result.started_ns
-    data["spawn_ns"] = result.spawn_ns
-    return data
-
-
-def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_paths: list[_OrtPath],
-                specs: list[InputSpec], sizes: dict[str, int], ranges: dict[str, ValueRange],
-                threads: int | None, opt_level: str, runs: int, tick: Callable[[str], None]
-                ) -> dict[str, ColdStart]:
-    child_inputs = _child_inputs(specs, sizes, ranges)
-    jobs: list[tuple[str, dict]] = []
-    results: dict[str, ColdStart] = {}
-    if spec is not None:
-        jobs.append((EAGER, {"kind": "torch", "spec": spec, "threads": threads, "inputs": child_inputs}))
-    elif spec_reason:
-        results[EAGER] = ColdStart(EAGER, False, spec_reason)
-    for p in ort_paths:
-        jobs.append((p.info.id, {"kind": "ort", "onnx": str(onnx_path.resolve()), "provider": p.request.name,
-                                 "provider_options": dict(_threaded(p.request, threads).options), "threads": threads,
-                                 "opt_level": opt_level, "inputs": child_inputs}))
-    env = dict(os.environ)
-    target = (spec or "").rpartition(":")[0]
-    if spec is not None and not (target.endswith(".py") or "/" in target or "\\" in target):
-        # a `package.module:NAME` spec must resolve in the child as it did here
-        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    raw: dict[str, list[dict]] = {path: [] for path, _ in jobs}
-    errors: dict[str, str] = {}
-    for _ in range(runs):
-        for path, cfg in jobs:  # interleaved: torch, ort, torch, ort ...
-            if path in errors:
-                continue
-            tick(f"cold start: {path}")
-            data = _run_child(cfg, env)
-            if "error" in data:
-                errors[path] = data["error"]
-            else:
-                raw[path].append(data)
-    for path, _ in jobs:
-        if path in errors:
-            results[path] = ColdStart(path, False, f"the fresh process failed: {errors[path]}")
-            continue
-        def spread(a: str, b: str, rows=raw[path]) -> Spread:
-            return Spread([(r["stamps_ns"][b] - (r["spawn_ns"] if a == "spawn" else r["stamps_ns"][a])) / 1e9
-                           for r in rows])
-        results[path] = ColdStart(
-            path, True, None,
-            first_result_s=spread("spawn", "first_result"),
-            interpreter_s=spread("spawn", "interpreter_ready"),
-            import_s=spread("import_start", "import_end"),
-            load_s=spread("import_end", "load_end"),
-            predict_s=spread("load_end", "first_result"),
-            peak_rss_mb=Spread([r["peak_rss_kb"] / 1024 for r in raw[path]]),
-            rss_source=raw[path][0]["rss_source"])
-    return results
-
-
-# --------------------------------------------------------------------------- profiling
-
-
-def parse_profile(file: str | Path, last_runs: int | None = None, top: int = TOP_OPS
-                  ) -> tuple[int, float, float, list[OpTime]]:
-    """(runs, mean us per run, mean operator us per run, top operators) from an ORT
-    profile JSON, counting only the last `last_runs` runs (the ones after the warm-up)."""
-    events = json.loads(Path(file).read_text(encoding="utf-8"))
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                  key=lambda e: e["ts"])
-    start_ts = -1
-    if last_runs is not None and len(runs) > last_runs:
-        before = runs[-last_runs - 1]
-        start_ts = before["ts"] + before["dur"]
-    kept_runs = [r for r in runs if r["ts"] > start_ts]
-    per_op: dict[tuple[str, str], list[float]] = {}
-    node_total = 0.0
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] <= start_ts:
-            continue
-        args = e.get("args", {})
-        key = (args.get("op_name", "?"), args.get("provider", "?"))
-        acc = per_op.setdefault(key, [0, 0.0])
-        acc[0] += 1
-        acc[1] += float(e.get("dur", 0))
-        node_total += float(e.get("dur", 0))
-    ops = [OpTime(op, prov, int(c), t, 100.0 * t / node_total if node_total else 0.0)
-           for (op, prov), (c, t) in per_op.items()]
-    ops.sort(key=lambda o: o.total_us, reverse=True)
-    n = len(kept_runs)
-    run_mean = sum(r["dur"] for r in kept_runs) / n if n else 0.0
-    return n, run_mean, (node_total / n if n else 0.0), ops[:top]
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -882,14 +410,6 @@ def _eager_model(model) -> tuple[Any, str | None, str | None, str | None]:
     loaded.module.eval()
     return loaded.module, None, loaded.class_name, ("the model was given as an in-memory nn.Module: a fresh "
                                                     "process can only rebuild it from a SPEC string")
-
-
-def _sweep_threads(threads: int | None) -> list[int]:
-    cpus = os.cpu_count() or 1
-    values = {1, min(2, cpus), cpus}
-    if threads:
-        values.add(threads)
-    return sorted(values)
 
 
 def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] | ResolvedInputs | None = None, *,
@@ -1101,114 +621,6 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     if progress:
         progress("done", n_steps, n_steps)
     return report
-
-
-# Providers with their own inference thread pool, which ORT's intra_op_num_threads does not
-# reach: measured here, OpenVINO (device_type=CPU) ran on every core with intra_op 1.
-_OWN_THREAD_OPTION = {"OpenVINOExecutionProvider": "num_of_threads"}
-
-
-def _threaded(req, threads: int | None):
-    """The request with the provider's own thread option set to `threads` (unless the user
-    set it), so every path runs on the thread count the report states."""
-    from onnxtax.providers import ProviderRequest
-
-    key = _OWN_THREAD_OPTION.get(req.name)
-    if not threads or key is None or key in req.options:
-        return req
-    return ProviderRequest(req.name, {**req.options, key: str(threads)})
-
-
-def time_onnx_models(models: dict[str, str | Path], request, feeds: dict, *, threads: int | None = DEFAULT_THREADS,
-                     opt_level: str = "all", warmup: int = DEFAULT_WARMUP, min_time: float = DEFAULT_MIN_TIME
-                     ) -> dict[str, LatencyStats]:
-    """Several builds of one model (FP32 vs INT8) on one provider, timed by this harness: the
-    same feeds through I/O binding, interleaved ABBA blocks, the same thread count. Keys of
-    `models` are the path ids of the result. A build that cannot run raises CheckFailed."""
-    from onnxtax.providers import open_session
-
-    timed, keep_alive = [], []
-    batch = next((int(v.shape[0]) for v in feeds.values() if getattr(v, "ndim", 0)), 1)
-    for path_id, onnx_path in models.items():
-        session = open_session(onnx_path, _threaded(request, threads), opt_level=opt_level, threads=threads,
-                               record_placement=False)
-        try:
-            fn, args, _call, keep = _bind(session, feeds, _DEVICE_OF.get(request.name, "cpu"))
-        except Exception as exc:  # noqa: BLE001 - ORT's pybind errors
-            raise _path_failed(path_id, batch, exc) from exc
-        keep_alive.append(keep)
-        timed.append(_Timed(path_id, fn, args, min_time))
-    try:
-        return _measure(timed, warmup)
-    except _PathFailed as failed:
-        raise _path_failed(failed.path, batch, failed.exc) from failed.exc
-
-
-def _run_sweep(onnx_path: Path, usable, resolved: ResolvedInputs, fixed, batch_axis, sizes_list, recipe, threads,
-               opt_level, warmup, min_time, tick) -> SweepResult:
-    from onnxtax.providers import OPT_LEVELS, ProviderRequest, open_session
-
-    thread_counts = _sweep_threads(threads)
-    result = SweepResult(list(sizes_list), list(OPT_LEVELS), thread_counts,
-                         configured=(opt_level, threads) if threads else None)
-    configs: list[tuple[str, str, int, Any, ProviderRequest]] = []
-    for req in usable:
-        for level in OPT_LEVELS:
-            for n in thread_counts:
-                session = open_session(onnx_path, _threaded(req, n), opt_level=level, threads=n,
-                                       record_placement=False)
-                configs.append((f"ort:{req.label}", level, n, session, req))
-    for bs in sizes_list:
-        tick(f"sweep: batch {bs}")
-        sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
-        feeds = resolved.feeds(make_inputs(resolved.specs, sizes, recipe))
-        timed, keep_alive, meta = [], [], {}
-        for i, (path, level, n, session, req) in enumerate(configs):
-            try:
-                fn, args, _, keep = _bind(session, feeds, _DEVICE_OF.get(req.name, "cpu"))
-            except Exception as exc:  # noqa: BLE001
-                raise _path_failed(f"{path} ({level}, {n} threads)", bs, exc) from exc
-            keep_alive.append(keep)
-            key = f"sweep{i}"
-            meta[key] = (path, level, n)
-            timed.append(_Timed(key, fn, args, min_time))
-        try:
-            latency = _measure(timed, warmup)
-        except _PathFailed as failed:
-            path, level, n = meta[failed.path]
-            raise _path_failed(f"{path} ({level}, {n} threads)", bs, failed.exc) from failed.exc
-        for key, (path, level, n) in meta.items():
-            result.results.append(SweepEntry(path, level, n, bs, latency[key]))
-    return result
-
-
-def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath], resolved: ResolvedInputs, fixed,
-                  batch_axis, sizes_list, recipe, threads, opt_level, warmup, tick) -> list[ProfileResult]:
-    from onnxtax.providers import open_session
-
-    from onnxtax.files import writing
-
-    with writing(profile_dir, "--profile"):
-        profile_dir.mkdir(parents=True, exist_ok=True)
-    out = []
-    for p in ort_paths:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.request.label)
-        for bs in sizes_list:
-            tick(f"profile: {p.info.id} batch {bs}")
-            session = open_session(onnx_path, _threaded(p.request, threads), opt_level=opt_level, threads=threads,
-                                   record_placement=False, profile_prefix=str(profile_dir / f"ort-{safe}-b{bs}"))
-            sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
-            feeds = resolved.feeds(make_inputs(resolved.specs, sizes, recipe))
-            fn, args, _, keep = _bind(session, feeds, p.info.device)  # 1 + BIND_CHECK_RUNS runs (or + 1)
-            for _ in range(warmup):
-                fn(*args)
-            for _ in range(PROFILE_RUNS):
-                fn(*args)
-            file = session.end_profiling()
-            del keep
-            runs, run_mean, node_mean, ops = parse_profile(file, last_runs=PROFILE_RUNS)
-            out.append(ProfileResult(p.info.id, bs, str(file), runs, run_mean, node_mean, ops))
-    return out
 
 
 def _evaluate_gates(report: BenchReport, latency_gates: dict[str, float], min_speedup: float | None

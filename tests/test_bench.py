@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from onnxtax import bench
+from onnxtax import bench, tuning
 from onnxtax.bench import (EAGER, HARNESS, ROUNDS, BenchReport, batch_axis_of, parse_batch_sizes,
                            parse_latency_gates, parse_profile, run_bench)
 from onnxtax.errors import InputSpecError, LoadError, OnnxtaxError
@@ -312,7 +312,7 @@ def test_sweep_tries_every_level_and_thread_count(models):
     rep = run_bench(None, models.onnx, models.inputs, batch_sizes=(1, 2), sweep=True, min_time=0.01, warmup=2,
                     cold_start=False)
     sweep = rep.sweep
-    threads = bench._sweep_threads(1)
+    threads = tuning._sweep_threads(1)
     assert sweep.threads == threads and sweep.opt_levels == list(OPT_LEVELS)
     assert len(sweep.results) == len(OPT_LEVELS) * len(threads) * 2
     assert {(e.opt_level, e.threads, e.batch_size) for e in sweep.results} == {
