@@ -475,7 +475,8 @@ def _calibration(files: Sequence[str | Path], specs: list) -> tuple[dict[str, An
     import numpy as np
 
     from onnxtax.files import sha256_file
-    from onnxtax.segments import check_rows, read_npz
+    from onnxtax.segments import check_rows
+    from onnxtax.specs import read_npz
 
     parts: dict[str, list] = {s.name: [] for s in specs}
     records = []

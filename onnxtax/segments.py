@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from onnxtax.errors import InputSpecError
+from onnxtax.specs import input_array, read_npz
 
 HIGHER_IS_BETTER = ("agreement", "top", "cosine")
 METRIC_HELP = "agreement@0.5, top1, top5, cosine, max_abs, mean_abs, accuracy_drop"
@@ -139,38 +140,11 @@ class Segment:
                 "labels": self.labels is not None, "segment_key_value": self.key}
 
 
-def read_npz(path: str | Path, flag: str) -> dict[str, Any]:
-    import numpy as np
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputSpecError(f"{flag} {path}: file not found", "give an .npz file saved with np.savez")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise InputSpecError(f"{flag} {path}: not a readable .npz file ({exc})",
-                             "save with np.savez(path, input_name=array, ...)") from exc
-
-
 def check_rows(arrays: dict[str, Any], specs: list, flag: str, path: Path) -> int:
     """Every input present, with its dtype, rank and static sizes; one row count on axis 0."""
-    import numpy as np
-
-    from onnxtax.specs import DTYPES
-
     rows = None
     for spec in specs:
-        if spec.name not in arrays:
-            raise InputSpecError(f"{flag} {path}: no array named '{spec.name}' (it has: {', '.join(arrays) or 'none'})",
-                                 f"save one array per model input: np.savez(file, {spec.name}=...)")
-        arr = arrays[spec.name]
-        want = np.dtype(DTYPES[spec.dtype][0])
-        if arr.dtype != want:
-            raise InputSpecError(f"{flag} {path}: '{spec.name}' has dtype {arr.dtype}, the model input is "
-                                 f"{spec.dtype}", f"save it as {want} (arr.astype(np.{want}))")
+        arr = input_array(arrays, spec, flag, path)
         if arr.ndim != len(spec.dims) or arr.ndim == 0:
             raise InputSpecError(f"{flag} {path}: '{spec.name}' has shape {list(arr.shape)}, the model input is "
                                  f"{list(spec.dims)}", "save arrays with the input's rank, rows on axis 0")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from onnxtax.errors import InputSpecError
 
@@ -320,37 +321,54 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRec
     return arrays
 
 
-def read_data_file(path, specs: list[InputSpec]) -> tuple[dict, dict[str, int], dict[str, list[int]]]:
-    """One `.npz` of real inputs (arrays keyed by input name, one batch), checked against the
-    specs: (arrays in spec order, size of each dynamic axis, shape of each input). The one
-    reader of --data for export's smoke run and parity."""
+def read_npz(path, flag: str) -> dict:
+    """The arrays of one `.npz` file (the one reader of --data, --eval, --calibration); a missing
+    file, a `.npy` or a damaged archive is an input error naming the flag and the file."""
     from pathlib import Path
 
     import numpy as np
 
     path = Path(path)
     if not path.is_file():
-        raise InputSpecError(f"--data {path}: file not found", "give .npz files saved with np.savez")
+        raise InputSpecError(f"{flag} {path}: file not found", "give an .npz file saved with np.savez")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # a .npy: one array, no input names
             raise ValueError(f"it holds one {type(loaded).__name__} without input names, not an .npz archive")
         with loaded as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise InputSpecError(f"--data {path}: not a readable .npz file ({exc})",
+        raise InputSpecError(f"{flag} {path}: not a readable .npz file ({exc})",
                              "save with np.savez(path, input_name=array, ...)") from exc
+
+
+def input_array(arrays: dict, spec: InputSpec, flag: str, path) -> Any:
+    """The array of one model input in a data file: present and of the input's dtype."""
+    import numpy as np
+
+    if spec.name not in arrays:
+        raise InputSpecError(f"{flag} {path}: no array named '{spec.name}' (it has: {', '.join(arrays) or 'none'})",
+                             f"save one array per model input: np.savez(file, {spec.name}=...)")
+    arr = arrays[spec.name]
+    want = np.dtype(DTYPES[spec.dtype][0])
+    if arr.dtype != want:
+        raise InputSpecError(f"{flag} {path}: '{spec.name}' has dtype {arr.dtype}, the model input is {spec.dtype}",
+                             f"save it as {want} (arr.astype(np.{want}))")
+    return arr
+
+
+def read_data_file(path, specs: list[InputSpec]) -> tuple[dict, dict[str, int], dict[str, list[int]]]:
+    """One `.npz` of real inputs (arrays keyed by input name, one batch), checked against the
+    specs: (arrays in spec order, size of each dynamic axis, shape of each input). The one
+    reader of --data for export's smoke run and parity."""
+    from pathlib import Path
+
+    path = Path(path)
+    arrays = read_npz(path, "--data")
     sizes: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     for spec in specs:
-        if spec.name not in arrays:
-            raise InputSpecError(f"--data {path}: no array named '{spec.name}' (it has: {', '.join(arrays) or 'none'})",
-                                 f"save one array per model input: np.savez(file, {spec.name}=...)")
-        arr = arrays[spec.name]
-        want = np.dtype(DTYPES[spec.dtype][0])
-        if arr.dtype != want:
-            raise InputSpecError(f"--data {path}: '{spec.name}' has dtype {arr.dtype}, the model input is {spec.dtype}",
-                                 f"save it as {want} (arr.astype(np.{want}))")
+        arr = input_array(arrays, spec, "--data", path)
         if arr.ndim != len(spec.dims):
             raise InputSpecError(f"--data {path}: '{spec.name}' has shape {list(arr.shape)}, the model input is "
                                  f"{list(spec.dims)} ({len(spec.dims)} dims)", "save arrays with the input's rank")
