@@ -80,13 +80,14 @@ def preprocess(source: Path, target: Path) -> str | None:
     from onnxruntime.quantization import quant_pre_process
 
     here = os.getcwd()
+    source, target = Path(source).absolute(), Path(target).absolute()  # before leaving the current folder
     try:
         # ORT's symbolic shape inference saves `sym_shape_infer_temp.onnx` (and its data) into the
         # current folder when it cannot infer every shape: run it in a scratch folder instead
         with _quiet_quantizer(), tempfile.TemporaryDirectory(prefix=".onnxtax-preprocess-") as scratch:
             os.chdir(scratch)
             try:
-                quant_pre_process(str(Path(source).absolute()), str(Path(target).absolute()))
+                quant_pre_process(str(source), str(target))
             finally:
                 os.chdir(here)
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,26 @@ def test_real_architecture_tiny_bert_keeps_a_named_module_in_fp32(write_model, t
     assert {"MatMul"} <= {e.origin.op_type for e in excluded} and all(e.reason == "--exclude" for e in excluded)
     seg = report.best.evaluation.segments[0]
     assert seg.metrics["cosine"]["value"] >= 0.99 and seg.batch_dependence["rows_changed"] > 0
+
+
+def test_pre_processing_takes_relative_paths_and_leaves_the_current_folder_alone(tmp_path, monkeypatch):
+    """ORT's shape inference writes scratch files into the current folder; pre-processing runs
+    in a scratch folder of its own, and the paths it was given still point at the model."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxtax.quantize_graph import preprocess
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, dtype=np.float32))
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "m").mkdir()
+    onnx.save(model, tmp_path / "m" / "fp32.onnx")
+    monkeypatch.chdir(tmp_path)
+    assert preprocess(Path("m/fp32.onnx"), Path("m/pre.onnx")) is None
+    assert (tmp_path / "m" / "pre.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
