@@ -123,11 +123,18 @@ def test_python_int_from_shape_never_passes_silently(tmp_path, exporter, case, s
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_custom_op_fails_naming_it(tmp_path, exporter):
+    """In a process of its own: once, after some 250 tests in one process, calling the custom op
+    raised std::bad_alloc (not reproduced alone or in three other full runs); a fresh process
+    keeps this test about export's message."""
+    from tests.conftest import run_cli
+
     out = tmp_path / "c.onnx"
-    res = export_model(spec("CustomOp"), out, ["x:batch,4"], exporter=exporter)
-    assert not res.passed
-    assert "exporttest::myop" in res.error
-    assert "custom_translation_table" in res.hint
+    proc = run_cli("export", spec("CustomOp"), "-o", out, "--input", "x:batch,4", "--exporter", exporter, "--json")
+    assert proc.returncode == 1, proc.stderr
+    res = json.loads(proc.stdout)
+    assert not res["passed"]
+    assert "exporttest::myop" in res["error"]
+    assert "custom_translation_table" in res["hint"]
     assert not out.exists()
 
 
