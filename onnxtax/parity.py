@@ -193,6 +193,9 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
         raise InputSpecError(f"--min-cosine {min_cosine:g} is not a cosine", "give a number in [-1, 1], e.g. 0.999")
     if max_shapes < 1:
         raise InputSpecError("max_shapes must be at least 1", "e.g. --max-shapes 9")
+    if not localize_budget_s > 0 or not localize_memory_mb > 0:
+        raise InputSpecError(f"--localize-budget {localize_budget_s:g} / --localize-memory {localize_memory_mb:g}: "
+                             "both must be > 0", "e.g. --localize-budget 120 --localize-memory 512")
     if share_weights not in SHARE_WEIGHTS_MODES:
         raise InputSpecError(f"unknown --share-weights '{share_weights}'",
                              f"use one of: {', '.join(SHARE_WEIGHTS_MODES)}")

@@ -191,3 +191,10 @@ def test_a_damaged_manifest_is_exit_2_naming_it(project, tmp_path, manifest, wor
     code, output, exc, _ = invoke(project, "verify", str(tmp_path / "m.onnx"))
     assert code == 2 and words in " ".join(output.split()), output
     assert isinstance(exc, SystemExit)
+
+
+def test_a_localisation_budget_that_is_not_positive_is_refused_before_the_run(cli):
+    from tests.models import tiny
+
+    proc = cli("parity", tiny.spec("Tiny"), "/nonexistent.onnx", "--localize-budget", "-1")
+    assert proc.returncode == 2 and "--localize-budget -1" in proc.stderr and "Traceback" not in proc.stderr
