@@ -255,12 +255,25 @@ def _compare_smoke(ref, got) -> str | None:
     return f"values differ from PyTorch (cosine similarity {stats.cosine_min:.4g})"
 
 
+def _size_trials(model, specs: list[InputSpec], sizes: dict[str, int], ranges: dict[str, ValueRange]) -> list[tuple]:
+    """The smoke run's eager side: (label, sizes, notes, inputs, eager outputs) at two values of
+    every dynamic axis. Export computes it in a thread while the weights are being written
+    (the disk is then the bottleneck, not the CPU)."""
+    out, taken = [], {}
+    for candidates in _smoke_candidates(sizes):
+        trial, notes, args, ref = _pick_trial(model, specs, sizes, candidates, taken, ranges)
+        taken = dict(trial)
+        out.append((", ".join(f"{k}={v}" for k, v in trial.items()) or "static shapes", trial, notes, args, ref))
+    return out
+
+
 def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int], output_names: list[str],
-               progress: Progress, ranges: dict[str, ValueRange] | None = None, data: list | None = None
-               ) -> tuple[list[str], dict, dict[str, str]]:
-    """Load in a real ORT CPU session and run at two values of every dynamic axis, and on each
-    --data file, comparing shapes and values with eager PyTorch at the same inputs (parity's
-    criterion, looser). Returns (details, observed output shapes, constant outputs -> why)."""
+               progress: Progress, ranges: dict[str, ValueRange] | None = None, data: list | None = None,
+               written: Any = None, size_trials: list[tuple] | None = None) -> tuple[list[str], dict, dict[str, str]]:
+    """Load in a real ORT CPU session and run at two values of every dynamic axis (`size_trials`,
+    computed here when not given), and on each --data file, comparing shapes and values with
+    eager PyTorch at the same inputs (parity's criterion, looser).
+    Returns (details, observed output shapes, constant outputs -> why)."""
     import numpy as np
 
     from onnxtax.compare import Constancy
@@ -271,7 +284,7 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
     # the weights the module holds are the ones just written (compared byte for byte): ORT uses
     # them in place instead of loading a second copy of the file
     try:
-        shared = share_weights(path, model)
+        shared = share_weights(path, model, written)
     except (OSError, ValueError):  # a proto the wire walker cannot read: load the file
         shared = None
     session = (shared.open(record_placement=False) if shared is not None and shared.names
@@ -280,17 +293,13 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
     details: list[str] = []
     observed: dict[str, list] = {}
     constancy = {name: Constancy() for name in output_names}
-    taken: dict[str, int] = {}
     seen: dict[str, set[int]] = {s: set() for s in sizes}
 
     def trials():
-        nonlocal taken
-        for candidates in _smoke_candidates(sizes):
-            trial, notes, args, ref = _pick_trial(model, specs, sizes, candidates, taken, ranges)
-            taken = dict(trial)
+        for label, trial, notes, args, ref in size_trials or _size_trials(model, specs, sizes, ranges):
             for sym, value in trial.items():
                 seen[sym].add(value)
-            yield ", ".join(f"{k}={v}" for k, v in trial.items()) or "static shapes", trial, notes, args, ref
+            yield label, trial, notes, args, ref
         for file, arrays, file_sizes in data or []:
             args = _torch_inputs(specs, file_sizes, arrays=arrays)
             try:
@@ -341,12 +350,34 @@ def _smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int],
     return details, observed, constant
 
 
-def _save(model, base: Path, path: Path, external: bool) -> tuple[dict[Path, str], Path]:
+def _in_thread(fn, *args):
+    """fn(*args) started in a thread; `.result()` waits for it and raises what it raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxtax-export")
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _save_program(program, path: Path):
+    """The exporter's model to `path` with its weights in `PATH.data`, each written once from
+    its own memory and checksummed on the way (ONNXProgram.save copies every tensor first)."""
+    import onnx_ir as ir
+
+    from onnxtax.weights import write_exported_weights
+
+    written = write_exported_weights(program.model, path.with_name(path.name + ".data"))
+    ir.save(program.model, path)  # the graph alone: every large tensor is now a reference
+    return written
+
+
+def _save(model, base: Path, path: Path, external: bool, written=None) -> tuple[dict[Path, str], Path]:
     """Write the model (its weights streamed from the files under `base`, checksums taken while
     writing); returns ({file: sha256}, the folder its weight references are now relative to)."""
     from onnxtax.weights import write_model
 
-    digests, base = write_model(model, base, path, external=external)
+    digests, base = write_model(model, base, path, external=external, written=written)
     data = path.with_name(path.name + ".data")
     if data in digests:
         if data.stat().st_size == 0:
@@ -357,6 +388,28 @@ def _save(model, base: Path, path: Path, external: bool) -> tuple[dict[Path, str
             # could load the model but not its weights. Same permissions as the model file.
             data.chmod(path.stat().st_mode & 0o777)
     return digests, base
+
+
+def _check_written(path: Path, external: bool) -> None:
+    """onnx.checker's full check (strict shape inference) of the written file, without holding
+    its weights: by path when they are external data (the checker then also checks that the
+    data files are there, inside the model's folder); else on the graph read without them
+    (by path, the checker would parse every weight inside the .onnx into memory): that graph,
+    whose large tensors refer to their bytes inside the .onnx, is checked by path from a
+    file beside it."""
+    import onnx
+
+    from onnxtax.weights import read_skeleton
+
+    if external:
+        onnx.checker.check_model(str(path), full_check=True)
+        return
+    graph_only = path.with_name(path.stem + ".graph-only.onnx")
+    graph_only.write_bytes(read_skeleton(path).model.SerializeToString())
+    try:
+        onnx.checker.check_model(str(graph_only), full_check=True)
+    finally:
+        graph_only.unlink()
 
 
 def _needs_external(model) -> bool:
@@ -553,7 +606,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     result.stage = "export"
     progress(f"exporting with the {exporter} exporter (opset {opset})")
     quiet = _Quiet(debug)
-    program = None
+    program = written = eager_trials = None
     try:
         with quiet:
             if exporter == "dynamo":
@@ -561,7 +614,9 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
                     loaded.module, args, dynamo=True, opset_version=opset, input_names=input_names,
                     output_names=names, dynamic_shapes=dynamic_shapes(specs, loaded.module), external_data=True,
                     custom_translation_table=custom_translation_table, optimize=True, verify=False, report=False)
-                program.save(str(raw_path), external_data=True)
+                # the smoke run's eager side runs while the disk takes the weights
+                eager_trials = _in_thread(_size_trials, loaded.module, specs, sizes, ranges)
+                written = _save_program(program, raw_path)
             else:
                 dynamic_axes = {s.name: {i: d for i, d in enumerate(s.dims) if isinstance(d, str)} for s in specs}
                 dynamic_axes = {k: v for k, v in dynamic_axes.items() if v}
@@ -629,9 +684,9 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     staged = stage / output.name
     result.stage = "onnx.checker"
     progress("running onnx.checker (full check)")
-    digests, base = _save(model, base, staged, external)
+    digests, base = _save(model, base, staged, external, written)
     try:
-        onnx.checker.check_model(str(staged), full_check=True)
+        _check_written(staged, external)
     except Exception as exc:  # noqa: BLE001 - onnx raises ValidationError / InferenceError
         raise CheckFailed(f"onnx.checker rejects the exported model: {str(exc).strip().splitlines()[0][:300]}",
                           "try another --opset or --exporter; --debug shows the exporter's log") from exc
@@ -641,7 +696,8 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     result.stage = "onnxruntime_smoke"
     progress("running in ONNX Runtime at two sizes per dynamic axis")
     try:
-        details, observed, constant = _smoke_run(staged, loaded.module, specs, sizes, names, progress, ranges, data)
+        details, observed, constant = _smoke_run(staged, loaded.module, specs, sizes, names, progress, ranges, data,
+                                                 written, eager_trials.result() if eager_trials else None)
     except CheckFailed as exc:
         if custom and "could not load" in exc.message:
             raise CheckFailed(f"{exc.message} [custom-domain ops: {', '.join(custom)}]",
@@ -668,7 +724,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     if repairs:
         result.warnings.extend(repairs)
         digests, base = _save(model, base, staged, external)
-        onnx.checker.check_model(str(staged), full_check=True)
+        _check_written(staged, external)
 
     files = [p for p in (staged.with_name(staged.name + ".data"), staged) if p in digests]
     ins, outs = _io_records(model)

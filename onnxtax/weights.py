@@ -15,15 +15,17 @@ module's own buffer (`SessionOptions.add_initializer`, which ORT keeps by refere
 `add_external_initializers` copies the data in ORT 1.31, measured), and the proto given to
 ORT carries no data for it. Bytes are compared in chunks straight from the file before
 sharing: a transposed, folded or converted initializer is never replaced by a parameter that
-merely has its name. Pre-packing is off in such a session (ORT would otherwise keep a
+merely has its name. (Export skips the comparison for a tensor it wrote from that very
+parameter's memory, unchanged since: `WrittenWeights.unchanged`.) Pre-packing is off in such a session (ORT would otherwise keep a
 second, re-laid-out copy of every MatMul/Gemm weight): kernels read the weights in their
 stored layout, so results match a pre-packed session to FP32 rounding, not bit for bit.
 Only the CPU provider shares; other providers compile or copy weights into their own memory
 and load the file as usual.
 
-Writing (`write_model`): the inverse for export: a model whose weights are external
+Writing (`write_exported_weights`, `write_model`): export writes the exporter's weights once,
+from their own memory, hashing while writing; then a model whose weights are external
 references is written with the weights streamed from their files (or the one data file
-moved into place), and the sha256 of each file taken while writing.
+moved into place and its checksum continued), and the sha256 of each file taken while writing.
 """
 
 from __future__ import annotations
@@ -237,7 +239,7 @@ class Sharing:
 
     def note(self) -> str:
         text = (f"weights shared with the eager model: {len(self.shared)} tensors, {_gb(self.shared_bytes)} "
-                "(the ONNX bytes were compared with the parameters before sharing; ORT pre-packing off)")
+                "(the ONNX bytes were checked equal to the parameters before sharing; ORT pre-packing off)")
         if self.not_shared:
             reasons = sorted(set(self.not_shared.values()))
             text += (f"; {len(self.not_shared)} tensor(s) ({_gb(self.not_shared_bytes)}) loaded from the file: "
@@ -274,8 +276,10 @@ def _module_tensors(module: Any) -> dict[str, Any]:
     return tensors
 
 
-def match_weights(skeleton: Skeleton, module: Any) -> tuple[Sharing, dict[str, Any]]:
-    """(what is shared and why not the rest, {initializer name: numpy array over the module's memory})."""
+def match_weights(skeleton: Skeleton, module: Any, written: WrittenWeights | None = None
+                  ) -> tuple[Sharing, dict[str, Any]]:
+    """(what is shared and why not the rest, {initializer name: numpy array over the module's memory}).
+    A tensor that `written` wrote from the parameter's own memory, unchanged since, is not read back."""
     import numpy as np
     from onnx import helper
 
@@ -302,7 +306,9 @@ def match_weights(skeleton: Skeleton, module: Any) -> tuple[Sharing, dict[str, A
                 if array.dtype != dtype or tuple(array.shape) != stored.dims:
                     reason = (f"the ONNX tensor is {dtype}{list(stored.dims)}, the parameter "
                               f"{array.dtype}{list(array.shape)} (transposed or converted at export)")
-                elif stored.length < 0 or not _same_bytes(stored, array):
+                elif stored.length < 0 or not (
+                        (written is not None and stored.length == array.nbytes and written.unchanged(name, t))
+                        or _same_bytes(stored, array)):
                     reason = "its bytes differ from the parameter's (folded or rewritten at export)"
         if reason is None:
             sharing.shared.append(name)
@@ -362,17 +368,112 @@ def stored_weight_bytes(onnx_path: str | Path) -> int:
     return sum(max(t.length, 0) for t in read_skeleton(onnx_path).tensors.values())
 
 
-def share_weights(onnx_path: str | Path, module: Any) -> SharedWeights:
+def share_weights(onnx_path: str | Path, module: Any, written: WrittenWeights | None = None) -> SharedWeights:
     """Match the ONNX initializers with the module's parameters (see the module docstring)."""
     import onnxruntime as ort
 
     skeleton = read_skeleton(onnx_path)
-    sharing, arrays = match_weights(skeleton, module)
+    sharing, arrays = match_weights(skeleton, module, written)
     model_bytes = skeleton_for_session(skeleton, set(arrays))
     del skeleton
     names = list(arrays)
     values = [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names]
     return SharedWeights(Path(onnx_path), sharing, model_bytes, names, values)
+
+
+# --------------------------------------------------------------------------- writing the exporter's weights from memory
+
+
+@dataclass
+class WrittenWeights:
+    """A weights file written straight from tensors in memory: its checksum so far (continued
+    by whoever appends to it) and, per initializer, the memory its bytes came from."""
+
+    path: Path
+    sha: Any  # hashlib sha256 object after the last byte written
+    size: int
+    origins: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # name -> (data_ptr, nbytes, version)
+
+    def unchanged(self, name: str, tensor: Any) -> bool:
+        """`tensor` is the very memory `name` was written from, not modified since (the same
+        address and size, and its version counter, which every in-place op bumps, unchanged):
+        the stored bytes equal it without reading them back."""
+        origin = self.origins.get(name)
+        return origin is not None and tensor.is_contiguous() and origin == _origin(tensor)
+
+
+def _origin(tensor: Any) -> tuple[int, int, int]:
+    return tensor.data_ptr(), tensor.numel() * tensor.element_size(), tensor._version
+
+
+def _torch_bytes(tensor: Any) -> tuple[Any, Any] | None:
+    """(a byte view of an exporter tensor's own memory, the torch tensor behind it), or None when
+    the tensor is not a plain little-endian torch tensor whose bytes are its ONNX encoding."""
+    import sys
+
+    import torch
+
+    raw = getattr(tensor, "raw", None)
+    if not isinstance(raw, torch.Tensor) or sys.byteorder != "little" or tensor.dtype.bitwidth < 8:
+        return None
+    try:
+        t = raw.detach()
+        if t.device.type != "cpu" or t.is_sparse or t.is_quantized or type(t) is not torch.Tensor:
+            return None
+        t = t.contiguous()
+        view = memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    except (RuntimeError, TypeError):
+        return None
+    return (view, t) if view.nbytes == tensor.nbytes else None
+
+
+def write_exported_weights(model: Any, data_path: Path, *, min_bytes: int = SHARE_MIN_BYTES,
+                           chunk: int = 1 << 24) -> WrittenWeights:
+    """Write the initializers of `min_bytes` or more of an onnx_ir model (an ONNXProgram's) into
+    `data_path`, and point the model at them, so that `onnx_ir.save` then writes the graph alone.
+
+    Unlike ONNXProgram.save, each tensor is written from its own memory (no bytes copy of
+    it), and the sha256 is taken in a second thread while the file is written, so the
+    weights are neither copied in memory nor read back to be checksummed."""
+    import hashlib
+    import queue
+    import threading
+
+    import onnx_ir as ir
+
+    sha = hashlib.sha256()
+    pending: queue.Queue = queue.Queue(maxsize=4)
+
+    def hash_in_order() -> None:
+        while (piece := pending.get()) is not None:
+            sha.update(piece)
+
+    hasher = threading.Thread(target=hash_in_order, name="onnxtax-sha256", daemon=True)
+    hasher.start()
+    written = WrittenWeights(data_path, sha, 0)
+    try:
+        with open(data_path, "wb") as f:
+            for value in model.graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None or isinstance(tensor, ir.ExternalTensor) or tensor.nbytes < min_bytes:
+                    continue
+                found = _torch_bytes(tensor)
+                view = memoryview(tensor.tobytes()) if found is None else found[0]
+                offset = written.size
+                for start in range(0, view.nbytes, chunk):
+                    piece = view[start:start + chunk]
+                    pending.put(piece)
+                    f.write(piece)
+                written.size += view.nbytes
+                if found is not None:
+                    written.origins[value.name] = _origin(found[1])
+                value.const_value = ir.ExternalTensor(
+                    data_path.name, offset, view.nbytes, tensor.dtype, shape=tensor.shape, name=value.name,
+                    base_dir=str(data_path.parent))
+    finally:
+        pending.put(None)
+        hasher.join()
+    return written
 
 
 # --------------------------------------------------------------------------- writing a model whose weights are files
@@ -420,12 +521,15 @@ def _copy_range(src: Path, offset: int, length: int, out: _HashingWriter, chunk:
             left -= len(data)
 
 
-def write_model(model: Any, base: Path, path: Path, *, external: bool) -> tuple[dict[Path, str], Path]:
+def write_model(model: Any, base: Path, path: Path, *, external: bool,
+                written: WrittenWeights | None = None) -> tuple[dict[Path, str], Path]:
     """Write `model`, whose large initializers are external references relative to `base`, to `path`:
     inside the .onnx (the bytes streamed from their files into it, never held in memory) or
     into one `PATH.data` beside it (the source file moved there when it is the only one and
     sits in the same folder tree, else copied). Returns ({file: sha256}, the folder the
-    model's references are now relative to). Checksums are taken while writing."""
+    model's references are now relative to). Checksums are taken while writing; a moved file
+    that `written` describes (as written, not changed since) continues its checksum instead of
+    being read again."""
     import onnx
 
     refs = _external_refs(model)
@@ -437,14 +541,19 @@ def write_model(model: Any, base: Path, path: Path, *, external: bool) -> tuple[
         # model file are copied out instead: that file holds the graph's bytes too)
         moved = (len(sources) == 1 and next(iter(sources)).suffix != ".onnx"
                  and all(length >= 0 for *_, length in refs))
+        running = None
         if moved:
             (src,) = sources
+            if (written is not None and written.path.resolve() == src and src.stat().st_size == written.size):
+                running = written.sha.copy()
             if src != data_path.resolve():
                 src.replace(data_path)
             for t, _, _, _ in refs:
                 _set_external(t, data_path.name, None, None)
         with open(data_path, "ab" if moved else "wb") as f:
             out = _HashingWriter(f)
+            if running is not None:
+                out.sha = running
             start_of_file = f.tell()
             if not moved:
                 for t, loc, offset, length in refs:
@@ -458,7 +567,7 @@ def write_model(model: Any, base: Path, path: Path, *, external: bool) -> tuple[
                 start = start_of_file + out.size
                 out.write(data)
                 _set_external(t, data_path.name, start, len(data))
-        if moved:
+        if moved and running is None:
             from onnxtax.files import sha256_file
 
             digests[data_path] = sha256_file(data_path)  # once, after the small tensors were appended
