@@ -12,7 +12,8 @@ stored inside the .onnx; 10 layers: 2.68 GB, stored as external data), exports i
   bench     `onnxtax bench` (batch 1, 0.3 s per path, no cold start)
                                        vs eager + one ORT session (the parity floor)
 
-Wall time and peak RSS (ru_maxrss of that child alone, from os.wait4) per process; the ratios
+Wall time and peak RSS (ru_maxrss of that child alone, from os.wait4) per process, each started
+after os.sync(); the ratios
 are of the medians over --reps repetitions (min / median / max printed), and peak RSS is also
 given as a multiple of the weights' size. Processes run one after another, never in parallel:
 on a shared machine, run the 2.7 GB size once (`--layers 10 --reps 1`).
@@ -117,8 +118,11 @@ for p in sys.argv[1:]:
 
 
 def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in GB, exit code) of one child process."""
+    """(wall seconds, peak RSS in GB, exit code) of one child process. The page cache's dirty
+    pages are flushed first (os.sync, untimed): otherwise the gigabytes the previous process
+    wrote throttle this one's writes, and export times measure the order of the runs."""
     gc.collect()
+    os.sync()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)

@@ -596,7 +596,6 @@ def _check_output_folder(output: Path) -> None:
 def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path, result: ExportResult, *,
                     opset, exporter, external_data, ranges, data, custom_translation_table, debug, progress,
                     verify_target=None) -> None:
-    import onnx
     import torch
 
     scratch = stage / "exporter"
