@@ -358,6 +358,13 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         entry["constant"] = name in constant
         entry["constant_allowed"] = name in constant and name in allow_constant
     comparison.collect(report, plans, constant, allow_constant)
+    changed = shared.changed() if shared is not None else []
+    if changed:  # the CPU session read them in place: what it computed is not the file's model
+        problem = (f"the eager model changed {len(changed)} shared weight(s) in place while parity ran "
+                   f"({', '.join(changed[:3])}): the CPU session read the changed values, not the file's; "
+                   "rerun with --share-weights never")
+        report.model_failures.append(problem)
+        report.failures.append(problem)
     if localize is not None and not report.passed:
         from onnxtax.localize import localize_failures
 

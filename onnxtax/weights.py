@@ -353,6 +353,12 @@ class SharedWeights:
     model_bytes: bytes
     names: list[str]
     values: list[Any]  # OrtValues over the module's parameter memory: keep the module alive
+    versions: dict[str, tuple[Any, int]] = field(default_factory=dict)  # name -> (parameter, version when shared)
+
+    def changed(self) -> list[str]:
+        """Shared parameters changed in place since they were shared (their version counter
+        moved): the session read values the exported file does not hold."""
+        return [name for name, (tensor, version) in self.versions.items() if tensor._version != version]
 
     def open(self, request: Any = None, **session_kwargs) -> Any:
         from onnxtax.providers import open_session
@@ -378,7 +384,9 @@ def share_weights(onnx_path: str | Path, module: Any, written: WrittenWeights | 
     del skeleton
     names = list(arrays)
     values = [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names]
-    return SharedWeights(Path(onnx_path), sharing, model_bytes, names, values)
+    params = _module_tensors(module)
+    versions = {n: (params[n], params[n]._version) for n in names}
+    return SharedWeights(Path(onnx_path), sharing, model_bytes, names, values, versions)
 
 
 # --------------------------------------------------------------------------- writing the exporter's weights from memory

@@ -235,3 +235,37 @@ def test_export_holds_the_weights_once(tmp_path):
     weights = layers * (width * width + width) * 4
     ratio = (result["peak"] - result["base"]) / weights
     assert ratio <= 1.4, f"export added {ratio:.2f}x the weights ({result})"
+
+
+class _Plain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 64)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+class _TouchesItsWeight(_Plain):
+    """Same weights and outputs, but forward() writes its weight in place (values unchanged)."""
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.lin.weight.mul_(1.0)
+        return self.lin(x)
+
+
+def test_parity_fails_when_the_eager_model_writes_a_shared_weight(tmp_path):
+    from onnxtax.export import export_model
+
+    torch.manual_seed(0)
+    plain = _Plain().eval()
+    path = tmp_path / "plain.onnx"
+    assert export_model(plain, path, ["x:batch,64"]).error is None
+    touching = _TouchesItsWeight().eval()
+    touching.load_state_dict(plain.state_dict())
+    shared = check_parity(touching, path, ["x:batch,64"], share_weights="always", samples=1)
+    assert not shared.passed
+    assert any("changed 1 shared weight(s) in place" in f and "lin.weight" in f for f in shared.failures)
+    assert check_parity(touching, path, ["x:batch,64"], share_weights="never", samples=1).passed
+    assert check_parity(plain, path, ["x:batch,64"], share_weights="always", samples=1).passed
