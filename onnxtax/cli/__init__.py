@@ -1,18 +1,17 @@
 """Command-line interface: a thin Typer layer over the library API.
 
-Each command lives in its own module and registers itself on `app`. No module
-here imports torch, onnx or onnxruntime at import time.
+Each command lives in its own module and registers itself on `app`; `_app.COMMANDS` names the
+module, which is imported only when its command runs or shows its help. No module here imports
+torch, onnx or onnxruntime at import time.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 from typing import Any
 
-from onnxtax.cli import bench, ci, export, lint, parity, quantize, runtimes  # noqa: F401  (each registers its commands)
 from onnxtax.cli._app import app
 from onnxtax.errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 
@@ -64,6 +63,8 @@ def main() -> None:
     if _terminated and code == EXIT_SIGINT:
         code = EXIT_SIGTERM  # Typer turns an interrupt outside a command's own handling into 130
     if "torch" in sys.modules:
+        import logging
+
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -5,15 +5,19 @@ Nothing here imports torch, onnx or onnxruntime: `onnxtax --help` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import traceback
+from collections.abc import MutableMapping
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
 
 import typer
+import typer.main
+from typer.core import TyperCommand, TyperGroup
 
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, CheckFailed, OnnxtaxError
 
@@ -22,9 +26,115 @@ EXIT_CODES_HELP = (
     f"parity, lint, benchmark gate, checksum); {EXIT_USAGE} usage, config or input error."
 )
 
+# Every command: the module that defines it (imported only when the command runs or shows its own
+# help) and the first sentence of its docstring, which is all the top-level help shows of it (click
+# cuts a command's help at its first sentence). A test checks both against the modules.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("onnxtax.cli.export", "Export a PyTorch model to ONNX with the opset locked, dynamic axes kept, "
+               "the checker and an ONNX Runtime run passed, and a manifest with checksums."),
+    "verify": ("onnxtax.cli.export", "Recompute every checksum in the manifest: 0 all match, 1 a file differs, "
+               "is missing, or is listed outside the artifact's folder, 2 no manifest."),
+    "providers": ("onnxtax.cli.export", "The execution providers the installed onnxruntime can use on this host."),
+    "bench": ("onnxtax.cli.bench", "Measure the Python tax: PyTorch eager vs ONNX Runtime on each provider, latency "
+              "percentiles and throughput per batch size, cold start and peak memory in fresh processes; gate "
+              "on latency or speedup."),
+    "ci": ("onnxtax.cli.ci", "Gate a release: export -> lint-ops -> parity (every configured provider) -> manifest "
+           "verify (-> bench, when configured) for every model in the config, with JUnit, SARIF, JSON and "
+           "markdown reports."),
+    "lint-ops": ("onnxtax.cli.lint", "Find what will not run, or not run the same, where the model is deployed: "
+                 "control flow, custom ops, opset/IR above the target, provider fallback, float64, baked shapes; "
+                 "with --source, data-dependent Python code at its file:line."),
+    "parity": ("onnxtax.cli.parity", "Check that MODEL.onnx computes what the eager PyTorch model computes, in FP32, "
+               "on every provider, at several sizes of every dynamic axis, on seeded random and real samples."),
+    "quantize": ("onnxtax.cli.quantize", "Quantize MODEL.onnx to INT8 and write it only if every data segment stays "
+                 "within every budget against the FP32 eager model, rows run one at a time and in batches."),
+    "runtimes": ("onnxtax.cli.runtimes", "Load and run ONNX_MODEL on each listed onnxruntime release (each in its own "
+                 "cached virtualenv) and compare with the eager model at parity's shapes and samples: per release "
+                 "and provider, loads or not (in the runtime's own words), values pass or fail; the lowest release "
+                 "that passes."),
+    "report": ("onnxtax.cli.ci", "Work with the reports `onnxtax ci` writes."),
+}
+
+
+def build_command(name: str):
+    """The click command for `name` alone, from what its module registered on `app` (through typer's
+    public get_command: building a command evaluates its whole signature, ~10 ms each)."""
+    importlib.import_module(COMMANDS[name][0])
+    one = typer.Typer(rich_markup_mode=app.rich_markup_mode, pretty_exceptions_short=app.pretty_exceptions_short,
+                      add_completion=False)
+    one.registered_commands = [info for info in app.registered_commands
+                               if (info.name or info.callback.__name__.lower().replace("_", "-")) == name]
+    one.registered_groups = [info for info in app.registered_groups if info.name == name]
+    built = typer.main.get_command(one)
+    return built.commands[name] if one.registered_groups else built
+
+
+class _LazyCommands(MutableMapping):
+    """The top-level command table: every name in COMMANDS (so listing, lookup and typer's
+    "did you mean" need no import), each command built on its first lookup."""
+
+    def __init__(self, built: dict):
+        self.built = dict(built)  # commands whose modules were imported before the app ran
+
+    def __getitem__(self, name: str):
+        if name not in self.built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self.built[name] = build_command(name)
+        return self.built[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS or name in self.built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*COMMANDS, *(name for name in self.built if name not in COMMANDS)])
+
+    def __len__(self) -> int:
+        return len(set(COMMANDS) | set(self.built))
+
+    def __setitem__(self, name: str, command) -> None:
+        self.built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.built[name]
+
+
+class LazyGroup(TyperGroup):
+    """`onnxtax --help` lists the commands from COMMANDS and `onnxtax CMD` imports CMD's module
+    only: importing every module and building every command cost ~0.1 s per call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.commands = _LazyCommands(self.commands)
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(self.commands)  # the names, without building the commands (typer's own builds them)
+
+    def get_help_option(self, ctx):
+        """Typer leaves the flag's value None when `-h` is not given and coerces None through a
+        pydantic adapter: `onnxtax CMD --help` imported pydantic (~0.1 s) for nothing."""
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+    def format_commands(self, ctx, formatter) -> None:
+        """Typer's own listing, of stand-ins that carry each command's first sentence."""
+        listing = {name: self.commands.built.get(name) or TyperCommand(name, help=COMMANDS[name][1])
+                   for name in self.list_commands(ctx)}
+        TyperGroup(commands=listing).format_commands(ctx, formatter)
+
+
+def _no_options() -> None:
+    """The top level has no options of its own: with this callback typer builds a group (LazyGroup)
+    even when no command module has been imported yet."""
+
+
 app = typer.Typer(
     name="onnxtax",
     help="PyTorch model -> verified ONNX artifact that ONNX Runtime serves natively.\n\n" + EXIT_CODES_HELP,
+    cls=LazyGroup,
+    callback=_no_options,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
