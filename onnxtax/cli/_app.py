@@ -6,7 +6,6 @@ Nothing here imports torch, onnx or onnxruntime: `onnxtax --help` stays fast.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import traceback
@@ -214,6 +213,8 @@ def print_error(message: str, hint: str | None = None, label: str = "error") -> 
 
 def print_json(data: object) -> None:
     """JSON to stdout, nothing else on stdout (rich output goes to stderr in --json mode)."""
+    import json
+
     from onnxtax.report import jsonable
 
     sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
