@@ -11,7 +11,8 @@ import pytest
 from onnxtax.cli import app
 from onnxtax.cli._app import COMMANDS
 
-HEAVY = ("torch", "onnx", "onnxruntime", "numpy", "onnxscript")
+# pydantic: typer coerces a group's -h flag through it unless onnxtax.cli._app.Group gives it a default
+HEAVY = ("torch", "onnx", "onnxruntime", "numpy", "onnxscript", "pydantic")
 
 PROBE = """
 import sys, runpy

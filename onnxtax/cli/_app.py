@@ -98,7 +98,18 @@ class _LazyCommands(MutableMapping):
         del self.built[name]
 
 
-class LazyGroup(TyperGroup):
+class Group(TyperGroup):
+    """Every group's class (`cls=`): typer leaves a group's -h flag None when it is not given and
+    coerces None through a pydantic adapter, so `onnxtax CMD --help` imported pydantic (~0.2 s)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
+class LazyGroup(Group):
     """`onnxtax --help` lists the commands from COMMANDS and `onnxtax CMD` imports CMD's module
     only: importing every module and building every command cost ~0.1 s per call."""
 
@@ -108,14 +119,6 @@ class LazyGroup(TyperGroup):
 
     def list_commands(self, ctx) -> list[str]:
         return list(self.commands)  # the names, without building the commands (typer's own builds them)
-
-    def get_help_option(self, ctx):
-        """Typer leaves the flag's value None when `-h` is not given and coerces None through a
-        pydantic adapter: `onnxtax CMD --help` imported pydantic (~0.1 s) for nothing."""
-        option = super().get_help_option(ctx)
-        if option is not None and option.default is None:
-            option.default = False
-        return option
 
     def format_commands(self, ctx, formatter) -> None:
         """Typer's own listing, of stand-ins that carry each command's first sentence."""

@@ -10,6 +10,7 @@ import typer
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, err_console,
                               print_error, print_json, progress_display, status_console,
                               user_errors)
+from onnxtax.cli._app import Group
 from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "not_run": "dim", "off": "dim",
@@ -18,7 +19,7 @@ MARKS = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "not_run": "not r
          "fell_back": "fell back", "not_available": "n/a", "conflict": "CONFLICT"}
 
 report_app = typer.Typer(name="report", help="Work with the reports `onnxtax ci` writes.", no_args_is_help=True,
-                         add_completion=False, rich_markup_mode="rich",
+                         add_completion=False, rich_markup_mode="rich", cls=Group,
                          context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(report_app, name="report")
 
