@@ -209,6 +209,7 @@ class BenchReport(Verdict):
     gates: list[GateResult] = field(default_factory=list)
     host: dict = field(default_factory=dict)
     duration_s: float = 0.0
+    memory: Any = None  # onnxtax.memory.MemoryRecord of this process (cold starts run in their own)
 
     @property
     def failures(self) -> list[str]:
@@ -256,6 +257,7 @@ class BenchReport(Verdict):
             "failures": self.failures,
             "host": self.host,
             "duration_s": self.duration_s,
+            "memory": self.memory.to_dict() if self.memory else None,
         })
 
     def summary(self) -> dict:
@@ -438,6 +440,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     (`cpu`, `openvino:device_type=CPU`); default every compute provider. Gates:
     `max_latency_ms` {"p99": 5, "p50@1": 0.05} and `min_speedup`."""
     from onnxtax.inputs import resolve_inputs
+    from onnxtax.memory import StageMeter, onnx_weights_bytes
     from onnxtax.providers import OPT_LEVELS, open_session, placement_of, resolve_providers
     from onnxtax.report import host_facts
 
@@ -457,9 +460,11 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
                              "e.g. --cold-start-runs 3, or --no-cold-start")
     dims_lists = {k: (list(v) if isinstance(v, (list, tuple)) else [int(v)]) for k, v in (dims or {}).items()}
 
+    meter = StageMeter("bench")
     resolved = resolve_inputs(onnx_path, inputs, ranges=ranges)
     specs, ranges = resolved.specs, resolved.ranges
     _refuse_bfloat16(specs)
+    meter.check(onnx_weights_bytes(onnx_path), extra_factor=0.0 if model is not None else -1.0)  # no eager copy
     batch_axis = batch_axis_of(specs)
     if batch_axis is None:
         if batch_sizes:
@@ -618,6 +623,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     report.gates = _evaluate_gates(report, gates, min_speedup)
     report.host = host_facts()
     report.duration_s = time.monotonic() - started
+    report.memory = meter.record()
     if progress:
         progress("done", n_steps, n_steps)
     return report

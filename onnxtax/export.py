@@ -90,6 +90,7 @@ class ExportResult(Verdict):
     traceback: str = ""  # the failure's full traceback, for --debug (not in to_dict)
     target: Any = None  # ort_compat.OrtLimits of --target-ort
     runtime_matrix: list[dict] = field(default_factory=list)  # releases x providers it was verified on
+    memory: Any = None  # onnxtax.memory.MemoryRecord
 
     @property
     def passed(self) -> bool:
@@ -105,6 +106,7 @@ class ExportResult(Verdict):
             "assumed_ranges": {k: dict(v) for k, v in self.assumed_ranges.items()}, "domains": dict(self.domains),
             "target_ort": self.target.to_dict() if self.target else None, "runtime_matrix": self.runtime_matrix,
             "manifest": str(manifest_path_for(self.output)) if self.passed else None,
+            "memory": self.memory.to_dict() if self.memory else None,
         }
 
 
@@ -503,6 +505,7 @@ def export_model(
     there or can be built: `verify_target`, from onnxtax.runtimes.target_verifier(cache_dir,
     offline), runs it (passed in, so that export does not depend on the runtime matrix)."""
     from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.memory import StageMeter, module_weights_bytes
     from onnxtax.ort_compat import limits_for
 
     started = time.perf_counter()
@@ -526,9 +529,13 @@ def export_model(
     value_ranges = check_ranges(ranges, specs)
     data = [(Path(f), *read_data_file(f, specs)[:2]) for f in data_files or []]
 
+    meter = StageMeter("export")
     progress("loading the model")
     loaded = resolve_model(model)
     loaded.module.eval()
+    weights = module_weights_bytes(loaded.module)
+    meter.check(weights, "export" if external_data == "always" or (external_data == "auto" and weights >= 2**31)
+                else "export-inline")
     loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
 
     result = ExportResult(str(output), loaded.spec, exporter, opset, target=target)
@@ -576,6 +583,7 @@ def export_model(
     finally:
         staging.__exit__(None, None, None)
     result.seconds = time.perf_counter() - started
+    result.memory = meter.record()
     return result
 
 

@@ -32,10 +32,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from onnxtax.errors import ManifestError
 from onnxtax.files import sha256_file, write_output
+from onnxtax.memory import StageMeter, onnx_weights_bytes
 from onnxtax.report import Verdict
 
 FORMAT_VERSION = 1
@@ -120,6 +121,7 @@ class VerifyReport(Verdict):
     manifest: str
     files: list[FileCheck] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    memory: Any = None  # onnxtax.memory.MemoryRecord
 
     @property
     def passed(self) -> bool:
@@ -127,7 +129,8 @@ class VerifyReport(Verdict):
 
     def to_dict(self) -> dict:
         return {"model": self.model, "manifest": self.manifest, "passed": self.passed,
-                "files": [f.__dict__ for f in self.files], "extra": self.extra}
+                "files": [f.__dict__ for f in self.files], "extra": self.extra,
+                "memory": self.memory.to_dict() if self.memory else None}
 
 
 def verify_artifact(model_path: str | Path) -> VerifyReport:
@@ -141,6 +144,8 @@ def verify_artifact(model_path: str | Path) -> VerifyReport:
                             "give the path of an .onnx file written by `onnxtax export`")
     data = read_manifest(model_path)
     assert data is not None
+    meter = StageMeter("verify")
+    meter.check(onnx_weights_bytes(model_path) if model_path.is_file() else None)
     report = VerifyReport(str(model_path), str(manifest_path_for(model_path)))
     artifact = data["artifact"]
     external = artifact.get("external_data") or [] if isinstance(artifact, dict) else None
@@ -163,6 +168,7 @@ def verify_artifact(model_path: str | Path) -> VerifyReport:
             actual = sha256_file(path)
             report.files.append(FileCheck(name, expected, actual, "ok" if actual == expected else "changed"))
     report.extra = _look_like_data(model_path, {Path(name).name for name, _, _ in entries})
+    report.memory = meter.record()
     return report
 
 

@@ -54,7 +54,7 @@ from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 from onnxtax.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
-from onnxtax.defaults import PARITY_SHARE_MIN_BYTES, PARITY_SHARE_WEIGHTS
+from onnxtax.defaults import MEMORY_FACTORS, PARITY_SHARE_MIN_BYTES, PARITY_SHARE_WEIGHTS
 
 SHARE_WEIGHTS_MODES = ("auto", "always", "never")
 
@@ -112,6 +112,19 @@ def _weights_to_share(module: Any, onnx_path: Path, mode: str, requests: list[Pr
     except (OSError, ValueError):  # a proto the wire walker cannot read: the session loads the file
         return None
     return shared if shared.names else None
+
+
+def _check_memory(meter: Any, onnx_path: Path, mode: str, requests: list[ProviderRequest]) -> None:
+    """The preflight, before the model is loaded: the CPU session shares the weights as
+    _weights_to_share decides; every other provider's session holds its own copy."""
+    from onnxtax.memory import onnx_weights_bytes
+
+    weights = onnx_weights_bytes(onnx_path)
+    cpu = any(r.name == "CPUExecutionProvider" for r in requests)
+    shares = cpu and (mode == "always" or (mode == "auto" and (weights or 0) >= PARITY_SHARE_MIN_BYTES))
+    others = sum(1 for r in requests if r.name != "CPUExecutionProvider")
+    meter.check(weights, "parity" if shares else "parity-unshared",
+                extra_factor=others * MEMORY_FACTORS["parity-provider"])
 
 
 def _open_sessions(onnx_path: Path, requests: list[ProviderRequest], *, opt_level: str, threads: int | None,
@@ -202,22 +215,27 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
 
     from onnxtax.inputs import resolve_inputs
     from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.memory import StageMeter
     from onnxtax.providers import resolve_providers
 
+    meter = StageMeter("parity")
     resolved = resolve_inputs(onnx_path, inputs, ranges=ranges)
     requests, skipped = resolve_providers(providers, skip_unavailable=skip_unavailable)
+    _check_memory(meter, onnx_path, share_weights, requests)
     loaded = resolve_model(model)
     module = check_inputs_match(loaded.module, resolved.specs, loaded.spec)
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
-        return _run(module, None if loaded.in_memory else loaded.spec, onnx_path, resolved, dims=dims,
+        report = _run(module, None if loaded.in_memory else loaded.spec, onnx_path, resolved, dims=dims,
                     samples=samples, seed=seed, data_files=data_files, rtol=rtol, atol=atol,
                     tolerances=tolerances or {}, min_cosine=min_cosine, allow_constant=list(allow_constant),
                     test_assumed=test_assumed, requests=requests,
                     skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
                     max_shapes=max_shapes, share_weights=share_weights, progress=progress, t_start=t_start,
                     localize=(localize_budget_s, localize_memory_mb) if localize else None)
+        report.memory = meter.record()
+        return report
     finally:
         for m, was_training in flags:
             m.training = was_training

@@ -153,6 +153,7 @@ class ParityReport(Verdict):
     versions: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
     weights: dict[str, Any] | None = None  # onnxtax.weights.Sharing.to_dict() when the CPU session shared them
+    memory: Any = None  # onnxtax.memory.MemoryRecord
 
     @property
     def passed(self) -> bool:
@@ -187,6 +188,7 @@ class ParityReport(Verdict):
             "weights": dict(self.weights) if self.weights is not None else None,
             "versions": dict(self.versions),
             "duration_s": self.duration_s,
+            "memory": self.memory.to_dict() if self.memory else None,
         }
 
     def junit_suites(self, classname: str = "onnxtax.parity") -> list:

@@ -165,6 +165,7 @@ class QuantizeReport(Verdict):
     notes: list[str] = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     duration_s: float = 0.0
+    memory: Any = None  # onnxtax.memory.MemoryRecord
 
     @property
     def passed(self) -> bool:  # type: ignore[override]
@@ -208,6 +209,7 @@ class QuantizeReport(Verdict):
             "excluded": [e.to_dict() for e in best.excluded] if best else [],
             "size": self.size, "failures": self.failures, "notes": list(self.notes),
             "versions": dict(self.versions), "duration_s": self.duration_s,
+            "memory": self.memory.to_dict() if self.memory else None,
         }
 
 
@@ -282,6 +284,7 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
 
     from onnxtax.inputs import resolve_inputs
     from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.memory import StageMeter, onnx_weights_bytes
     from onnxtax.providers import open_session, resolve_providers
 
     resolved = resolve_inputs(onnx_path, list(inputs) if inputs else None)
@@ -294,6 +297,8 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
     if mode == "auto" and calib_arrays is None:
         modes = ["dynamic"]
     requests, _skipped = resolve_providers(list(providers) if providers else None)
+    meter = StageMeter("quantize")
+    meter.check(onnx_weights_bytes(onnx_path))
     loaded = resolve_model(model)
     module = loaded.module
     module.eval()
@@ -379,6 +384,7 @@ def quantize_model(model: Any, onnx_path: str | Path, output: str | Path, *, eva
             say("writing the INT8 model and its manifest")
             _publish(report, report.candidates[report.chosen], manifest, specs, output, staging)
     report.duration_s = time.perf_counter() - t0
+    report.memory = meter.record()
     return report
 
 
@@ -391,6 +397,7 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
     from onnxtax.inputs import resolve_inputs
     from onnxtax.files import sha256_file
     from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.memory import StageMeter, onnx_weights_bytes
     from onnxtax.providers import open_session, resolve_providers
     from onnxtax.report import package_versions
     from onnxtax.segments import Budget, load_segments
@@ -421,6 +428,8 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
                                          segment_key=evaluation.get("segment_key")) if s.name in recorded]
     budgets = [Budget(b["metric"], float(b["limit"]), b.get("segment")) for b in q.get("budgets") or []]
     requests, _ = resolve_providers(list(providers) if providers else evaluation.get("providers"))
+    meter = StageMeter("quantize")
+    meter.check(onnx_weights_bytes(onnx_path), "parity-unshared")  # the eager model + one INT8 session
     loaded = resolve_model(model)
     loaded.module.eval()
     check_inputs_match(loaded.module, specs, loaded.spec)
@@ -463,6 +472,7 @@ def check_quantized(model: Any, onnx_path: str | Path, *, providers: Sequence[st
     if cand.passed:
         report.chosen = 0
     report.duration_s = time.perf_counter() - t0
+    report.memory = meter.record()
     return report
 
 

@@ -132,6 +132,7 @@ class RuntimeMatrixReport(Verdict):
     environments: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    memory: Any = None  # onnxtax.memory.MemoryRecord of this process (each release runs in a child process)
 
     @property
     def failures(self) -> list[str]:
@@ -180,7 +181,8 @@ class RuntimeMatrixReport(Verdict):
                 "samples_per_shape": self.samples_per_shape, "versions": list(self.versions),
                 "minimum_passing": self.minimum_passing, "passes_from": self.passes_from,
                 "results": [r.to_dict() for r in self.results], "environments": list(self.environments),
-                "failures": self.failures, "notes": list(self.notes), "duration_s": self.duration_s}
+                "failures": self.failures, "notes": list(self.notes), "duration_s": self.duration_s,
+                "memory": self.memory.to_dict() if self.memory else None}
 
     def junit_suites(self, classname: str = "onnxtax.runtimes") -> list:
         """One suite per release x provider: a `load` testcase, then one per shape x output.
@@ -275,6 +277,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     import numpy as np
 
     from onnxtax.inputs import load_graph, resolve_inputs
+    from onnxtax.memory import StageMeter, onnx_weights_bytes
     from onnxtax.shapes import ShapePlan, check_run, plan_data_file, plan_shapes, sample_inputs
     from onnxtax.providers import parse_provider
     from onnxtax.runtime_envs import ensure_env, resolve_cache_dir
@@ -286,6 +289,8 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
     check_run(samples, data_files, opt_level, rtol, atol)
     versions = parse_versions(list(versions))
     requests = [parse_provider(p) for p in (providers or ["cpu"])]
+    meter = StageMeter("runtimes")
+    meter.check(onnx_weights_bytes(onnx_path))
     graph = load_graph(onnx_path)
     resolved = resolve_inputs(onnx_path, inputs, ranges=ranges, graph=graph)
 
@@ -380,6 +385,7 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
 
         shutil.rmtree(work, ignore_errors=True)
     report.duration_s = time.perf_counter() - t_start
+    report.memory = meter.record()
     return report
 
 

@@ -133,6 +133,7 @@ class LintReport(Verdict):
     allow: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    memory: Any = None  # onnxtax.memory.MemoryRecord
 
     @property
     def failing(self) -> list[Finding]:
@@ -161,6 +162,7 @@ class LintReport(Verdict):
                 "runtime": self.runtime, "targets": self.targets, "providers": self.providers,
                 "source": self.source, "rules_run": list(self.rules_run), "allow": list(self.allow),
                 "notes": list(self.notes), "seconds": round(self.seconds, 3),
+                "memory": self.memory.to_dict() if self.memory else None,
                 "findings": [f.to_dict() for f in self.findings]}
 
     def to_sarif(self, *, base_dir: str | Path | None = None) -> dict:

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from onnxtax.defaults import MEMORY_FACTORS
 from onnxtax.errors import ConfigError
 from onnxtax.inputs import load_graph
 from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, check_fail_on, parse_allow
 from onnxtax.lint.graph import iter_graphs, iter_nodes
+from onnxtax.memory import StageMeter, onnx_weights_bytes
 from onnxtax.lint.rules import (LintContext, rule_baked_shape, rule_control_flow, rule_custom_op, rule_float64,
                                 rule_ir_version, rule_opset, rule_provider_fallback, rule_runtime_load,
                                 rule_target_runtime)
@@ -56,6 +58,10 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
     if onnx_path is None:
         return _lint_source_only(source, inputs, allow_entries, fail_on, say, start)
     path = Path(onnx_path)
+    meter = StageMeter("lint")
+    meter.check(onnx_weights_bytes(path) if path.is_file() else None,
+                extra_factor=_probe_children(providers) * MEMORY_FACTORS["parity-provider"]
+                + (MEMORY_FACTORS["lint-source"] if source is not None else 0.0))
     model = load_graph(path)
     report = LintReport(str(path), fail_on=fail_on, allow=[str(a) for a in allow_entries],
                         targets={"opset": target_opset, "ir_version": target_ir,
@@ -120,7 +126,14 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
     report.findings = findings
     report.notes += ctx.notes
     report.seconds = time.perf_counter() - start
+    report.memory = meter.record()
     return report
+
+
+def _probe_children(providers) -> int:
+    """Non-CPU providers each load the whole model in a child process for their placement."""
+    names = [getattr(p, "name", str(p)).split(":")[0].lower() for p in providers or []]
+    return sum(1 for n in names if n not in ("cpu", "cpuexecutionprovider"))
 
 
 def _infer(model, ctx: LintContext):
