@@ -19,6 +19,7 @@ Model report schema ("onnxtax.ci.model/1", keys stable):
   "stages": {"export" | "lint" | "parity" | "runtimes" | "verify" | "bench" | "quantize":
              {"status": "passed" | "failed" | "error" | "not_run" | "off", "seconds": 1.2,
               "summary": "one line", "error": null | "...", "hint": null | "...",
+              "memory": null | {the stage report's "memory": weights_bytes, peak_rss_bytes, ...},
               "result": null | {the stage's own report: ExportResult / LintReport / ParityReport /
                                 RuntimeMatrixReport / VerifyReport / BenchReport .to_dict()}}},
   "providers": [{"provider": "CPUExecutionProvider", "label": "cpu",
@@ -74,12 +75,18 @@ class StageResult:
     def passed(self) -> bool | None:
         return {"passed": True, "failed": False, "error": False}.get(self.status)
 
+    @property
+    def memory(self) -> Any:
+        """The stage report's onnxtax.memory.MemoryRecord, when it ran far enough to have one."""
+        return getattr(self.result, "memory", None)
+
     def to_dict(self) -> dict:
         from onnxtax.report import jsonable
 
         result = self.result.to_dict() if hasattr(self.result, "to_dict") else self.result
         return {"status": self.status, "seconds": round(self.seconds, 3), "summary": self.summary,
-                "error": self.error, "hint": self.hint, "result": jsonable(result)}
+                "error": self.error, "hint": self.hint,
+                "memory": self.memory.to_dict() if self.memory is not None else None, "result": jsonable(result)}
 
 
 @dataclass
@@ -128,6 +135,12 @@ class ModelRun:
     @property
     def artifact_sha256(self) -> str | None:
         return (self.manifest or {}).get("artifact", {}).get("sha256")
+
+    @property
+    def peak_stage(self) -> StageResult | None:
+        """The stage with the highest peak RSS: what sizes the runner for this model."""
+        measured = [s for s in self.stages.values() if s.memory is not None and s.memory.peak_rss_bytes is not None]
+        return max(measured, key=lambda s: s.memory.peak_rss_bytes, default=None)
 
     @property
     def first_problem(self) -> StageResult | None:
@@ -298,8 +311,8 @@ def summary_markdown(report: CiReport) -> str:
              + (f", GPU {', '.join(host['gpus'])}" if host.get("gpus") else "")
              + f"; {versions.get('onnxruntime_package', 'onnxruntime')} {versions.get('onnxruntime', '')}, "
                f"torch {versions.get('torch', '')}; providers: {', '.join(host.get('compute_providers') or [])}.",
-             "", "| model | " + " | ".join(STAGE_TITLES[s] for s in STAGES) + " | time |",
-             "|---|" + "---|" * len(STAGES) + "---|"]
+             "", "| model | " + " | ".join(STAGE_TITLES[s] for s in STAGES) + " | peak memory | time |",
+             "|---|" + "---|" * len(STAGES) + "---|---|"]
     for run in report.models:
         cells = []
         for s in STAGES:
@@ -310,7 +323,7 @@ def summary_markdown(report: CiReport) -> str:
                 cells.append("⏭️ not run")
             else:
                 cells.append(f"{ICONS[stage.status]} {md_cell(stage.summary)}"[:160])
-        lines.append(f"| **{run.name}** | " + " | ".join(cells) + f" | {run.seconds:.1f} s |")
+        lines.append(f"| **{run.name}** | " + " | ".join(cells) + f" | {peak_cell(run)} | {run.seconds:.1f} s |")
     providers = [p for run in report.models for p in run.providers]
     if providers:
         labels = list(dict.fromkeys(p.label for p in providers))
@@ -331,6 +344,14 @@ def summary_markdown(report: CiReport) -> str:
             if stage.hint:
                 lines.append(f"  - fix: {md_cell(stage.hint)}")
     return "\n".join(lines) + "\n"
+
+
+def peak_cell(run: ModelRun) -> str:
+    """`2.95 GB parity`: the model's highest stage peak and where, for the summaries."""
+    from onnxtax.memory import format_bytes
+
+    stage = run.peak_stage
+    return f"{format_bytes(stage.memory.peak_rss_bytes)} {STAGE_TITLES[stage.name]}" if stage is not None else "-"
 
 
 def _runtimes_markdown(report: CiReport) -> list[str]:

@@ -46,8 +46,8 @@ ADVICE = {
     "export-inline": "--external-data always (the weights written beside the .onnx; with weights inside it the "
                      "exporter serialises one in-memory proto, ~3x), or a bigger runner",
     "parity": "close what else runs on the machine, or a bigger runner (the eager model alone holds 1x)",
-    "parity-unshared": "--share-weights auto (the default) or always: the CPU session uses the eager model's "
-                       "memory (~1.2x instead of ~2.1x), or a bigger runner",
+    "parity-unshared": "--share-weights always (auto, the default, shares from 256 MB of weights): the CPU "
+                       "session uses the eager model's memory (~1.2x instead of ~2.1x); or a bigger runner",
     "lint": "a bigger runner",
     "verify": "a bigger runner",
     "bench": "bench holds the eager model and a server's session (two copies): turn it off for this model "

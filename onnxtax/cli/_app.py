@@ -193,7 +193,8 @@ def user_errors(debug: bool = False) -> Iterator[None]:
     """Turn OnnxtaxError (exit 2) and an escaped CheckFailed (exit 1) into a one-line message;
     bugs keep their traceback."""
     try:
-        yield
+        with memory_warnings_shown():
+            yield
     except (OnnxtaxError, CheckFailed) as exc:
         if debug:
             traceback.print_exc()
@@ -203,6 +204,38 @@ def user_errors(debug: bool = False) -> Iterator[None]:
         signal_name = getattr(exc, "signal_name", "SIGINT")
         err_console.print(f"[red]interrupted[/] ({signal_name})", highlight=False)
         raise typer.Exit(getattr(exc, "exit_code", EXIT_SIGINT)) from None
+
+
+@contextmanager
+def memory_warnings_shown() -> Iterator[None]:
+    """A stage's memory preflight warning (onnxtax.memory.MemoryWarning) printed at once, every
+    time, as `warning:` and `fix:`: an OOM-killed run prints nothing after it."""
+    import warnings
+
+    from onnxtax.memory import MemoryWarning
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, MemoryWarning):
+                return previous(message, category, filename, lineno, file, line)
+            from rich.markup import escape
+
+            err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+            if getattr(message, "advice", ""):
+                err_console.print(f"  [yellow]fix:[/] {escape(message.advice)}", highlight=False, soft_wrap=True)
+
+        warnings.simplefilter("always", MemoryWarning)
+        warnings.showwarning = show
+        yield
+
+
+def print_memory(report: object, out=None) -> None:
+    """`peak memory 2.95 GB (1.10x the 2.68 GB of weights)` after a stage's summary, when it measured it."""
+    memory = getattr(report, "memory", None)
+    if memory is not None:
+        (out or console).print(f"[dim]{memory.line()}[/]", highlight=False)
 
 
 def print_error(message: str, hint: str | None = None, label: str = "error") -> None:

@@ -18,7 +18,7 @@ from onnxtax.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
 from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_error,
-                              print_json, progress_display, user_errors)
+                              print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import SPEC_RUNS_CODE
 from onnxtax.errors import InputSpecError
 
@@ -136,6 +136,7 @@ def bench(
         for label, path in (("json", json_out), ("plot", plot), ("recorded in", recorded)):
             if path:
                 console.print(f"{label}: {path}", highlight=False, markup=False)
+        print_memory(report)
     for failure in report.failures:
         print_error(failure, label="not measured")
     for gate in report.failed_gates:

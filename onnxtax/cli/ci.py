@@ -121,8 +121,11 @@ class _CiProgress:
         if result is None:
             self.display(f"{model} › {STAGE_TITLES[stage]}", len(self.seen) - 1, self.total)
         else:
+            from onnxtax.memory import format_bytes
+
+            peak = f"  [dim](peak {format_bytes(result.memory.peak_rss_bytes)})[/]" if result.memory else ""
             self.display.print(f"{escape(model):{self.width}}  {STAGE_TITLES[stage]:15} {_cell(result.status)}"
-                               f"  {result.seconds:5.1f} s  {escape(result.summary)}",
+                               f"  {result.seconds:5.1f} s  {escape(result.summary)}{peak}",
                                highlight=False, soft_wrap=True)
 
     def message(self, model: str, stage: str, message: str) -> None:
@@ -138,19 +141,21 @@ def _render_summary(report: Any, out: Any) -> None:
     from rich.table import Table
     from rich.markup import escape
     from onnxtax.ci import STAGE_TITLES, STAGES
+    from onnxtax.ci_report import peak_cell
 
     table = Table(title="onnxtax ci", title_justify="left", header_style="bold")
     table.add_column("model", overflow="fold")
     for s in STAGES:
         table.add_column(s, no_wrap=True)
     table.add_column("providers", overflow="fold")
+    table.add_column("peak memory", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     for run in report.models:
         cells = [_cell(run.stages[s].status) if s in run.stages else "" for s in STAGES]
         shorts = [p.label.split(":")[0] for p in run.providers]
         provs = ", ".join(f"{escape(short if shorts.count(short) == 1 else p.label)} {_cell(p.verdict)}"
                           for short, p in zip(shorts, run.providers))
-        table.add_row(escape(run.name), *cells, provs, f"{run.seconds:.1f} s")
+        table.add_row(escape(run.name), *cells, provs, peak_cell(run), f"{run.seconds:.1f} s")
     out.print(table)
     for run in report.models:
         stage = run.first_problem

@@ -10,7 +10,7 @@ import typer
 from onnxtax import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console,
-                              print_error, print_json, progress_display, user_errors)
+                              print_error, print_json, print_memory, progress_display, user_errors)
 
 SPEC_RUNS_CODE = ("Loading a SPEC runs that file's code (and what it imports), as importing it does: give only "
                   "files you trust.")
@@ -84,6 +84,7 @@ def export(
         print_json(result.to_dict())
     else:
         _render_export(result)
+        print_memory(result)
     if not result.passed:
         print_error(result.error, result.hint, label="export failed")
         err_console.print(f"  nothing was written to {result.output}", highlight=False, markup=False)
@@ -174,6 +175,7 @@ def verify(
             bad = "; ".join(f"{f.file} {says[f.status]}" for f in report.files if f.status != "ok")
             err_console.print(f"[bold red]verify failed:[/] {escape(bad)} (checksums in {escape(report.manifest)})",
                               highlight=False)
+        print_memory(report)
     raise typer.Exit(report.exit_code)
 
 

@@ -9,7 +9,7 @@ import typer
 
 from onnxtax import defaults
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, progress_display,
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, print_memory, progress_display,
                               user_errors)
 from onnxtax.cli.export import SPEC_RUNS_CODE
 
@@ -73,6 +73,7 @@ def lint_ops(
         print_json(report.to_dict())
     else:
         render(report)
+        print_memory(report)
     with user_errors(debug):
         _write_outputs(report, json_path if not json_stdout else None, sarif_path)
     if not json_stdout:

@@ -11,7 +11,7 @@ import typer
 from onnxtax import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console,
-                              print_json, progress_display, user_errors)
+                              print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import DATA_HELP, INPUT_HELP, RANGE_HELP, SPEC_ARG
 
 from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
@@ -120,6 +120,7 @@ def parity(
     else:
         render(report)
     _verdict(report, err_console if json_stdout else console)
+    print_memory(report, err_console if json_stdout else console)
     with user_errors(debug):
         _write_outputs(report, json_out, junit, sarif)
     raise typer.Exit(report.exit_code)

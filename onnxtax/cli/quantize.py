@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from onnxtax import defaults
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, progress_display,
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory, progress_display,
                               user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
 
@@ -101,6 +101,7 @@ def quantize(
     else:
         render(report)
     verdict(report, err_console if json_stdout else console)
+    print_memory(report, err_console if json_stdout else console)
     with user_errors(debug):
         _write_json(report, json_out)
     raise typer.Exit(report.exit_code)
@@ -135,6 +136,7 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
             "(FP32 tolerances do not apply)[/]", highlight=False)
         render(report)
     verdict(report, err_console if json_stdout else console)
+    print_memory(report, err_console if json_stdout else console)
     with user_errors(debug):
         _write_json(report, json_out)
     raise typer.Exit(report.exit_code)

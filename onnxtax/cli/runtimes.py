@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from onnxtax import defaults
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, progress_display,
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory, progress_display,
                               user_errors)
 from onnxtax.cli.export import INPUT_HELP
 from onnxtax.errors import EXIT_OK
@@ -113,6 +113,7 @@ def runtimes(
     else:
         render(report)
     _verdict(report, err_console if json_stdout else console)
+    print_memory(report, err_console if json_stdout else console)
     if record:
         (err_console if json_stdout else console).print(f"recorded in {recorded}", highlight=False)
     raise typer.Exit(report.exit_code)

@@ -58,8 +58,8 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
     if onnx_path is None:
         return _lint_source_only(source, inputs, allow_entries, fail_on, say, start)
     path = Path(onnx_path)
-    meter = StageMeter("lint")
-    meter.check(onnx_weights_bytes(path) if path.is_file() else None,
+    meter = StageMeter("lint-ops")
+    meter.check(onnx_weights_bytes(path) if path.is_file() else None, "lint",
                 extra_factor=_probe_children(providers) * MEMORY_FACTORS["parity-provider"]
                 + (MEMORY_FACTORS["lint-source"] if source is not None else 0.0))
     model = load_graph(path)
