@@ -182,7 +182,7 @@ def test_model_report_json_holds_every_stage_the_manifest_and_the_host(two_model
     assert data["stages"]["lint"]["result"]["format_version"] == 1
     assert data["stages"]["verify"]["result"]["passed"] is True
     assert data["stages"]["bench"] == {"status": "off", "seconds": 0.0, "summary": "not configured", "error": None,
-                                       "hint": None, "result": None}
+                                       "hint": None, "memory": None, "result": None}
     assert data["manifest"]["artifact"]["sha256"] == data["artifact_sha256"]
     assert data["host"]["label"] == "test-host"
     assert "CPUExecutionProvider" in data["host"]["providers_available"]
@@ -191,6 +191,19 @@ def test_model_report_json_holds_every_stage_the_manifest_and_the_host(two_model
     whole = json.loads((reports / "ci.json").read_text())
     assert whole["exit_code"] == 1 and whole["counts"] == {"passed": 1, "failed": 1, "error": 0, "not_run": 0}
     assert json.loads((reports / "host.json").read_text())["label"] == "test-host"
+
+
+def test_every_stage_that_ran_records_its_own_peak_memory(two_models):
+    _, reports, _ = two_models
+    stages = json.loads((reports / "good.json").read_text())["stages"]
+    ran = {name: s["memory"] for name, s in stages.items() if s["status"] == "passed"}
+    assert set(ran) == {"export", "lint", "parity", "verify"}
+    assert ran["export"]["weights_bytes"] == (4 * 2 + 2) * 4  # Linear(4, 2): the module's parameters
+    for name, mem in ran.items():
+        assert mem == stages[name]["result"]["memory"]
+        assert mem["peak_rss_bytes"] > 0 and mem["preflight"]["fits"] is True, name
+    md = (reports / "summary.md").read_text()
+    assert "| peak memory | time |" in md and " MB " in md
 
 
 def test_markdown_summary_written_and_appended_to_the_step_summary(two_models):

@@ -33,6 +33,7 @@ def test_ci_only_and_the_summary_table(tmp_path):
     assert result.exit_code == 0, result.output
     assert "onnxtax ci: 1 model from" in result.output
     assert "good      export          pass" in result.output
+    assert "(peak " in result.output and "peak memory" in result.output  # per stage, then the table's column
     assert "onnxtax ci passed: 1 model" in result.output
     assert "frozen" not in result.output
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["ci.json", "good.json", "host.json",
