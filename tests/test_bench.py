@@ -110,7 +110,7 @@ def test_json_keys_are_the_documented_ones(report):
     data = json.loads(json.dumps(report.to_dict()))
     assert list(data) == ["schema_version", "passed", "model", "inputs", "input_source", "settings", "paths",
                           "skipped_providers", "batches", "harness_overhead_ms", "cold_start", "sweep", "profile",
-                          "gates", "failures", "host", "duration_s"]
+                          "gates", "failures", "host", "duration_s", "memory"]
     assert data["schema_version"] == 2 and data["failures"] == []
     assert data["input_source"] == "arguments"
     assert data["inputs"] == [{"name": "x", "dims": ["batch", 16], "dtype": "float32"}]

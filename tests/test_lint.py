@@ -304,7 +304,8 @@ def test_missing_and_invalid_model_files(tmp_path):
 def test_to_dict_schema(tmp_path):
     data = json.loads(json.dumps(lint_model(save(float64_model(), tmp_path / "f.onnx")).to_dict()))
     assert set(data) == {"format_version", "model", "passed", "fail_on", "summary", "model_info", "runtime",
-                         "targets", "providers", "source", "rules_run", "allow", "notes", "seconds", "findings"}
+                         "targets", "providers", "source", "rules_run", "allow", "notes", "seconds", "memory",
+                         "findings"}
     assert data["summary"]["by_rule"] == {"float64": 2} and data["passed"] is True
     assert set(data["findings"][0]) == {"rule", "severity", "message", "hint", "node", "op_type", "domain",
                                         "subgraph", "source_location", "allowed", "details"}

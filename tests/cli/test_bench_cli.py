@@ -26,7 +26,7 @@ REPORT_SCHEMA = {
     "type": "object",
     "required": ["schema_version", "passed", "model", "inputs", "input_source", "settings", "paths",
                  "skipped_providers", "batches", "harness_overhead_ms", "cold_start", "sweep", "profile", "gates",
-                 "failures", "host", "duration_s"],
+                 "failures", "host", "duration_s", "memory"],
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": 2},
@@ -58,6 +58,7 @@ REPORT_SCHEMA = {
         "failures": {"type": "array", "items": {"type": "string"}},
         "host": {"type": "object", "required": ["cpu", "cpu_count", "versions"]},
         "duration_s": {"type": "number"},
+        "memory": {"type": "object", "required": ["weights_bytes", "peak_rss_bytes", "peak_source", "preflight"]},
     },
 }
 
