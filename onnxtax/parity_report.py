@@ -48,7 +48,11 @@ docs/parity.md lists the changes from /1):
                      "not_shared_bytes": 0, "not_shared": {"NAME": "<why>"}},
                                                     (null: the CPU session loaded the weights from the file)
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
-  "duration_s": 1.23
+  "duration_s": 1.23,
+  "memory": {"weights_bytes": 268500996, "peak_rss_bytes": 567382016, "peak_source": "VmHWM since stage start",
+             "peak_over_weights": 2.113, "preflight": null | {"kind": "parity", "factor": 1.05, "need_bytes": ..,
+             "available_bytes": .., "available_source": "..", "fits": true, "check": "warn", "warning": null,
+             "advice": null}}     (onnxtax.memory; docs/large-models.md)
 }
 "scale" is the source output's RMS at that shape (floats; null for integers),
 "atol_effective" = atol * scale: what difference the check could detect there.
