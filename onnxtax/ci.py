@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from onnxtax.ci_report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG, RUN_SCHEMA, STAGE_TITLES, STAGES,
-                               VERDICT_TEXT, VERDICTS, CiReport, ModelRun, ProviderVerdict, StageResult,
+from onnxtax.ci_report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG, RUN_SCHEMA, RUNNING_FILE,
+                               RUNNING_SCHEMA, STAGE_TITLES, STAGES, VERDICT_TEXT, VERDICTS, CiReport, ModelRun, ProviderVerdict, StageResult,
                                summary_markdown, write_reports)
 from onnxtax.config import ModelConfig, OnnxtaxConfig
 from onnxtax.errors import CheckFailed, OnnxtaxError
@@ -86,12 +86,19 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
         report.reports_dir = str(out_dir)
         _clear_stale_reports(out_dir)
     stop = False
+
+    def stage_started(model_name: str, stage_name: str, result: Any) -> None:
+        if write and result is None:
+            _mark_running(out_dir, model_name, stage_name)
+        if on_stage:
+            on_stage(model_name, stage_name, result)
+
     try:
         for model in models:
             if stop:
                 run = _not_run(model, "not run: an earlier model failed (--fail-fast)")
             else:
-                run = _run_model(model, debug=debug, reuse=reuse_artifacts, on_stage=on_stage,
+                run = _run_model(model, debug=debug, reuse=reuse_artifacts, on_stage=stage_started,
                                  on_message=on_message)
             report.models.append(run)
             if write:
@@ -110,12 +117,32 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
         report.models += [_not_run(m, "not run: the run was interrupted") for m in models if m.name not in done]
         report.seconds = time.perf_counter() - started
         if write:
+            (out_dir / RUNNING_FILE).unlink(missing_ok=True)
             report.files = [str(p) for p in write_reports(report, out_dir)]
         raise
     report.seconds = time.perf_counter() - started
     if write:
+        (out_dir / RUNNING_FILE).unlink(missing_ok=True)
         report.files = [str(p) for p in write_reports(report, out_dir)]
     return report
+
+
+def _mark_running(out_dir: Path, model: str, stage: str) -> None:
+    """running.json before a stage (see ci_report.RUNNING_FILE)."""
+    import os
+
+    from onnxtax.files import write_output
+    from onnxtax.memory import available_memory, current_rss_bytes
+
+    try:
+        available, source = available_memory()
+    except OnnxtaxError as exc:  # a bad ONNXTAX_MEMORY_LIMIT: the stage itself reports it
+        available, source = None, exc.message
+    write_output(out_dir / RUNNING_FILE, {
+        "schema": RUNNING_SCHEMA, "model": model, "stage": stage, "started_utc": _now_utc(), "pid": os.getpid(),
+        "rss_bytes": current_rss_bytes(), "available_bytes": available, "available_source": source,
+        "note": "written before each stage, removed when the run ends: present afterwards, the process ended "
+                "during this stage (killed: SIGKILL, e.g. the OOM killer, exit 137; or crashed)"}, REPORTS_FLAG)
 
 
 def _not_run(model: ModelConfig, why: str) -> ModelRun:
@@ -171,7 +198,7 @@ def _clear_stale_reports(out_dir: Path) -> None:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, UnicodeDecodeError):
             continue
-        if isinstance(data, dict) and data.get("schema") == MODEL_SCHEMA:
+        if isinstance(data, dict) and data.get("schema") in (MODEL_SCHEMA, RUNNING_SCHEMA):
             path.unlink(missing_ok=True)
         elif isinstance(data, dict) and data.get("schema") == RUN_SCHEMA and path.name == "ci.json":
             earlier_run = True

@@ -9,6 +9,9 @@ Reports (write_reports), in one folder:
   summary.md     the model x stage table (also appended to $GITHUB_STEP_SUMMARY)
   host.json      the host facts, so runs from several machines can be merged
   ci.json        the whole run (what `onnxtax ci --json` prints)
+  running.json   only while a stage runs: {"schema": "onnxtax.ci.running/1", "model", "stage",
+                 "started_utc", "pid", "rss_bytes", "available_bytes", "available_source"};
+                 left behind by a run that was killed (SIGKILL, e.g. the OOM killer)
 
 Model report schema ("onnxtax.ci.model/1", keys stable):
 {
@@ -55,6 +58,9 @@ STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "run
 VERDICTS = get_args(ProviderVerdictName)
 PASSING = ("passed", "fell_back")
 REPORT_FILES = ("junit.xml", "lint.sarif", "summary.md", "host.json", "ci.json")
+# written before each stage and removed when the run ends: left behind, it names the stage a
+# SIGKILL (the OOM killer, exit 137) stopped, which no other report can
+RUNNING_FILE, RUNNING_SCHEMA = "running.json", "onnxtax.ci.running/1"
 REPORTS_FLAG = "--reports"
 
 

@@ -299,7 +299,8 @@ def load_host_runs(folders: list[str | Path]) -> list[HostRun]:
                 run = runs[key] = HostRun(label, str(path.parent), facts)
                 ci_run = run_files.get(path.parent)
                 if ci_run is None:
-                    run.problems.append("no ci.json beside the model reports: the run did not finish (killed?)")
+                    run.problems.append("no ci.json beside the model reports: the run did not finish (killed?)"
+                                        + _killed_during(path.parent))
                 else:
                     run.problems += _run_problems(ci_run[1])
             name = data["model"] or path.stem
@@ -320,6 +321,19 @@ def load_host_runs(folders: list[str | Path]) -> list[HostRun]:
         if seen[h.label] > 1:
             h.label = f"{h.label} #{seen[h.label]}"
     return hosts
+
+
+def _killed_during(folder: Path) -> str:
+    """What the running.json a killed `onnxtax ci` left says, when it left one."""
+    from onnxtax.ci_report import RUNNING_FILE, RUNNING_SCHEMA
+
+    try:
+        data = json.loads((folder / RUNNING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(data, dict) or data.get("schema") != RUNNING_SCHEMA:
+        return ""
+    return f"; it stopped during the {data.get('stage')} stage of model '{data.get('model')}' ({RUNNING_FILE})"
 
 
 # --------------------------------------------------------------------------- merging

@@ -364,6 +364,60 @@ def test_a_run_killed_before_its_end_leaves_no_earlier_run_level_files(two_model
     assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
 
 
+DIES = '''
+import json
+import os
+import signal
+
+import torch
+from torch import nn
+
+
+class Dies(nn.Module):
+    """Killed with SIGKILL, as by the OOM killer, when it runs in the parity stage."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        marker = os.environ["ONNXTAX_TEST_RUNNING"]
+        if os.path.exists(marker):
+            with open(marker) as f:
+                if json.load(f)["stage"] == "parity":
+                    os.kill(os.getpid(), signal.SIGKILL)
+        return self.lin(x)
+'''
+
+
+def test_a_run_killed_in_a_stage_leaves_running_json_naming_it(cli, tmp_path):
+    (tmp_path / "dies.py").write_text(DIES)
+    (tmp_path / "onnxtax.toml").write_text(textwrap.dedent('''
+        exporter = "torchscript"
+        [parity]
+        samples = 1
+        providers = ["cpu"]
+        [lint]
+        source = false
+        [models.dies]
+        spec = "dies.py:Dies"
+        inputs = ["x:batch,4"]
+    '''))
+    reports = tmp_path / "reports"
+    proc = cli("ci", "--reports", reports, cwd=tmp_path, env={"ONNXTAX_TEST_RUNNING": str(reports / "running.json")})
+    assert proc.returncode == -9, proc.stderr  # SIGKILL: no ci.json, no model report
+    assert not (reports / "ci.json").exists() and not (reports / "dies.json").exists()
+    running = json.loads((reports / "running.json").read_text())
+    assert (running["schema"], running["model"], running["stage"]) == ("onnxtax.ci.running/1", "dies", "parity")
+    assert running["rss_bytes"] > 0 and running["available_bytes"] > running["rss_bytes"]
+    from onnxtax.ci import _clear_stale_reports
+
+    _clear_stale_reports(reports)  # the next run starts clean
+    assert not (reports / "running.json").exists()
+
+
 COUNTED = '''
 import os
 import torch

@@ -182,6 +182,15 @@ def test_model_reports_without_ci_json_fail_the_merge(tmp_path):
     assert merge_cli(run).exit_code == 1
 
 
+def test_a_killed_run_names_the_stage_it_stopped_in_from_running_json(tmp_path):
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")])},
+                     ci_json=False)
+    (run / "running.json").write_text(json.dumps({"schema": "onnxtax.ci.running/1", "model": "llm",
+                                                  "stage": "parity", "pid": 1}))
+    problem = merge_reports([run]).hosts[0].problems[0]
+    assert problem.endswith("it stopped during the parity stage of model 'llm' (running.json)")
+
+
 def test_a_failed_model_whose_report_is_gone_still_fails_through_ci_json(tmp_path):
     run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")]),
                                                        "image": ("failed", [provider("cpu", "failed")])})
