@@ -53,6 +53,7 @@ from pathlib import Path
 
 from onnxtax.ci import MODEL_SCHEMA, PASSING, RUN_SCHEMA, VERDICT_TEXT, VERDICTS
 from onnxtax.errors import OnnxtaxError
+from onnxtax.memory import format_bytes
 from onnxtax.report import md_cell
 
 MATRIX_SCHEMA = "onnxtax.matrix/1"
@@ -79,7 +80,20 @@ class HostRun:
                 "cpu": self.facts.get("cpu"), "gpus": self.facts.get("gpus") or [],
                 "onnxruntime_package": versions.get("onnxruntime_package"),
                 "onnxruntime": versions.get("onnxruntime"),
-                "compute_providers": self.facts.get("compute_providers") or [], "passed": self.passed}
+                "compute_providers": self.facts.get("compute_providers") or [], "passed": self.passed,
+                "peak_memory": {name: peak for name, rep in self.models.items() if (peak := peak_memory(rep))}}
+
+
+def peak_memory(model_report: dict) -> dict | None:
+    """{"stage", "peak_rss_bytes", "weights_bytes"} of a model report's highest stage peak
+    (None for reports written before stages recorded memory)."""
+    peaks = [(name, st["memory"]) for name, st in (model_report.get("stages") or {}).items()
+             if isinstance(st, dict) and isinstance(st.get("memory"), dict)
+             and isinstance(st["memory"].get("peak_rss_bytes"), int)]
+    if not peaks:
+        return None
+    name, mem = max(peaks, key=lambda p: p[1]["peak_rss_bytes"])
+    return {"stage": name, "peak_rss_bytes": mem["peak_rss_bytes"], "weights_bytes": mem.get("weights_bytes")}
 
 
 @dataclass
@@ -465,8 +479,10 @@ def matrix_markdown(matrix: Matrix) -> str:
             icon = {"passed": "✅", "failed": "❌", "error": "⛔"}.get(status, "⏭️")
             sha = (rep.get("artifact_sha256") or "")[:12]
             problem = _first_problem(rep)
+            peak = peak_memory(rep)
             cells.append(f"{icon} {status}" + (f" `{sha}`" if sha else "")
-                         + (f" ({problem[0]})" if problem else ""))
+                         + (f" ({problem[0]})" if problem else "")
+                         + (f", peak {format_bytes(peak['peak_rss_bytes'])} {peak['stage']}" if peak else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if matrix.runtime_rows:
         lines += ["", "| model | onnxruntime | provider | " + " | ".join(md_cell(h) for h in hosts) + " | verdict |",

@@ -191,6 +191,21 @@ def test_a_killed_run_names_the_stage_it_stopped_in_from_running_json(tmp_path):
     assert problem.endswith("it stopped during the parity stage of model 'llm' (running.json)")
 
 
+def test_the_matrix_carries_each_models_highest_stage_peak_per_host(tmp_path):
+    run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")]),
+                                                     "old": ("passed", [provider("cpu", "passed")])})
+    report = json.loads((run / "fraud.json").read_text())
+    report["stages"]["export"]["memory"] = {"weights_bytes": 2_680_000_000, "peak_rss_bytes": 2_920_000_000}
+    report["stages"]["parity"]["memory"] = {"weights_bytes": 2_680_000_000, "peak_rss_bytes": 2_780_000_000}
+    (run / "fraud.json").write_text(json.dumps(report))
+    matrix = merge_reports([run])
+    assert matrix.to_dict()["hosts"][0]["peak_memory"] == {  # "old": written before memory was recorded
+        "fraud": {"stage": "export", "peak_rss_bytes": 2_920_000_000, "weights_bytes": 2_680_000_000}}
+    from onnxtax.merge import matrix_markdown
+
+    assert "✅ passed `aaaaaaaaaaaa`, peak 2.92 GB export |" in matrix_markdown(matrix)
+
+
 def test_a_failed_model_whose_report_is_gone_still_fails_through_ci_json(tmp_path):
     run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")]),
                                                        "image": ("failed", [provider("cpu", "failed")])})
