@@ -10,23 +10,15 @@ resident set size.
 
 from __future__ import annotations
 
-import sys
 import time
 
 
 def peak_rss_kb() -> tuple[int, str]:
-    """Peak resident set size of this process in KiB, and where it was read."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]), "VmHWM"
-    except OSError:
-        pass
-    import resource
+    """Peak resident set size of this process in KiB, and where it was read (onnxtax.memory)."""
+    from onnxtax.memory import peak_rss_bytes
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (peak // 1024 if sys.platform == "darwin" else peak), "ru_maxrss"
+    peak, source = peak_rss_bytes()
+    return peak // 1024, source
 
 
 def _torch_probe(cfg: dict, stamps: dict) -> None:
