@@ -228,12 +228,12 @@ def check_parity(model: Any, onnx_path: str | Path, inputs: Sequence[str | Input
     module.eval()
     try:
         report = _run(module, None if loaded.in_memory else loaded.spec, onnx_path, resolved, dims=dims,
-                    samples=samples, seed=seed, data_files=data_files, rtol=rtol, atol=atol,
-                    tolerances=tolerances or {}, min_cosine=min_cosine, allow_constant=list(allow_constant),
-                    test_assumed=test_assumed, requests=requests,
-                    skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
-                    max_shapes=max_shapes, share_weights=share_weights, progress=progress, t_start=t_start,
-                    localize=(localize_budget_s, localize_memory_mb) if localize else None)
+                      samples=samples, seed=seed, data_files=data_files, rtol=rtol, atol=atol,
+                      tolerances=tolerances or {}, min_cosine=min_cosine, allow_constant=list(allow_constant),
+                      test_assumed=test_assumed, requests=requests,
+                      skipped=skipped, fail_on_fallback=fail_on_fallback, opt_level=opt_level, threads=threads,
+                      max_shapes=max_shapes, share_weights=share_weights, progress=progress, t_start=t_start,
+                      localize=(localize_budget_s, localize_memory_mb) if localize else None)
         report.memory = meter.record()
         return report
     finally:
