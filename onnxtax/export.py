@@ -534,8 +534,7 @@ def export_model(
     loaded = resolve_model(model)
     loaded.module.eval()
     weights = module_weights_bytes(loaded.module)
-    meter.check(weights, "export" if external_data == "always" or (external_data == "auto" and weights >= 2**31)
-                else "export-inline")
+    meter.check(weights)
     loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
 
     result = ExportResult(str(output), loaded.spec, exporter, opset, target=target)

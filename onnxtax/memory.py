@@ -43,8 +43,6 @@ CHECK_MODES = ("warn", "fail", "off")
 ADVICE = {
     "export": "the exporter itself needs this (onnxtax adds only its imports): a bigger runner, "
               "or export on a bigger machine and run the other stages on the artifact (onnxtax ci --reuse-artifacts)",
-    "export-inline": "--external-data always (the weights written beside the .onnx; with weights inside it the "
-                     "exporter serialises one in-memory proto, ~3x), or a bigger runner",
     "parity": "close what else runs on the machine, or a bigger runner (the eager model alone holds 1x)",
     "parity-unshared": "--share-weights always (auto, the default, shares from 256 MB of weights): the CPU "
                        "session uses the eager model's memory, one copy of the weights instead of two; or a bigger runner",

@@ -93,7 +93,7 @@ def test_estimate_uses_the_measured_factor_and_says_what_lowers_it():
     est = memory.estimate("parity", 28 * gb, "parity-unshared", available=(22 * gb, "test"), check="warn")
     assert est.need_bytes == int(28 * gb * defaults.MEMORY_FACTORS["parity-unshared"]) + defaults.MEMORY_BASE_BYTES
     assert est.fits is False
-    assert est.warning.startswith("parity needs about 57.70 GB (2.05x the 28.00 GB of weights")
+    assert est.warning.startswith("parity needs about 63.30 GB (2.25x the 28.00 GB of weights")
     assert "can have 22.00 GB (test): expect the run to be killed" in est.warning
     assert "--share-weights always" in est.advice
     shared = memory.estimate("parity", 28 * gb, "parity", available=(32 * gb, "test"), check="warn")
@@ -170,7 +170,7 @@ def test_cli_warns_before_the_work_and_prints_the_peak_after(tiny_onnx):
     res = invoke("parity", spec("Tiny"), tiny_onnx, "-p", "cpu", "--samples", "1",
                  env={memory.LIMIT_ENV: "1MB"})
     assert res.exit_code == 0, res.output
-    assert "warning: parity needs about 300 MB (2.05x the 580 B of weights + 300 MB); this process can have 1 MB " \
+    assert "warning: parity needs about 300 MB (2.25x the 580 B of weights + 300 MB); this process can have 1 MB " \
            f"({memory.LIMIT_ENV}): expect the run to be killed" in res.stderr
     assert "fix: --share-weights always" in res.stderr
     assert "parity passed" in res.stdout
