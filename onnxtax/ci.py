@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from onnxtax.ci_report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG, RUN_SCHEMA, RUNNING_FILE,
-                               RUNNING_SCHEMA, STAGE_TITLES, STAGES, VERDICT_TEXT, VERDICTS, CiReport, ModelRun, ProviderVerdict, StageResult,
-                               summary_markdown, write_reports)
+                               RUNNING_SCHEMA, STAGE_TITLES, STAGES, VERDICT_TEXT, VERDICTS, CiReport, ModelRun,
+                               ProviderVerdict, StageResult, summary_markdown, write_reports)
 from onnxtax.config import ModelConfig, OnnxtaxConfig
 from onnxtax.errors import CheckFailed, OnnxtaxError
 

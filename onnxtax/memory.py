@@ -45,7 +45,8 @@ ADVICE = {
               "or export on a bigger machine and run the other stages on the artifact (onnxtax ci --reuse-artifacts)",
     "parity": "close what else runs on the machine, or a bigger runner (the eager model alone holds 1x)",
     "parity-unshared": "--share-weights always (auto, the default, shares from 256 MB of weights): the CPU "
-                       "session uses the eager model's memory, one copy of the weights instead of two; or a bigger runner",
+                       "session uses the eager model's memory, one copy of the weights instead of two; "
+                       "or a bigger runner",
     "lint": "a bigger runner",
     "verify": "a bigger runner",
     "bench": "bench holds the eager model and a server's session (two copies): turn it off for this model "

@@ -37,8 +37,8 @@ def _matmul_model(path, external: bool) -> int:
     """y = x @ W + b with W 64x32 (8 KB) and b 32 floats; returns the weights' bytes."""
     w = numpy_helper.from_array(np.ones((64, 32), np.float32), "W")
     b = numpy_helper.from_array(np.ones(32, np.float32), "b")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])],
-                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     onnx.save(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
@@ -123,7 +123,8 @@ def test_the_machine_and_the_environment_give_the_limit(monkeypatch):
         assert avail > memory.current_rss_bytes() > 0 and source.endswith("+ this process's RSS")
     monkeypatch.setenv(memory.LIMIT_ENV, "32GB")
     assert memory.available_memory() == (32 * 10**9, memory.LIMIT_ENV)
-    assert [memory.parse_size(t) for t in ("512MB", "1.5e9", "2GiB", "100")] == [512 * 10**6, 1_500_000_000, 2 * 2**30, 100]
+    sizes = [memory.parse_size(t) for t in ("512MB", "1.5e9", "2GiB", "100")]
+    assert sizes == [512 * 10**6, 1_500_000_000, 2 * 2**30, 100]
     monkeypatch.setenv(memory.LIMIT_ENV, "lots")
     with pytest.raises(OnnxtaxError, match="is not a size"):
         memory.available_memory()

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from onnxtax import defaults
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory, progress_display,
-                              user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory,
+                              progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
 
 _NO = []  # typer's list defaults
