@@ -47,6 +47,23 @@ class Worst:
                 "abs_diff": self.abs_diff, "tolerance_ratio": self.tolerance_ratio}
 
 
+# Elements per block when a large array is reduced: float64 temporaries of a whole 256 MB weight
+# would be several GB; per block of rows they stay at a few MB. Arrays up to this size are
+# reduced in one piece, exactly as before.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def row_blocks(*arrays: Any, elements: int = BLOCK_ELEMENTS) -> Any:
+    """Aligned slices along axis 0 of same-shaped arrays, about `elements` each (0-d arrays whole)."""
+    first = arrays[0]
+    if first.ndim == 0 or first.size <= elements:
+        yield arrays
+        return
+    rows = max(1, elements // max(1, first.size // first.shape[0]))
+    for i in range(0, first.shape[0], rows):
+        yield tuple(a[i:i + rows] for a in arrays)
+
+
 def rms(arrays: Sequence[Any]) -> float:
     """Root mean square over the finite elements of float arrays (0.0 when there are none)."""
     total, count = 0.0, 0
@@ -54,10 +71,11 @@ def rms(arrays: Sequence[Any]) -> float:
         arr = np.asarray(arr)
         if arr.dtype.kind not in "fc" or arr.size == 0:
             continue
-        a = arr.astype(np.float64, copy=False)
-        finite = a[np.isfinite(a)]
-        total += float(np.dot(finite.ravel(), finite.ravel()))
-        count += int(finite.size)
+        for (block,) in row_blocks(arr):
+            a = block.astype(np.float64, copy=False)
+            finite = a[np.isfinite(a)]
+            total += float(np.dot(finite.ravel(), finite.ravel()))
+            count += int(finite.size)
     return math.sqrt(total / count) if count else 0.0
 
 

@@ -8,9 +8,12 @@ Where a node came from: the dynamo exporter records `pkg.torch.onnx.name_scopes`
 writes; the TorchScript exporter names nodes after the module scopes they ran in
 (`/layers.0/linear/Gemm`). Nodes neither explains (added by an optimiser) have no scope.
 
-ONNX values are fetched by adding graph outputs to a copy of the graph (weights are
-not loaded: external data stays where it is and the session reads it from the model's
-folder), one bounded set of values per session run, on the provider being examined.
+ONNX values are fetched by adding graph outputs to a copy of the graph, one bounded set
+of values per session run, on the provider being examined. No copy of the graph holds weight
+bytes: the graph is read without them (onnxtax.weights.read_skeleton). A CPU session takes the
+weights parity shared with the eager model (onnxtax.weights.SharedWeights: OrtValues over the
+parameters' memory, pre-packing off) and reads only the others from the model's file; without
+shared weights, and on every other provider, the session reads them all from the file.
 """
 
 from __future__ import annotations
@@ -50,13 +53,16 @@ class GraphMap:
     """The ONNX graph as module scopes: which nodes each module path owns, and the values
     that cross each module's boundary."""
 
-    def __init__(self, onnx_path: str | Path):
+    def __init__(self, onnx_path: str | Path, shared: Any = None):
         from onnxtax.weights import read_skeleton
 
         self.path = Path(onnx_path)
         # without the weights' bytes, also when they are inside the .onnx: every copy of the graph
         # below (extra outputs, module subgraphs) stays small; sessions read the weights from the file
-        self.proto = read_skeleton(self.path).model
+        # or, on CPU, take parity's shared ones (`shared`: a SharedWeights or None)
+        skeleton = read_skeleton(self.path)
+        self.proto, self.stored = skeleton.model, skeleton.tensors
+        self.shared = shared
         graph = self.proto.graph
         self.initializers = {i.name for i in graph.initializer}
         self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
@@ -159,21 +165,41 @@ class GraphMap:
         model.functions.extend(self.proto.functions)
         return model.SerializeToString()
 
+    def shares_with(self, request: Any) -> bool:
+        """Whether a session on `request`'s provider takes parity's shared weights (CPU only:
+        other providers compile or copy the weights into their own memory)."""
+        return self.shared is not None and request.name == "CPUExecutionProvider"
+
     def session(self, model_bytes: bytes, request: Any, *, opt_level: str, threads: int | None):
-        """A session on the provider under examination; external data is read from the model's folder."""
+        """A session on the provider under examination; weights not shared are read from the model's folder."""
         import onnxruntime as ort
 
         from onnxtax.providers import session_options
 
         so = session_options(opt_level=opt_level, threads=threads, record_placement=False)
         so.add_session_config_entry(_EXTERNAL_FOLDER, str(self.path.resolve().parent))
+        if self.shares_with(request):
+            # as parity's CPU session: the OrtValues by reference, no pre-packed copy of them
+            so.add_session_config_entry("session.disable_prepacking", "1")
+            for name, value in zip(self.shared.names, self.shared.values):
+                so.add_initializer(name, value)  # ORT ignores names a subgraph does not have
         return ort.InferenceSession(model_bytes, so, providers=[request.name],
                                     provider_options=[dict(request.options)])
 
     def initializer_array(self, name: str) -> np.ndarray | None:
-        from onnx import numpy_helper
+        """One initializer's values, its bytes read once from the file (no proto copy of them)."""
+        from onnx import helper, numpy_helper
         from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
+        stored = self.stored.get(name)
+        if stored is not None and stored.length >= 0:
+            try:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(stored.data_type))
+            except (KeyError, TypeError):
+                dtype = None
+            if dtype is not None and stored.length == dtype.itemsize * int(np.prod(stored.dims, dtype=np.int64)):
+                count = stored.length // dtype.itemsize
+                return np.fromfile(stored.file, dtype=dtype, count=count, offset=stored.offset).reshape(stored.dims)
         for t in self.proto.graph.initializer:
             if t.name == name:
                 tensor = type(t)()

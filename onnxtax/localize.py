@@ -10,9 +10,13 @@ right means it arrives with the inputs ("inherited", from ops outside any submod
 
 Memory stays bounded: values are compared in chunks of modules whose outputs fit
 `memory_budget_mb` (eager copy + ONNX copy); each chunk is one eager run and one session
-run, and only numbers are kept between chunks. Weights are never loaded into the graph
-copy (external data is read by the session from the model's folder), so the extra memory
-is one more session of the model plus one chunk of activations.
+run, and only numbers are kept between chunks. No copy of the graph holds weight bytes.
+On CPU, when parity shared the weights with the eager model (onnxtax.weights), every
+localisation session takes the same OrtValues over the module's parameters, so the extra
+memory is one chunk of activations plus the weights parity could not share; otherwise (and
+on other providers, which compile their own copy) each session reads the weights from the
+file: one more copy of them while it runs, one session at a time. Weights are compared with
+parameters one at a time, block by block, and a shared weight is not read at all.
 
 JSON schema of `Localization.to_dict()` (keys stable):
 {
@@ -33,6 +37,7 @@ JSON schema of `Localization.to_dict()` (keys stable):
   "graph_only_modules": [...], "eager_only_modules": [...],   (frozen-branch evidence)
   "branch_lines": [12],                     (if/while lines in the suspect's forward)
   "compared_modules": 12, "chunks": 1, "peak_chunk_mb": 0.4, "memory_budget_mb": 512,
+  "session_weights": "shared" | "file",    (where the localisation sessions got the weights)
   "exporter": "dynamo" | "torchscript" | "unknown", "duration_s": 0.8, "notes": [...]
 }
 point = {"module", "class_name", "value", "max_abs_diff", "max_rel_diff", "tolerance_ratio", "outside",
@@ -118,6 +123,7 @@ class Localization:
     chunks: int = 0
     peak_chunk_mb: float = 0.0
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+    session_weights: str = "file"  # "shared": CPU sessions took parity's shared weights; "file": read them
     exporter: str = "unknown"
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -142,7 +148,7 @@ class Localization:
                 "eager_only_modules": list(self.eager_only_modules), "branch_lines": list(self.branch_lines),
                 "compared_modules": self.compared_modules, "chunks": self.chunks,
                 "peak_chunk_mb": self.peak_chunk_mb, "memory_budget_mb": self.memory_budget_mb,
-                "exporter": self.exporter, "duration_s": self.duration_s, "notes": list(self.notes)}
+                "session_weights": self.session_weights, "exporter": self.exporter, "duration_s": self.duration_s, "notes": list(self.notes)}
 
     def details(self) -> str:
         """A few lines for a CI log or a JUnit failure: where, why, how it grows."""
@@ -162,35 +168,41 @@ def compare_point(module: str, class_name: str, value: str | None, onnx: np.ndar
                   rtol: float, atol: float) -> tuple[Point, np.ndarray | None]:
     """The point and its mask of elements outside parity's element test (onnxtax.compare):
     |a-b| <= atol*rms(b) + rtol*|b| for floats, exact for integers; NaN/Inf must match."""
-    from onnxtax.compare import rms
+    from onnxtax.compare import rms, row_blocks
 
     point = Point(module, class_name, value)
     if onnx.shape != eager.shape:
         point.problem = f"shape {list(onnx.shape)} vs source {list(eager.shape)}"
         point.tolerance_ratio = math.inf
         return point, None
-    a, b = onnx.astype(np.float64), eager.astype(np.float64)
-    point.elements = int(b.size)
-    if not b.size:
-        return point, np.zeros(b.shape, bool)
+    point.elements = int(eager.size)
+    if not eager.size:
+        return point, np.zeros(eager.shape, bool)
     exact = eager.dtype.kind not in "fc"
     r, t = (0.0, 0.0) if exact else (rtol, atol * rms([eager]))
-    finite = np.isfinite(a) & np.isfinite(b)
-    same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.where(finite, np.abs(a - b), 0.0)
-    limit = t + r * np.where(finite, np.abs(b), 0.0)
-    mask = (finite & (diff > limit)) | (~finite & ~same_special)
-    point.outside = int(mask.sum())
-    point.max_abs_diff = float(diff.max())
-    nz = finite & (b != 0)
-    point.max_rel_diff = float((diff[nz] / np.abs(b[nz])).max()) if nz.any() else 0.0
-    if (~finite & ~same_special).any():
+    mask = np.zeros(eager.shape, bool)
+    special = False  # a NaN/Inf on one side only
+    # block by block: the float64 temporaries of a whole weight would be several times its size
+    for onnx_block, eager_block, mask_block in row_blocks(onnx, eager, mask):
+        a, b = onnx_block.astype(np.float64), eager_block.astype(np.float64)
+        finite = np.isfinite(a) & np.isfinite(b)
+        same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.where(finite, np.abs(a - b), 0.0)
+        limit = t + r * np.where(finite, np.abs(b), 0.0)
+        mask_block[...] = (finite & (diff > limit)) | (~finite & ~same_special)
+        point.outside += int(mask_block.sum())
+        point.max_abs_diff = max(point.max_abs_diff, float(diff.max()))
+        nz = finite & (b != 0)
+        if nz.any():
+            point.max_rel_diff = max(point.max_rel_diff, float((diff[nz] / np.abs(b[nz])).max()))
+        special = special or bool((~finite & ~same_special).any())
+        if not special:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(limit > 0, diff / np.where(limit > 0, limit, 1.0), np.where(diff > 0, np.inf, 0.0))
+            point.tolerance_ratio = max(point.tolerance_ratio, float(ratio.max()))
+    if special:
         point.tolerance_ratio = math.inf
-    else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(limit > 0, diff / np.where(limit > 0, limit, 1.0), np.where(diff > 0, np.inf, 0.0))
-        point.tolerance_ratio = float(ratio.max())
     return point, mask
 
 
@@ -226,8 +238,8 @@ def _torch_args(specs: Sequence[Any], arrays: dict[str, np.ndarray]) -> list[Any
 def localize(module: Any, onnx_path: str | Path, arrays: dict[str, np.ndarray], *, specs: Sequence[Any],
              mapping: dict[str, str], request: Any, rtol: float, atol: float, case: dict | None = None,
              warmup: Sequence[dict[str, np.ndarray]] = (), opt_level: str = "all", threads: int | None = None,
-             memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, time_budget_s: float = DEFAULT_TIME_BUDGET_S
-             ) -> Localization:
+             memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+             shared_weights: Any = None) -> Localization:
     """Find the first module whose ONNX output departs from eager on `request`'s provider.
 
     Args:
@@ -236,13 +248,15 @@ def localize(module: Any, onnx_path: str | Path, arrays: dict[str, np.ndarray], 
         request: the ProviderRequest to examine. rtol, atol: parity's tolerance.
         warmup: feeds (by ONNX input name) run first in the same session: a provider keeping
             state from earlier shapes shows its fault only after them.
+        shared_weights: parity's onnxtax.weights.SharedWeights of this model and module, or None:
+            CPU sessions then take those weights from the module's memory instead of the file.
     Never raises for what it finds: a failure to localise is a status with a reason.
     """
     t0 = time.perf_counter()
     loc = Localization(request.label, request.name, dict(case or {}), memory_budget_mb=memory_budget_mb)
     try:
         _search(loc, module, Path(onnx_path), arrays, specs, mapping, request, rtol, atol, warmup, opt_level,
-                threads, memory_budget_mb, t0 + time_budget_s)
+                threads, memory_budget_mb, t0 + time_budget_s, shared_weights)
     except Exception as exc:  # noqa: BLE001 - ORT/torch errors inside an optional diagnosis
         from onnxtax.providers import ort_error_summary
 
@@ -253,9 +267,11 @@ def localize(module: Any, onnx_path: str | Path, arrays: dict[str, np.ndarray], 
 
 
 def _search(loc: Localization, module: Any, onnx_path: Path, arrays: dict, specs, mapping, request, rtol, atol,
-            warmup, opt_level, threads, budget_mb, deadline) -> None:
-    graph = GraphMap(onnx_path)
+            warmup, opt_level, threads, budget_mb, deadline, shared_weights=None) -> None:
+    graph = GraphMap(onnx_path, shared=shared_weights)
     loc.exporter = graph.exporter
+    loc.session_weights = "shared" if graph.shares_with(request) else "file"
+    loc.notes.append(_weights_note(graph, request))
     args = _torch_args(specs, arrays)
     feeds = {mapping[n]: arrays[n] for n in mapping}
     plan = EagerCapture(module)
@@ -347,6 +363,20 @@ def _search(loc: Localization, module: Any, onnx_path: Path, arrays: dict, specs
     loc.summary = _summary(loc)
 
 
+def _weights_note(graph: GraphMap, request: Any) -> str:
+    """Where the localisation sessions got the weights, hence what they added to memory."""
+    if graph.shares_with(request):
+        sharing = graph.shared.sharing
+        text = (f"localisation sessions took the {len(sharing.shared)} weight tensors parity shared with the eager "
+                f"model from its memory (pre-packing off, as in parity's CPU session)")
+        if sharing.not_shared:
+            text += f"; {len(sharing.not_shared)} not shared were read from the file"
+        return text
+    why = (f"{request.name} compiles or copies the weights into its own memory" if request.name != "CPUExecutionProvider"
+           else "parity shared none with the eager model (--share-weights never, or small weights)")
+    return f"localisation sessions read the weights from the file, one more copy while each runs: {why}"
+
+
 def _warm(session: Any, warmup: Sequence[dict]) -> None:
     """Replay earlier shapes in the session (best effort: a shape that cannot run is skipped)."""
     for feed in warmup:
@@ -435,24 +465,35 @@ def _pick_node(loc: Localization, graph: GraphMap, module: Any, first: Point, rt
 def _weight_mismatches(graph: GraphMap, module: Any, path: str, rtol: float, atol: float):
     """(node, initializer, parameter, point) for each weight of the suspect's nodes that matches none of
     the module's parameters: compared by name, else by shape (as is or transposed: the TorchScript
-    exporter stores a Linear's weight transposed under a generated name)."""
+    exporter stores a Linear's weight transposed under a generated name). One weight is in memory
+    at a time; a weight parity shared is the same bytes as its parameter, so it is not read at all."""
     try:
-        params = {n if not path else f"{path}.{n}": t.detach().float().cpu().numpy()
-                  for n, t in module.get_submodule(path).named_parameters()}
+        params = {n if not path else f"{path}.{n}": t for n, t in module.get_submodule(path).named_parameters()}
     except AttributeError:
         return
+    same = set(graph.shared.names) if graph.shared is not None else set()
+    shapes = {n: tuple(t.shape) for n, t in params.items()}
+
+    def array(n: str) -> np.ndarray:
+        return params[n].detach().float().cpu().numpy()
+
     for idx in graph.owned(path):
         node = graph.nodes[idx]
         for name in node.inputs:
-            if name not in graph.initializers:
-                continue
+            if name not in graph.initializers or (name in same and name in params):
+                continue  # shared: byte for byte the parameter of that name, a difference of 0
             w = graph.initializer_array(name)
             if w is None or w.dtype.kind != "f":
                 continue
-            views = [(n, v) for n, v in params.items() if n == name] or [
-                (n, v) for n, v in params.items() for v in (v, v.T if v.ndim == 2 else None)
-                if v is not None and v.shape == w.shape]
+            views = [(n, array(n)) for n in params if n == name]
+            if not views:
+                for n, shape in shapes.items():
+                    if shape == w.shape or (len(shape) == 2 and shape[::-1] == w.shape):
+                        v = array(n)
+                        views += [(n, x) for x in (v, v.T if v.ndim == 2 else None)
+                                  if x is not None and x.shape == w.shape]
             compared = [(n, compare_point(n, "", name, w, v, rtol, atol)[0]) for n, v in views]
+            del w, views
             if compared and all(p.diverges for _, p in compared):
                 param, point = min(compared, key=lambda c: c[1].tolerance_ratio)
                 yield node, name, param, point
@@ -649,13 +690,15 @@ def _list(values: list[int]) -> str:
 def localize_failures(report: Any, module: Any, onnx_path: str | Path, plans: Sequence[Any], sample_of: Any,
                       specs: Sequence[Any], mapping: dict[str, str], *, opt_level: str = "all",
                       threads: int | None = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-                      time_budget_s: float = DEFAULT_TIME_BUDGET_S, progress: Any = None) -> None:
+                      time_budget_s: float = DEFAULT_TIME_BUDGET_S, progress: Any = None,
+                      shared_weights: Any = None) -> None:
     """Localise the first failing value case of each provider of a parity report, in place: sets
     `provider.localization`, and makes the localisation the hint of that case and provider.
 
     The sample replayed is the case's worst one; the shapes parity ran before it in the same
     session are replayed first (sample 0 each), so a provider keeping state between shapes
-    shows the same fault. One time budget covers all providers."""
+    shows the same fault. One time budget covers all providers. `shared_weights`: parity's
+    SharedWeights (or None), reused by the CPU localisation sessions."""
     deadline = time.perf_counter() + time_budget_s
     failing = [(pr, next((c for c in pr.cases if c.status == "failed" and c.stats is not None and c.stats.samples),
                          None)) for pr in report.providers]
@@ -677,7 +720,8 @@ def localize_failures(report: Any, module: Any, onnx_path: str | Path, plans: Se
         loc = localize(module, onnx_path, arrays, specs=specs, mapping=mapping, request=pr.request,
                        rtol=case.stats.rtol, atol=case.stats.atol, warmup=warmup,
                        case={"shape": case.shape, "sample": k, "output": case.output}, opt_level=opt_level,
-                       threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining)
+                       threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining,
+                       shared_weights=shared_weights)
         others = [o for o in report.providers if o is not pr and o.status != "skipped"
                   for c in o.cases if (c.shape, c.output) == (case.shape, case.output)]
         passing = [o.label for o in report.providers if o is not pr

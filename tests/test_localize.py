@@ -335,7 +335,7 @@ def test_report_keys_are_stable(models):
         "status", "summary", "provider", "provider_name", "provider_specific", "case", "module", "class_name",
         "node", "op_type", "node_basis", "source", "origin", "origin_detail", "first", "trail", "rows",
         "positions", "weights", "graph_only_modules", "eager_only_modules", "branch_lines", "compared_modules",
-        "chunks", "peak_chunk_mb", "memory_budget_mb", "exporter", "duration_s", "notes"}
+        "chunks", "peak_chunk_mb", "memory_budget_mb", "session_weights", "exporter", "duration_s", "notes"}
     assert loc["provider_specific"] is None  # one provider: nothing to compare with
     assert set(loc["source"]) == {"file", "line", "function", "code", "origin", "user_frame"}
     # without --localize nothing is localised and the key is null

@@ -274,7 +274,8 @@ def render_localization(loc: Any, out=None) -> None:
         rows.append(("positions", f"from {loc.positions['first']} of {loc.positions['size']} (axis 1)"))
     if loc.trail:
         rows.append(("grows", " -> ".join(p.text() for p in loc.trail)))
-    rows.append(("searched", f"{loc.compared_modules} modules in {loc.chunks} chunk(s), {loc.duration_s:.2f} s"))
+    rows.append(("searched", f"{loc.compared_modules} modules in {loc.chunks} chunk(s), {loc.duration_s:.2f} s"
+                 + (", weights shared with the eager model" if loc.session_weights == "shared" else "")))
     for key, value in rows:
         if value:
             table.add_row(key, escape(value))
