@@ -526,13 +526,6 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
         ort_paths.append(_OrtPath(pinfo, session, req))
 
     recipe = SampleRecipe(seed, ranges)
-    cold: dict[str, ColdStart] = {}
-    cold_start_reason = None if cold_start else "not requested (--no-cold-start)"
-    if cold_start:
-        first_sizes = dict(fixed, **({batch_axis: sizes_list[0]} if batch_axis else {}))
-        cold = _cold_start(spec, cold_reason, onnx_path, ort_paths, specs, first_sizes, ranges, threads,
-                           opt_level, cold_start_runs, tick)
-
     torch = None
     torch_threads_before = None
     if module is not None:
@@ -601,6 +594,20 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     finally:
         if torch is not None and torch_threads_before is not None:
             torch.set_num_threads(torch_threads_before)
+    torch_threads = paths[0].threads if module is not None else None
+    # Every path is timed: the eager model (when built here from its spec) and the sessions are
+    # released before anything loads the model again, so the cold-start processes, the sweep's and
+    # the profiles' sessions do not run beside them (each would be one more copy of the weights).
+    for p in ort_paths:
+        p.session = None
+    module = session = timed = fn = args = keep = tensors = None  # noqa: F841 - the last references to them
+
+    cold: dict[str, ColdStart] = {}
+    cold_start_reason = None if cold_start else "not requested (--no-cold-start)"
+    if cold_start:
+        first_sizes = dict(fixed, **({batch_axis: sizes_list[0]} if batch_axis else {}))
+        cold = _cold_start(spec, cold_reason, onnx_path, ort_paths, specs, first_sizes, ranges, threads,
+                           opt_level, cold_start_runs, tick)
 
     measured = [p for p in ort_paths if p.info.status == "measured"]
     sweep_result = None
@@ -614,7 +621,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
                                  recipe, threads, opt_level, warmup, tick)
 
     settings = {"batch_axis": batch_axis, "batch_sizes": sizes_list, "dims": fixed, "threads": threads,
-                "torch_threads": paths[0].threads if module is not None else None, "opt_level": opt_level,
+                "torch_threads": torch_threads, "opt_level": opt_level,
                 "warmup": warmup, "min_time_s": min_time, "rounds": ROUNDS, "timer": "time.perf_counter_ns",
                 "gc_disabled": True, "interleaved": "ABBA blocks per batch size", "seed": seed}
     report = BenchReport(str(onnx_path), spec, class_name, specs, resolved.source, settings, paths,

@@ -214,7 +214,7 @@ def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath],
             for _ in range(PROFILE_RUNS):
                 fn(*args)
             file = session.end_profiling()
-            del keep
+            del keep, fn, args, session  # one profiling session at a time: this one goes before the next loads
             runs, run_mean, node_mean, ops = parse_profile(file, last_runs=PROFILE_RUNS)
             out.append(ProfileResult(p.info.id, bs, str(file), runs, run_mean, node_mean, ops))
     return out
