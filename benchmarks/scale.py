@@ -7,6 +7,9 @@ stored inside the .onnx; 10 layers: 2.68 GB, stored as external data), exports i
   export    `onnxtax export`           vs torch.onnx.export(dynamo=True) + onnx.checker full check by path
   parity    `onnxtax parity` (defaults: batch 1, 4, 7 x 3 samples, CPU)
                                        vs build the eager model, one ORT session, the same 9 runs through both
+  localize  `onnxtax parity --localize` of an eager model whose middle layer's weight is scaled by
+            1.01 (`build_wrong`: parity fails, localisation runs)
+                                       vs the parity floor
   lint-ops  `onnxtax lint-ops`         vs onnx.load + one InferenceSession
   verify    `onnxtax verify`           vs sha256 of every file
   bench     `onnxtax bench` (batch 1, 0.3 s per path, no cold start)
@@ -36,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 8192
-STAGES = ("export", "parity", "lint-ops", "verify", "bench")
+STAGES = ("export", "parity", "localize", "lint-ops", "verify", "bench")
 
 MODEL = '''
 import torch
@@ -61,6 +64,14 @@ def build():
     with torch.no_grad():
         model = Stack()
     return model.eval()
+
+
+def build_wrong():
+    """The exported model with the middle layer's weight changed: what --localize must find."""
+    model = build()
+    with torch.no_grad():
+        model.layers[LAYERS // 2].weight.mul_(1.01)
+    return model
 '''
 
 BARE_EXPORT = r'''
@@ -117,10 +128,11 @@ for p in sys.argv[1:]:
 '''
 
 
-def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in GB, exit code) of one child process. The page cache's dirty
-    pages are flushed first (os.sync, untimed): otherwise the gigabytes the previous process
-    wrote throttle this one's writes, and export times measure the order of the runs."""
+def run(cmd: list[str], env: dict | None = None, expect: int = 0) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in GB, exit code) of one child process; another exit code than
+    `expect` prints the child's last lines. The page cache's dirty pages are flushed first
+    (os.sync, untimed): otherwise the gigabytes the previous process wrote throttle this one's
+    writes, and export times measure the order of the runs."""
     gc.collect()
     os.sync()
     t0 = time.perf_counter()
@@ -129,7 +141,7 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, float, int]:
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode not in (0,):
+    if proc.returncode != expect:
         tail = "\n".join(err.strip().splitlines()[-5:])
         print(f"    exit {proc.returncode}: {' '.join(cmd[:4])} ...\n    {tail}", file=sys.stderr)
     return wall, usage.ru_maxrss / 1024 / 1024, proc.returncode
@@ -166,6 +178,8 @@ def main() -> int:
                    [py, "-c", BARE_EXPORT, str(model_file), str(bare_path), "1" if external else "0"]),
         "parity": (cli + ["parity", spec, str(onnx_path)],
                    [py, "-c", BARE_PARITY, str(model_file), str(onnx_path)]),
+        "localize": (cli + ["parity", f"{model_file}:build_wrong", str(onnx_path), "--localize"],
+                     [py, "-c", BARE_PARITY, str(model_file), str(onnx_path)]),
         "lint-ops": (cli + ["lint-ops", str(onnx_path)], [py, "-c", BARE_LOAD, str(onnx_path)]),
         "verify": (cli + ["verify", str(onnx_path)], None),
         "bench": (cli + ["bench", spec, str(onnx_path), "--batch-sizes", "1", "--min-time", "0.3", "--warmup", "2",
@@ -188,7 +202,7 @@ def main() -> int:
         for rep in range(args.reps):
             order = [("tool", tool_cmd), ("bare", bare_cmd)] if rep % 2 == 0 else [("bare", bare_cmd), ("tool", tool_cmd)]
             for kind, cmd in order:
-                wall, rss, rc = run(cmd, env)
+                wall, rss, rc = run(cmd, env, expect=1 if (stage, kind) == ("localize", "tool") else 0)
                 (tool if kind == "tool" else bare).append((wall, rss, rc))
                 print(f"  {stage:9s} {kind:4s} rep {rep}: {wall:7.1f} s  {rss:6.2f} GB  exit {rc}", flush=True)
         tw, tr = [t[0] for t in tool], [t[1] for t in tool]

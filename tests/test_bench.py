@@ -264,9 +264,15 @@ def test_cold_start_runs_fresh_processes_for_both_paths(models, tmp_path, monkey
     # a `module:NAME` spec importable here only through sys.path: the child must see the same path
     shutil.copy(tiny.FILE, tmp_path / "bench_probe_models.py")
     monkeypatch.syspath_prepend(str(tmp_path))
-    rep = run_bench("bench_probe_models:Tiny", models.onnx, models.inputs, batch_sizes=(1,), min_time=0.02,
-                    warmup=2, cold_start=True, cold_start_runs=1)
+    alive: list[tuple[str, list[str]]] = []
+    rep = run_bench("bench_probe_models:Tiny", models.onnx, models.inputs, batch_sizes=(1, 2), min_time=0.02,
+                    warmup=2, cold_start=True, cold_start_runs=1, profile_dir=tmp_path / "prof",
+                    progress=lambda what, done, total: alive.append((what, _live_copies())))
     assert set(rep.cold_start) == {EAGER, "ort:cpu"}
+    # the paths are timed before: the fresh processes and each profiling session load the model
+    # while this process holds no eager model and no other session (each would be a copy of the weights)
+    later = [(what, live) for what, live in alive if what.startswith(("cold start", "profile"))]
+    assert len(later) == 4 and all(live == [] for _, live in later), later
     for cold in rep.cold_start.values():
         assert cold.measured, cold.reason
         assert cold.runs == 1
@@ -276,6 +282,17 @@ def test_cold_start_runs_fresh_processes_for_both_paths(models, tmp_path, monkey
     data = rep.to_dict()["cold_start"]
     assert data["measured"] and data["runs"] == 1
     assert set(data["paths"][EAGER]["first_result_s"]) == {"min", "median", "max", "values"}
+
+
+def _live_copies() -> list[str]:
+    """ORT sessions and modules built from the probe spec that this process still holds."""
+    import gc
+
+    import onnxruntime as ort
+
+    gc.collect()
+    return [type(o).__name__ for o in gc.get_objects()
+            if isinstance(o, ort.InferenceSession) or type(o).__module__ == "bench_probe_models"]
 
 
 def test_in_memory_module_cannot_be_cold_started(models):
