@@ -30,6 +30,15 @@ What is measured, and how (the choices a release gate depends on):
   torch / ORT, `cold_start_runs` each: time from spawn to the first result of
   "import torch + build the model from its spec + predict once" vs
   "import onnxruntime + load the .onnx + predict once", and the child's peak RSS.
+- Memory: the timed ORT sessions load the file as a server does (pre-packing on); they never
+  share weights with the eager model, which would turn pre-packing off and time another
+  session than the deployed one. While the paths are timed the process holds the eager
+  model and one session per provider (interleaving needs them all alive): two copies of the
+  weights and ORT's working memory, the floor of the comparison. Then the sessions and the
+  eager model (when built here from its spec) are released, before the cold-start processes,
+  the sweep and the profiles load the model again. The sweep holds one session per
+  optimisation level x thread count of all providers at once (interleaved too); a profile
+  holds one session at a time.
 - Gates (report truthiness): `max_latency_ms={"p99": 5}` must hold for every ORT path at
   every batch size (`"p99@1"` limits one batch size); `min_speedup=X` must hold for every
   ORT path at every batch size.

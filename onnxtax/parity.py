@@ -369,6 +369,8 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         pi += 1
     report.shapes = plans
 
+    for s in live:
+        s.session = None  # every case ran: the fresh sessions below and localisation's need the memory more
     comparison.recheck_in_fresh_sessions(plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), source, resolved,
                                          onnx_path, opt_level=opt_level, threads=threads, shared=shared)
     constant = {output_names[oi]: c.describe() for oi, c in enumerate(constancy) if c.constant}
@@ -386,8 +388,6 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
     if localize is not None and not report.passed:
         from onnxtax.localize import localize_failures
 
-        for s in live:
-            s.session = None  # the localising sessions need the memory more
         budget_s, memory_mb = localize
         localize_failures(report, module, onnx_path, plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), specs,
                           resolved.onnx_names, opt_level=opt_level, threads=threads, memory_budget_mb=memory_mb,
@@ -518,6 +518,8 @@ class _Comparison:
                     got = session.run(None, resolved.feeds(arrays))
                 except Exception:  # noqa: BLE001 - the original failure stands on its own
                     continue
+                finally:
+                    session = None  # closed before the next shape's loads: one more copy of the weights at most
                 checks = [OutputStats(*self.tolerances.get(name, default_tolerance(b, self.rtol, self.atol)),
                                       self.min_cosine) for name, b in zip(self.output_names, expected)]
                 scales = self.scales.get(pi, [None] * len(checks))
