@@ -391,7 +391,8 @@ def _run(module: Any, spec_text: str | None, onnx_path: Path, resolved: Resolved
         budget_s, memory_mb = localize
         localize_failures(report, module, onnx_path, plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), specs,
                           resolved.onnx_names, opt_level=opt_level, threads=threads, memory_budget_mb=memory_mb,
-                          time_budget_s=budget_s, progress=progress, shared_weights=shared)
+                          time_budget_s=budget_s, progress=progress,
+                          shared_weights=None if changed else shared)  # changed: the file's values, from the file
     report.duration_s = time.perf_counter() - t_start
     return report
 
