@@ -37,7 +37,7 @@ What is measured, and how (the choices a release gate depends on):
   weights and ORT's working memory, the floor of the comparison. Then the sessions and the
   eager model (when built here from its spec) are released, before the cold-start processes,
   the sweep and the profiles load the model again. The sweep holds one session per
-  optimisation level x thread count of all providers at once (interleaved too); a profile
+  optimisation level x thread count of one provider at a time (interleaved too); a profile
   holds one session at a time.
 - Gates (report truthiness): `max_latency_ms={"p99": 5}` must hold for every ORT path at
   every batch size (`"p99@1"` limits one batch size); `min_speedup=X` must hold for every
@@ -506,7 +506,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
 
     n_steps = ((cold_start_runs * (len(usable) + (1 if spec else 0))) if cold_start else 0) + len(sizes_list)
     if sweep:
-        n_steps += len(sizes_list)
+        n_steps += len(usable) * len(sizes_list)
     if profile_dir is not None:
         n_steps += len(usable) * len(sizes_list)
     steps = [0]

@@ -160,35 +160,44 @@ def _run_sweep(onnx_path: Path, usable, resolved: ResolvedInputs, fixed, batch_a
     thread_counts = _sweep_threads(threads)
     result = SweepResult(list(sizes_list), list(OPT_LEVELS), thread_counts,
                          configured=(opt_level, threads) if threads else None)
-    configs: list[tuple[str, str, int, Any, ProviderRequest]] = []
     for req in usable:
+        # one provider's sessions at a time (each a copy of the weights): the best setting is chosen
+        # per provider, so only its own settings need timing side by side
+        configs: list[tuple[str, str, int, Any, ProviderRequest]] = []
         for level in OPT_LEVELS:
             for n in thread_counts:
                 session = open_session(onnx_path, _threaded(req, n), opt_level=level, threads=n,
                                        record_placement=False)
                 configs.append((f"ort:{req.label}", level, n, session, req))
-    for bs in sizes_list:
-        tick(f"sweep: batch {bs}")
-        sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
-        feeds = resolved.feeds(make_inputs(resolved.specs, sizes, recipe))
-        timed, keep_alive, meta = [], [], {}
-        for i, (path, level, n, session, req) in enumerate(configs):
-            try:
-                fn, args, _, keep = _bind(session, feeds, _DEVICE_OF.get(req.name, "cpu"))
-            except Exception as exc:  # noqa: BLE001
-                raise _path_failed(f"{path} ({level}, {n} threads)", bs, exc) from exc
-            keep_alive.append(keep)
-            key = f"sweep{i}"
-            meta[key] = (path, level, n)
-            timed.append(_Timed(key, fn, args, min_time))
-        try:
-            latency = _measure(timed, warmup)
-        except _PathFailed as failed:
-            path, level, n = meta[failed.path]
-            raise _path_failed(f"{path} ({level}, {n} threads)", bs, failed.exc) from failed.exc
-        for key, (path, level, n) in meta.items():
-            result.results.append(SweepEntry(path, level, n, bs, latency[key]))
+        session = None  # the sessions are in configs only: the next provider's list replaces them
+        for bs in sizes_list:
+            tick(f"sweep: ort:{req.label} batch {bs}")
+            _sweep_batch(configs, bs, resolved, fixed, batch_axis, recipe, warmup, min_time, result)
     return result
+
+
+def _sweep_batch(configs: list, bs: int, resolved: ResolvedInputs, fixed, batch_axis, recipe, warmup, min_time,
+                 result: SweepResult) -> None:
+    """Every setting of one provider at one batch size, interleaved."""
+    sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
+    feeds = resolved.feeds(make_inputs(resolved.specs, sizes, recipe))
+    timed, keep_alive, meta = [], [], {}
+    for i, (path, level, n, session, req) in enumerate(configs):
+        try:
+            fn, args, _, keep = _bind(session, feeds, _DEVICE_OF.get(req.name, "cpu"))
+        except Exception as exc:  # noqa: BLE001
+            raise _path_failed(f"{path} ({level}, {n} threads)", bs, exc) from exc
+        keep_alive.append(keep)
+        key = f"sweep{i}"
+        meta[key] = (path, level, n)
+        timed.append(_Timed(key, fn, args, min_time))
+    try:
+        latency = _measure(timed, warmup)
+    except _PathFailed as failed:
+        path, level, n = meta[failed.path]
+        raise _path_failed(f"{path} ({level}, {n} threads)", bs, failed.exc) from failed.exc
+    for key, (path, level, n) in meta.items():
+        result.results.append(SweepEntry(path, level, n, bs, latency[key]))
 
 
 def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath], resolved: ResolvedInputs, fixed,
