@@ -320,29 +320,6 @@ def match_weights(skeleton: Skeleton, module: Any, written: WrittenWeights | Non
     return sharing, arrays
 
 
-def skeleton_for_session(skeleton: Skeleton, shared: set[str]) -> bytes:
-    """The serialized proto ORT loads: shared tensors keep their reference to their bytes in the
-    file (never read: ORT takes the OrtValues), inline tensors that are not shared get their bytes back from the file, external ones keep
-    their reference."""
-    import onnx
-
-    model = onnx.ModelProto()
-    model.CopyFrom(skeleton.model)
-    for tensor in model.graph.initializer:
-        stored = skeleton.tensors.get(tensor.name)
-        if stored is None:
-            continue
-        if tensor.name in shared:
-            continue  # its reference to the real bytes stays (ORT checks the file exists, then takes the OrtValue)
-        if stored.inline:
-            del tensor.external_data[:]
-            tensor.data_location = onnx.TensorProto.DEFAULT
-            with open(stored.file, "rb") as f:
-                f.seek(stored.offset)
-                tensor.raw_data = f.read(stored.length)
-    return model.SerializeToString()
-
-
 @dataclass
 class SharedWeights:
     """The eager module's weights prepared for ORT sessions: one proto, one set of OrtValues,
@@ -380,7 +357,10 @@ def share_weights(onnx_path: str | Path, module: Any, written: WrittenWeights | 
 
     skeleton = read_skeleton(onnx_path)
     sharing, arrays = match_weights(skeleton, module, written)
-    model_bytes = skeleton_for_session(skeleton, set(arrays))
+    # every large tensor keeps its reference to its bytes in the file: ORT never reads a shared
+    # one (it takes the OrtValue) and reads each other one once into its own memory (their bytes
+    # put back into the proto would be held twice while the session is created)
+    model_bytes = skeleton.model.SerializeToString()
     del skeleton
     names = list(arrays)
     values = [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names]
