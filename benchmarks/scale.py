@@ -144,7 +144,7 @@ def run(cmd: list[str], env: dict | None = None, expect: int = 0) -> tuple[float
     if proc.returncode != expect:
         tail = "\n".join(err.strip().splitlines()[-5:])
         print(f"    exit {proc.returncode}: {' '.join(cmd[:4])} ...\n    {tail}", file=sys.stderr)
-    return wall, usage.ru_maxrss / 1024 / 1024, proc.returncode
+    return wall, usage.ru_maxrss * 1024 / 1e9, proc.returncode  # ru_maxrss is KiB on Linux; GB like the weights
 
 
 def stats(values: list[float]) -> tuple[float, float, float]:

@@ -534,7 +534,8 @@ def export_model(
     loaded = resolve_model(model)
     loaded.module.eval()
     weights = module_weights_bytes(loaded.module)
-    meter.check(weights)
+    external_weights = external_data == "always" or (external_data == "auto" and weights > EXTERNAL_DATA_THRESHOLD)
+    meter.check(weights, "export-external" if external_weights else "export")
     loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
 
     result = ExportResult(str(output), loaded.spec, exporter, opset, target=target)

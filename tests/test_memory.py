@@ -195,3 +195,15 @@ def test_cli_json_and_verify_carry_the_memory(tiny_onnx):
     res = invoke("verify", tiny_onnx)
     assert res.exit_code == 0, res.output
     assert "peak memory " in res.stdout and "(weights 580 B)" in res.stdout
+
+
+def test_export_estimates_with_the_external_data_factor_when_it_writes_external_data(tiny_onnx, tmp_path):
+    from onnxtax.export import export_model
+
+    inline = export_model(spec("Tiny"), tmp_path / "a.onnx", ["x:batch,16"], exporter="torchscript")
+    external = export_model(spec("Tiny"), tmp_path / "b.onnx", ["x:batch,16"], exporter="torchscript",
+                            external_data="always")
+    assert inline.to_dict()["memory"]["preflight"]["kind"] == "export"
+    assert external.to_dict()["memory"]["preflight"]["kind"] == "export-external"
+    assert (external.to_dict()["memory"]["preflight"]["factor"]
+            < inline.to_dict()["memory"]["preflight"]["factor"])
