@@ -223,7 +223,7 @@ class CiReport:
         """Every model's lint findings as one SARIF 2.1.0 log with a single run (code
         scanning rejects several runs of one tool in one upload)."""
         from onnxtax.lint.sarif import merge_sarif
-        from onnxtax.localize import parity_sarif
+        from onnxtax.parity_sarif import parity_sarif
 
         logs = [s.result.to_sarif() for run in self.models for s in [run.stages.get("lint")]
                 if s is not None and s.result is not None and hasattr(s.result, "to_sarif")]

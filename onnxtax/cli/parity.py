@@ -149,7 +149,7 @@ def _write_outputs(report: Any, json_out: str | None, junit: Path | None, sarif:
     if junit:
         write_junit(junit, report.junit_suites(), name="onnxtax parity")
     if sarif:
-        from onnxtax.localize import parity_sarif
+        from onnxtax.parity_sarif import parity_sarif
 
         write_output(sarif, parity_sarif(report), "--sarif")
     append_github_summary(report.markdown())
