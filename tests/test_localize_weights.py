@@ -10,67 +10,16 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
-import torch
-from onnx import TensorProto, helper, numpy_helper
 
 from onnxtax.parity import check_parity
+from tests.models.stack import write_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STACK = '''
-import torch
-
-WIDTH = {width}
-
-
-class Stack(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = torch.nn.ModuleList(torch.nn.Linear(WIDTH, WIDTH) for _ in range(3))
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = torch.relu(layer(x))
-        return x
-
-
-def build():
-    torch.manual_seed(0)
-    return Stack().eval()
-
-
-def build_wrong():
-    """The exported model with layers.1's {what} scaled by 1.01."""
-    model = build()
-    with torch.no_grad():
-        model.layers[1].{what}.mul_(1.01)
-    return model
-'''
-
-
 def _stack(tmp_path: Path, width: int, what: str) -> tuple[str, Path, int]:
-    """The model file and its ONNX graph (TorchScript-style node names carry the module scopes;
-    initializers are the parameters' bytes under their names). Returns the spec of the eager
-    model with one parameter changed, the .onnx path and the bytes of weights."""
-    source = tmp_path / f"stack_{width}.py"
-    source.write_text(STACK.format(width=width, what=what))
-    torch.manual_seed(0)
-    linears = [torch.nn.Linear(width, width) for _ in range(3)]
-    nodes, inits, x = [], [], "x"
-    for i, lin in enumerate(linears):
-        inits += [numpy_helper.from_array(lin.weight.detach().numpy(), f"layers.{i}.weight"),
-                  numpy_helper.from_array(lin.bias.detach().numpy(), f"layers.{i}.bias")]
-        nodes.append(helper.make_node("Gemm", [x, f"layers.{i}.weight", f"layers.{i}.bias"], [f"g{i}"],
-                                      name=f"/layers.{i}/Gemm", transB=1))
-        x = "y" if i == 2 else f"r{i}"
-        nodes.append(helper.make_node("Relu", [f"g{i}"], [x], name=f"/Relu_{i}"))
-    graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    proto.ir_version = 10
-    path = tmp_path / "stack.onnx"
-    onnx.save(proto, str(path))
+    """The spec of the eager model with one parameter of layers.1 changed, the .onnx of the
+    unchanged model, and the bytes of weights."""
+    source, path, _ = write_stack(tmp_path, width, 3, what=what)
     return f"{source}:build_wrong", path, 3 * (width * width + width) * 4
 
 

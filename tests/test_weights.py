@@ -11,64 +11,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from onnxtax.files import sha256_file
 from onnxtax.parity import check_parity
 from onnxtax.weights import read_skeleton, write_model
+from tests.models.stack import write_source, write_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STACK = '''
-import torch
-
-WIDTH = {width}
-
-
-class Stack(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = torch.nn.ModuleList(torch.nn.Linear(WIDTH, WIDTH) for _ in range({layers}))
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = torch.relu(layer(x))
-        return x
-
-
-def build():
-    torch.manual_seed(0)
-    return Stack().eval()
-'''
-
-
-def _stack(tmp_path: Path, width: int, layers: int, *, transposed: tuple[int, ...] = ()) -> tuple[str, Path, object]:
-    """A model file and the ONNX graph of the same model (Gemm per layer, the exporter's names),
-    written with onnx.helper: the initializers carry the parameters' bytes, except the layers in
-    `transposed`, stored as W^T and read with transB=0 (same values computed, other bytes)."""
-    source = tmp_path / f"stack_{width}_{layers}.py"
-    source.write_text(STACK.format(width=width, layers=layers))
-    torch.manual_seed(0)
-    model = torch.nn.Sequential()  # same init order as Stack: one Linear after another
-    linears = [torch.nn.Linear(width, width) for _ in range(layers)]
-    nodes, inits, x = [], [], "x"
-    for i, lin in enumerate(linears):
-        w = lin.weight.detach().numpy()
-        t = i in transposed
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(w.T) if t else w, f"layers.{i}.weight"))
-        inits.append(numpy_helper.from_array(lin.bias.detach().numpy(), f"layers.{i}.bias"))
-        nodes.append(helper.make_node("Gemm", [x, f"layers.{i}.weight", f"layers.{i}.bias"], [f"g{i}"],
-                                      transB=0 if t else 1))
-        y = "y" if i == layers - 1 else f"r{i}"
-        nodes.append(helper.make_node("Relu", [f"g{i}"], [y]))
-        x = y
-    graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    proto.ir_version = 10
-    path = tmp_path / "stack.onnx"
-    onnx.save(proto, str(path))
-    del model
+def _stack(tmp_path: Path, width: int, layers: int, *, transposed: tuple[int, ...] = ()) -> tuple[str, Path, list]:
+    source, path, linears = write_stack(tmp_path, width, layers, transposed=transposed)
     return f"{source}:build", path, linears
 
 
@@ -224,8 +177,7 @@ def test_export_holds_the_weights_once(tmp_path):
     working memory (measured 1.13x here at 100 MB). The checker parsing the written .onnx with
     its weights measured 3.04x; any other full load or bytes copy of the weights adds 1x."""
     width, layers = 2896, 3
-    source = tmp_path / "stack.py"
-    source.write_text(STACK.format(width=width, layers=layers))
+    source = write_source(tmp_path, width, layers)
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", EXPORT_CHILD, f"{source}:build", str(tmp_path / "m.onnx"),
                           f"x:batch,{width}"], capture_output=True, text=True, env=env, timeout=300)
