@@ -180,12 +180,18 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
+# what a model's weights beside it are called, after its stem (m.bin, m.weights, ...)
+DATA_SUFFIXES = (".data", ".bin", ".weights", ".pb", ".safetensors", ".onnx_data")
+
+
 def _look_like_data(model_path: Path, listed: set[str]) -> list[str]:
-    """Files beside the artifact named like its data (`m.onnx.data`, `m.onnx_data`, `m.bin`, ...)."""
+    """Files beside the artifact named like its data (`m.onnx.data`, `m.onnx_data`, `m.bin`, ...),
+    not its source (`m.py`) or another artifact of the same model (`m.int8.onnx`)."""
     if not model_path.parent.is_dir():
         return []
     stem = model_path.name[:-5] if model_path.name.endswith(".onnx") else model_path.name
     own = {model_path.name, manifest_path_for(model_path).name} | listed
     return sorted(p.name for p in model_path.parent.iterdir()
-                  if p.is_file() and p.name not in own and (p.name.startswith(model_path.name)
-                                                            or p.name.startswith(stem + ".")))
+                  if p.is_file() and p.name not in own
+                  and (p.name.startswith(model_path.name)
+                       or (p.name.startswith(stem + ".") and p.name.endswith(DATA_SUFFIXES))))

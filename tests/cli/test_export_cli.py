@@ -163,10 +163,13 @@ def test_verify_never_reads_a_manifest_path_outside_the_artifact_folder(cli, tmp
 def test_verify_reports_files_named_like_the_artifacts_data(cli, tmp_path):
     out = _exported_linear(tmp_path)
     (out.parent / "m.onnx.data").write_bytes(b"\0" * 8)
+    (out.parent / "m.bin").write_bytes(b"\0" * 8)
     (out.parent / "other.txt").write_text("unrelated")
+    (out.parent / "m.py").write_text("# the model's source, beside its export")
+    (out.parent / "m.int8.onnx").write_bytes(b"another artifact")
     proc = cli("verify", out, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["extra"] == ["m.onnx.data"]
+    assert json.loads(proc.stdout)["extra"] == ["m.bin", "m.onnx.data"]
     proc = cli("verify", out)
     assert "extra" in proc.stdout and "m.onnx.data" in proc.stdout and "other.txt" not in proc.stdout
 
