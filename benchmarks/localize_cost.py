@@ -120,7 +120,7 @@ if mode == "localize":
     found = {"status": loc.status, "module": loc.module, "chunks": loc.chunks, "compared": loc.compared_modules,
              "peak_chunk_mb": round(loc.peak_chunk_mb, 3)}
 seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6,
                   "found": found}))
 '''
 
