@@ -96,10 +96,10 @@ def parse_size(text: str) -> int:
 
 def onnx_weights_bytes(onnx_path: str | Path) -> int | None:
     """Bytes of an .onnx file's large initializers, from the proto's headers (no weight is read)."""
-    from onnxtax.weights import read_skeleton
+    from onnxtax.weights import stored_weight_bytes
 
     try:  # min_bytes=1: every initializer stored as raw bytes, not only those parity shares
-        return sum(max(t.length, 0) for t in read_skeleton(onnx_path, min_bytes=1).tensors.values())
+        return stored_weight_bytes(onnx_path, min_bytes=1)
     except (OSError, ValueError):  # unreadable or not a proto: the stage itself says what is wrong
         return None
 

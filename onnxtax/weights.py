@@ -346,9 +346,9 @@ class SharedWeights:
         return session
 
 
-def stored_weight_bytes(onnx_path: str | Path) -> int:
-    """Bytes of the large initializers, from the proto's headers (nothing is loaded)."""
-    return sum(max(t.length, 0) for t in read_skeleton(onnx_path).tensors.values())
+def stored_weight_bytes(onnx_path: str | Path, *, min_bytes: int = SHARE_MIN_BYTES) -> int:
+    """Bytes of the initializers of `min_bytes` or more, from the proto's headers (nothing is loaded)."""
+    return sum(max(t.length, 0) for t in read_skeleton(onnx_path, min_bytes=min_bytes).tensors.values())
 
 
 def share_weights(onnx_path: str | Path, module: Any, written: WrittenWeights | None = None) -> SharedWeights:
