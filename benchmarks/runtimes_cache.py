@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from onnxtax.runtime_envs import ensure_env
+    from onnxtax.runtimes.envs import ensure_env
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

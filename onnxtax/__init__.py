@@ -17,53 +17,53 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from onnxtax.core.version import VERSION as __version__
 
 _LAZY = {
     # stages and their reports
-    "export_model": "onnxtax.export", "ExportResult": "onnxtax.export",
+    "export_model": "onnxtax.export.run", "ExportResult": "onnxtax.export.run",
     "lint_model": "onnxtax.lint", "LintReport": "onnxtax.lint",
-    "check_parity": "onnxtax.parity", "ParityReport": "onnxtax.parity", "compare_arrays": "onnxtax.compare",
-    "Localization": "onnxtax.localize",  # onnxtax.localize.localize(...): the module's name, not re-exported
-    "verify_artifact": "onnxtax.manifest", "VerifyReport": "onnxtax.manifest",
-    "run_bench": "onnxtax.bench", "BenchReport": "onnxtax.bench",
-    "quantize_model": "onnxtax.quantize", "check_quantized": "onnxtax.quantize", "QuantizeReport": "onnxtax.quantize",
-    "check_runtimes": "onnxtax.runtimes", "RuntimeMatrixReport": "onnxtax.runtimes",
-    "run_ci": "onnxtax.ci", "CiReport": "onnxtax.ci", "load_config": "onnxtax.config",
+    "check_parity": "onnxtax.parity.run", "ParityReport": "onnxtax.parity.run", "compare_arrays": "onnxtax.core.compare",
+    "Localization": "onnxtax.parity.localize",  # onnxtax.parity.localize.localize(...): the module's name, not re-exported
+    "verify_artifact": "onnxtax.core.manifest", "VerifyReport": "onnxtax.core.manifest",
+    "run_bench": "onnxtax.bench.run", "BenchReport": "onnxtax.bench.run",
+    "quantize_model": "onnxtax.quantize.run", "check_quantized": "onnxtax.quantize.run", "QuantizeReport": "onnxtax.quantize.run",
+    "check_runtimes": "onnxtax.runtimes.matrix", "RuntimeMatrixReport": "onnxtax.runtimes.matrix",
+    "run_ci": "onnxtax.ci.run", "CiReport": "onnxtax.ci.run", "load_config": "onnxtax.ci.config",
     # the parts every stage is built from
-    "load_model": "onnxtax.loading", "LoadedModel": "onnxtax.loading",
-    "InputSpec": "onnxtax.specs", "parse_input_specs": "onnxtax.specs", "make_inputs": "onnxtax.specs",
-    "resolve_inputs": "onnxtax.inputs", "ResolvedInputs": "onnxtax.inputs",
-    "open_session": "onnxtax.providers", "resolve_providers": "onnxtax.providers",
-    "host_providers": "onnxtax.providers", "ProviderRequest": "onnxtax.providers",
-    "Progress": "onnxtax.progress",
+    "load_model": "onnxtax.core.loading", "LoadedModel": "onnxtax.core.loading",
+    "InputSpec": "onnxtax.core.specs", "parse_input_specs": "onnxtax.core.specs", "make_inputs": "onnxtax.core.specs",
+    "resolve_inputs": "onnxtax.core.inputs", "ResolvedInputs": "onnxtax.core.inputs",
+    "open_session": "onnxtax.core.providers", "resolve_providers": "onnxtax.core.providers",
+    "host_providers": "onnxtax.core.providers", "ProviderRequest": "onnxtax.core.providers",
+    "Progress": "onnxtax.core.progress",
     # errors: OnnxtaxError and its subclasses are usage errors (exit 2); CheckFailed a failed check (exit 1)
-    "OnnxtaxError": "onnxtax.errors", "InputSpecError": "onnxtax.errors", "LoadError": "onnxtax.errors",
-    "ConfigError": "onnxtax.errors", "ProviderError": "onnxtax.errors", "ManifestError": "onnxtax.errors",
-    "CheckFailed": "onnxtax.errors",
+    "OnnxtaxError": "onnxtax.core.errors", "InputSpecError": "onnxtax.core.errors", "LoadError": "onnxtax.core.errors",
+    "ConfigError": "onnxtax.core.errors", "ProviderError": "onnxtax.core.errors", "ManifestError": "onnxtax.core.errors",
+    "CheckFailed": "onnxtax.core.errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:
-    from onnxtax.bench import BenchReport, run_bench
-    from onnxtax.ci import CiReport, run_ci
-    from onnxtax.config import load_config
-    from onnxtax.errors import (CheckFailed, ConfigError, InputSpecError, LoadError, ManifestError, OnnxtaxError,
+    from onnxtax.bench.run import BenchReport, run_bench
+    from onnxtax.ci.run import CiReport, run_ci
+    from onnxtax.ci.config import load_config
+    from onnxtax.core.errors import (CheckFailed, ConfigError, InputSpecError, LoadError, ManifestError, OnnxtaxError,
                                 ProviderError)
-    from onnxtax.export import ExportResult, export_model
-    from onnxtax.inputs import ResolvedInputs, resolve_inputs
+    from onnxtax.export.run import ExportResult, export_model
+    from onnxtax.core.inputs import ResolvedInputs, resolve_inputs
     from onnxtax.lint import LintReport, lint_model
-    from onnxtax.loading import LoadedModel, load_model
-    from onnxtax.localize import Localization
-    from onnxtax.manifest import VerifyReport, verify_artifact
-    from onnxtax.compare import compare_arrays
-    from onnxtax.parity import ParityReport, check_parity
-    from onnxtax.progress import Progress
-    from onnxtax.providers import ProviderRequest, host_providers, open_session, resolve_providers
-    from onnxtax.quantize import QuantizeReport, check_quantized, quantize_model
-    from onnxtax.runtimes import RuntimeMatrixReport, check_runtimes
-    from onnxtax.specs import InputSpec, make_inputs, parse_input_specs
+    from onnxtax.core.loading import LoadedModel, load_model
+    from onnxtax.parity.localize import Localization
+    from onnxtax.core.manifest import VerifyReport, verify_artifact
+    from onnxtax.core.compare import compare_arrays
+    from onnxtax.parity.run import ParityReport, check_parity
+    from onnxtax.core.progress import Progress
+    from onnxtax.core.providers import ProviderRequest, host_providers, open_session, resolve_providers
+    from onnxtax.quantize.run import QuantizeReport, check_quantized, quantize_model
+    from onnxtax.runtimes.matrix import RuntimeMatrixReport, check_runtimes
+    from onnxtax.core.specs import InputSpec, make_inputs, parse_input_specs
 
 
 def __getattr__(name: str):

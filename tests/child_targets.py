@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from onnxtax.errors import CheckFailed
+from onnxtax.core.errors import CheckFailed
 
 
 def echo(request: dict) -> dict:

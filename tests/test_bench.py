@@ -1,4 +1,4 @@
-"""onnxtax.bench: structure, counts and ordering of the measurements, gates, inputs,
+"""onnxtax.bench.run: structure, counts and ordering of the measurements, gates, inputs,
 cold start, sweep and profile, on tiny models. No assertion depends on how fast
 anything ran."""
 
@@ -11,11 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from onnxtax import bench, tuning
-from onnxtax.bench import (EAGER, HARNESS, ROUNDS, BenchReport, batch_axis_of, parse_batch_sizes,
+from onnxtax.bench import run as bench
+
+from onnxtax.bench import tuning
+from onnxtax.bench.run import (EAGER, HARNESS, ROUNDS, BenchReport, batch_axis_of, parse_batch_sizes,
                            parse_latency_gates, parse_profile, run_bench)
-from onnxtax.errors import InputSpecError, LoadError, OnnxtaxError
-from onnxtax.specs import InputSpec, parse_input_specs
+from onnxtax.core.errors import InputSpecError, LoadError, OnnxtaxError
+from onnxtax.core.specs import InputSpec, parse_input_specs
 from tests.models import tiny
 
 FAST = dict(min_time=0.05, warmup=3, cold_start=False)
@@ -220,7 +222,7 @@ def test_inputs_come_from_the_graph_when_nothing_else_says(models):
 
 
 def test_inputs_and_export_sizes_come_from_the_manifest(models, tmp_path):
-    from onnxtax.manifest import manifest_path_for
+    from onnxtax.core.manifest import manifest_path_for
 
     out = tmp_path / "seq.onnx"
     shutil.copy(models.seq_onnx, out)
@@ -327,7 +329,7 @@ def test_outputs_whose_shape_changes_are_left_to_ort(tmp_path):
 
 
 def test_sweep_tries_every_level_and_thread_count(models):
-    from onnxtax.providers import OPT_LEVELS
+    from onnxtax.core.providers import OPT_LEVELS
 
     rep = run_bench(None, models.onnx, models.inputs, batch_sizes=(1, 2), sweep=True, min_time=0.01, warmup=2,
                     cold_start=False)

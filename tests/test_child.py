@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxtax.child import run_in_child
+from onnxtax.core.child import run_in_child
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -51,7 +51,7 @@ def test_an_exit_without_a_result_is_a_crash_with_the_exit_code():
 
 def test_lint_reports_a_hung_provider_as_a_finding():
     from onnxtax.lint.rules import _ended_finding
-    from onnxtax.providers import parse_provider
+    from onnxtax.core.providers import parse_provider
 
     run = run_in_child("tests.child_targets:sleep_past", {"seconds": 60}, timeout=1, env=ENV)
     finding = _ended_finding(parse_provider("openvino:device_type=CPU"), run)

@@ -13,10 +13,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from onnxtax.ci import MODEL_SCHEMA, run_ci
+from onnxtax.ci.run import MODEL_SCHEMA, run_ci
 from onnxtax.lint.sarif import merge_sarif
-from onnxtax.config import load_config
-from onnxtax.errors import ProviderError
+from onnxtax.ci.config import load_config
+from onnxtax.core.errors import ProviderError
 
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
 
@@ -358,7 +358,7 @@ def test_a_run_killed_before_its_end_leaves_no_earlier_run_level_files(two_model
     out = tmp_path / "reports"
     shutil.copytree(reports, out)
     (out / "notes.md").write_text("mine")
-    from onnxtax.ci import _clear_stale_reports
+    from onnxtax.ci.run import _clear_stale_reports
 
     _clear_stale_reports(out)  # what a run does first; a SIGKILL right after leaves this folder
     assert sorted(p.name for p in out.iterdir()) == ["notes.md"]
@@ -410,9 +410,9 @@ def test_a_run_killed_in_a_stage_leaves_running_json_naming_it(cli, tmp_path):
     assert proc.returncode == -9, proc.stderr  # SIGKILL: no ci.json, no model report
     assert not (reports / "ci.json").exists() and not (reports / "dies.json").exists()
     running = json.loads((reports / "running.json").read_text())
-    assert (running["schema"], running["model"], running["stage"]) == ("onnxtax.ci.running/1", "dies", "parity")
+    assert (running["schema"], running["model"], running["stage"]) == ("onnxtax.ci.run.running/1", "dies", "parity")
     assert running["rss_bytes"] > 0 and running["available_bytes"] > running["rss_bytes"]
-    from onnxtax.ci import _clear_stale_reports
+    from onnxtax.ci.run import _clear_stale_reports
 
     _clear_stale_reports(reports)  # the next run starts clean
     assert not (reports / "running.json").exists()

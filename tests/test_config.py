@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from onnxtax.cli import app
-from onnxtax.config import find_config, load_config
-from onnxtax.errors import ConfigError
+from onnxtax.ci.config import find_config, load_config
+from onnxtax.core.errors import ConfigError
 
 MODEL_SRC = """
 import torch

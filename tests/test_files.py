@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from onnxtax.errors import OnnxtaxError
-from onnxtax.files import check_output, write_output
+from onnxtax.core.errors import OnnxtaxError
+from onnxtax.core.files import check_output, write_output
 
 
 def test_check_output_refuses_before_any_work(tmp_path):

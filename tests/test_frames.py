@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from onnxtax.frames import Frame, frames_in_text, frames_of, is_library, user_frame
+from onnxtax.core.frames import Frame, frames_in_text, frames_of, is_library, user_frame
 
 
 def test_a_printed_trace_gives_the_innermost_user_frame():

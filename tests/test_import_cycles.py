@@ -87,7 +87,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph(PACKAGE)
-    assert {"onnxtax.lint", "onnxtax.lint.findings", "onnxtax.providers", "onnxtax.child"} <= set(graph)
+    assert {"onnxtax.lint", "onnxtax.lint.findings", "onnxtax.core.providers", "onnxtax.core.child"} <= set(graph)
     assert "onnxtax.lint.findings" in graph["onnxtax.lint.rules"]
     assert cycles(graph) == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles(graph))
 

@@ -1,4 +1,4 @@
-"""onnxtax.inputs: one reading of graph inputs and one matching rule, so every stage accepts
+"""onnxtax.core.inputs: one reading of graph inputs and one matching rule, so every stage accepts
 and refuses the same inputs for the same artifact."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from onnxtax.bench import run_bench
-from onnxtax.errors import InputSpecError
-from onnxtax.inputs import axis_name, graph_inputs, load_graph, resolve_inputs
-from onnxtax.parity import check_parity
+from onnxtax.bench.run import run_bench
+from onnxtax.core.errors import InputSpecError
+from onnxtax.core.inputs import axis_name, graph_inputs, load_graph, resolve_inputs
+from onnxtax.parity.run import check_parity
 from tests.models import tiny
 
 

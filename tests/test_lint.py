@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
-from onnxtax.errors import ConfigError, LoadError
+from onnxtax.core.errors import ConfigError, LoadError
 from onnxtax.lint import RULES, lint_model, parse_allow
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"
@@ -190,7 +190,7 @@ def test_changed_op_version_above_target(tmp_path):
 def test_ir_version_the_installed_runtime_refuses(tmp_path):
     """onnx 1.23's own default IR (14) is above what ORT 1.31 loads: the rule says so, and the
     lint still reports what ORT would say at its max IR."""
-    from onnxtax.providers import ort_max_ir_version
+    from onnxtax.core.providers import ort_max_ir_version
 
     model = make([helper.make_node("Relu", ["x"], ["y"], name="relu")], [vi("x")], [vi("y")], ir=14)
     report = lint_model(save(model, tmp_path / "ir14.onnx"))

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from onnxtax.errors import InputSpecError
+from onnxtax.core.errors import InputSpecError
 from onnxtax.lint.source import lint_source
-from onnxtax.specs import parse_input_specs
+from onnxtax.core.specs import parse_input_specs
 
 BRANCH_MODEL = """\
 import torch

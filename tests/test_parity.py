@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxtax.errors import InputSpecError, OnnxtaxError, ProviderError
-from onnxtax.parity import (DEFAULT_ATOL, DEFAULT_RTOL, SCHEMA, check_parity, compare_arrays, default_axis_values,
+from onnxtax.core.errors import InputSpecError, OnnxtaxError, ProviderError
+from onnxtax.parity.run import (DEFAULT_ATOL, DEFAULT_RTOL, SCHEMA, check_parity, compare_arrays, default_axis_values,
                             parse_tolerances, plan_shapes)
-from onnxtax.report import jsonable, junit_xml
-from onnxtax.specs import parse_input_specs
+from onnxtax.core.report import jsonable, junit_xml
+from onnxtax.core.specs import parse_input_specs
 
 MODELS = '''
 import torch
@@ -137,7 +137,7 @@ def build_models(root: Path) -> dict[str, Path]:
     """Write the model file and export each model once; returns name -> path (and 'file')."""
     import torch
 
-    from onnxtax.loading import load_model
+    from onnxtax.core.loading import load_model
 
     src = root / "parity_models.py"
     src.write_text(textwrap.dedent(MODELS))
@@ -173,7 +173,7 @@ def spec(models, name: str) -> str:
 @pytest.fixture(scope="module")
 def dynamo_export(models, tmp_path_factory):
     """The way users get a model: `onnxtax export` (dynamo, manifest beside it)."""
-    from onnxtax.export import export_model
+    from onnxtax.export.run import export_model
 
     out = tmp_path_factory.mktemp("dynamo") / "mlp.onnx"
     result = export_model(spec(models, "MLP"), out, ["x:batch,16"])
@@ -302,7 +302,7 @@ def test_non_determinism_is_also_checked_at_the_largest_shape(models):
 def test_module_in_train_mode_checked_in_eval_and_restored(models, tmp_path):
     import torch
 
-    from onnxtax.loading import load_model
+    from onnxtax.core.loading import load_model
 
     module = load_model(spec(models, "WithDropout")).module
     path = export_torchscript(module, tmp_path / "drop.onnx", (torch.ones(2, 16),), ["x"], ["y"], {"x": {0: "b"}})
@@ -467,7 +467,7 @@ def test_compare_shape_dtype_and_integers():
 
 
 def test_stats_stream_over_samples():
-    from onnxtax.parity import OutputStats
+    from onnxtax.parity.run import OutputStats
 
     acc = OutputStats(DEFAULT_RTOL, DEFAULT_ATOL)
     b = np.ones(4, np.float32)

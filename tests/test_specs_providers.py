@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import helper
 
-from onnxtax.errors import InputSpecError, ProviderError
-from onnxtax.providers import (ort_error_summary, ort_max_ir_version, ort_max_opset, open_session, parse_provider,
+from onnxtax.core.errors import InputSpecError, ProviderError
+from onnxtax.core.providers import (ort_error_summary, ort_max_ir_version, ort_max_opset, open_session, parse_provider,
                                placement_of, resolve_providers)
-from onnxtax.specs import (SampleRecipe, export_sizes, make_inputs, parse_dim_values, parse_input_specs,
+from onnxtax.core.specs import (SampleRecipe, export_sizes, make_inputs, parse_dim_values, parse_input_specs,
                            parse_ranges)
 
 
@@ -120,7 +120,7 @@ def test_one_summary_for_real_ort_refusals_and_run_failures():
     import onnxruntime as ort
     from onnx import helper
 
-    from onnxtax.providers import load_error, probe_model
+    from onnxtax.core.providers import load_error, probe_model
 
     ir = load_error(probe_model(ir_version=1000))
     assert ir.startswith("[ONNXRuntimeError]") and ".cc:" in ir
@@ -149,7 +149,7 @@ def test_one_summary_for_real_ort_refusals_and_run_failures():
 
 PLACEMENT_SCRIPT = """
 import json, sys
-from onnxtax.providers import open_session, parse_provider, placement_of
+from onnxtax.core.providers import open_session, parse_provider, placement_of
 session = open_session(sys.argv[1], parse_provider("openvino:device_type=CPU"))
 print(json.dumps(placement_of(session, "OpenVINOExecutionProvider").to_dict()))
 """

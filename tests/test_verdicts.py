@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxtax.compare import Constancy, compare_arrays
-from onnxtax.errors import InputSpecError
-from onnxtax.export import export_model
-from onnxtax.manifest import read_manifest
-from onnxtax.parity import check_parity
-from onnxtax.specs import SampleRecipe, default_domain, make_inputs, parse_input_specs
+from onnxtax.core.compare import Constancy, compare_arrays
+from onnxtax.core.errors import InputSpecError
+from onnxtax.export.run import export_model
+from onnxtax.core.manifest import read_manifest
+from onnxtax.parity.run import check_parity
+from onnxtax.core.specs import SampleRecipe, default_domain, make_inputs, parse_input_specs
 
 MODELS = '''
 import torch
@@ -145,7 +145,7 @@ def torchscript_export(model_file: Path, name: str, out: Path) -> Path:
 
     import torch
 
-    from onnxtax.loading import load_model
+    from onnxtax.core.loading import load_model
 
     module = load_model(f"{model_file}:{name}").module.eval()
     with warnings.catch_warnings():
@@ -306,7 +306,7 @@ def test_parity_adapts_sizes_the_eager_model_rejects(model_file, tmp_path):
     assert all("seq=1" not in label for label in labels)
     assert any("fails at batch=1,seq=1: tested batch=1,seq=" in n for n in report.notes), report.notes
     # sizes the user asked for are not changed: the eager model's own error stays a usage error
-    from onnxtax.errors import InputSpecError
+    from onnxtax.core.errors import InputSpecError
 
     with pytest.raises(InputSpecError, match="source model raised"):
         check_parity(f"{model_file}:LongKernel", out, dims={"seq": [2]})
@@ -332,8 +332,8 @@ def test_tiny_gpt2_exports_with_dynamo_and_passes_parity_with_default_flags(mode
 
 
 def test_ci_model_ranges_and_data_reach_export_and_parity(model_file, tmp_path):
-    from onnxtax.ci import run_ci
-    from onnxtax.config import load_config
+    from onnxtax.ci.run import run_ci
+    from onnxtax.ci.config import load_config
 
     data = tmp_path / "real.npz"
     np.savez(data, input_ids=np.array([[3, 4, 5, 6]], np.int64), attention_mask=np.array([[1, 1, 1, 0]], np.int64))

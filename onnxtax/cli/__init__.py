@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from onnxtax.cli._app import app
-from onnxtax.errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
+from onnxtax.core.errors import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 
 
 _terminated = False

@@ -18,7 +18,7 @@ import typer
 import typer.main
 from typer.core import TyperCommand, TyperGroup
 
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, CheckFailed, OnnxtaxError
+from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_USAGE, CheckFailed, OnnxtaxError
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} passed; {EXIT_CHECK_FAILED} a check failed (export checks, opset lock, "
@@ -208,11 +208,11 @@ def user_errors(debug: bool = False) -> Iterator[None]:
 
 @contextmanager
 def memory_warnings_shown() -> Iterator[None]:
-    """A stage's memory preflight warning (onnxtax.memory.MemoryWarning) printed at once, every
+    """A stage's memory preflight warning (onnxtax.core.memory.MemoryWarning) printed at once, every
     time, as `warning:` and `fix:`: an OOM-killed run prints nothing after it."""
     import warnings
 
-    from onnxtax.memory import MemoryWarning
+    from onnxtax.core.memory import MemoryWarning
 
     with warnings.catch_warnings():
         previous = warnings.showwarning
@@ -251,7 +251,7 @@ def print_json(data: object) -> None:
     """JSON to stdout, nothing else on stdout (rich output goes to stderr in --json mode)."""
     import json
 
-    from onnxtax.report import jsonable
+    from onnxtax.core.report import jsonable
 
     sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
     sys.stdout.flush()

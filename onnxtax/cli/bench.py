@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from onnxtax import defaults
+from onnxtax.core import defaults
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-from onnxtax.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
-from onnxtax.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
-from onnxtax.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
-from onnxtax.defaults import BENCH_THREADS as DEFAULT_THREADS
-from onnxtax.defaults import BENCH_WARMUP as DEFAULT_WARMUP
+from onnxtax.core.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
+from onnxtax.core.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
+from onnxtax.core.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
+from onnxtax.core.defaults import BENCH_THREADS as DEFAULT_THREADS
+from onnxtax.core.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_error,
                               print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import SPEC_RUNS_CODE
-from onnxtax.errors import InputSpecError
+from onnxtax.core.errors import InputSpecError
 
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
               "model, else the ONNX graph's inputs.")
@@ -97,10 +97,10 @@ def bench(
     processes; gate on latency or speedup."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.bench import parse_batch_sizes, parse_latency_gates, require_plot, run_bench, write_plot
-        from onnxtax.files import write_output
-        from onnxtax.manifest import read_manifest, update_manifest
-        from onnxtax.specs import parse_dim_values, parse_input_specs, parse_ranges
+        from onnxtax.bench.run import parse_batch_sizes, parse_latency_gates, require_plot, run_bench, write_plot
+        from onnxtax.core.files import write_output
+        from onnxtax.core.manifest import read_manifest, update_manifest
+        from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
 
         if threads < 0:
             raise InputSpecError(f"--threads {threads} must be >= 0", "0 = each runtime's own default, e.g. --threads 1")
@@ -146,8 +146,8 @@ def bench(
 
 def _check_outputs(json_path: str | None, plot: Path | None, profile: Path | None, record_model: Path | None) -> None:
     """Every file bench will write, checked before minutes of measuring."""
-    from onnxtax.files import check_output
-    from onnxtax.manifest import manifest_path_for
+    from onnxtax.core.files import check_output
+    from onnxtax.core.manifest import manifest_path_for
 
     if json_path:
         check_output(json_path, "--json")
@@ -177,7 +177,7 @@ def render(report) -> None:
     """The report as Rich tables on stdout."""
     from rich.markup import escape
 
-    from onnxtax.bench import EAGER, HARNESS
+    from onnxtax.bench.run import EAGER, HARNESS
 
     s = report.settings
     threads = "runtime defaults" if s["threads"] is None else f"{s['threads']}"

@@ -11,7 +11,7 @@ from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, err_c
                               print_error, print_json, progress_display, status_console,
                               user_errors)
 from onnxtax.cli._app import Group
-from onnxtax.errors import EXIT_CHECK_FAILED, EXIT_OK
+from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "not_run": "dim", "off": "dim",
           "fell_back": "yellow", "not_available": "dim", "conflict": "bold magenta"}
@@ -72,8 +72,8 @@ def ci(
     from rich.markup import escape
     out = status_console(json_out)
     with user_errors(debug):
-        from onnxtax.ci import run_ci
-        from onnxtax.config import load_config
+        from onnxtax.ci.run import run_ci
+        from onnxtax.ci.config import load_config
 
         cfg = load_config(config)
         selected = cfg.select(only)
@@ -113,7 +113,7 @@ class _CiProgress:
     def stage(self, model: str, stage: str, result: Any) -> None:
         from rich.markup import escape
 
-        from onnxtax.ci import STAGE_TITLES
+        from onnxtax.ci.run import STAGE_TITLES
 
         self.width = max(self.width, len(model))
         if model not in self.seen:
@@ -121,7 +121,7 @@ class _CiProgress:
         if result is None:
             self.display(f"{model} › {STAGE_TITLES[stage]}", len(self.seen) - 1, self.total)
         else:
-            from onnxtax.memory import format_bytes
+            from onnxtax.core.memory import format_bytes
 
             peak = f"  [dim](peak {format_bytes(result.memory.peak_rss_bytes)})[/]" if result.memory else ""
             self.display.print(f"{escape(model):{self.width}}  {STAGE_TITLES[stage]:15} {_cell(result.status)}"
@@ -129,7 +129,7 @@ class _CiProgress:
                                highlight=False, soft_wrap=True)
 
     def message(self, model: str, stage: str, message: str) -> None:
-        from onnxtax.ci import STAGE_TITLES
+        from onnxtax.ci.run import STAGE_TITLES
 
         self.display(f"{model} › {STAGE_TITLES[stage]}: {message}", len(self.seen) - 1, self.total)
 
@@ -140,8 +140,8 @@ class _CiProgress:
 def _render_summary(report: Any, out: Any) -> None:
     from rich.table import Table
     from rich.markup import escape
-    from onnxtax.ci import STAGE_TITLES, STAGES
-    from onnxtax.ci_report import peak_cell
+    from onnxtax.ci.run import STAGE_TITLES, STAGES
+    from onnxtax.ci.report import peak_cell
 
     table = Table(title="onnxtax ci", title_justify="left", header_style="bold")
     table.add_column("model", overflow="fold")
@@ -191,9 +191,9 @@ def merge(
     flagged. Appends the matrix to $GITHUB_STEP_SUMMARY when set."""
     from rich.markup import escape
     with user_errors(debug):
-        from onnxtax.files import check_output
-        from onnxtax.merge import merge_reports, write_matrix
-        from onnxtax.report import append_github_summary, check_github_summary
+        from onnxtax.core.files import check_output
+        from onnxtax.ci.merge import merge_reports, write_matrix
+        from onnxtax.core.report import append_github_summary, check_github_summary
 
         if output is not None:
             check_output(output, "--output", folder=True)

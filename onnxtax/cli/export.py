@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from onnxtax import defaults
+from onnxtax.core import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console,
                               print_error, print_json, print_memory, progress_display, user_errors)
@@ -67,8 +67,8 @@ def export(
     """Export a PyTorch model to ONNX with the opset locked, dynamic axes kept, the checker
     and an ONNX Runtime run passed, and a manifest with checksums. Writes nothing on failure."""
     with user_errors(debug):
-        from onnxtax.export import export_model
-        from onnxtax.specs import parse_dim_values, parse_input_specs, parse_ranges
+        from onnxtax.export.run import export_model
+        from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
 
         specs = parse_input_specs(input)
         ranges = parse_ranges(range_)
@@ -96,10 +96,10 @@ def export(
 
 
 def _target_verifier(target_ort: str | None, cache: Path | None, offline: bool):
-    """--target-ort runs the file in that release (onnxtax.runtimes), imported only when asked."""
+    """--target-ort runs the file in that release (onnxtax.runtimes.matrix), imported only when asked."""
     if not target_ort:
         return None
-    from onnxtax.runtimes import target_verifier
+    from onnxtax.runtimes.matrix import target_verifier
 
     return target_verifier(cache, offline)
 
@@ -108,12 +108,12 @@ def _render_export(result) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from onnxtax.report import format_size
+    from onnxtax.core.report import format_size
 
     if result.passed:
         console.print(f"[bold green]exported[/] {escape(result.output)}  ({result.exporter} exporter, opset {result.opset}, "
                       f"IR {result.ir_version}, {format_size(result.size_bytes)}, {result.seconds:.1f} s)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)  # a long path stays whole in a log
         table = Table(box=None, pad_edge=False)
         for col in ("", "name", "dims", "dtype"):
             table.add_column(col)
@@ -137,7 +137,7 @@ def _render_export(result) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if result.passed:
-        from onnxtax.manifest import manifest_path_for
+        from onnxtax.core.manifest import manifest_path_for
 
         console.print(f"manifest: {escape(str(manifest_path_for(result.output)))}", highlight=False)
 
@@ -153,7 +153,7 @@ def verify(
     is listed outside the artifact's folder, 2 no manifest. Files beside the artifact named
     like its data but not in the manifest are reported."""
     with user_errors(debug):
-        from onnxtax.manifest import verify_artifact
+        from onnxtax.core.manifest import verify_artifact
 
         report = verify_artifact(model)
     if json_out:
@@ -186,7 +186,7 @@ def providers(
 ) -> None:
     """The execution providers the installed onnxruntime can use on this host."""
     with user_errors(debug):
-        from onnxtax.providers import host_providers
+        from onnxtax.core.providers import host_providers
 
         host = host_providers()
     from rich.table import Table

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxtax import defaults
+from onnxtax.core import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, print_memory, progress_display,
                               user_errors)
@@ -55,9 +55,9 @@ def lint_ops(
     --source, data-dependent Python code at its file:line."""
     json_stdout = json_path == "-"
     with user_errors(debug):
-        from onnxtax.errors import InputSpecError
+        from onnxtax.core.errors import InputSpecError
         from onnxtax.lint import check_fail_on, lint_model, parse_allow
-        from onnxtax.specs import parse_input_specs
+        from onnxtax.core.specs import parse_input_specs
 
         check_fail_on(fail_on)
         parse_allow(allow)  # unknown rules are usage errors before any work
@@ -85,7 +85,7 @@ def lint_ops(
 
 def _check_outputs(json_path: str | None, sarif_path: Path | None) -> None:
     """Before linting: both report paths must be writable."""
-    from onnxtax.files import check_output
+    from onnxtax.core.files import check_output
 
     for flag, path in (("--json", json_path), ("--sarif", sarif_path)):
         if path is not None:
@@ -94,8 +94,8 @@ def _check_outputs(json_path: str | None, sarif_path: Path | None) -> None:
 
 def _write_outputs(report, json_path: str | None, sarif_path: Path | None) -> None:
     """Both reports, atomically, through the one output writer."""
-    from onnxtax.files import write_output
-    from onnxtax.report import jsonable
+    from onnxtax.core.files import write_output
+    from onnxtax.core.report import jsonable
 
     for flag, path, data in (("--sarif", sarif_path, report.to_sarif), ("--json", json_path, report.to_dict)):
         if path is not None:

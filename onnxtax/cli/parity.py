@@ -8,18 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from onnxtax import defaults
+from onnxtax.core import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console,
                               print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import DATA_HELP, INPUT_HELP, RANGE_HELP, SPEC_ARG
 
-from onnxtax.defaults import PARITY_ATOL as DEFAULT_ATOL
-from onnxtax.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
-from onnxtax.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
-from onnxtax.defaults import PARITY_RTOL as DEFAULT_RTOL
-from onnxtax.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
-from onnxtax.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
+from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
+from onnxtax.core.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
+from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
+from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
+from onnxtax.core.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
+from onnxtax.core.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -99,8 +99,8 @@ def parity(
     if is_quantized(onnx_model):  # an INT8 artifact is held to its recorded budgets, not FP32 tolerances
         recheck(spec, onnx_model, provider, json_out, debug)
     with user_errors(debug):
-        from onnxtax.parity import check_parity, parse_tolerances
-        from onnxtax.specs import parse_dim_values, parse_ranges
+        from onnxtax.parity.run import check_parity, parse_tolerances
+        from onnxtax.core.specs import parse_dim_values, parse_ranges
 
         dims = parse_dim_values(dim, multi=True)
         ranges = parse_ranges(range_)
@@ -128,8 +128,8 @@ def parity(
 
 def check_outputs(json_out: str | None, junit: Path | None, sarif: Path | None = None) -> None:
     """Refuse output paths that cannot be written before the run, not after it."""
-    from onnxtax.files import check_output
-    from onnxtax.report import check_github_summary
+    from onnxtax.core.files import check_output
+    from onnxtax.core.report import check_github_summary
 
     if json_out and json_out != "-":
         check_output(json_out, "--json")
@@ -141,15 +141,15 @@ def check_outputs(json_out: str | None, junit: Path | None, sarif: Path | None =
 
 
 def _write_outputs(report: Any, json_out: str | None, junit: Path | None, sarif: Path | None = None) -> None:
-    from onnxtax.files import write_output
-    from onnxtax.report import append_github_summary, jsonable, write_junit
+    from onnxtax.core.files import write_output
+    from onnxtax.core.report import append_github_summary, jsonable, write_junit
 
     if json_out and json_out != "-":
         write_output(json_out, jsonable(report.to_dict()), "--json")
     if junit:
         write_junit(junit, report.junit_suites(), name="onnxtax parity")
     if sarif:
-        from onnxtax.parity_sarif import parity_sarif
+        from onnxtax.parity.sarif import parity_sarif
 
         write_output(sarif, parity_sarif(report), "--sarif")
     append_github_summary(report.markdown())
@@ -307,7 +307,7 @@ def _case_cell(case: Any) -> str:
 
 
 def _placement_line(pr: Any) -> str:
-    from onnxtax.parity import placement_text
+    from onnxtax.parity.run import placement_text
 
     if pr.placement is None:
         return pr.reason or pr.status

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from onnxtax import defaults
+from onnxtax.core import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory,
                               progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
@@ -83,8 +83,8 @@ def quantize(
     INT8 size and latency."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.bench import parse_batch_sizes
-        from onnxtax.quantize import quantize_model
+        from onnxtax.bench.run import parse_batch_sizes
+        from onnxtax.quantize.run import quantize_model
 
         sizes = parse_batch_sizes(bench_batch_sizes)
         _check_json_path(json_out)
@@ -109,8 +109,8 @@ def quantize(
 
 def is_quantized(onnx_model: Path) -> bool:
     """Whether the manifest beside the model records an `onnxtax quantize` approval."""
-    from onnxtax.errors import OnnxtaxError
-    from onnxtax.manifest import read_manifest
+    from onnxtax.core.errors import OnnxtaxError
+    from onnxtax.core.manifest import read_manifest
 
     try:
         manifest = read_manifest(onnx_model, required=False)
@@ -123,7 +123,7 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
     """`onnxtax parity` on an INT8 artifact: its recorded segments against its recorded budgets."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.quantize import check_quantized
+        from onnxtax.quantize.run import check_quantized
 
         _check_json_path(json_out)
         with progress_display("parity (INT8 budgets)") as progress:
@@ -144,7 +144,7 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
 
 def _check_json_path(json_out: str | None) -> None:
     """A --json path that cannot be written is refused before minutes of quantizing, not after."""
-    from onnxtax.files import check_output
+    from onnxtax.core.files import check_output
 
     if json_out and json_out != "-":
         check_output(json_out, "--json")
@@ -152,8 +152,8 @@ def _check_json_path(json_out: str | None) -> None:
 
 def _write_json(report: Any, json_out: str | None) -> None:
     """After the table: through the one output writer (an OS error is one line, exit 2)."""
-    from onnxtax.files import write_output
-    from onnxtax.report import jsonable
+    from onnxtax.core.files import write_output
+    from onnxtax.core.report import jsonable
 
     if json_out and json_out != "-":
         write_output(json_out, jsonable(report.to_dict()), "--json")

@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from onnxtax import defaults
+from onnxtax.core import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory,
                               progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP
-from onnxtax.errors import EXIT_OK
+from onnxtax.core.errors import EXIT_OK
 
 ORT_HELP = ("onnxruntime releases, exact (1.16.3), comma-separated or repeated. Each gets a cached virtualenv with "
             "only that release and a numpy it supports, built on first use.")
@@ -72,15 +72,15 @@ def runtimes(
     release that passes. Exit 1 if any listed release fails."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.files import check_output
-        from onnxtax.errors import InputSpecError
-        from onnxtax.runtimes import check_runtimes, measure_limits
-        from onnxtax.specs import parse_dim_values, parse_ranges
+        from onnxtax.core.files import check_output
+        from onnxtax.core.errors import InputSpecError
+        from onnxtax.runtimes.matrix import check_runtimes, measure_limits
+        from onnxtax.core.specs import parse_dim_values, parse_ranges
 
         if not ort:
             raise InputSpecError("no onnxruntime release given", "e.g. --ort 1.16.3,1.18.1,1.20.1")
         if record and not limits:
-            from onnxtax.manifest import read_manifest
+            from onnxtax.core.manifest import read_manifest
 
             read_manifest(onnx_model)  # no manifest to record into: exit 2 before the work
         for flag, path in (("--json", None if json_stdout else json_out), ("--junit", junit),
@@ -92,7 +92,7 @@ def runtimes(
             if limits:
                 rows = measure_limits(ort, cache_dir=cache_dir, offline=offline, progress=say)
             else:
-                from onnxtax.parity import parse_tolerances
+                from onnxtax.parity.run import parse_tolerances
 
                 report = check_runtimes(onnx_model, ort, spec, input or None, dims=parse_dim_values(dim, multi=True),
                                         samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=data,
@@ -105,7 +105,7 @@ def runtimes(
             raise typer.Exit(EXIT_OK)
         _write_outputs(report, None if json_stdout else json_out, junit, markdown)
         if record:
-            from onnxtax.runtimes import record_matrix
+            from onnxtax.runtimes.matrix import record_matrix
 
             recorded = record_matrix(onnx_model, report)
     if json_stdout:
@@ -131,9 +131,9 @@ def _say(progress):
 
 
 def _write_outputs(report, json_out: str | None, junit: Path | None, markdown: Path | None) -> None:
-    from onnxtax.errors import OnnxtaxError
-    from onnxtax.files import write_json_atomic, write_text_atomic
-    from onnxtax.report import append_github_summary, jsonable, write_junit
+    from onnxtax.core.errors import OnnxtaxError
+    from onnxtax.core.files import write_json_atomic, write_text_atomic
+    from onnxtax.core.report import append_github_summary, jsonable, write_junit
 
     target = ""
     try:
@@ -156,7 +156,7 @@ def _write_outputs(report, json_out: str | None, junit: Path | None, markdown: P
 def _limits_output(rows, json_out: str | None) -> None:
     from rich.table import Table
 
-    from onnxtax.files import write_json_atomic
+    from onnxtax.core.files import write_json_atomic
 
     data = {"schema": "onnxtax.ort-limits/1", "limits": [r.to_dict() for r in rows]}
     if json_out == "-":

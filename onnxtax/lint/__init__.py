@@ -15,7 +15,7 @@ Rules (stable ids, default severity):
                               what the installed ORT loads
   ir-version         error    IR version above --target-ir or above what the installed ORT loads
   target-runtime     error    (--target-ort) IR version, opsets or ops the target onnxruntime release refuses
-                              (onnxtax.ort_compat's table: nothing is installed)
+                              (onnxtax.core.ort_compat's table: nothing is installed)
   runtime-load       error    the installed ORT refuses the model for another reason (message mapped to the node)
   provider-fallback  warning  nodes ORT assigns away from a requested provider; error when it runs none;
                               info for providers not on this host ("not checked here", never guessed)
@@ -63,9 +63,17 @@ run (lint_model).
 
 from __future__ import annotations
 
-from onnxtax.lint.findings import (FORMAT_VERSION, RULES, SEVERITIES, AllowEntry, Finding, LintReport, Rule,
-                                   check_fail_on, parse_allow)
-from onnxtax.lint.run import GRAPH_RULES, lint_model
+from typing import TYPE_CHECKING
 
-__all__ = ["FORMAT_VERSION", "GRAPH_RULES", "RULES", "SEVERITIES", "AllowEntry", "Finding", "LintReport", "Rule",
-           "check_fail_on", "lint_model", "parse_allow"]
+from onnxtax.core.faces import lazy_face
+
+_NAMES = {"FORMAT_VERSION": "findings", "RULES": "findings", "SEVERITIES": "findings", "AllowEntry": "findings",
+          "Finding": "findings", "LintReport": "findings", "Rule": "findings", "check_fail_on": "findings",
+          "parse_allow": "findings", "GRAPH_RULES": "run", "lint_model": "run"}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_face(__name__, _NAMES)
+
+if TYPE_CHECKING:
+    from onnxtax.lint.findings import (FORMAT_VERSION, RULES, SEVERITIES, AllowEntry, Finding, LintReport, Rule,
+                                       check_fail_on, parse_allow)
+    from onnxtax.lint.run import GRAPH_RULES, lint_model

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxtax.errors import ConfigError
-from onnxtax.report import Verdict
+from onnxtax.core.errors import ConfigError
+from onnxtax.core.report import Verdict
 
 FORMAT_VERSION = 1
 SEVERITIES = ("error", "warning", "info")
@@ -133,7 +133,7 @@ class LintReport(Verdict):
     allow: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    memory: Any = None  # onnxtax.memory.MemoryRecord
+    memory: Any = None  # onnxtax.core.memory.MemoryRecord
 
     @property
     def failing(self) -> list[Finding]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from onnxtax.frames import frames_in_text, user_frame
+from onnxtax.core.frames import frames_in_text, user_frame
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "ai.onnx.preview"}
 CONTROL_FLOW_OPS = {"If", "Loop", "Scan", "SequenceMap"}

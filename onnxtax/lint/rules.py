@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from onnxtax.child import ChildResult
-from onnxtax.errors import CheckFailed
+from onnxtax.core.child import ChildResult
+from onnxtax.core.errors import CheckFailed
 from onnxtax.lint.findings import RULES, Finding, LintReport
 from onnxtax.lint.graph import (CONTROL_FLOW_OPS, STANDARD_DOMAINS, NodeRef, iter_graphs, iter_nodes,
                                 node_source_location, subgraphs)
-from onnxtax.manifest import export_sizes_of
-from onnxtax.providers import (Placement, ProviderRequest, isolated_placement, open_session, ort_error_summary,
+from onnxtax.core.manifest import export_sizes_of
+from onnxtax.core.providers import (Placement, ProviderRequest, isolated_placement, open_session, ort_error_summary,
                                placement_of, resolve_providers)
 
 SHAPE_OPS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
@@ -139,8 +139,8 @@ def rule_opset(ctx: LintContext) -> list[Finding]:
 
 
 def rule_target_runtime(ctx: LintContext) -> list[Finding]:
-    """The static limits table (onnxtax.ort_compat) against the model: no install, no session."""
-    from onnxtax.ort_compat import target_problems
+    """The static limits table (onnxtax.core.ort_compat) against the model: no install, no session."""
+    from onnxtax.core.ort_compat import target_problems
 
     out = []
     for p in target_problems(ctx.model, ctx.target_ort):
@@ -158,7 +158,7 @@ def _probe_op(ref: NodeRef, ctx: LintContext) -> str | None:
     import onnx
     from onnx import helper
 
-    from onnxtax.providers import load_error, probe_model
+    from onnxtax.core.providers import load_error, probe_model
 
     node = onnx.NodeProto()
     node.CopyFrom(ref.node)

@@ -7,18 +7,18 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from onnxtax.defaults import MEMORY_FACTORS
-from onnxtax.errors import ConfigError
-from onnxtax.inputs import load_graph
+from onnxtax.core.defaults import MEMORY_FACTORS
+from onnxtax.core.errors import ConfigError
+from onnxtax.core.inputs import load_graph
 from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, check_fail_on, parse_allow
 from onnxtax.lint.graph import iter_graphs, iter_nodes
-from onnxtax.memory import StageMeter, onnx_weights_bytes
+from onnxtax.core.memory import StageMeter, onnx_weights_bytes
 from onnxtax.lint.rules import (LintContext, rule_baked_shape, rule_control_flow, rule_custom_op, rule_float64,
                                 rule_ir_version, rule_opset, rule_provider_fallback, rule_runtime_load,
                                 rule_target_runtime)
-from onnxtax.providers import (ProviderRequest, load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
+from onnxtax.core.providers import (ProviderRequest, load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
                                ort_package)
-from onnxtax.specs import InputSpec
+from onnxtax.core.specs import InputSpec
 
 GRAPH_RULES = ("control-flow", "custom-op", "opset", "ir-version", "runtime-load", "float64", "baked-shape")
 
@@ -35,7 +35,7 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
         source: a model spec ("file.py:Name") or an nn.Module, for the source rules.
         inputs: forward() inputs for the source rules; default: the manifest's.
         target_opset / target_ir: the deployment runtime's limits.
-        target_ort: the deployment onnxruntime release ("1.16"): its limits from onnxtax.ort_compat.
+        target_ort: the deployment onnxruntime release ("1.16"): its limits from onnxtax.core.ort_compat.
         providers: provider texts ("openvino:device_type=CPU") or ProviderRequests; placement checked
             for those on this host, the others reported as not checked.
         allow: "rule" or "rule:node" (fnmatch) entries that are reported but do not fail.
@@ -43,7 +43,7 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
     Returns:
         LintReport, truthy when nothing at/above fail_on is left.
     """
-    from onnxtax.manifest import read_manifest
+    from onnxtax.core.manifest import read_manifest
 
     start = time.perf_counter()
     say = progress or (lambda _msg: None)
@@ -52,7 +52,7 @@ def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list
     for value, flag in ((target_opset, "--target-opset"), (target_ir, "--target-ir")):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{flag} {value} is not a positive integer", f"e.g. {flag} 17")
-    from onnxtax.ort_compat import limits_for
+    from onnxtax.core.ort_compat import limits_for
 
     ort_limits = limits_for(target_ort) if target_ort else None  # an unknown release: exit 2 before any work
     if onnx_path is None:

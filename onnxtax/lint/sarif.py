@@ -107,7 +107,7 @@ def finding_to_result(f: Any, model: str, base: Path, rule_index: dict[str, int]
                                          ("source_location", f.source_location)) if v is not None},
     }
     if f.details:
-        from onnxtax.report import jsonable
+        from onnxtax.core.report import jsonable
 
         result["properties"]["details"] = jsonable(f.details)
     if related:
@@ -123,7 +123,7 @@ def report_to_sarif(report: Any, rules: Iterable[Any], *, base_dir: str | Path |
 
     The report and the rules are taken by their attributes, not imported: the report
     offers `to_sarif()`, so this module must not depend on onnxtax.lint.findings."""
-    from onnxtax import __version__
+    from onnxtax.core.version import VERSION as __version__
 
     base = Path(os.path.abspath(base_dir)) if base_dir else default_base_dir()
     rules = rule_descriptors(rules)
@@ -150,7 +150,7 @@ def merge_sarif(logs: list[dict], automation_id: str = "onnxtax/ci/") -> dict:
     """SARIF logs (one per model, from `onnxtax ci`) -> one log with one run: rules deduplicated by id, results and
     artifacts concatenated with their indexes renumbered, each run's properties kept
     per model."""
-    from onnxtax import __version__
+    from onnxtax.core.version import VERSION as __version__
 
     runs = [run for log in logs for run in (log or {}).get("runs", [])]
     driver: dict[str, Any] = {"name": "onnxtax", "version": __version__, "rules": []}

@@ -22,12 +22,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from onnxtax.errors import InputSpecError
-from onnxtax.frames import Frame, frames_in_text, frames_of, is_library, user_frame
-from onnxtax.inputs import dynamic_shapes, torch_tensors
+from onnxtax.core.errors import InputSpecError
+from onnxtax.core.frames import Frame, frames_in_text, frames_of, is_library, user_frame
+from onnxtax.core.inputs import dynamic_shapes, torch_tensors
 from onnxtax.lint.findings import RULES, Finding
-from onnxtax.manifest import export_sizes_of
-from onnxtax.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
+from onnxtax.core.manifest import export_sizes_of
+from onnxtax.core.specs import InputSpec, SampleRecipe, export_sizes, make_inputs, symbols_of
 
 SOURCE_RULES = ("source-data-dependent-branch", "source-tensor-to-python", "source-custom-op", "source-trace")
 _BRANCH_LINE = re.compile(r"^\s*(if|elif|while|assert)\b|\bif\b.*\belse\b")
@@ -79,7 +79,7 @@ def _specs_and_sizes(inputs: list[InputSpec] | None, manifest: dict | None) -> t
 def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest: dict | None = None) -> SourceResult:
     """Trace `source` (a spec string or an nn.Module) with example inputs and report
     data-dependent branches, tensors turned into Python values and untranslatable custom ops."""
-    from onnxtax.loading import check_inputs_match, resolve_model
+    from onnxtax.core.loading import check_inputs_match, resolve_model
 
     started = time.perf_counter()
     loaded = resolve_model(source)

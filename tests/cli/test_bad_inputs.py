@@ -42,7 +42,7 @@ class KeywordOnly(torch.nn.Module):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A model file, its export (with manifest), and bad files beside them."""
-    from onnxtax.export import export_model
+    from onnxtax.export.run import export_model
 
     root = tmp_path_factory.mktemp("bad-inputs")
     (root / "models.py").write_text(MODELS)
@@ -148,8 +148,8 @@ def test_opset_conversion_names_the_op_the_converter_message_does_not(tmp_path):
     import onnx
     from onnx import helper
 
-    from onnxtax.errors import CheckFailed
-    from onnxtax.export import _lock_opset
+    from onnxtax.core.errors import CheckFailed
+    from onnxtax.export.run import _lock_opset
 
     f = onnx.TensorProto.FLOAT
     graph = helper.make_graph(

@@ -130,7 +130,7 @@ def test_table_json_file_and_plot(m, tmp_path):
 
 
 def test_record_stores_the_summary_in_the_manifest(m):
-    from onnxtax.manifest import read_manifest, verify_artifact
+    from onnxtax.core.manifest import read_manifest, verify_artifact
 
     before = read_manifest(m.onnx)
     result = invoke(m.spec, m.onnx, "--batch-sizes", "1", *FAST, "--record", "--min-speedup", "0.0001")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from onnxtax.report import format_size
+from onnxtax.core.report import format_size
 
 WIDTH = "from onnxtax.cli._app import get_console; print(get_console().width, get_console(stderr=True).width)"
 

@@ -109,7 +109,7 @@ def test_output_under_a_file_is_exit_2_before_any_export(cli, tmp_path):
 
 
 def test_verify_names_a_missing_sidecar(cli, tmp_path):
-    from onnxtax.export import export_model
+    from onnxtax.export.run import export_model
 
     out = tmp_path / "m.onnx"
     assert export_model(f"{CASES}:Linear", out, ["x:batch,4"], exporter="torchscript", external_data="always")
@@ -136,7 +136,7 @@ def test_two_processes_export_the_same_bytes(cli, tmp_path):
 
 
 def _exported_linear(tmp_path: Path) -> Path:
-    from onnxtax.export import export_model
+    from onnxtax.export.run import export_model
 
     out = tmp_path / "art" / "m.onnx"
     assert export_model(f"{CASES}:Linear", out, ["x:batch,4"], exporter="torchscript")

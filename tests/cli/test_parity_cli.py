@@ -103,7 +103,7 @@ def test_usage_errors_exit_2(models, args, words):
 
 def test_help_defaults_match_the_library():
     from onnxtax.cli import parity as cli_parity
-    from onnxtax import parity as lib
+    from onnxtax.parity import run as lib
 
     assert (cli_parity.DEFAULT_RTOL, cli_parity.DEFAULT_ATOL, cli_parity.DEFAULT_SAMPLES, cli_parity.MAX_SHAPES) == (
         lib.DEFAULT_RTOL, lib.DEFAULT_ATOL, lib.DEFAULT_SAMPLES, lib.MAX_SHAPES)

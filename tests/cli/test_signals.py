@@ -99,7 +99,7 @@ def test_a_folder_left_by_sigkill_is_removed_by_the_next_export(tmp_path):
     other.mkdir()
     (other / "owner.json").write_text(json.dumps(json.loads((stage / "owner.json").read_text())
                                                  | {"pid": os.getpid(), "started": _start_of(os.getpid())}))
-    from onnxtax.export import export_model
+    from onnxtax.export.run import export_model
 
     done = export_model(f"{tmp_path / 'slow.py'}:Quick", out / "m.onnx", ["x:batch,4"], exporter="torchscript")
     assert done, done.error
@@ -147,7 +147,7 @@ def test_sigterm_during_an_import_waits_for_the_import_to_finish(tmp_path):
     script = textwrap.dedent("""
         import signal, sys, time
         from onnxtax.cli import _on_sigterm
-        from onnxtax.errors import Terminated
+        from onnxtax.core.errors import Terminated
         signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             import slow_module

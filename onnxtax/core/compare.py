@@ -1,0 +1,348 @@
+"""The one comparison criterion: export's smoke run, `parity`, `ci` and the library API
+judge an ONNX output against the eager source's with the code below.
+
+A pass must mean "compared and matched", so every part of the criterion can fail:
+- Element test |a-b| <= atol*scale + rtol*|b|, where `scale` is the RMS of the source
+  output (at this shape, over its samples). An absolute tolerance alone swallows outputs
+  of magnitude 1e-9 (a random-init classifier head): any other model of the same shape
+  passes. Scaled, the tolerance follows the output, as FP32 drift does.
+- Similarity gate: the cosine between the ONNX and source output (finite elements, per
+  sample) must reach `min_cosine`. It catches a wrong output that loose tolerances let through.
+- Constant outputs: an output that is the same for every input (all zeros, a buffer) at
+  every shape is "not compared": no difference in the graph could show in it. `Constancy`
+  tracks it from the source alone; parity fails such an output unless it is allowed.
+Integer and bool outputs are compared exactly unless a tolerance names them, unscaled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
+from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
+from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
+
+# Relative differences up to this are float32 rounding (a few ulps accumulated over a graph), never a cause.
+_ROUNDING_REL = 1e-5
+
+
+@dataclass
+class Worst:
+    """The element furthest outside tolerance (or the largest difference when all pass)."""
+
+    index: tuple[int, ...]
+    sample: int
+    onnx: float
+    source: float
+    abs_diff: float
+    tolerance_ratio: float
+
+    def to_dict(self) -> dict:
+        return {"index": list(self.index), "sample": self.sample, "onnx": self.onnx, "source": self.source,
+                "abs_diff": self.abs_diff, "tolerance_ratio": self.tolerance_ratio}
+
+
+# Elements per block when a large array is reduced: float64 temporaries of a whole 256 MB weight
+# would be several GB; per block of rows they stay at a few MB. Arrays up to this size are
+# reduced in one piece, exactly as before.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def row_blocks(*arrays: Any, elements: int = BLOCK_ELEMENTS) -> Any:
+    """Aligned slices along axis 0 of same-shaped arrays, about `elements` each (0-d arrays whole)."""
+    first = arrays[0]
+    if first.ndim == 0 or first.size <= elements:
+        yield arrays
+        return
+    rows = max(1, elements // max(1, first.size // first.shape[0]))
+    for i in range(0, first.shape[0], rows):
+        yield tuple(a[i:i + rows] for a in arrays)
+
+
+def rms(arrays: Sequence[Any]) -> float:
+    """Root mean square over the finite elements of float arrays (0.0 when there are none)."""
+    total, count = 0.0, 0
+    for arr in arrays:
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "fc" or arr.size == 0:
+            continue
+        for (block,) in row_blocks(arr):
+            a = block.astype(np.float64, copy=False)
+            finite = a[np.isfinite(a)]
+            total += float(np.dot(finite.ravel(), finite.ravel()))
+            count += int(finite.size)
+    return math.sqrt(total / count) if count else 0.0
+
+
+@dataclass
+class OutputStats:
+    """Running comparison of one output across samples; only numbers are kept, never arrays.
+
+    An element passes when |a-b| <= atol_effective + rtol*|b| (b = source), or when both are
+    NaN, or both are the same infinity. For float outputs atol_effective = atol * scale (the
+    source's RMS, given by the caller or that of each sample); integer outputs use atol as is.
+    Max abs/rel diff and cosine cover the elements finite on both sides (relative: where the
+    source is non-zero); NaN/Inf mismatches are counted apart. A float sample whose cosine is
+    below `min_cosine` fails (None: no gate).
+    """
+
+    rtol: float
+    atol: float
+    min_cosine: float | None = None
+    samples: int = 0
+    failed_samples: int = 0
+    elements: int = 0
+    outside: int = 0
+    nan_inf_mismatch: int = 0
+    max_abs_diff: float = 0.0
+    max_rel_diff: float = 0.0
+    cosine_min: float | None = None
+    cosine_failed: int = 0
+    scale: float | None = None  # RMS of the source output (the largest seen over samples)
+    atol_effective: float | None = None  # the smallest atol*scale applied: what the check could detect
+    worst: Worst | None = None
+    source_shape: tuple[int, ...] | None = None
+    onnx_shape: tuple[int, ...] | None = None
+    source_dtype: str | None = None
+    onnx_dtype: str | None = None
+    problems: list[str] = field(default_factory=list)  # shape/dtype mismatches, once each
+
+    @property
+    def passed(self) -> bool:
+        return self.samples > 0 and self.outside == 0 and self.cosine_failed == 0 and not self.problems
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def outside_pct(self) -> float:
+        return 100.0 * self.outside / self.elements if self.elements else 0.0
+
+    def update(self, actual: Any, expected: Any, sample: int = 0, scale: float | None = None) -> bool:
+        """Fold one sample in; True if this sample passed. `scale`: the source output's RMS at
+        this shape over all its samples (default: this sample's)."""
+        actual, expected = np.asarray(actual), np.asarray(expected)
+        self.samples += 1
+        self.source_shape, self.onnx_shape = tuple(expected.shape), tuple(actual.shape)
+        self.source_dtype, self.onnx_dtype = str(expected.dtype), str(actual.dtype)
+        ok = True
+        if actual.dtype != expected.dtype:
+            self._problem(f"dtype {actual.dtype}, source {expected.dtype}")
+            ok = False
+        if actual.shape != expected.shape:
+            self._problem(f"shape {_shape_text(actual.shape)}, source {_shape_text(expected.shape)}")
+            self.failed_samples += 1
+            return False
+        ok = self._values(actual, expected, sample, scale) and ok
+        if not ok:
+            self.failed_samples += 1
+        return ok
+
+    def _problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def _effective_atol(self, expected: np.ndarray, scale: float | None) -> float:
+        if expected.dtype.kind not in "fc":
+            return self.atol
+        s = rms([expected]) if scale is None else scale
+        self.scale = s if self.scale is None else max(self.scale, s)
+        eff = self.atol * s
+        self.atol_effective = eff if self.atol_effective is None else min(self.atol_effective, eff)
+        return eff
+
+    def _values(self, actual: np.ndarray, expected: np.ndarray, sample: int, scale: float | None) -> bool:
+        n = int(expected.size)
+        self.elements += n
+        if n == 0:
+            return True
+        atol = self._effective_atol(expected, scale)
+        if actual.dtype == np.bool_ or expected.dtype == np.bool_:
+            a, b = actual.astype(np.float64), expected.astype(np.float64)
+        else:
+            a, b = actual.astype(np.float64, copy=False), expected.astype(np.float64, copy=False)
+        floats = actual.dtype.kind in "fc" or expected.dtype.kind in "fc"
+        if floats:
+            finite = np.isfinite(a) & np.isfinite(b)
+            same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & np.isinf(b) & (a == b))
+            special_mismatch = ~finite & ~same_special
+        else:
+            finite = np.ones(a.shape, dtype=bool)
+            special_mismatch = np.zeros(a.shape, dtype=bool)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf at positions `finite` excludes
+            diff = np.where(finite, np.abs(a - b), 0.0)
+        abs_b = np.where(finite, np.abs(b), 0.0)
+        limit = atol + self.rtol * abs_b
+        over = finite & (diff > limit)
+        outside = over | special_mismatch
+        n_out = int(np.count_nonzero(outside))
+        n_special = int(np.count_nonzero(special_mismatch))
+        self.outside += n_out
+        self.nan_inf_mismatch += n_special
+        if finite.any():
+            self.max_abs_diff = max(self.max_abs_diff, float(diff.max()))
+            nonzero = finite & (abs_b > 0)
+            if nonzero.any():
+                self.max_rel_diff = max(self.max_rel_diff, float((diff[nonzero] / abs_b[nonzero]).max()))
+        if n_special:
+            flat = int(np.flatnonzero(special_mismatch.ravel())[0])
+            ratio = math.inf
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = np.where(limit > 0, diff / np.where(limit > 0, limit, 1.0),
+                                  np.where(diff > 0, np.inf, 0.0))
+            flat = int(np.argmax(ratios))
+            ratio = float(ratios.ravel()[flat])
+        if self.worst is None or ratio > self.worst.tolerance_ratio:
+            idx = tuple(int(i) for i in np.unravel_index(flat, expected.shape))
+            # diff already holds 0 where both sides are the same NaN/Inf; a special mismatch is infinite
+            worst_diff = math.inf if n_special else float(diff.ravel()[flat])
+            self.worst = Worst(idx, sample, float(a.ravel()[flat]), float(b.ravel()[flat]), worst_diff, ratio)
+        cos_ok = True
+        if floats:
+            av, bv = a[finite], b[finite]
+            na, nb = float(np.linalg.norm(av)), float(np.linalg.norm(bv))
+            if na == 0 and nb == 0:
+                cos = 1.0
+            elif na == 0 or nb == 0:
+                cos = 0.0
+            else:
+                cos = float(np.dot(av.ravel(), bv.ravel()) / (na * nb))
+            self.cosine_min = cos if self.cosine_min is None else min(self.cosine_min, cos)
+            if self.min_cosine is not None and cos < self.min_cosine:
+                self.cosine_failed += 1
+                cos_ok = False
+        return n_out == 0 and cos_ok
+
+    @property
+    def detectable(self) -> str:
+        """What difference this check could detect, in words (the table's and JUnit's text)."""
+        if self.atol_effective is None:
+            return f"|a-b| > {self.atol:g} + {self.rtol:g}*|b|"
+        return f"|a-b| > {self.atol_effective:.3g} + {self.rtol:g}*|b| (rms {self.scale:.3g})"
+
+    def failure_reason(self) -> str | None:
+        if self.passed:
+            return None
+        if self.samples == 0:
+            return "not run"
+        parts = list(self.problems)
+        if self.outside:
+            atol_text = (f"{self.atol_effective:.3g}" if self.atol_effective is not None else f"{self.atol:g}")
+            text = (f"{self.outside} of {self.elements} elements ({_pct(self.outside_pct)}) outside "
+                    f"|a-b| <= {atol_text} + {self.rtol:g}*|b|")
+            if self.atol_effective is not None and self.scale is not None:
+                text += f" (atol {self.atol:g} x output rms {self.scale:.3g})"
+            if self.nan_inf_mismatch:
+                text += f", {self.nan_inf_mismatch} with NaN/Inf at different positions"
+            w = self.worst
+            if w is not None:
+                text += (f"; worst at {list(w.index)} (sample {w.sample}): onnx {_num(w.onnx)} vs source "
+                         f"{_num(w.source)}")
+                if math.isfinite(w.abs_diff):
+                    text += f" (diff {w.abs_diff:.3g})"
+            parts.append(text)
+        if self.cosine_failed and self.cosine_min is not None and self.min_cosine is not None:
+            parts.append(f"cosine similarity {self.cosine_min:.4g} < {self.min_cosine:g} on {self.cosine_failed} "
+                         f"of {self.samples} samples: the output points elsewhere than the source's")
+        if self.outside and not self.nan_inf_mismatch and self.max_rel_diff <= _ROUNDING_REL:
+            # evidence, not a guess: differences this small are float32 arithmetic, whatever the graph
+            parts.append(f"the differences are at float32 rounding level (max relative {self.max_rel_diff:.2g}): "
+                         "the tolerance is tighter than float32 arithmetic allows")
+        elif 0 < self.failed_samples < self.samples and not self.problems:
+            parts.append(f"fails on {self.failed_samples} of {self.samples} samples at this shape: the difference "
+                         "depends on the input values (--localize finds the module, the line and the rows)")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"rtol": self.rtol, "atol": self.atol, "scale": self.scale, "atol_effective": self.atol_effective,
+                "min_cosine": self.min_cosine, "samples": self.samples,
+                "failed_samples": self.failed_samples, "elements": self.elements,
+                "source_shape": list(self.source_shape) if self.source_shape is not None else None,
+                "onnx_shape": list(self.onnx_shape) if self.onnx_shape is not None else None,
+                "source_dtype": self.source_dtype, "onnx_dtype": self.onnx_dtype,
+                "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
+                "outside": self.outside, "outside_pct": self.outside_pct,
+                "nan_inf_mismatch": self.nan_inf_mismatch, "cosine_min": self.cosine_min,
+                "cosine_failed": self.cosine_failed,
+                "worst": self.worst.to_dict() if self.worst else None}
+
+
+def compare_arrays(actual: Any, expected: Any, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, *,
+                   scale: float | None = None, min_cosine: float | None = DEFAULT_MIN_COSINE) -> OutputStats:
+    """Compare one ONNX output (`actual`) with the source's (`expected`); truthy if it passes."""
+    stats = OutputStats(rtol, atol, min_cosine)
+    stats.update(actual, expected, scale=scale)
+    return stats
+
+
+class Constancy:
+    """Does the source output vary with the input? Fed every source sample of one output,
+    keyed by shape; keeps digests and one value, never arrays.
+
+    Constant means: at every shape with two or more samples, all samples are identical
+    (input-independent), or every element of every sample is one and the same value
+    (all zeros). A check on such an output cannot fail for a wrong graph that returns
+    the same constant."""
+
+    def __init__(self) -> None:
+        self._digest: dict[str, str] = {}
+        self._samples: dict[str, int] = {}
+        self.varies_across_samples = False
+        self._uniform_value: float | None = None
+        self.uniform = True
+        self.elements = 0
+
+    def add(self, shape_key: str, arr: Any) -> None:
+        arr = np.ascontiguousarray(np.asarray(arr))
+        digest = hashlib.sha1(arr.tobytes() + str(arr.shape).encode() + str(arr.dtype).encode()).hexdigest()
+        first = self._digest.setdefault(shape_key, digest)
+        self._samples[shape_key] = self._samples.get(shape_key, 0) + 1
+        if first != digest:
+            self.varies_across_samples = True
+        self.elements += int(arr.size)
+        if self.uniform and arr.size:
+            flat = arr.ravel()
+            lo, hi = flat.min(), flat.max()
+            same = bool(lo == hi) or (arr.dtype.kind in "fc" and bool(np.isnan(flat).all()))
+            value = float(flat[0]) if same else None
+            if not same or (self._uniform_value is not None and value != self._uniform_value
+                            and not (math.isnan(value) and math.isnan(self._uniform_value))):
+                self.uniform = False
+            else:
+                self._uniform_value = value
+
+    @property
+    def constant(self) -> bool:
+        if self.uniform and self.elements >= 2:
+            return True
+        repeated = any(n >= 2 for n in self._samples.values())
+        return repeated and not self.varies_across_samples
+
+    def describe(self) -> str:
+        """Why the output counts as constant, for the verdict."""
+        if self.uniform and self.elements >= 2 and self._uniform_value is not None:
+            return f"every element is {self._uniform_value:g} at every shape and sample"
+        return "identical for every sample at each shape (it does not depend on the input values)"
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _num(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _pct(p: float) -> str:
+    return f"{p:.3g}%"
+
+
+def default_tolerance(expected: np.ndarray, rtol: float, atol: float) -> tuple[float, float]:
+    """(rtol, atol) for an output: the given ones for floats; integers and bools must match exactly."""
+    return (rtol, atol) if expected.dtype.kind in "fc" else (0.0, 0.0)

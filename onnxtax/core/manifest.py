@@ -1,0 +1,197 @@
+"""The manifest written beside every exported model: what it is, how it was made,
+and the checksums that `onnxtax verify` recomputes.
+
+Schema (format_version 1), keys stable:
+{
+  "format_version": 1,
+  "created_utc": "2026-11-22T05:00:00Z",
+  "model":    {"spec": "examples/fraud_detector.py:FraudDetector", "class_name": "FraudDetector", "source_file": "..."},
+  "artifact": {"file": "fraud.onnx", "sha256": "...", "size_bytes": 34567,
+               "external_data": [{"file": "fraud.onnx.data", "sha256": "...", "size_bytes": 123}]},
+  "opset": 18, "ir_version": 10,
+  "exporter": {"name": "dynamo", "options": {...}, "reason": "..."},
+  "versions": {"python": "3.11.7", "torch": "...", "onnx": "...", "onnxruntime": "...", "onnxscript": "...", "onnxtax": "..."},
+  "inputs":  [{"name": "x", "dims": ["batch", 128], "dtype": "float32"}],
+  "outputs": [{"name": "prob", "dims": ["batch", 1], "dtype": "float32"}],
+  "dynamic_axes": {"batch": {"export_size": 3, "used_by": [["x", 0]]}},
+  "assumed_ranges": {"batch": {"min": null, "max": 32}},   (ranges torch.export assumed; min/max null = open)
+  "domains": {"x": "normal, ...", "attention_mask": "all ones (default for mask-like names)"},
+  "checks": [{"name": "onnx.checker", "passed": true, "detail": "..."}],
+  "warnings": ["..."],
+  "target_runtimes": [] | [{"series": "1.16", "latest": "1.16.3", "max_opset": 19, "max_ml_opset": 3,
+                            "max_ir_version": 9, "source": "measured"}],       (export --target-ort)
+  "runtime_matrix": [] | [{"ort": "1.16.3", "provider": "CPUExecutionProvider", "status": "passed",
+                           "message": null}],        (where the file was run before it was written)
+  "benchmark": null | {...}     (filled by `onnxtax bench --record`)
+  "quantization": {...}         (INT8 artifacts only: how `onnxtax quantize` built and approved it)
+}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from onnxtax.core.errors import ManifestError
+from onnxtax.core.files import sha256_file, write_output
+from onnxtax.core.memory import StageMeter, onnx_weights_bytes
+from onnxtax.core.report import Verdict
+
+FORMAT_VERSION = 1
+
+
+def manifest_path_for(model_path: str | Path) -> Path:
+    """`model.onnx` -> `model.manifest.json`."""
+    p = Path(model_path)
+    stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.manifest.json")
+
+
+def read_manifest(model_path: str | Path, *, required: bool = True) -> dict | None:
+    path = manifest_path_for(model_path)
+    if not path.is_file():
+        if required:
+            raise ManifestError(f"no manifest at {path}", "export with `onnxtax export` to write one")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ManifestError(f"manifest {path} is unreadable: {exc}", "re-export the model to write a new one") from exc
+    if not isinstance(data, dict) or "artifact" not in data:
+        raise ManifestError(f"manifest {path} is not an onnxtax manifest", "re-export the model to write a new one")
+    return data
+
+
+def update_manifest(model_path: str | Path, key: str, value: object) -> Path:
+    """Set one top-level key (e.g. `benchmark`) and rewrite atomically; checksums untouched."""
+    data = read_manifest(model_path)
+    assert data is not None
+    data[key] = value
+    return write_output(manifest_path_for(model_path), data, "the manifest")
+
+
+def export_sizes_of(manifest: dict | None) -> dict[str, int]:
+    """The example size each dynamic axis had while exporting (`dynamic_axes[sym].export_size`);
+    axes without a recorded integer size are left out."""
+    axes = (manifest or {}).get("dynamic_axes") or {}
+    return {sym: info["export_size"] for sym, info in axes.items()
+            if isinstance(info, dict) and isinstance(info.get("export_size"), int)}
+
+
+def assumed_text(sym: str, bounds: dict) -> str:
+    """{"min": 2, "max": 32} -> "batch >= 2 and batch <= 32" (the exporter's own words)."""
+    parts = ([f"{sym} >= {bounds['min']}"] if bounds.get("min") is not None else []) + (
+        [f"{sym} <= {bounds['max']}"] if bounds.get("max") is not None else [])
+    return " and ".join(parts)
+
+
+def assumed_ranges_of(manifest: dict | None) -> dict[str, dict]:
+    """The ranges torch.export assumed per dynamic axis ({"min": int|None, "max": int|None}),
+    where the artifact is unverified; manifests written before the key existed give {}."""
+    ranges = (manifest or {}).get("assumed_ranges") or {}
+    out: dict[str, dict] = {}
+    for sym, bounds in ranges.items():
+        if not isinstance(bounds, dict):
+            continue
+        lo, hi = bounds.get("min"), bounds.get("max")
+        lo = lo if isinstance(lo, int) and lo > 1 else None
+        hi = hi if isinstance(hi, int) else None
+        if lo is not None or hi is not None:
+            out[sym] = {"min": lo, "max": hi}
+    return out
+
+
+@dataclass
+class FileCheck:
+    file: str
+    expected_sha256: str | None
+    actual_sha256: str | None
+    status: Literal["ok", "changed", "missing", "outside"]  # outside: a path leaving the artifact's folder (not read)
+
+
+@dataclass
+class VerifyReport(Verdict):
+    """Passes when every listed file is inside the artifact's folder and matches. `extra`:
+    files beside the artifact that look like its data but the manifest does not list
+    (reported, not failed: the checksummed model does not reference them)."""
+
+    model: str
+    manifest: str
+    files: list[FileCheck] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    memory: Any = None  # onnxtax.core.memory.MemoryRecord
+
+    @property
+    def passed(self) -> bool:
+        return all(f.status == "ok" for f in self.files)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "manifest": self.manifest, "passed": self.passed,
+                "files": [f.__dict__ for f in self.files], "extra": self.extra,
+                "memory": self.memory.to_dict() if self.memory else None}
+
+
+def verify_artifact(model_path: str | Path) -> VerifyReport:
+    """Recompute every checksum the manifest lists. A listed path that leaves the
+    artifact's folder (`../`, absolute, a symlink out) is never read and fails."""
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        raise ManifestError(f"{model_path} is a folder, not an .onnx file", "give the path of the exported .onnx file")
+    if not model_path.exists() and not manifest_path_for(model_path).is_file():
+        raise ManifestError(f"model file {model_path} does not exist (nor its manifest)",
+                            "give the path of an .onnx file written by `onnxtax export`")
+    data = read_manifest(model_path)
+    assert data is not None
+    meter = StageMeter("verify")
+    meter.check(onnx_weights_bytes(model_path) if model_path.is_file() else None)
+    report = VerifyReport(str(model_path), str(manifest_path_for(model_path)))
+    artifact = data["artifact"]
+    external = artifact.get("external_data") or [] if isinstance(artifact, dict) else None
+    if not isinstance(external, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+            for e in [artifact] + external):
+        raise ManifestError(f"manifest {report.manifest} is malformed: artifact needs a sha256 string and "
+                            "external_data a list of {file, sha256, size_bytes}",
+                            "re-export the model to write a new one")
+    entries = [(model_path.name, model_path, artifact.get("sha256"))]
+    folder = model_path.parent.resolve()
+    for ext in external:
+        entries.append((ext["file"], model_path.parent / ext["file"], ext.get("sha256")))
+    for name, path, expected in entries:
+        if path != model_path and not _inside(path, folder):
+            report.files.append(FileCheck(name, expected, None, "outside"))
+        elif not path.is_file():
+            report.files.append(FileCheck(name, expected, None, "missing"))
+        else:
+            actual = sha256_file(path)
+            report.files.append(FileCheck(name, expected, actual, "ok" if actual == expected else "changed"))
+    report.extra = _look_like_data(model_path, {Path(name).name for name, _, _ in entries})
+    report.memory = meter.record()
+    return report
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+# what a model's weights beside it are called, after its stem (m.bin, m.weights, ...)
+DATA_SUFFIXES = (".data", ".bin", ".weights", ".pb", ".safetensors", ".onnx_data")
+
+
+def _look_like_data(model_path: Path, listed: set[str]) -> list[str]:
+    """Files beside the artifact named like its data (`m.onnx.data`, `m.onnx_data`, `m.bin`, ...),
+    not its source (`m.py`) or another artifact of the same model (`m.int8.onnx`)."""
+    if not model_path.parent.is_dir():
+        return []
+    stem = model_path.name[:-5] if model_path.name.endswith(".onnx") else model_path.name
+    own = {model_path.name, manifest_path_for(model_path).name} | listed
+    return sorted(p.name for p in model_path.parent.iterdir()
+                  if p.is_file() and p.name not in own
+                  and (p.name.startswith(model_path.name)
+                       or (p.name.startswith(stem + ".") and p.name.endswith(DATA_SUFFIXES))))
