@@ -71,9 +71,7 @@ def run_in_child(target: str, request: dict, *, timeout: float, python: str | No
     import subprocess
 
     env = dict(os.environ if env is None else env)
-    import onnxtax
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(onnxtax.__file__)))  # the folder holding the package
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds the package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     spawn = time.monotonic_ns()
     cmd = [python or sys.executable, "-c", STUB, target, json.dumps(request)]
