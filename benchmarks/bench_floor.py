@@ -73,8 +73,8 @@ def main() -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     args = parser.parse_args()
 
-    from onnxtax.bench.run import run_bench
-    from onnxtax.export.run import export_model
+    from onnxtax.bench import run_bench
+    from onnxtax.export import export_model
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "fraud.onnx"

@@ -7,7 +7,7 @@ names), and the initializer of a middle weight is scaled by 1.01 so there is a d
 find. Then, for each model and repetition, two fresh child processes (order rotated):
   - floor: import torch + onnxruntime, build the model, open one CPU session, run the sample
     through both;
-  - localize: the same, then `onnxtax.parity.localize.localize(...)` on that sample.
+  - localize: the same, then `onnxtax.parity.localization.localize(...)` on that sample.
 A child reports the seconds of its measured part (session + runs, or session + runs +
 localize) and its peak RSS (ru_maxrss). Printed: min / median / max per model, the ratios
 of the medians, and what was found (module, chunks, compared modules).
@@ -96,8 +96,8 @@ sys.path.insert(0, sys.argv[1])
 mode, spec, onnx_path, inputs = sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
 import onnxruntime as ort
 import torch
-from onnxtax.core.loading import load_model
-from onnxtax.core.specs import InputSpec
+from onnxtax.core import load_model
+from onnxtax.core import InputSpec
 
 torch.manual_seed(0)  # the examples initialise at random: the same weights as the exported model
 model = load_model(spec).module.eval()
@@ -111,8 +111,8 @@ with torch.inference_mode():
 session.run(None, {n: arrays[n] for n, *_ in inputs})
 found = None
 if mode == "localize":
-    from onnxtax.parity.localize import localize
-    from onnxtax.core.providers import ProviderRequest
+    from onnxtax.parity import localize
+    from onnxtax.core import ProviderRequest
 
     specs = [InputSpec(n, tuple(shape), dtype) for n, shape, dtype, _ in inputs]
     loc = localize(model, onnx_path, arrays, specs=specs, mapping={n: n for n, *_ in inputs},
@@ -135,7 +135,7 @@ def _export(name: str, spec: str, inputs, axes, out: Path) -> tuple[str, Path, s
     from onnx import numpy_helper
 
     from onnxtax.parity.intermediates import GraphMap
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     if spec.startswith(("DEEP:", "BERT:")):
         src = out / f"{name}.py"

@@ -116,8 +116,8 @@ def cases(hf_file: Path) -> dict[str, tuple[str, list[str]]]:
 
 
 def measure(name: str, spec: str, inputs: list[str], folder: Path) -> dict:
-    from onnxtax.export.run import export_model
-    from onnxtax.parity.run import check_parity
+    from onnxtax.export import export_model
+    from onnxtax.parity import check_parity
 
     out = folder / f"{name}.onnx"
     t0 = time.perf_counter()

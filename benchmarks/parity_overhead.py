@@ -65,7 +65,7 @@ sys.exit(0 if ok else 1)
 
 LIBRARY = r'''
 import sys
-from onnxtax.parity.run import check_parity
+from onnxtax.parity import check_parity
 sys.exit(0 if check_parity(sys.argv[1], sys.argv[2]) else 1)
 '''
 

@@ -123,10 +123,10 @@ def main() -> int:
     import fraud_data
     import numpy as np
 
-    from onnxtax.bench.run import time_onnx_models
-    from onnxtax.export.run import export_model
-    from onnxtax.core.providers import ProviderRequest, open_session
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.bench import time_onnx_models
+    from onnxtax.export import export_model
+    from onnxtax.core import ProviderRequest, open_session
+    from onnxtax.quantize import quantize_model
 
     fraud_data.main()
     data = EXAMPLES / "data"

@@ -20,50 +20,48 @@ from typing import TYPE_CHECKING
 from onnxtax.core.version import VERSION as __version__
 
 _LAZY = {
-    # stages and their reports
-    "export_model": "onnxtax.export.run", "ExportResult": "onnxtax.export.run",
-    "lint_model": "onnxtax.lint", "LintReport": "onnxtax.lint",
-    "check_parity": "onnxtax.parity.run", "ParityReport": "onnxtax.parity.run", "compare_arrays": "onnxtax.core.compare",
-    "Localization": "onnxtax.parity.localize",  # onnxtax.parity.localize.localize(...): the module's name, not re-exported
-    "verify_artifact": "onnxtax.core.manifest", "VerifyReport": "onnxtax.core.manifest",
-    "run_bench": "onnxtax.bench.run", "BenchReport": "onnxtax.bench.run",
-    "quantize_model": "onnxtax.quantize.run", "check_quantized": "onnxtax.quantize.run", "QuantizeReport": "onnxtax.quantize.run",
-    "check_runtimes": "onnxtax.runtimes.matrix", "RuntimeMatrixReport": "onnxtax.runtimes.matrix",
-    "run_ci": "onnxtax.ci.run", "CiReport": "onnxtax.ci.run", "load_config": "onnxtax.ci.config",
-    # the parts every stage is built from
-    "load_model": "onnxtax.core.loading", "LoadedModel": "onnxtax.core.loading",
-    "InputSpec": "onnxtax.core.specs", "parse_input_specs": "onnxtax.core.specs", "make_inputs": "onnxtax.core.specs",
-    "resolve_inputs": "onnxtax.core.inputs", "ResolvedInputs": "onnxtax.core.inputs",
-    "open_session": "onnxtax.core.providers", "resolve_providers": "onnxtax.core.providers",
-    "host_providers": "onnxtax.core.providers", "ProviderRequest": "onnxtax.core.providers",
-    "Progress": "onnxtax.core.progress",
+    # stages, their options and their reports (each name from its stage's face)
+    "export_model": "onnxtax.export", "ExportResult": "onnxtax.export", "ExportOptions": "onnxtax.export",
+    "lint_model": "onnxtax.lint", "LintReport": "onnxtax.lint", "LintOptions": "onnxtax.lint",
+    "check_parity": "onnxtax.parity", "ParityReport": "onnxtax.parity", "ParityOptions": "onnxtax.parity",
+    "Localization": "onnxtax.parity",  # with onnxtax.parity.localize(...), the search
+    "compare_arrays": "onnxtax.core",
+    "verify_artifact": "onnxtax.verify", "VerifyReport": "onnxtax.verify",
+    "run_bench": "onnxtax.bench", "BenchReport": "onnxtax.bench", "BenchOptions": "onnxtax.bench",
+    "quantize_model": "onnxtax.quantize", "check_quantized": "onnxtax.quantize", "QuantizeReport": "onnxtax.quantize",
+    "QuantizeOptions": "onnxtax.quantize",
+    "check_runtimes": "onnxtax.runtimes", "RuntimeMatrixReport": "onnxtax.runtimes",
+    "RuntimesOptions": "onnxtax.runtimes",
+    "run_ci": "onnxtax.ci", "CiReport": "onnxtax.ci", "load_config": "onnxtax.ci",
+    # the parts every stage is built from (onnxtax.core)
+    "load_model": "onnxtax.core", "LoadedModel": "onnxtax.core",
+    "open_artifact": "onnxtax.core", "Artifact": "onnxtax.core",
+    "InputSpec": "onnxtax.core", "parse_input_specs": "onnxtax.core", "make_inputs": "onnxtax.core",
+    "resolve_inputs": "onnxtax.core", "ResolvedInputs": "onnxtax.core",
+    "open_session": "onnxtax.core", "resolve_providers": "onnxtax.core",
+    "host_providers": "onnxtax.core", "ProviderRequest": "onnxtax.core",
+    "Progress": "onnxtax.core",
     # errors: OnnxtaxError and its subclasses are usage errors (exit 2); CheckFailed a failed check (exit 1)
-    "OnnxtaxError": "onnxtax.core.errors", "InputSpecError": "onnxtax.core.errors", "LoadError": "onnxtax.core.errors",
-    "ConfigError": "onnxtax.core.errors", "ProviderError": "onnxtax.core.errors", "ManifestError": "onnxtax.core.errors",
-    "CheckFailed": "onnxtax.core.errors",
+    "OnnxtaxError": "onnxtax.core", "InputSpecError": "onnxtax.core", "LoadError": "onnxtax.core",
+    "ConfigError": "onnxtax.core", "ProviderError": "onnxtax.core", "ManifestError": "onnxtax.core",
+    "CheckFailed": "onnxtax.core",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:
-    from onnxtax.bench.run import BenchReport, run_bench
-    from onnxtax.ci.run import CiReport, run_ci
-    from onnxtax.ci.config import load_config
-    from onnxtax.core.errors import (CheckFailed, ConfigError, InputSpecError, LoadError, ManifestError, OnnxtaxError,
-                                ProviderError)
-    from onnxtax.export.run import ExportResult, export_model
-    from onnxtax.core.inputs import ResolvedInputs, resolve_inputs
-    from onnxtax.lint import LintReport, lint_model
-    from onnxtax.core.loading import LoadedModel, load_model
-    from onnxtax.parity.localize import Localization
-    from onnxtax.core.manifest import VerifyReport, verify_artifact
-    from onnxtax.core.compare import compare_arrays
-    from onnxtax.parity.run import ParityReport, check_parity
-    from onnxtax.core.progress import Progress
-    from onnxtax.core.providers import ProviderRequest, host_providers, open_session, resolve_providers
-    from onnxtax.quantize.run import QuantizeReport, check_quantized, quantize_model
-    from onnxtax.runtimes.matrix import RuntimeMatrixReport, check_runtimes
-    from onnxtax.core.specs import InputSpec, make_inputs, parse_input_specs
+    from onnxtax.bench import BenchOptions, BenchReport, run_bench
+    from onnxtax.ci import CiReport, load_config, run_ci
+    from onnxtax.core import (Artifact, CheckFailed, ConfigError, InputSpec, InputSpecError, LoadedModel, LoadError,
+                              ManifestError, OnnxtaxError, Progress, ProviderError, ProviderRequest, ResolvedInputs,
+                              compare_arrays, host_providers, load_model, make_inputs, open_artifact, open_session,
+                              parse_input_specs, resolve_inputs, resolve_providers)
+    from onnxtax.export import ExportOptions, ExportResult, export_model
+    from onnxtax.lint import LintOptions, LintReport, lint_model
+    from onnxtax.parity import Localization, ParityOptions, ParityReport, check_parity
+    from onnxtax.quantize import QuantizeOptions, QuantizeReport, check_quantized, quantize_model
+    from onnxtax.runtimes import RuntimeMatrixReport, RuntimesOptions, check_runtimes
+    from onnxtax.verify import VerifyReport, verify_artifact
 
 
 def __getattr__(name: str):

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from onnxtax.core.errors import CheckFailed
+from onnxtax.core import CheckFailed
 
 
 def echo(request: dict) -> dict:

@@ -13,10 +13,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from onnxtax.ci.run import MODEL_SCHEMA, run_ci
+from onnxtax.ci import MODEL_SCHEMA, run_ci
 from onnxtax.lint.sarif import merge_sarif
-from onnxtax.ci.config import load_config
-from onnxtax.core.errors import ProviderError
+from onnxtax.ci import load_config
+from onnxtax.core import ProviderError
 
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
 
@@ -187,7 +187,7 @@ def test_model_report_json_holds_every_stage_the_manifest_and_the_host(two_model
     assert data["host"]["label"] == "test-host"
     assert "CPUExecutionProvider" in data["host"]["providers_available"]
     assert data["host"]["versions"]["onnxruntime"]
-    assert data["config"]["exporter"] == "torchscript"
+    assert data["config"]["export"]["exporter"] == "torchscript"
     whole = json.loads((reports / "ci.json").read_text())
     assert whole["exit_code"] == 1 and whole["counts"] == {"passed": 1, "failed": 1, "error": 0, "not_run": 0}
     assert json.loads((reports / "host.json").read_text())["label"] == "test-host"
@@ -410,7 +410,7 @@ def test_a_run_killed_in_a_stage_leaves_running_json_naming_it(cli, tmp_path):
     assert proc.returncode == -9, proc.stderr  # SIGKILL: no ci.json, no model report
     assert not (reports / "ci.json").exists() and not (reports / "dies.json").exists()
     running = json.loads((reports / "running.json").read_text())
-    assert (running["schema"], running["model"], running["stage"]) == ("onnxtax.ci.run.running/1", "dies", "parity")
+    assert (running["schema"], running["model"], running["stage"]) == ("onnxtax.ci.running/1", "dies", "parity")
     assert running["rss_bytes"] > 0 and running["available_bytes"] > running["rss_bytes"]
     from onnxtax.ci.run import _clear_stale_reports
 

@@ -8,9 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from onnxtax.ci.run import run_ci
+from onnxtax.ci import run_ci
 from onnxtax.cli import app
-from onnxtax.ci.config import load_config
+from onnxtax.ci import load_config
 from tests.test_ci import CONFIG, make_project
 
 OV = "openvino:device_type=CPU"

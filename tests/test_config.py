@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from onnxtax.cli import app
 from onnxtax.ci.config import find_config, load_config
-from onnxtax.core.errors import ConfigError
+from onnxtax.core import ConfigError
 
 MODEL_SRC = """
 import torch
@@ -86,13 +86,14 @@ def test_valid_config_merges_defaults_and_resolves_paths_against_its_folder(proj
     assert net.spec == f"{tmp_path / 'models' / 'net.py'}:Net"
     assert net.output == tmp_path / "out" / "net.onnx"
     assert other.output == tmp_path / "elsewhere" / "other.onnx"
-    assert (net.opset, other.opset, net.exporter, other.exporter) == (17, 18, "dynamo", "torchscript")
+    assert (net.export.opset, other.export.opset, net.export.exporter, other.export.exporter) == (
+        17, 18, "dynamo", "torchscript")
     # [parity] defaults merged key by key under each model's table
     assert (net.parity.samples, net.parity.rtol, net.parity.atol) == (2, 1e-3, 1e-6)
     assert net.parity.dims == {"batch": [1, 9]} and other.parity.dims == {"batch": [3]}
     assert other.parity.samples == 1 and other.parity.providers == ["cpu"]
-    assert net.parity.tolerances == {"output": {"rtol": 1e-2}}
-    assert net.lint.fail_on == "warning" and net.lint.source is True
+    assert net.parity.tolerances == {"output": (1e-2, 1e-6)}  # an output's own rtol over the model's atol
+    assert net.lint.fail_on == "warning" and net.lint_source is True
     # bench is off unless configured
     assert net.bench is None
     assert other.bench.batch_sizes == [1, 4] and other.bench.max_latency_ms == {"p99@1": 5.0}

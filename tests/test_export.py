@@ -11,10 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from onnxtax.core.errors import InputSpecError, LoadError, OnnxtaxError
-from onnxtax.export.run import export_model
-from onnxtax.core.manifest import manifest_path_for, read_manifest, verify_artifact
-from onnxtax.core.specs import parse_input_specs
+from onnxtax.core import InputSpecError, LoadError, OnnxtaxError
+from onnxtax.export import export_model
+from onnxtax.core.manifest import manifest_path_for, read_manifest
+from onnxtax.verify import verify_artifact
+from onnxtax.core import parse_input_specs
 
 CASES = Path(__file__).parent / "models" / "export_cases.py"
 
@@ -73,8 +74,8 @@ def test_requested_lower_opset_is_converted_and_recorded(tmp_path):
 def test_opset_lock_converts_what_the_exporter_left_behind():
     from onnx import helper
 
-    from onnxtax.core.errors import CheckFailed
-    from onnxtax.export.run import _lock_opset
+    from onnxtax.core import CheckFailed
+    from onnxtax.export.graph import lock_opset as _lock_opset
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])], "g",
@@ -268,7 +269,7 @@ def test_dim_sets_export_size_and_rejects_unknown_symbol(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"exporter": "onnxscript"}, "unknown exporter"),
+    ({"exporter": "onnxscript"}, "unknown --exporter"),
     ({"external_data": "maybe"}, "unknown --external-data"),
     ({"opset": 99}, "out of range"),
 ])
@@ -382,6 +383,6 @@ def test_dotted_spec_finds_packages_in_the_current_folder(tmp_path, monkeypatch)
     (package / "net.py").write_text("import torch\n\nModel = lambda: torch.nn.Linear(4, 2)\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     assert load_model("cwdpkg_b.net:Model").class_name == "Linear"

@@ -61,7 +61,7 @@ def test_a_guard_deep_in_library_code_names_the_librarys_branch_and_the_users_ca
 def test_a_failed_step_is_named_never_an_exception_class():
     from torch.onnx._internal.exporter._errors import ConversionError
 
-    from onnxtax.export.run import _explain_export_error
+    from onnxtax.export.errors import explain_export_error as _explain_export_error
 
     try:
         try:

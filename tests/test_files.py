@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from onnxtax.core.errors import OnnxtaxError
+from onnxtax.core import OnnxtaxError
 from onnxtax.core.files import check_output, write_output
 
 

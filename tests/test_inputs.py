@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from onnxtax.bench.run import run_bench
-from onnxtax.core.errors import InputSpecError
-from onnxtax.core.inputs import axis_name, graph_inputs, load_graph, resolve_inputs
-from onnxtax.parity.run import check_parity
+from onnxtax.bench import run_bench
+from onnxtax.core import InputSpecError
+from onnxtax.core.artifact import axis_name, graph_inputs, load_graph
+from onnxtax.core import resolve_inputs
+from onnxtax.parity import check_parity
 from tests.models import tiny
 
 

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
-from onnxtax.core.errors import ConfigError, LoadError
+from onnxtax.core import ConfigError, LoadError
 from onnxtax.lint import RULES, lint_model, parse_allow
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "sarif-schema-2.1.0.json"

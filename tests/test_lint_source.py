@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from onnxtax.core.errors import InputSpecError
+from onnxtax.core import InputSpecError
 from onnxtax.lint.source import lint_source
-from onnxtax.core.specs import parse_input_specs
+from onnxtax.core import parse_input_specs
 
 BRANCH_MODEL = """\
 import torch

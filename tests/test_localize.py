@@ -10,11 +10,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from onnxtax.parity.localize import localize
+from onnxtax.parity import localize
 from tests.cli.test_parity_cli import invoke
-from onnxtax.parity.run import check_parity
-from onnxtax.core.providers import ProviderRequest
-from onnxtax.core.specs import InputSpec
+from onnxtax.parity import check_parity
+from onnxtax.core import ProviderRequest
+from onnxtax.core import InputSpec
 from tests.test_parity import export_torchscript
 
 MODELS = '''
@@ -141,7 +141,7 @@ def _scale_initializer(path: Path, name: str, factor: float = 1.01, row: int | N
 def models(tmp_path_factory):
     import torch
 
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     root = tmp_path_factory.mktemp("localize")
     src = root / "loc_models.py"
@@ -191,7 +191,7 @@ def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(model
 def test_dynamo_export_points_at_the_users_line(tmp_path, write_model):
     import torch
 
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     src = write_model(MODELS, "dyn_models")
     model = load_model(f"{src}:Stack").module.eval()
@@ -229,7 +229,7 @@ def test_a_frozen_branch_is_localised_to_the_forward_that_holds_it(models):
 def test_an_inherited_difference_points_at_the_parents_own_ops(tmp_path, write_model):
     import torch
 
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     src = write_model(MODELS, "clamp_models")
     model = load_model(f"{src}:Clamped").module.eval()
@@ -247,7 +247,7 @@ def test_an_inherited_difference_points_at_the_parents_own_ops(tmp_path, write_m
 def test_rows_that_diverge_and_what_they_share(tmp_path, write_model):
     import torch
 
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     src = write_model(MODELS, "tagger_models")
     model = load_model(f"{src}:Tagger").module.eval()
@@ -306,7 +306,7 @@ def test_memory_stays_within_the_budget_on_a_deep_model(tmp_path, write_model):
     import onnx
     import torch
 
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     src = write_model(MODELS, "deep_models")
     model = load_model(f"{src}:Deep").module.eval()
@@ -344,7 +344,7 @@ def test_report_keys_are_stable(models):
 
 
 def test_hints_state_only_what_the_evidence_shows():
-    from onnxtax.core.compare import compare_arrays
+    from onnxtax.core import compare_arrays
 
     rng = np.random.default_rng(0)
     source = rng.standard_normal((4, 8)).astype(np.float32) + 3

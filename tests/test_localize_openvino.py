@@ -39,7 +39,7 @@ class AttentionNet(nn.Module):
 def test_a_divergence_on_openvino_only_is_localised_there(tmp_path, cli, ov_python):
     import torch
 
-    from onnxtax.core.loading import load_model
+    from onnxtax.core import load_model
 
     src = tmp_path / "attention_net.py"
     src.write_text(ATTENTION_NET)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxtax.parity.run import check_parity
+from onnxtax.parity import check_parity
 from tests.models.stack import write_stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +59,11 @@ def test_localisation_finds_the_same_with_and_without_shared_weights(tmp_path):
 CHILD = r'''
 import json, sys
 import numpy as np, onnxruntime, torch  # imported before the baseline: the ratio is about localisation
-from onnxtax.core.loading import load_model
-from onnxtax.parity.localize import localize
-from onnxtax.core.providers import ProviderRequest
-from onnxtax.core.specs import InputSpec
-from onnxtax.core.weights import share_weights
+from onnxtax.core import load_model
+from onnxtax.parity import localize
+from onnxtax.core import ProviderRequest
+from onnxtax.core import InputSpec
+from onnxtax.core.sharing import share_weights
 
 def status(key):
     for line in open("/proc/self/status"):

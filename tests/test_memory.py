@@ -18,7 +18,7 @@ from onnxtax.core import defaults
 
 from onnxtax.core import memory
 from onnxtax.cli import app
-from onnxtax.core.errors import OnnxtaxError
+from onnxtax.core import OnnxtaxError
 from tests.models.tiny import Tiny, spec
 
 LINUX = sys.platform.startswith("linux")
@@ -27,7 +27,7 @@ TINY_BYTES = (16 * 8 + 8 + 8 * 1 + 1) * 4  # Linear(16, 8) + Linear(8, 1), float
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     out = tmp_path_factory.mktemp("memory") / "tiny.onnx"
     result = export_model(spec("Tiny"), out, ["x:batch,16"], exporter="torchscript")
@@ -140,7 +140,7 @@ def test_the_machine_and_the_environment_give_the_limit(monkeypatch):
 
 def test_parity_and_lint_reports_record_weights_peak_and_preflight(tiny_onnx):
     from onnxtax.lint import lint_model
-    from onnxtax.parity.run import check_parity
+    from onnxtax.parity import check_parity
 
     report = check_parity(spec("Tiny"), tiny_onnx, providers=["cpu"], samples=1)
     mem = report.to_dict()["memory"]
@@ -200,7 +200,7 @@ def test_cli_json_and_verify_carry_the_memory(tiny_onnx):
 
 
 def test_export_estimates_with_the_external_data_factor_when_it_writes_external_data(tiny_onnx, tmp_path):
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     inline = export_model(spec("Tiny"), tmp_path / "a.onnx", ["x:batch,16"], exporter="torchscript")
     external = export_model(spec("Tiny"), tmp_path / "b.onnx", ["x:batch,16"], exporter="torchscript",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from onnxtax.ci.run import MODEL_SCHEMA, RUN_SCHEMA
+from onnxtax.ci import MODEL_SCHEMA, RUN_SCHEMA
 from onnxtax.cli import app
-from onnxtax.core.errors import OnnxtaxError
-from onnxtax.ci.merge import merge_reports, write_matrix
+from onnxtax.core import OnnxtaxError
+from onnxtax.ci import merge_reports, write_matrix
 
 SHA = "a" * 64
 OTHER_SHA = "b" * 64
@@ -185,7 +185,7 @@ def test_model_reports_without_ci_json_fail_the_merge(tmp_path):
 def test_a_killed_run_names_the_stage_it_stopped_in_from_running_json(tmp_path):
     run = write_host(tmp_path / "cpu", "cpu-runner", {"fraud": ("passed", [provider("cpu", "passed")])},
                      ci_json=False)
-    (run / "running.json").write_text(json.dumps({"schema": "onnxtax.ci.run.running/1", "model": "llm",
+    (run / "running.json").write_text(json.dumps({"schema": "onnxtax.ci.running/1", "model": "llm",
                                                   "stage": "parity", "pid": 1}))
     problem = merge_reports([run]).hosts[0].problems[0]
     assert problem.endswith("it stopped during the parity stage of model 'llm' (running.json)")
@@ -201,7 +201,7 @@ def test_the_matrix_carries_each_models_highest_stage_peak_per_host(tmp_path):
     matrix = merge_reports([run])
     assert matrix.to_dict()["hosts"][0]["peak_memory"] == {  # "old": written before memory was recorded
         "fraud": {"stage": "export", "peak_rss_bytes": 2_920_000_000, "weights_bytes": 2_680_000_000}}
-    from onnxtax.ci.merge import matrix_markdown
+    from onnxtax.ci import matrix_markdown
 
     assert "✅ passed `aaaaaaaaaaaa`, peak 2.92 GB export |" in matrix_markdown(matrix)
 

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 from onnxtax.core.errors import InputSpecError, OnnxtaxError, ProviderError
-from onnxtax.parity.run import (DEFAULT_ATOL, DEFAULT_RTOL, SCHEMA, check_parity, compare_arrays, default_axis_values,
-                            parse_tolerances, plan_shapes)
+from onnxtax.core.compare import compare_arrays
+from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
+from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
+from onnxtax.parity import SCHEMA, check_parity, parse_tolerances, plan_shapes
+from onnxtax.parity.shapes import default_axis_values
 from onnxtax.core.report import jsonable, junit_xml
 from onnxtax.core.specs import parse_input_specs
 
@@ -173,7 +176,7 @@ def spec(models, name: str) -> str:
 @pytest.fixture(scope="module")
 def dynamo_export(models, tmp_path_factory):
     """The way users get a model: `onnxtax export` (dynamo, manifest beside it)."""
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     out = tmp_path_factory.mktemp("dynamo") / "mlp.onnx"
     result = export_model(spec(models, "MLP"), out, ["x:batch,16"])
@@ -467,7 +470,7 @@ def test_compare_shape_dtype_and_integers():
 
 
 def test_stats_stream_over_samples():
-    from onnxtax.parity.run import OutputStats
+    from onnxtax.core.compare import OutputStats
 
     acc = OutputStats(DEFAULT_RTOL, DEFAULT_ATOL)
     b = np.ones(4, np.float32)

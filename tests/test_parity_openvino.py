@@ -93,7 +93,7 @@ def test_float64_ops_fall_back_to_cpu_and_fail_on_fallback_gates(exported, cli, 
     assert proc.returncode == 1
     assert "fell back to CPUExecutionProvider" in proc.stdout and "--fail-on-fallback is set" in proc.stdout
     assert "Traceback" not in proc.stderr
-    assert '<testcase name="placement" classname="onnxtax.parity.run.openvino"' in (tmp_path / "j.xml").read_text()
+    assert '<testcase name="placement" classname="onnxtax.parity.openvino"' in (tmp_path / "j.xml").read_text()
 
 
 def test_provider_state_across_shapes_is_told_apart_from_an_export_fault(exported, cli, ov_python):

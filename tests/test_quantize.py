@@ -19,7 +19,7 @@ QUICK = {"bench_batch_sizes": [1], "bench_min_time": 0.02}
 @pytest.fixture(scope="module")
 def mlp(tmp_path_factory):
     """tests/models/tiny.py:Tiny exported once (TorchScript exporter: fast), and its data segments."""
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     root = tmp_path_factory.mktemp("quant")
     result = export_model(tiny.spec("Tiny"), root / "tiny.onnx", ["x:batch,16"], exporter="torchscript")
@@ -47,7 +47,7 @@ def _evals(root):
 
 
 def test_tail_segment_outside_calibration_fails_while_the_aggregate_passes(mlp):
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.quantize import quantize_model
 
     root, models = mlp
     spec, onnx_path = models["Scorer"]
@@ -74,7 +74,7 @@ def test_tail_segment_outside_calibration_fails_while_the_aggregate_passes(mlp):
 
 
 def test_dynamic_quantization_batch_dependence_is_detected(mlp):
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.quantize import quantize_model
 
     root, models = mlp
     spec, onnx_path = models["Scorer"]
@@ -93,8 +93,9 @@ def test_dynamic_quantization_batch_dependence_is_detected(mlp):
 def test_auto_exclude_finds_the_one_culprit_layer(mlp):
     """Calibrated on traffic with 5% tail rows, the first layer's input range is 25x wider than the
     ordinary rows need: quantizing that layer is what breaks the budget, and only it goes back to FP32."""
-    from onnxtax.core.manifest import read_manifest, verify_artifact
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.core.manifest import read_manifest
+    from onnxtax.verify import verify_artifact
+    from onnxtax.quantize import quantize_model
 
     root, models = mlp
     spec, onnx_path = models["Scorer"]
@@ -119,7 +120,7 @@ def test_auto_exclude_finds_the_one_culprit_layer(mlp):
 
 
 def test_min_speedup_gates_a_build_that_meets_its_budgets(mlp):
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.quantize import quantize_model
 
     root, models = mlp
     spec, onnx_path = models["Scorer"]
@@ -132,7 +133,7 @@ def test_min_speedup_gates_a_build_that_meets_its_budgets(mlp):
 
 
 def test_segment_key_splits_one_file_and_segment_budgets_override(mlp, tmp_path):
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.quantize import quantize_model
 
     root, models = mlp
     spec, onnx_path = models["Scorer"]
@@ -150,7 +151,7 @@ def test_segment_key_splits_one_file_and_segment_budgets_override(mlp, tmp_path)
 
 
 def test_usage_errors_before_any_work(mlp, tmp_path):
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.quantize import quantize_model
 
     root, models = mlp
     spec, onnx_path = models["Scorer"]
@@ -183,7 +184,7 @@ def test_budget_parsing_and_metrics():
 
 
 def test_report_json_is_plain_and_complete(mlp):
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.quantize import quantize_model
     from onnxtax.core.report import jsonable
 
     root, models = mlp
@@ -219,8 +220,8 @@ class Encoder(nn.Module):
 def test_real_architecture_tiny_bert_keeps_a_named_module_in_fp32(write_model, tmp_path):
     """A transformers BERT (random tiny config): dynamic quantization of its embeddings, judged by the
     lowest row cosine; `--exclude` by PyTorch module path reaches the nodes of that encoder layer."""
-    from onnxtax.export.run import export_model
-    from onnxtax.quantize.run import quantize_model
+    from onnxtax.export import export_model
+    from onnxtax.quantize import quantize_model
 
     spec = f"{write_model(BERT, 'tiny_bert')}:Encoder"
     assert export_model(spec, tmp_path / "bert.onnx", ["input_ids:[batch,seq]:int64"], exporter="torchscript")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.openvino
 
 
 def test_budgets_hold_on_every_provider_and_latency_is_measured_on_each(ov_python, tmp_path):
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     assert export_model(tiny.spec("Tiny"), tmp_path / "tiny.onnx", ["x:batch,16"], exporter="torchscript")
     rng = np.random.default_rng(7)

@@ -12,10 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxtax.export.run import export_model
+from onnxtax.export import export_model
 from onnxtax.core.ort_compat import LIMITS, limits_for, min_ir_for_opset, target_problems
 from onnxtax.runtimes.envs import MARKER, ensure_env, env_dir, find_env, resolve_cache_dir
-from onnxtax.runtimes.matrix import check_runtimes
+from onnxtax.runtimes import check_runtimes
 from tests.conftest import run_cli
 
 OLD = "1.16.3"  # refuses IR 10 ("max supported IR version: 9"), loads opset <= 19
@@ -214,8 +214,8 @@ def test_sweep_target_export_loads_on_each_release(tmp_path, write_model, versio
 
 
 def test_ci_runtimes_stage_and_merge_into_model_release_provider(tmp_path, exported, runtime_cache):
-    from onnxtax.ci.run import run_ci
-    from onnxtax.ci.config import load_config
+    from onnxtax.ci import run_ci
+    from onnxtax.ci import load_config
 
     (tmp_path / "onnxtax.toml").write_text(f"""
 target_ort = "1.16"

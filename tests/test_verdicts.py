@@ -15,9 +15,9 @@ import pytest
 
 from onnxtax.core.compare import Constancy, compare_arrays
 from onnxtax.core.errors import InputSpecError
-from onnxtax.export.run import export_model
+from onnxtax.export import export_model
 from onnxtax.core.manifest import read_manifest
-from onnxtax.parity.run import check_parity
+from onnxtax.parity import check_parity
 from onnxtax.core.specs import SampleRecipe, default_domain, make_inputs, parse_input_specs
 
 MODELS = '''
@@ -332,8 +332,8 @@ def test_tiny_gpt2_exports_with_dynamo_and_passes_parity_with_default_flags(mode
 
 
 def test_ci_model_ranges_and_data_reach_export_and_parity(model_file, tmp_path):
-    from onnxtax.ci.run import run_ci
-    from onnxtax.ci.config import load_config
+    from onnxtax.ci import run_ci
+    from onnxtax.ci import load_config
 
     data = tmp_path / "real.npz"
     np.savez(data, input_ids=np.array([[3, 4, 5, 6]], np.int64), attention_mask=np.array([[1, 1, 1, 0]], np.int64))
@@ -355,7 +355,8 @@ def test_ci_model_ranges_and_data_reach_export_and_parity(model_file, tmp_path):
     """).replace("'", '"'))
     config = load_config(tmp_path / "onnxtax.toml")
     model = config.models["causal"]
-    assert model.ranges == {"input_ids": "0:50", "attention_mask": "1:2"} and model.data == [data.resolve()]
+    assert {k: (v.low, v.high) for k, v in model.export.ranges.items()} == {"input_ids": (0, 50), "attention_mask": (1, 2)}
+    assert model.export.data_files == [data.resolve()] and model.parity.data_files == [data.resolve()]
     assert model.parity.allow_constant == ["output"] and model.parity.test_assumed is True
     report = run_ci(config, write=False)
     export = report.models[0].stages["export"].result

@@ -14,8 +14,9 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 from onnxtax.core.files import sha256_file
-from onnxtax.parity.run import check_parity
-from onnxtax.core.weights import read_skeleton, write_model
+from onnxtax.parity import check_parity
+from onnxtax.core.skeleton import read_skeleton
+from onnxtax.export.save import write_model
 from tests.models.stack import write_source, write_stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_a_weight_stored_transposed_is_not_shared_and_parity_still_passes(tmp_pa
 CHILD = r'''
 import json, sys
 import onnxruntime, torch  # imported before the baseline: the ratio is about the stage, not the imports
-from onnxtax.parity.run import check_parity
+from onnxtax.parity import check_parity
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -118,7 +119,8 @@ def test_exported_weights_are_written_from_memory_with_their_checksum(tmp_path):
 
     import onnx_ir as ir
 
-    from onnxtax.core.weights import match_weights, write_exported_weights
+    from onnxtax.core.sharing import match_weights
+    from onnxtax.export.save import write_exported_weights
 
     torch.manual_seed(0)
     module = _Mixed().eval()
@@ -142,20 +144,20 @@ def test_exported_weights_are_written_from_memory_with_their_checksum(tmp_path):
     # an in-place change bumps the version counter: the bytes are no longer taken on trust,
     # they are compared, and differ
     skeleton = read_skeleton(tmp_path / "raw.onnx")
-    sharing, _ = match_weights(skeleton, module, written)
+    sharing, _ = match_weights(skeleton.tensors, module, written)
     assert {"lin.weight", "scale"} <= set(sharing.shared)
     assert "NumPy" in sharing.not_shared["table"]  # bfloat16: written from memory, not shared with ORT
     with torch.no_grad():
         module.lin.weight.mul_(2)
     assert not written.unchanged("lin.weight", module.lin.weight)
-    sharing, _ = match_weights(skeleton, module, written)
+    sharing, _ = match_weights(skeleton.tensors, module, written)
     assert "bytes differ" in sharing.not_shared["lin.weight"] and "scale" in sharing.shared
 
 
 EXPORT_CHILD = r'''
 import json, sys
 import torch
-from onnxtax.export.run import export_model
+from onnxtax.export import export_model
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -208,7 +210,7 @@ class _TouchesItsWeight(_Plain):
 
 
 def test_parity_fails_when_the_eager_model_writes_a_shared_weight(tmp_path):
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     torch.manual_seed(0)
     plain = _Plain().eval()

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 from onnxtax.core.faces import lazy_face
 
-_NAMES = {"run_bench": "run", "BenchReport": "run", "BatchResult": "run", "GateResult": "run",
-          "parse_batch_sizes": "run", "parse_latency_gates": "run", "time_onnx_models": "timing"}
+_NAMES = {"run_bench": "run", "BenchOptions": "options", "BenchReport": "report", "BatchResult": "report",
+          "GateResult": "report", "parse_batch_sizes": "options", "parse_latency_gates": "options",
+          "batch_axis_of": "run", "time_onnx_models": "timing", "EAGER": "timing", "HARNESS": "timing"}
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
-    from onnxtax.bench.run import (BatchResult, BenchReport, GateResult, parse_batch_sizes, parse_latency_gates,
-                                   run_bench)
-    from onnxtax.bench.timing import time_onnx_models
+    from onnxtax.bench.options import BenchOptions, parse_batch_sizes, parse_latency_gates
+    from onnxtax.bench.report import BatchResult, BenchReport, GateResult
+    from onnxtax.bench.run import batch_axis_of, run_bench
+    from onnxtax.bench.timing import EAGER, HARNESS, time_onnx_models

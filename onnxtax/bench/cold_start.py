@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from onnxtax.core.specs import DTYPES, InputSpec, ValueRange, concrete_shape
-from onnxtax.bench.timing import EAGER, Spread, _OrtPath, _threaded
+from onnxtax.bench.timing import EAGER, Spread, OrtPath, threaded
 
 COLD_START_TIMEOUT = 600
 
@@ -69,7 +69,7 @@ def _run_child(cfg: dict, env: dict | None) -> dict:
     return data
 
 
-def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_paths: list[_OrtPath],
+def cold_start_paths(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_paths: list[OrtPath],
                 specs: list[InputSpec], sizes: dict[str, int], ranges: dict[str, ValueRange],
                 threads: int | None, opt_level: str, runs: int, tick: Callable[[str], None]
                 ) -> dict[str, ColdStart]:
@@ -82,7 +82,7 @@ def _cold_start(spec: str | None, spec_reason: str | None, onnx_path: Path, ort_
         results[EAGER] = ColdStart(EAGER, False, spec_reason)
     for p in ort_paths:
         jobs.append((p.info.id, {"kind": "ort", "onnx": str(onnx_path.resolve()), "provider": p.request.name,
-                                 "provider_options": dict(_threaded(p.request, threads).options), "threads": threads,
+                                 "provider_options": dict(threaded(p.request, threads).options), "threads": threads,
                                  "opt_level": opt_level, "inputs": child_inputs}))
     env = dict(os.environ)
     target = (spec or "").rpartition(":")[0]

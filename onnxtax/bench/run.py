@@ -43,326 +43,30 @@ What is measured, and how (the choices a release gate depends on):
   every batch size (`"p99@1"` limits one batch size); `min_speedup=X` must hold for every
   ORT path at every batch size.
 
-JSON schema (`BenchReport.to_dict()`, schema_version 1; keys stable, times in ms
-unless the key says otherwise):
-{
-  "schema_version": 1, "passed": true,
-  "model": {"spec": "m.py:Net" | null, "class_name": "Net" | null, "onnx": "m.onnx"},
-  "inputs": [{"name": "x", "dims": ["batch", 128], "dtype": "float32"}],
-  "input_source": "arguments" | "manifest" | "onnx-graph",
-  "settings": {"batch_axis": "batch" | null, "batch_sizes": [1, 8, 64], "dims": {"seq": 16},
-               "threads": 1 | null, "torch_threads": 1, "opt_level": "all", "warmup": 20,
-               "min_time_s": 1.0, "rounds": 10, "timer": "time.perf_counter_ns", "gc_disabled": true,
-               "interleaved": "ABBA blocks per batch size", "seed": 0},
-  "paths": [{"id": "eager", "kind": "torch-eager", "call": "inference_mode", "provider": null,
-             "options": {}, "threads": 1, "opt_level": null, "device": "cpu", "placement": null,
-             "status": "measured", "reason": null},
-            {"id": "ort:cpu", "kind": "onnxruntime", "call": "iobinding", "provider": "CPUExecutionProvider",
-             "options": {}, "threads": 1, "opt_level": "all", "device": "cpu",
-             "placement": {"total_nodes": 3, "on_provider": 3, "fallback": 0, "fallback_op_types": {}},
-             "status": "measured" | "failed" | "error", "reason": null | "ort:cpu failed at batch size 64: ..."}],
-     (a path whose session did not load is "error"; one that failed to run at a batch size is "failed"
-      and is left out of that and later batch sizes; either fails the report: exit 1)
-  "skipped_providers": ["cuda"],
-  "batches": [{"batch_size": 1, "shapes": {"x": [1, 128]},
-               "latency": {"eager": STATS, "ort:cpu": STATS, "harness": STATS},
-               "call_path": {"ort:cpu": "iobinding"},
-               "throughput_per_s": {"eager": 20000.0, "ort:cpu": 120000.0},
-               "speedup": {"ort:cpu": 6.0},
-               "harness_share": {"eager": 0.002, "ort:cpu": 0.015}}],
-     STATS = {"iterations": 1234, "total_s": 1.0, "p50_ms": .., "p90_ms": .., "p99_ms": ..,
-              "min_ms": .., "max_ms": .., "mean_ms": ..}
-  "harness_overhead_ms": {"p50": 0.00008, "p99": 0.0001},   (worst over batch sizes)
-  "cold_start": {"measured": true, "reason": null, "runs": 3, "paths": {
-        "eager": {"measured": true, "reason": null, "runs": 3,
-                  "first_result_s": SPREAD, "interpreter_s": SPREAD, "import_s": SPREAD,
-                  "load_s": SPREAD, "predict_s": SPREAD, "peak_rss_mb": SPREAD, "rss_source": "VmHWM"},
-        "ort:cpu": {...}}},
-     SPREAD = {"min": .., "median": .., "max": .., "values": [..]}
-  "sweep": null | {"batch_sizes": [1, 8], "opt_levels": [...], "threads": [1, 2],
-        "results": [{"path": "ort:cpu", "opt_level": "all", "threads": 1, "batch_size": 1, "latency": STATS}],
-        "configured": {"opt_level": "all", "threads": 1} | null,   (the main measurement's setting)
-        "best": {"ort:cpu": {"opt_level": "all", "threads": 1, "geomean_vs_best": 1.02,
-                             "speedup_vs_configured": 1.0 | null,
-                             "by_batch": {"1": {"opt_level": "all", "threads": 1, "p50_ms": ..}}}}},
-  "profile": null | [{"path": "ort:cpu", "batch_size": 1, "file": "prof/ort-cpu-b1_....json", "runs": 200,
-        "run_mean_us": 9.1, "node_mean_us": 6.2,
-        "top_ops": [{"op_type": "FusedGemm", "provider": "CPUExecutionProvider", "calls": 600,
-                     "total_us": 1100.0, "mean_us": 1.8, "percent": 88.0}]}],
-  "gates": [{"gate": "max_latency_ms", "key": "p99", "path": "ort:cpu", "batch_size": 1,
-             "limit": 5.0, "value": 0.012, "passed": true, "message": "..."}],
-  "failures": ["ort:cpu failed at batch size 64: ..."],   (paths not measured; empty when all were)
-  "host": {... report.host_facts() ...},
-  "duration_s": 12.3
-}
+The report and its JSON schema: onnxtax.bench.report.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnxtax.bench.cold_start import ColdStart, cold_start_paths
+from onnxtax.bench.options import BenchOptions, check_gates
+from onnxtax.bench.report import BatchResult, BenchReport, GateResult
+from onnxtax.bench.timing import (DEVICE_OF, EAGER, HARNESS, HARNESS_TIME, ROUNDS, OrtPath, PathFailed, PathInfo, Timed,
+                                  bind, measure, noop, path_failed, threaded)
+from onnxtax.bench.tuning import run_profiles, run_sweep
 from onnxtax.core import defaults
-from onnxtax.bench.cold_start import ColdStart, _cold_start
-from onnxtax.core.errors import CheckFailed, InputSpecError, OnnxtaxError
+from onnxtax.core.artifact import Artifact, open_artifact
+from onnxtax.core.errors import CheckFailed, InputSpecError
 from onnxtax.core.inputs import ResolvedInputs
 from onnxtax.core.progress import Progress
-from onnxtax.core.report import Verdict
-from onnxtax.core.specs import InputSpec, SampleRecipe, ValueRange, concrete_shape, make_inputs, symbols_of
-from onnxtax.bench.timing import (_DEVICE_OF, EAGER, HARNESS, HARNESS_TIME, ROUNDS, LatencyStats, PathInfo, _bind,
-                            _measure, _noop, _OrtPath, _path_failed, _PathFailed, _threaded, _Timed,
-                            time_onnx_models)
-from onnxtax.bench.tuning import PROFILE_RUNS, ProfileResult, SweepResult, _run_profiles, _run_sweep, parse_profile
-from onnxtax.core.defaults import BENCH_COLD_START_RUNS as DEFAULT_COLD_START_RUNS
-from onnxtax.core.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
-from onnxtax.core.defaults import BENCH_THREADS as DEFAULT_THREADS
-from onnxtax.core.defaults import BENCH_WARMUP as DEFAULT_WARMUP
-
-# The public names, including those whose home is timing, cold_start or tuning: callers keep
-# importing them from here.
-__all__ = ["BatchResult", "BenchReport", "ColdStart", "EAGER", "GateResult", "HARNESS", "LatencyStats", "PathInfo",
-           "PROFILE_RUNS", "ProfileResult", "ROUNDS", "SCHEMA_VERSION", "SweepResult", "batch_axis_of",
-           "parse_batch_sizes", "parse_latency_gates", "parse_profile", "plot_available", "require_plot", "run_bench",
-           "time_onnx_models", "write_plot"]
-
-SCHEMA_VERSION = 2  # 2: input_source labels shared with parity; per-path status and reason; failures
-GATE_KEYS = ("p50", "p90", "p99", "max")
-PERCENTILE_KEYS = ("p50", "p90", "p99", "min", "max", "mean")
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class BatchResult:
-    batch_size: int
-    shapes: dict[str, list[int]]
-    latency: dict[str, LatencyStats]  # path id -> stats, "harness" included
-    call_path: dict[str, str] = field(default_factory=dict)  # ORT path id -> call path used
-
-    @property
-    def ort_paths(self) -> list[str]:
-        return [p for p in self.latency if p not in (EAGER, HARNESS)]
-
-    def throughput(self, path: str) -> float:
-        return self.batch_size / (self.latency[path].mean_ms / 1e3)
-
-    def speedup(self, path: str) -> float | None:
-        """Eager p50 / ORT p50: the Python tax at this batch size."""
-        if EAGER not in self.latency:
-            return None
-        return self.latency[EAGER].p50_ms / self.latency[path].p50_ms
-
-    def harness_share(self, path: str) -> float:
-        return self.latency[HARNESS].p50_ms / self.latency[path].p50_ms
-
-    def to_dict(self) -> dict:
-        timed = [p for p in self.latency if p != HARNESS]
-        return {
-            "batch_size": self.batch_size,
-            "shapes": self.shapes,
-            "latency": {p: s.to_dict() for p, s in self.latency.items()},
-            "call_path": dict(self.call_path),
-            "throughput_per_s": {p: self.throughput(p) for p in timed},
-            "speedup": {p: self.speedup(p) for p in self.ort_paths} if EAGER in self.latency else {},
-            "harness_share": {p: self.harness_share(p) for p in timed},
-        }
-
-
-@dataclass
-class GateResult:
-    gate: str  # "max_latency_ms" | "min_speedup"
-    key: str  # "p99", "p50@1", "eager/ort p50"
-    path: str
-    batch_size: int
-    limit: float
-    value: float
-    passed: bool
-
-    @property
-    def message(self) -> str:
-        if self.gate == "max_latency_ms":
-            op = "<=" if self.passed else ">"
-            return (f"{self.path} batch {self.batch_size}: {self.key.split('@')[0]} {self.value:.4g} ms "
-                    f"{op} limit {self.limit:g} ms")
-        op = ">=" if self.passed else "<"
-        return f"{self.path} batch {self.batch_size}: speedup {self.value:.3g}x {op} required {self.limit:g}x"
-
-    def to_dict(self) -> dict:
-        return {"gate": self.gate, "key": self.key, "path": self.path, "batch_size": self.batch_size,
-                "limit": self.limit, "value": self.value, "passed": self.passed, "message": self.message}
-
-
-@dataclass
-class BenchReport(Verdict):
-    """Everything one `run_bench` measured. Truthy when every gate passed (no gates: True)."""
-
-    onnx: str
-    spec: str | None
-    class_name: str | None
-    inputs: list[InputSpec]
-    input_source: str
-    settings: dict
-    paths: list[PathInfo]
-    skipped_providers: list[str]
-    batches: list[BatchResult]
-    cold_start: dict[str, ColdStart] = field(default_factory=dict)
-    cold_start_reason: str | None = None  # why cold start was not measured at all
-    cold_start_runs: int = 0
-    sweep: SweepResult | None = None
-    profile: list[ProfileResult] | None = None
-    gates: list[GateResult] = field(default_factory=list)
-    host: dict = field(default_factory=dict)
-    duration_s: float = 0.0
-    memory: Any = None  # onnxtax.core.memory.MemoryRecord of this process (cold starts run in their own)
-
-    @property
-    def failures(self) -> list[str]:
-        """Paths that could not be measured: a finding about the model or a provider."""
-        return [p.reason or f"{p.id} {p.status}" for p in self.paths if p.status != "measured"]
-
-    @property
-    def passed(self) -> bool:
-        return all(g.passed for g in self.gates) and not self.failures
-
-    @property
-    def failed_gates(self) -> list[GateResult]:
-        return [g for g in self.gates if not g.passed]
-
-    @property
-    def ort_paths(self) -> list[str]:
-        return [p.id for p in self.paths if p.kind == "onnxruntime"]
-
-    def harness_overhead_ms(self) -> dict[str, float]:
-        if not self.batches:
-            return {}
-        return {"p50": max(b.latency[HARNESS].p50_ms for b in self.batches),
-                "p99": max(b.latency[HARNESS].p99_ms for b in self.batches)}
-
-    def to_dict(self) -> dict:
-        from onnxtax.core.report import jsonable
-
-        return jsonable({
-            "schema_version": SCHEMA_VERSION,
-            "passed": self.passed,
-            "model": {"spec": self.spec, "class_name": self.class_name, "onnx": self.onnx},
-            "inputs": [s.to_dict() for s in self.inputs],
-            "input_source": self.input_source,
-            "settings": self.settings,
-            "paths": [p.to_dict() for p in self.paths],
-            "skipped_providers": list(self.skipped_providers),
-            "batches": [b.to_dict() for b in self.batches],
-            "harness_overhead_ms": self.harness_overhead_ms(),
-            "cold_start": {"measured": bool(self.cold_start) and any(c.measured for c in self.cold_start.values()),
-                           "reason": self.cold_start_reason, "runs": self.cold_start_runs,
-                           "paths": {k: v.to_dict() for k, v in self.cold_start.items()}},
-            "sweep": self.sweep.to_dict() if self.sweep else None,
-            "profile": [p.to_dict() for p in self.profile] if self.profile is not None else None,
-            "gates": [g.to_dict() for g in self.gates],
-            "failures": self.failures,
-            "host": self.host,
-            "duration_s": self.duration_s,
-            "memory": self.memory.to_dict() if self.memory else None,
-        })
-
-    def summary(self) -> dict:
-        """The compact record `--record` stores in the manifest (no raw samples)."""
-        import datetime as _dt
-
-        batches = []
-        for b in self.batches:
-            entry: dict[str, Any] = {"batch_size": b.batch_size}
-            for p in b.latency:
-                if p == HARNESS:
-                    continue
-                s = b.latency[p]
-                entry[p] = {"p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "throughput_per_s": b.throughput(p)}
-            if EAGER in b.latency:
-                entry["speedup"] = {p: b.speedup(p) for p in b.ort_paths}
-            batches.append(entry)
-        cold = {k: {"first_result_s": v.first_result_s.median, "peak_rss_mb": v.peak_rss_mb.median}
-                for k, v in self.cold_start.items() if v.measured and v.first_result_s and v.peak_rss_mb}
-        host = self.host or {}
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "measured_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "passed": self.passed,
-            "host": {k: host.get(k) for k in ("hostname", "platform", "cpu", "cpu_count")},
-            "versions": host.get("versions", {}),
-            "settings": {k: self.settings.get(k) for k in ("batch_axis", "threads", "opt_level", "min_time_s")},
-            "call_path": {p.id: p.call for p in self.paths},
-            "harness_overhead_ms": self.harness_overhead_ms(),
-            "batches": batches,
-            "cold_start": cold,
-            "best_session_options": self.sweep.best() if self.sweep else None,
-            "gates": [g.to_dict() for g in self.gates],
-        }
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def parse_batch_sizes(text: str) -> list[int]:
-    """`1,8,64` -> [1, 8, 64]."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not re.fullmatch(r"\d+", part) or int(part) < 1:
-            raise InputSpecError(f"--batch-sizes '{text}': '{part}' is not a positive integer",
-                                 "e.g. --batch-sizes 1,8,64")
-        if int(part) not in out:
-            out.append(int(part))
-    return out
-
-
-def parse_latency_gates(texts: list[str] | tuple[str, ...]) -> dict[str, float]:
-    """`P99=5` (every batch size) or `p50@1=0.05` (batch size 1 only) -> {"p99": 5.0}."""
-    out: dict[str, float] = {}
-    for text in texts:
-        key, sep, value = text.partition("=")
-        key = key.strip().lower()
-        m = re.fullmatch(r"(p50|p90|p99|max)(?:@(\d+))?", key)
-        try:
-            limit = float(value)
-        except ValueError:
-            limit = -1.0
-        if not sep or not m or not limit > 0 or not math.isfinite(limit):
-            raise InputSpecError(f"--max-latency-ms '{text}' needs PERCENTILE[@BATCH]=MS with MS > 0",
-                                 f"percentiles: {', '.join(GATE_KEYS)}; e.g. --max-latency-ms p99=5 "
-                                 "or --max-latency-ms p50@1=0.05")
-        out[key] = limit
-    return out
-
-
-def _check_gates(max_latency_ms: dict[str, float] | None, min_speedup: float | None,
-                 batch_sizes: list[int], have_eager: bool) -> dict[str, float]:
-    gates = {}
-    for key, limit in (max_latency_ms or {}).items():
-        norm = key.strip().lower()
-        m = re.fullmatch(r"(p50|p90|p99|max)(?:@(\d+))?", norm)
-        if not m or not (isinstance(limit, (int, float)) and limit > 0):
-            raise InputSpecError(f"latency gate '{key}={limit}' needs PERCENTILE[@BATCH]=MS with MS > 0",
-                                 f"percentiles: {', '.join(GATE_KEYS)}")
-        if m.group(2) and int(m.group(2)) not in batch_sizes:
-            raise InputSpecError(f"latency gate '{key}' names batch size {m.group(2)}, which is not benchmarked",
-                                 f"benchmarked batch sizes: {', '.join(map(str, batch_sizes))}")
-        gates[norm] = float(limit)
-    if min_speedup is not None:
-        if not min_speedup > 0:
-            raise InputSpecError(f"--min-speedup {min_speedup} must be > 0", "e.g. --min-speedup 2")
-        if not have_eager:
-            raise InputSpecError("--min-speedup needs the PyTorch model to compare with",
-                                 "give the model SPEC as well as the .onnx file")
-    return gates
+from onnxtax.core.specs import InputSpec, SampleRecipe, concrete_shape, make_inputs, symbols_of
 
 
 # --------------------------------------------------------------------------- inputs
-
-
 def batch_axis_of(specs: list[InputSpec]) -> str | None:
     """`batch` if any input names it, else the first dynamic axis of the first input with one."""
     symbols = symbols_of(specs)
@@ -407,8 +111,6 @@ def _refuse_bfloat16(specs: list[InputSpec]) -> None:
 
 
 # --------------------------------------------------------------------------- main
-
-
 def _eager_model(model) -> tuple[Any, str | None, str | None, str | None]:
     """(nn.Module or None, spec string or None, class name, why cold start cannot rebuild it)."""
     if model is None:
@@ -423,57 +125,32 @@ def _eager_model(model) -> tuple[Any, str | None, str | None, str | None]:
                                                     "process can only rebuild it from a SPEC string")
 
 
-def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] | ResolvedInputs | None = None, *,
-              batch_sizes: list[int] | tuple[int, ...] | None = None,
-              dims: dict[str, list[int] | int] | None = None,
-              providers: list[str] | tuple[str, ...] | None = None,
-              skip_unavailable: bool = False,
-              threads: int | None = DEFAULT_THREADS,
-              opt_level: str = defaults.OPT_LEVEL,
-              warmup: int = DEFAULT_WARMUP,
-              min_time: float = DEFAULT_MIN_TIME,
-              cold_start: bool = True,
-              cold_start_runs: int = DEFAULT_COLD_START_RUNS,
-              sweep: bool = False,
-              profile_dir: str | Path | None = None,
-              max_latency_ms: dict[str, float] | None = None,
-              min_speedup: float | None = None,
-              ranges: dict[str, ValueRange] | None = None,
-              seed: int = 0,
-              progress: Progress | None = None) -> BenchReport:
-    """Benchmark `model` (SPEC string, LoadedModel, nn.Module, or None for ORT only)
-    against `onnx_path` on each provider. See the module docstring for what is measured.
-
-    `batch_sizes` default (1, 8, 64); `dims` sizes the other dynamic axes (a list value
-    for the batch axis replaces `batch_sizes`). `providers` as on the command line
-    (`cpu`, `openvino:device_type=CPU`); default every compute provider. Gates:
-    `max_latency_ms` {"p99": 5, "p50@1": 0.05} and `min_speedup`."""
+def run_bench(model, onnx_path: str | Path | Artifact,
+              inputs: list[InputSpec] | list[str] | ResolvedInputs | None = None, options: BenchOptions | None = None,
+              *, progress: Progress | None = None, **kwargs: Any) -> BenchReport:
+    """Benchmark `model` (SPEC string, LoadedModel, nn.Module, or None for ORT only) against
+    `onnx_path` (or an opened Artifact) on each provider; `options` (BenchOptions) or its fields as
+    keyword arguments. See the module docstring for what is measured."""
     from onnxtax.core.inputs import resolve_inputs
-    from onnxtax.core.memory import StageMeter, onnx_weights_bytes
-    from onnxtax.core.providers import OPT_LEVELS, open_session, placement_of, resolve_providers
+    from onnxtax.core.memory import StageMeter
+    from onnxtax.core.providers import open_session, placement_of, resolve_providers
     from onnxtax.core.report import host_facts
 
     started = time.monotonic()
-    onnx_path = Path(onnx_path)
-    if opt_level not in OPT_LEVELS:
-        raise InputSpecError(f"unknown optimisation level '{opt_level}'", f"use one of: {', '.join(OPT_LEVELS)}")
-    if warmup < 1:
-        raise InputSpecError(f"--warmup {warmup}: at least 1 warm-up call is needed (it calibrates the blocks)",
-                             "e.g. --warmup 20")
-    if not min_time > 0:
-        raise InputSpecError(f"--min-time {min_time} must be > 0", "e.g. --min-time 1")
-    if threads is not None and threads < 1:
-        raise InputSpecError(f"threads {threads} must be >= 1", "or None (--threads 0) for each runtime's default")
-    if cold_start_runs < 1:
-        raise InputSpecError(f"--cold-start-runs {cold_start_runs} must be >= 1",
-                             "e.g. --cold-start-runs 3, or --no-cold-start")
+    opts = BenchOptions.build(options, **kwargs)
+    batch_sizes, dims, providers, skip_unavailable = opts.batch_sizes, opts.dims, opts.providers, opts.skip_unavailable
+    threads, opt_level, warmup, min_time = opts.threads, opts.opt_level, opts.warmup, opts.min_time
+    cold_start, cold_start_runs, sweep, profile_dir = opts.cold_start, opts.cold_start_runs, opts.sweep, opts.profile_dir
+    max_latency_ms, min_speedup, ranges, seed = opts.max_latency_ms, opts.min_speedup, opts.ranges, opts.seed
     dims_lists = {k: (list(v) if isinstance(v, (list, tuple)) else [int(v)]) for k, v in (dims or {}).items()}
 
     meter = StageMeter("bench")
-    resolved = resolve_inputs(onnx_path, inputs, ranges=ranges)
+    artifact = open_artifact(onnx_path)
+    onnx_path = artifact.path
+    resolved = resolve_inputs(artifact, inputs, ranges=ranges)
     specs, ranges = resolved.specs, resolved.ranges
     _refuse_bfloat16(specs)
-    meter.check(onnx_weights_bytes(onnx_path), extra_factor=0.0 if model is not None else -1.0)  # no eager copy
+    meter.check(artifact.weights_bytes, extra_factor=0.0 if model is not None else -1.0)  # no eager copy
     batch_axis = batch_axis_of(specs)
     if batch_axis is None:
         if batch_sizes:
@@ -496,7 +173,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     if not usable:
         raise InputSpecError("no execution provider left to benchmark",
                              "drop --skip-unavailable or name a provider this host has")
-    gates = _check_gates(max_latency_ms, min_speedup, sizes_list, model is not None)
+    gates = check_gates(max_latency_ms, min_speedup, sizes_list, model is not None)
 
     module, spec, class_name, cold_reason = _eager_model(model)
     if module is not None:
@@ -517,13 +194,13 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
         steps[0] += 1
 
     # sessions first: a provider that cannot load the model is recorded before any timing
-    ort_paths: list[_OrtPath] = []
+    ort_paths: list[OrtPath] = []
     not_loaded: list[PathInfo] = []
     for req in usable:
         pinfo = PathInfo(f"ort:{req.label}", "onnxruntime", "iobinding", req.name,
-                         dict(_threaded(req, threads).options), threads, opt_level, _DEVICE_OF.get(req.name, "cpu"))
+                         dict(threaded(req, threads).options), threads, opt_level, DEVICE_OF.get(req.name, "cpu"))
         try:
-            session = open_session(onnx_path, _threaded(req, threads), opt_level=opt_level, threads=threads)
+            session = open_session(onnx_path, threaded(req, threads), opt_level=opt_level, threads=threads)
         except CheckFailed as exc:
             pinfo.status, pinfo.reason = "error", exc.message
             not_loaded.append(pinfo)
@@ -532,7 +209,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
         pinfo.placement = {"method": placement.method, "total_nodes": placement.total_nodes,
                            "on_provider": placement.on_provider, "fallback": placement.fallback_count,
                            "fallback_op_types": dict(placement.fallback_op_types)}
-        ort_paths.append(_OrtPath(pinfo, session, req))
+        ort_paths.append(OrtPath(pinfo, session, req))
 
     recipe = SampleRecipe(seed, ranges)
     torch = None
@@ -552,7 +229,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
 
     def fail(path_id: str, bs: int, exc: BaseException) -> None:
         info = by_id[path_id]
-        info.status, info.reason = "failed", _path_failed(path_id, bs, exc).message
+        info.status, info.reason = "failed", path_failed(path_id, bs, exc).message
 
     batches: list[BatchResult] = []
     try:
@@ -561,7 +238,7 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
             sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
             arrays = make_inputs(specs, sizes, recipe)
             feeds = resolved.feeds(arrays)
-            timed: list[_Timed] = [_Timed(HARNESS, _noop, (None,), min(min_time, HARNESS_TIME))]
+            timed: list[Timed] = [Timed(HARNESS, noop, (None,), min(min_time, HARNESS_TIME))]
             call_path: dict[str, str] = {}
             keep_alive = []
             if module is not None and by_id[EAGER].status == "measured":
@@ -571,14 +248,14 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
                 try:
                     with torch.inference_mode():
                         module(*tensors)
-                    timed.append(_Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
+                    timed.append(Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
                 except Exception as exc:  # noqa: BLE001 - the user's forward()
                     fail(EAGER, bs, exc)
             for p in ort_paths:
                 if p.info.status != "measured":
                     continue
                 try:
-                    fn, args, call, keep = _bind(p.session, feeds, p.info.device)
+                    fn, args, call, keep = bind(p.session, feeds, p.info.device)
                 except Exception as exc:  # noqa: BLE001 - ORT's pybind errors
                     fail(p.info.id, bs, exc)
                     continue
@@ -586,13 +263,13 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
                 call_path[p.info.id] = call
                 if call != "iobinding":
                     p.info.call = call
-                timed.append(_Timed(p.info.id, fn, args, min_time))
+                timed.append(Timed(p.info.id, fn, args, min_time))
             while len(timed) > 1:
                 try:
-                    latency = _measure(timed, warmup)
-                except _PathFailed as failed:  # a call that worked once failed while timed: measure the rest
+                    latency = measure(timed, warmup)
+                except PathFailed as failed:  # a call that worked once failed while timed: measure the rest
                     fail(failed.path, bs, failed.exc)
-                    timed = [_Timed(t.path, t.fn, t.args, t.target_ns / 1e9, t.context) for t in timed
+                    timed = [Timed(t.path, t.fn, t.args, t.target_ns / 1e9, t.context) for t in timed
                              if t.path != failed.path]
                     continue
                 batches.append(BatchResult(bs, {s.name: list(concrete_shape(s, sizes)) for s in specs},
@@ -615,18 +292,18 @@ def run_bench(model, onnx_path: str | Path, inputs: list[InputSpec] | list[str] 
     cold_start_reason = None if cold_start else "not requested (--no-cold-start)"
     if cold_start:
         first_sizes = dict(fixed, **({batch_axis: sizes_list[0]} if batch_axis else {}))
-        cold = _cold_start(spec, cold_reason, onnx_path, ort_paths, specs, first_sizes, ranges, threads,
+        cold = cold_start_paths(spec, cold_reason, onnx_path, ort_paths, specs, first_sizes, ranges, threads,
                            opt_level, cold_start_runs, tick)
 
     measured = [p for p in ort_paths if p.info.status == "measured"]
     sweep_result = None
     if sweep:
-        sweep_result = _run_sweep(onnx_path, [p.request for p in measured], resolved, fixed, batch_axis,
+        sweep_result = run_sweep(onnx_path, [p.request for p in measured], resolved, fixed, batch_axis,
                                   sizes_list, recipe, threads, opt_level, warmup, min_time, tick)
 
     profiles = None
     if profile_dir is not None:
-        profiles = _run_profiles(Path(profile_dir), onnx_path, measured, resolved, fixed, batch_axis, sizes_list,
+        profiles = run_profiles(Path(profile_dir), onnx_path, measured, resolved, fixed, batch_axis, sizes_list,
                                  recipe, threads, opt_level, warmup, tick)
 
     settings = {"batch_axis": batch_axis, "batch_sizes": sizes_list, "dims": fixed, "threads": threads,
@@ -668,72 +345,3 @@ def _evaluate_gates(report: BenchReport, latency_gates: dict[str, float], min_sp
 
 
 # --------------------------------------------------------------------------- plot
-
-
-def plot_available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def require_plot() -> None:
-    """Fail before the benchmark runs, not after, when --plot cannot be honoured."""
-    if not plot_available():
-        raise OnnxtaxError("--plot needs matplotlib, which is not installed",
-                           "pip install 'onnxtax[plot]'")
-
-
-def write_plot(report: BenchReport, path: str | Path) -> Path:
-    """PNG of p50 (line) with the p90-p99 band, by batch size, one colour per path.
-    Written beside the target and renamed into place."""
-    import io
-
-    from onnxtax.core.files import write_output
-
-    require_plot()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    import math
-
-    from matplotlib.ticker import FuncFormatter
-
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    xs = [b.batch_size for b in report.batches]
-    pids = [p.id for p in report.paths]
-    # µs for microsecond models, ms otherwise: tick labels read as numbers, not 10^-2
-    top = max((b.latency[pid].p50_ms for b in report.batches for pid in pids), default=1.0)
-    unit, scale = ("µs", 1000.0) if top < 1.0 else ("ms", 1.0) if top < 1000.0 else ("s", 0.001)
-    for pid in pids:
-        p50 = [b.latency[pid].p50_ms * scale for b in report.batches]
-        p90 = [b.latency[pid].p90_ms * scale for b in report.batches]
-        p99 = [b.latency[pid].p99_ms * scale for b in report.batches]
-        (line,) = ax.plot(xs, p50, marker="o", label=f"{pid} p50")
-        ax.plot(xs, p99, linestyle="--", color=line.get_color(), linewidth=1, label=f"{pid} p99")
-        ax.fill_between(xs, p90, p99, color=line.get_color(), alpha=0.15)
-    if len(xs) > 1:
-        ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.set_xlabel(f"batch size ({report.settings.get('batch_axis') or 'static'})")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
-    ax.set_ylabel(f"latency per call ({unit}); band: p90-p99")
-    threads = report.settings.get("threads")
-    ax.set_title(f"{Path(report.onnx).name}: latency by batch size "
-                 f"({'default' if threads is None else threads} thread{'' if threads == 1 else 's'})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = io.BytesIO()
-    try:
-        fig.savefig(png, format="png")
-    finally:
-        plt.close(fig)
-    return write_output(path, png.getvalue(), "--plot")

@@ -27,13 +27,11 @@ EAGER = "eager"
 HARNESS = "harness"
 
 # Where pre-allocated OrtValues live for providers that compute off the host.
-_DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
+DEVICE_OF = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
               "NvTensorRTRTXExecutionProvider": "cuda"}
 
 
 # --------------------------------------------------------------------------- results
-
-
 @dataclass
 class LatencyStats:
     """Per-call latency of one path at one batch size."""
@@ -109,13 +107,11 @@ class PathInfo:
 
 
 # --------------------------------------------------------------------------- timing
-
-
-def _noop(*_args) -> None:
+def noop(*_args) -> None:
     return None
 
 
-class _Timed:
+class Timed:
     """A path being timed: `fn(*args)` per call; samples in ns."""
 
     def __init__(self, path: str, fn: Callable, args: tuple, target_s: float, context=None):
@@ -165,14 +161,14 @@ class _Timed:
         return int(max(1, min(n, MAX_SAMPLES // ROUNDS, MAX_SAMPLES - len(self.samples))))
 
 
-class _PathFailed(Exception):
+class PathFailed(Exception):
     def __init__(self, path: str, exc: BaseException):
         super().__init__(path)
         self.path = path
         self.exc = exc
 
 
-def _measure(timed: list[_Timed], warmup: int) -> dict[str, LatencyStats]:
+def measure(timed: list[Timed], warmup: int) -> dict[str, LatencyStats]:
     """Warm every path, then interleave blocks (A B C / C B A ...) until each has its time."""
     gc_was_enabled = gc.isenabled()
     gc.collect()
@@ -194,7 +190,7 @@ def _measure(timed: list[_Timed], warmup: int) -> dict[str, LatencyStats]:
             if rounds >= ROUNDS + MAX_EXTRA_ROUNDS:
                 break
     except Exception as exc:  # noqa: BLE001 - a call that worked once failed while being timed
-        raise _PathFailed(current.path, exc) from exc
+        raise PathFailed(current.path, exc) from exc
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -202,16 +198,14 @@ def _measure(timed: list[_Timed], warmup: int) -> dict[str, LatencyStats]:
 
 
 # --------------------------------------------------------------------------- ORT paths
-
-
 @dataclass
-class _OrtPath:
+class OrtPath:
     info: PathInfo
     session: Any
     request: Any
 
 
-def _bind(session, feeds: dict, device: str) -> tuple[Callable, tuple, str, list]:
+def bind(session, feeds: dict, device: str) -> tuple[Callable, tuple, str, list]:
     """I/O binding with pre-allocated input and output OrtValues. Returns the call to
     time as (function, args), the call path name, and the values to keep alive."""
     import onnxruntime as ort
@@ -250,7 +244,7 @@ def _rebind_outputs_and_run(run: Callable, binding, names: tuple[str, ...], devi
     run(binding)
 
 
-def _path_failed(path: str, batch: int, exc: BaseException) -> CheckFailed:
+def path_failed(path: str, batch: int, exc: BaseException) -> CheckFailed:
     """A path that cannot run at this batch size: a finding about the model (exit 1)."""
     from onnxtax.core.providers import ort_error_summary
 
@@ -268,7 +262,7 @@ def _path_failed(path: str, batch: int, exc: BaseException) -> CheckFailed:
 _OWN_THREAD_OPTION = {"OpenVINOExecutionProvider": "num_of_threads"}
 
 
-def _threaded(req, threads: int | None):
+def threaded(req, threads: int | None):
     """The request with the provider's own thread option set to `threads` (unless the user
     set it), so every path runs on the thread count the report states."""
     from onnxtax.core.providers import ProviderRequest
@@ -290,15 +284,15 @@ def time_onnx_models(models: dict[str, str | Path], request, feeds: dict, *, thr
     timed, keep_alive = [], []
     batch = next((int(v.shape[0]) for v in feeds.values() if getattr(v, "ndim", 0)), 1)
     for path_id, onnx_path in models.items():
-        session = open_session(onnx_path, _threaded(request, threads), opt_level=opt_level, threads=threads,
+        session = open_session(onnx_path, threaded(request, threads), opt_level=opt_level, threads=threads,
                                record_placement=False)
         try:
-            fn, args, _call, keep = _bind(session, feeds, _DEVICE_OF.get(request.name, "cpu"))
+            fn, args, _call, keep = bind(session, feeds, DEVICE_OF.get(request.name, "cpu"))
         except Exception as exc:  # noqa: BLE001 - ORT's pybind errors
-            raise _path_failed(path_id, batch, exc) from exc
+            raise path_failed(path_id, batch, exc) from exc
         keep_alive.append(keep)
-        timed.append(_Timed(path_id, fn, args, min_time))
+        timed.append(Timed(path_id, fn, args, min_time))
     try:
-        return _measure(timed, warmup)
-    except _PathFailed as failed:
-        raise _path_failed(failed.path, batch, failed.exc) from failed.exc
+        return measure(timed, warmup)
+    except PathFailed as failed:
+        raise path_failed(failed.path, batch, failed.exc) from failed.exc

@@ -14,8 +14,8 @@ from typing import Any
 
 from onnxtax.core.inputs import ResolvedInputs
 from onnxtax.core.specs import make_inputs
-from onnxtax.bench.timing import (_DEVICE_OF, LatencyStats, _bind, _measure, _OrtPath, _path_failed, _PathFailed,
-                            _threaded, _Timed)
+from onnxtax.bench.timing import (DEVICE_OF, LatencyStats, bind, measure, OrtPath, path_failed, PathFailed,
+                            threaded, Timed)
 
 PROFILE_RUNS = 200
 TOP_OPS = 10
@@ -153,7 +153,7 @@ def _sweep_threads(threads: int | None) -> list[int]:
     return sorted(values)
 
 
-def _run_sweep(onnx_path: Path, usable, resolved: ResolvedInputs, fixed, batch_axis, sizes_list, recipe, threads,
+def run_sweep(onnx_path: Path, usable, resolved: ResolvedInputs, fixed, batch_axis, sizes_list, recipe, threads,
                opt_level, warmup, min_time, tick) -> SweepResult:
     from onnxtax.core.providers import OPT_LEVELS, ProviderRequest, open_session
 
@@ -166,7 +166,7 @@ def _run_sweep(onnx_path: Path, usable, resolved: ResolvedInputs, fixed, batch_a
         configs: list[tuple[str, str, int, Any, ProviderRequest]] = []
         for level in OPT_LEVELS:
             for n in thread_counts:
-                session = open_session(onnx_path, _threaded(req, n), opt_level=level, threads=n,
+                session = open_session(onnx_path, threaded(req, n), opt_level=level, threads=n,
                                        record_placement=False)
                 configs.append((f"ort:{req.label}", level, n, session, req))
         session = None  # the sessions are in configs only: the next provider's list replaces them
@@ -184,23 +184,23 @@ def _sweep_batch(configs: list, bs: int, resolved: ResolvedInputs, fixed, batch_
     timed, keep_alive, meta = [], [], {}
     for i, (path, level, n, session, req) in enumerate(configs):
         try:
-            fn, args, _, keep = _bind(session, feeds, _DEVICE_OF.get(req.name, "cpu"))
+            fn, args, _, keep = bind(session, feeds, DEVICE_OF.get(req.name, "cpu"))
         except Exception as exc:  # noqa: BLE001
-            raise _path_failed(f"{path} ({level}, {n} threads)", bs, exc) from exc
+            raise path_failed(f"{path} ({level}, {n} threads)", bs, exc) from exc
         keep_alive.append(keep)
         key = f"sweep{i}"
         meta[key] = (path, level, n)
-        timed.append(_Timed(key, fn, args, min_time))
+        timed.append(Timed(key, fn, args, min_time))
     try:
-        latency = _measure(timed, warmup)
-    except _PathFailed as failed:
+        latency = measure(timed, warmup)
+    except PathFailed as failed:
         path, level, n = meta[failed.path]
-        raise _path_failed(f"{path} ({level}, {n} threads)", bs, failed.exc) from failed.exc
+        raise path_failed(f"{path} ({level}, {n} threads)", bs, failed.exc) from failed.exc
     for key, (path, level, n) in meta.items():
         result.results.append(SweepEntry(path, level, n, bs, latency[key]))
 
 
-def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath], resolved: ResolvedInputs, fixed,
+def run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[OrtPath], resolved: ResolvedInputs, fixed,
                   batch_axis, sizes_list, recipe, threads, opt_level, warmup, tick) -> list[ProfileResult]:
     from onnxtax.core.providers import open_session
 
@@ -213,11 +213,11 @@ def _run_profiles(profile_dir: Path, onnx_path: Path, ort_paths: list[_OrtPath],
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.request.label)
         for bs in sizes_list:
             tick(f"profile: {p.info.id} batch {bs}")
-            session = open_session(onnx_path, _threaded(p.request, threads), opt_level=opt_level, threads=threads,
+            session = open_session(onnx_path, threaded(p.request, threads), opt_level=opt_level, threads=threads,
                                    record_placement=False, profile_prefix=str(profile_dir / f"ort-{safe}-b{bs}"))
             sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
             feeds = resolved.feeds(make_inputs(resolved.specs, sizes, recipe))
-            fn, args, _, keep = _bind(session, feeds, p.info.device)  # 1 + BIND_CHECK_RUNS runs (or + 1)
+            fn, args, _, keep = bind(session, feeds, p.info.device)  # 1 + BIND_CHECK_RUNS runs (or + 1)
             for _ in range(warmup):
                 fn(*args)
             for _ in range(PROFILE_RUNS):

@@ -79,15 +79,21 @@ Layout (every key optional unless marked):
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from onnxtax.core import defaults
+from onnxtax.bench.options import BenchOptions
+from onnxtax.ci.schema import ROOT, ConfigText, suggest, validate
 from onnxtax.core.errors import ConfigError, OnnxtaxError
+from onnxtax.core.specs import parse_ranges
+from onnxtax.export.options import ExportOptions
+from onnxtax.lint.options import LintOptions
+from onnxtax.parity.options import ParityOptions
+from onnxtax.quantize.options import QuantizeOptions
+from onnxtax.runtimes.options import RuntimesOptions
 
 CONFIG_NAME = "onnxtax.toml"
 PYPROJECT = "pyproject.toml"
@@ -98,133 +104,38 @@ RESERVED_NAMES = ("host", "ci", "junit", "lint", "summary", "matrix")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-# --------------------------------------------------------------------------- dataclasses
-# Field defaults come from onnxtax.core.defaults (the library's and --help's); a key read from the
-# file replaces the field of the same name (`_from_table`), so a new key is a schema entry and
-# a field, nothing more.
+# --------------------------------------------------------------------------- what a model runs with
+# Each stage's table builds that stage's options object (ExportOptions, LintOptions, ParityOptions,
+# BenchOptions, QuantizeOptions, RuntimesOptions): the same objects the commands and the library
+# build, with the same defaults and the same validation. A key of the file is the option's field
+# of the same name, except where KEY_ALIASES renames it.
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-class _Record:
-    """to_dict() derived from the dataclass fields (Paths as strings)."""
-
-    def to_dict(self) -> dict:
-        return {f.name: (getattr(self, f.name).to_dict() if isinstance(getattr(self, f.name), _Record)
-                         else _plain(getattr(self, f.name))) for f in fields(self)}  # type: ignore[arg-type]
+# config key -> options field, per table (the file keeps its own words: `data`, `eval`, `ort`, ...)
+KEY_ALIASES = {
+    "parity": {"data": "data_files"},
+    "quantize": {"eval": "evals", "format": "quant_format", "output": None},
+    "runtimes": {"ort": "versions"},
+    "lint": {"source": None},
+    "model": {"data": "data_files"},
+}
 
 
 @dataclass
-class ParityConfig(_Record):
-    dims: dict[str, list[int]] = field(default_factory=dict)
-    samples: int = defaults.PARITY_SAMPLES
-    seed: int = defaults.PARITY_SEED
-    ranges: dict[str, str] = field(default_factory=dict)  # name -> "low:high"
-    data: list[Path] = field(default_factory=list)
-    rtol: float = defaults.PARITY_RTOL
-    atol: float = defaults.PARITY_ATOL
-    tolerances: dict[str, dict[str, float]] = field(default_factory=dict)  # output -> {"rtol", "atol"}
-    providers: list[str] = field(default_factory=list)  # empty: every compute provider on the host
-    skip_unavailable: bool = False
-    fail_on_fallback: bool = False
-    opt_level: str = defaults.OPT_LEVEL
-    threads: int | None = None
-    min_cosine: float = defaults.PARITY_MIN_COSINE
-    allow_constant: list[str] = field(default_factory=list)  # outputs that may be the same for every input
-    test_assumed: bool = True  # sizes just outside the ranges torch.export assumed
-    localize: bool = True  # ci localises a parity failure unless told not to
-    localize_budget_s: float = defaults.LOCALIZE_TIME_BUDGET_S
+class ModelConfig:
+    """One `[models.NAME]` table resolved: paths absolute, every stage's options built and validated."""
 
-    def tolerance_of(self, output: str) -> tuple[float, float]:
-        """(rtol, atol) of one output: its own entry over the model's."""
-        own = self.tolerances.get(output, {})
-        return own.get("rtol", self.rtol), own.get("atol", self.atol)
-
-
-@dataclass
-class LintConfig(_Record):
-    target_opset: int | None = None
-    target_ir: int | None = None
-    allow: list[str] = field(default_factory=list)
-    fail_on: str = defaults.LINT_FAIL_ON
-    source: bool = True  # also lint the PyTorch source (traces the model: seconds for big ones)
-
-
-@dataclass
-class BenchConfig(_Record):
-    batch_sizes: list[int] | None = None  # None: the batch sizes of `onnxtax bench`
-    dims: dict[str, list[int]] = field(default_factory=dict)
-    providers: list[str] | None = None  # None: the parity providers
-    threads: int | None = defaults.BENCH_THREADS
-    opt_level: str = defaults.OPT_LEVEL
-    warmup: int = defaults.BENCH_WARMUP
-    min_time: float = defaults.BENCH_MIN_TIME
-    cold_start: bool = False  # fresh interpreters cost seconds each: off in CI unless asked
-    max_latency_ms: dict[str, float] = field(default_factory=dict)
-    min_speedup: float | None = None
-
-
-@dataclass
-class QuantizeConfig(_Record):
-    """`[models.NAME.quantize]`: the arguments of `onnxtax quantize` (onnxtax.quantize.run.quantize_model)."""
-
-    output: Path
-    evals: list[str]  # NAME=/abs/file.npz
-    budgets: list[str]  # [SEGMENT:]METRIC=VALUE
-    mode: str = defaults.QUANTIZE_MODE
-    format: str = defaults.QUANTIZE_FORMAT
-    per_channel: bool = False
-    calibration: list[Path] = field(default_factory=list)
-    calibration_method: str = defaults.QUANTIZE_CALIBRATION_METHOD
-    labels: str | None = None
-    segment_key: str | None = None
-    output_name: str | None = None
-    exclude: list[str] = field(default_factory=list)
-    auto_exclude: bool = False
-    max_exclude: int = defaults.QUANTIZE_MAX_EXCLUDE
-    batch_size: int = defaults.QUANTIZE_BATCH_SIZE
-    bench_batch_sizes: list[int] | None = None
-    bench_min_time: float = defaults.QUANTIZE_BENCH_MIN_TIME
-    min_speedup: float | None = None
-
-
-@dataclass
-class RuntimesConfig(_Record):
-    ort: list[str] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list)  # empty: cpu
-    cache_dir: Path | None = None  # None: runtime_envs.resolve_cache_dir's default
-    offline: bool = False
-
-
-@dataclass
-class ModelConfig(_Record):
     name: str
     spec: str  # a file spec made absolute against the config folder
     inputs: list[str]
     output: Path
-    opset: int = defaults.OPSET
-    exporter: str = defaults.EXPORTER
-    external_data: str = defaults.EXTERNAL_DATA
-    dims: dict[str, int] = field(default_factory=dict)
-    output_names: list[str] | None = None
-    # the inputs' value domains, for every stage (export's smoke run, parity, bench): the model's
-    # own `ranges`/`data` with its parity ranges/data merged over them
-    ranges: dict[str, str] = field(default_factory=dict)
-    data: list[Path] = field(default_factory=list)
-    parity: ParityConfig = field(default_factory=ParityConfig)
-    lint: LintConfig = field(default_factory=LintConfig)
-    bench: BenchConfig | None = None
-    quantize: QuantizeConfig | None = None
-    target_ort: str | None = None
-    runtimes: RuntimesConfig | None = None
+    export: ExportOptions = field(default_factory=ExportOptions)
+    lint: LintOptions = field(default_factory=LintOptions)
+    lint_source: bool = True  # also lint the PyTorch source (traces the model: seconds for big ones)
+    parity: ParityOptions = field(default_factory=lambda: ParityOptions(localize=True))
+    bench: BenchOptions | None = None
+    quantize: QuantizeOptions | None = None
+    quantize_output: Path | None = None
+    runtimes: RuntimesOptions | None = None
 
     @property
     def input_specs(self) -> list:
@@ -232,12 +143,32 @@ class ModelConfig(_Record):
 
         return parse_input_specs(self.inputs)
 
+    @property
+    def target_ort(self) -> str | None:
+        return self.export.target_ort
 
-def _from_table(cls, table: dict, /, **resolved: Any):
-    """A config dataclass from a validated table: every key of the same name as a field, then
-    the values the caller resolved (paths, parsed forms) over them; absent keys keep defaults."""
+    def to_dict(self) -> dict:
+        from onnxtax.core.report import jsonable
+
+        out: dict[str, Any] = {"name": self.name, "spec": self.spec, "inputs": list(self.inputs),
+                               "output": str(self.output), "lint_source": self.lint_source,
+                               "quantize_output": str(self.quantize_output) if self.quantize_output else None}
+        for stage in ("export", "lint", "parity", "bench", "quantize", "runtimes"):
+            value = getattr(self, stage)
+            out[stage] = value.to_dict() if value is not None else None
+        return jsonable(out)
+
+
+def _options(cls, table: dict, alias: dict[str, str | None], /, **resolved: Any):
+    """A stage's options from a validated table: every key as the field it names (KEY_ALIASES), then
+    the values the caller resolved (paths, parsed forms) over them; absent keys keep the defaults."""
     names = {f.name for f in fields(cls)}
-    return cls(**{**{k: v for k, v in table.items() if k in names}, **resolved})
+    values = {}
+    for key, value in table.items():
+        name = alias.get(key, key)
+        if name in names:
+            values[name] = value
+    return cls(**{**values, **resolved})
 
 
 @dataclass
@@ -260,7 +191,7 @@ class OnnxtaxConfig:
         for name in only:
             if name not in self.models:
                 raise ConfigError(f"--only {name}: no model '{name}' in {self.path}",
-                                  _suggest(name, list(self.models), "models defined"))
+                                  suggest(name, list(self.models), "models defined"))
             if self.models[name] not in chosen:
                 chosen.append(self.models[name])
         return [m for m in self.models.values() if m in chosen]
@@ -272,226 +203,14 @@ class OnnxtaxConfig:
 
 # --------------------------------------------------------------------------- schema
 
-class _Type:
-    """One value kind in the schema: a check and how to name it in an error."""
-
-    def __init__(self, name: str, check: Callable[[Any], bool]):
-        self.name = name
-        self.check = check
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float))) and not isinstance(v, bool)
-
-
-INT = _Type("an integer", _is_int)
-POS_INT = _Type("a positive integer", lambda v: _is_int(v) and v >= 1)
-NONNEG = _Type("a number >= 0", lambda v: _is_num(v) and v >= 0)
-POS_NUM = _Type("a number > 0", lambda v: _is_num(v) and v > 0)
-BOOL = _Type("true or false", lambda v: isinstance(v, bool))
-STR = _Type("a string", lambda v: isinstance(v, str) and v.strip() != "")
-STR_LIST = _Type("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
-POS_INT_LIST = _Type("a list of positive integers",
-                     lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(x) and x >= 1 for x in v))
-DIM_VALUES = _Type("a positive integer or a list of them",
-                   lambda v: (_is_int(v) and v >= 1) or POS_INT_LIST.check(v))
-COSINE = _Type("a number from -1 to 1", lambda v: _is_num(v) and -1 <= v <= 1)
-OPSET = _Type(f"an opset between {defaults.MIN_OPSET} and {defaults.MAX_OPSET}",
-              lambda v: _is_int(v) and defaults.MIN_OPSET <= v <= defaults.MAX_OPSET)
-RANGE = _Type('"LOW:HIGH" or [LOW, HIGH]',
-              lambda v: isinstance(v, str) or (isinstance(v, list) and len(v) == 2 and all(_is_num(x) for x in v)))
-
-
-def _enum(*values: str) -> _Type:
-    return _Type(" or ".join(f'"{v}"' for v in values), lambda v: v in values)
-
-
-class _Table:
-    """A TOML table with known keys, or a map from any name to one value kind."""
-
-    def __init__(self, keys: dict[str, Any] | None = None, *, values: Any = None, required: tuple[str, ...] = (),
-                 or_false: bool = False):
-        self.keys = keys
-        self.values = values
-        self.required = required
-        self.or_false = or_false  # `bench = false` turns off a table given at the top level
-
-
-TOLERANCE = _Table({"rtol": NONNEG, "atol": NONNEG})
-PARITY = _Table({
-    "dims": _Table(values=DIM_VALUES), "samples": POS_INT, "seed": INT,
-    "ranges": _Table(values=RANGE), "data": STR_LIST, "rtol": NONNEG, "atol": NONNEG,
-    "tolerances": _Table(values=TOLERANCE), "providers": STR_LIST, "skip_unavailable": BOOL,
-    "fail_on_fallback": BOOL, "opt_level": _enum("disable", "basic", "extended", "all"), "threads": POS_INT,
-    "min_cosine": COSINE, "allow_constant": STR_LIST, "test_assumed": BOOL,
-    "localize": BOOL, "localize_budget_s": POS_NUM,
-})
-LINT = _Table({"target_opset": POS_INT, "target_ir": POS_INT, "allow": STR_LIST, "source": BOOL,
-               "fail_on": _enum("error", "warning", "info")})
-BENCH = _Table({
-    "batch_sizes": POS_INT_LIST, "dims": _Table(values=DIM_VALUES), "providers": STR_LIST, "threads": POS_INT,
-    "opt_level": _enum("disable", "basic", "extended", "all"), "warmup": POS_INT, "min_time": POS_NUM,
-    "cold_start": BOOL, "max_latency_ms": _Table(values=POS_NUM), "min_speedup": POS_NUM,
-}, or_false=True)
-BUDGETS = _Type("numbers per metric, or a table of them per segment",
-                lambda v: isinstance(v, dict) and all(_is_num(x) or (isinstance(x, dict) and x and all(
-                    _is_num(y) for y in x.values())) for x in v.values()))
-QUANTIZE = _Table({
-    "output": STR, "eval": _Table(values=STR), "budgets": BUDGETS, "mode": _enum("dynamic", "static", "auto"),
-    "format": _enum("qdq", "qoperator"), "per_channel": BOOL, "calibration": STR_LIST,
-    "calibration_method": _enum("minmax", "entropy", "percentile", "distribution"), "labels": STR,
-    "segment_key": STR, "output_name": STR, "exclude": STR_LIST, "auto_exclude": BOOL, "max_exclude": INT,
-    "batch_size": POS_INT, "bench_batch_sizes": POS_INT_LIST, "bench_min_time": POS_NUM, "min_speedup": POS_NUM,
-}, required=("eval", "budgets"))
-RUNTIMES = _Table({"ort": STR_LIST, "providers": STR_LIST, "cache_dir": STR, "offline": BOOL},
-                  or_false=True)  # `ort` is required after merging the top-level table with the model's
-_SHARED = {"opset": OPSET, "exporter": _enum("dynamo", "torchscript"),
-           "external_data": _enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH,
-           "target_ort": STR, "runtimes": RUNTIMES}
-MODEL = _Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": _Table(values=POS_INT),
-                "output_names": STR_LIST, "ranges": _Table(values=RANGE), "data": STR_LIST, "quantize": QUANTIZE,
-                **_SHARED}, required=("spec", "inputs"))
-ROOT = _Table({"output_dir": STR, "reports": STR, "fail_fast": BOOL, "models": _Table(values=MODEL), **_SHARED})
-
 
 # --------------------------------------------------------------------------- locating errors
-
-class _ConfigText:
-    """The file text, to point errors at a line (tomllib keeps none)."""
-
-    def __init__(self, path: Path, text: str, prefix: tuple[str, ...]):
-        self.path = path
-        self.lines = text.splitlines()
-        self.prefix = prefix
-
-    def where(self, keypath: tuple[str, ...]) -> str:
-        full = self.prefix + keypath
-        line = self.line_of(full)
-        shown = ".".join(_quote_key(k) for k in full)
-        return f"{self.path}:{line}: {shown}" if line else f"{self.path}: {shown}"
-
-    def line_of(self, full: tuple[str, ...]) -> int | None:
-        """The line defining `full`: `key =` inside the deepest table header that is a
-        prefix of it (dotted and quoted keys allowed), else the header itself."""
-        header: tuple[str, ...] = ()
-        best: tuple[int, int] | None = None  # (matched depth, line)
-        below: int | None = None  # the first header of a table inside `full`
-        for number, raw in enumerate(self.lines, 1):
-            line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith(("'", '"')) else raw.strip()
-            m = re.match(r"^\[\[?\s*(.+?)\s*\]\]?$", line)
-            if m:
-                header = _split_key(m.group(1))
-                if header == full:
-                    return number
-                if header[:len(full)] == full and below is None:
-                    below = number  # `[model.a]` defines the unknown key `model`
-                continue
-            if full[:len(header)] != header:
-                continue
-            rest = full[len(header):]
-            for depth in range(len(rest), 0, -1):
-                pattern = r"\s*\.\s*".join(_key_pattern(k) for k in rest[:depth])
-                if re.match(rf"^{pattern}\s*=", line):
-                    if depth == len(rest):
-                        return number
-                    if best is None or len(header) + depth > best[0]:
-                        best = (len(header) + depth, number)
-                    break
-            else:
-                # a key inside an inline table on this line: `tolerances = { prob = { rtol = 1 } }`
-                if rest and re.search(rf"(^|[{{,\s]){_key_pattern(rest[-1])}\s*=", line) and all(
-                        re.search(rf"(^|[{{,\s]){_key_pattern(k)}\s*=", line) for k in rest[:1]):
-                    if best is None or len(full) > best[0]:
-                        best = (len(full), number)
-        return best[1] if best else below
-
-
-def _key_pattern(key: str) -> str:
-    k = re.escape(key)
-    return rf"(?:{k}|\"{k}\"|'{k}')"
-
-
-def _split_key(text: str) -> tuple[str, ...]:
-    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', text)
-    return tuple(next(p for p in group if p) if any(group) else "" for group in parts)
-
-
-def _quote_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
-
-
-def _suggest_key(key: str, schema: "_Table", table: tuple[str, ...]) -> str:
-    """A close key of this table, else the sub-table that has this key (`samples` in a
-    model table belongs in its `parity` table), else a close key of a sub-table."""
-    own = list(schema.keys or {})
-    nested = {name: list(sub.keys) for name, sub in (schema.keys or {}).items()
-              if isinstance(sub, _Table) and sub.keys is not None}
-    homes = [name for name, keys in nested.items() if key in keys]
-    if not homes and not difflib.get_close_matches(key, own, n=1, cutoff=0.6):
-        homes = [name for name, keys in nested.items() if difflib.get_close_matches(key, keys, n=1, cutoff=0.75)]
-        if homes:
-            key = difflib.get_close_matches(key, nested[homes[0]], n=1, cutoff=0.75)[0]
-            homes = homes[:1]
-    if not homes:
-        return _suggest(key, own)
-    options = " or ".join(f"'{home}.{key}'" for home in homes)
-    tables = " or ".join("[" + ".".join(_quote_key(k) for k in table + (home,)) + "]" for home in homes)
-    return f"did you mean {options}? `{key} = ...` goes in {tables}"
-
-
-def _suggest(word: str, choices: list[str], what: str = "known keys") -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    return f"{what}: {', '.join(sorted(choices))}" if choices else f"no {what}"
 
 
 # --------------------------------------------------------------------------- validation
 
-def _validate(value: Any, schema: Any, keypath: tuple[str, ...], src: _ConfigText) -> None:
-    if isinstance(schema, _Table):
-        if schema.or_false and value is False:
-            return
-        if not isinstance(value, dict):
-            kind = "a table" + (" or false" if schema.or_false else "")
-            raise ConfigError(f"{src.where(keypath)} must be {kind}, not {_describe(value)}",
-                              f"write it as [{'.'.join(src.prefix + keypath)}] with its keys below")
-        for key in schema.required:
-            if key not in value:
-                raise ConfigError(f"{src.where(keypath)}: missing required key '{key}'",
-                                  f"add `{key} = ...` to [{'.'.join(_quote_key(k) for k in src.prefix + keypath)}]")
-        for key, item in value.items():
-            if schema.keys is not None:
-                if key not in schema.keys:
-                    raise ConfigError(f"{src.where(keypath + (key,))}: unknown key '{key}'",
-                                      _suggest_key(key, schema, src.prefix + keypath))
-                _validate(item, schema.keys[key], keypath + (key,), src)
-            else:
-                _validate(item, schema.values, keypath + (key,), src)
-        return
-    if not schema.check(value):
-        raise ConfigError(f"{src.where(keypath)} must be {schema.name}, not {_describe(value)}",
-                          "see docs/ci.md for every key and its type")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return f"the list {value!r}"[:80]
-    if isinstance(value, str):
-        return f"the string {value!r}"[:80]
-    return f"{type(value).__name__} {value!r}"[:80]
-
 
 # --------------------------------------------------------------------------- finding and loading
-
 def find_config(start: str | Path | None = None) -> tuple[Path, str]:
     """(file, table) of the nearest config from `start` (default cwd) upward."""
     here = Path(start or Path.cwd()).resolve()
@@ -547,8 +266,8 @@ def load_config(path: str | Path | None = None, *, start: str | Path | None = No
         if not isinstance(tool, dict) or "onnxtax" not in tool:
             raise ConfigError(f"{file} has no [tool.onnxtax] table", f"add one, or use an {CONFIG_NAME}")
         data = tool["onnxtax"]
-    src = _ConfigText(file, text, prefix)
-    _validate(data, ROOT, (), src)
+    src = ConfigText(file, text, prefix)
+    validate(data, ROOT, (), src)
     return _resolve(data, file, table, src)
 
 
@@ -559,7 +278,7 @@ def _merge(base: dict | None, over: Any) -> dict:
     return out
 
 
-def _resolve(data: dict, file: Path, table: str, src: _ConfigText) -> OnnxtaxConfig:
+def _resolve(data: dict, file: Path, table: str, src: ConfigText) -> OnnxtaxConfig:
     root = file.parent
     models_data = data.get("models") or {}
     if not models_data:
@@ -583,7 +302,7 @@ def _resolve(data: dict, file: Path, table: str, src: _ConfigText) -> OnnxtaxCon
     return OnnxtaxConfig(file, table, models, reports.resolve(), bool(data.get("fail_fast", False)))
 
 
-def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: _ConfigText) -> ModelConfig:
+def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: ConfigText) -> ModelConfig:
     from onnxtax.core.specs import check_dims_known, parse_input_specs
 
     where = ("models", name)
@@ -613,20 +332,26 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
     data_files += [p for p in pfiles if p not in data_files]
     for value in pdata.get("providers", []):
         _check_provider(value, src, where + ("parity", "providers"))
-    parity = _from_table(
-        ParityConfig, pdata, dims=pdims, ranges=ranges, data=data_files,
-        tolerances={k: {t: float(x) for t, x in v.items()} for k, v in pdata.get("tolerances", {}).items()},
-        **{k: float(pdata[k]) for k in ("rtol", "atol", "min_cosine", "localize_budget_s") if k in pdata})
+    value_ranges = parse_ranges([f"{k}={v}" for k, v in ranges.items()])
+    rtol, atol = float(pdata.get("rtol", ParityOptions.rtol)), float(pdata.get("atol", ParityOptions.atol))
+    parity = _built(src, where + ("parity",), lambda: _options(
+        ParityOptions, {"localize": True, **pdata}, KEY_ALIASES["parity"], dims=pdims, ranges=value_ranges,
+        data_files=list(data_files), providers=list(pdata.get("providers", [])) or None,
+        tolerances={k: (float(v.get("rtol", rtol)), float(v.get("atol", atol)))
+                    for k, v in pdata.get("tolerances", {}).items()},
+        **{k: float(pdata[k]) for k in ("rtol", "atol", "min_cosine", "localize_budget_s", "localize_memory_mb")
+           if k in pdata}))
+
+    shared = {k: entry[k] if k in entry else top[k] for k in ("opset", "exporter", "external_data", "target_ort")
+              if k in entry or k in top}
+    target_key = where + ("target_ort",) if "target_ort" in entry else ("target_ort",)
+    export = _built(src, target_key if "target_ort" in shared else where, lambda: ExportOptions(
+        dims=dims, output_names=list(entry["output_names"]) if "output_names" in entry else None,
+        ranges=value_ranges, data_files=list(data_files), **shared))
 
     ldata = _merge(top.get("lint"), entry.get("lint"))
-    if ldata.get("allow"):
-        from onnxtax.lint import parse_allow
-
-        try:
-            parse_allow(ldata["allow"])
-        except OnnxtaxError as exc:
-            raise ConfigError(f"{src.where(where + ('lint', 'allow'))}: {exc.message}", exc.hint) from exc
-    lint = _from_table(LintConfig, ldata)
+    lint = _built(src, where + ("lint",), lambda: _options(
+        LintOptions, ldata, KEY_ALIASES["lint"], target_ort=export.target_ort, providers=list(parity.providers or [])))
 
     bench = None
     top_bench, own_bench = top.get("bench"), entry.get("bench")
@@ -638,27 +363,23 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
             _check_provider(value, src, where + ("bench", "providers"))
         for key in bdata.get("max_latency_ms", {}):
             _check_latency_key(key, src, where + ("bench", "max_latency_ms", key))
-        bench = _from_table(
-            BenchConfig, bdata, dims=bdims,
+        bench = _built(src, where + ("bench",), lambda: _options(
+            BenchOptions, {"cold_start": False, **bdata}, {}, dims=bdims,  # fresh interpreters cost seconds: off in CI
+            providers=list(bdata["providers"]) if "providers" in bdata else parity.providers,
+            skip_unavailable=parity.skip_unavailable, ranges=value_ranges, seed=parity.seed,
+            profile_dir=(root / bdata["profile_dir"]).resolve() if "profile_dir" in bdata else None,
             max_latency_ms={k: float(v) for k, v in bdata.get("max_latency_ms", {}).items()},
-            **{k: float(bdata[k]) for k in ("min_time", "min_speedup") if k in bdata})
+            **{k: float(bdata[k]) for k in ("min_time", "min_speedup") if k in bdata}))
 
-    quantize = _resolve_quantize(entry["quantize"], root, output, src, where + ("quantize",)) \
-        if "quantize" in entry else None
+    quantize, quantize_output = None, None
+    if "quantize" in entry:
+        quantize, quantize_output = _resolve_quantize(entry["quantize"], root, output, src, where + ("quantize",),
+                                                      parity)
 
-    target_ort = entry.get("target_ort", top.get("target_ort"))
-    if target_ort is not None:
-        from onnxtax.core.ort_compat import limits_for
-
-        key = where + ("target_ort",) if "target_ort" in entry else ("target_ort",)
-        try:
-            limits_for(target_ort)
-        except OnnxtaxError as exc:
-            raise ConfigError(f"{src.where(key)}: {exc.message}", exc.hint) from exc
     runtimes = None
     top_rt, own_rt = top.get("runtimes"), entry.get("runtimes")
     if own_rt is not False and (own_rt is not None or (top_rt is not None and top_rt is not False)):
-        from onnxtax.runtimes.matrix import parse_versions
+        from onnxtax.runtimes import parse_versions
 
         rdata = _merge(top_rt if isinstance(top_rt, dict) else None, own_rt)
         try:
@@ -667,19 +388,34 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
             raise ConfigError(f"{src.where(where + ('runtimes', 'ort'))}: {exc.message}", exc.hint) from exc
         for value in rdata.get("providers", []):
             _check_provider(value, src, where + ("runtimes", "providers"))
-        runtimes = RuntimesConfig(ort=versions, providers=list(rdata.get("providers", [])),
-                                  cache_dir=(root / rdata["cache_dir"]).resolve() if "cache_dir" in rdata else None,
-                                  offline=rdata.get("offline", False))
+        # the releases are compared with parity's shapes, samples, ranges and tolerances
+        comparison = {f.name: getattr(parity, f.name) for f in fields(RuntimesOptions) if hasattr(parity, f.name)
+                      and f.name != "providers"}
+        runtimes = _built(src, where + ("runtimes",), lambda: RuntimesOptions(
+            **comparison, versions=versions, providers=list(rdata.get("providers", [])) or None,
+            cache_dir=(root / rdata["cache_dir"]).resolve() if "cache_dir" in rdata else None,
+            offline=rdata.get("offline", False)))
 
-    shared = {k: entry[k] if k in entry else top[k] for k in ("opset", "exporter", "external_data")
-              if k in entry or k in top}
-    return ModelConfig(name=name, spec=spec, inputs=[str(s) for s in specs], output=output, dims=dims,
-                       output_names=list(entry["output_names"]) if "output_names" in entry else None,
-                       ranges=dict(ranges), data=list(data_files), parity=parity, lint=lint, bench=bench,
-                       quantize=quantize, target_ort=target_ort, runtimes=runtimes, **shared)
+    return ModelConfig(name=name, spec=spec, inputs=[str(s) for s in specs], output=output, export=export, lint=lint,
+                       lint_source=bool(ldata.get("source", True)), parity=parity, bench=bench, quantize=quantize,
+                       quantize_output=quantize_output, runtimes=runtimes)
 
 
-def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: Path, src: _ConfigText
+def _built(src: ConfigText, where: tuple[str, ...], build: Callable[[], Any]) -> Any:
+    """A stage's options built and validated (the checks the command runs on its flags); an error
+    points at the key its flag stands for (`--allow 'x'` -> lint.allow), else at the table."""
+    try:
+        options = build()
+        options.validate()
+    except OnnxtaxError as exc:
+        m = re.match(r"(?:unknown )?--([a-z][a-z0-9-]*)", exc.message)
+        key = m.group(1).replace("-", "_") if m else None
+        located = where + (key,) if key else where
+        raise ConfigError(f"{src.where(located)}: {exc.message}", exc.hint) from exc
+    return options
+
+
+def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: Path, src: ConfigText
              ) -> tuple[dict[str, str], list[Path]]:
     """`ranges` and `data` of one table (a model's, or its parity table), checked."""
     from onnxtax.core.specs import parse_ranges
@@ -690,7 +426,7 @@ def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: 
         kp = where + ("ranges", key)
         if key not in input_names:
             raise ConfigError(f"{src.where(kp)}: '{key}' is not an input of this model",
-                              _suggest(key, input_names, "inputs"))
+                              suggest(key, input_names, "inputs"))
         try:
             parse_ranges([f"{key}={text}"])
         except OnnxtaxError as exc:
@@ -706,7 +442,7 @@ def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: 
     return ranges, data_files
 
 
-def _resolve_spec(spec: str, root: Path, src: _ConfigText, keypath: tuple[str, ...]) -> str:
+def _resolve_spec(spec: str, root: Path, src: ConfigText, keypath: tuple[str, ...]) -> str:
     """A file spec relative to the config folder becomes absolute; its file must exist."""
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name or "/" in name or "\\" in name:
@@ -721,18 +457,18 @@ def _resolve_spec(spec: str, root: Path, src: _ConfigText, keypath: tuple[str, .
     return spec
 
 
-def _check_axes(dims: dict, specs: list, src: _ConfigText, keypath: tuple[str, ...], check: Callable) -> None:
+def _check_axes(dims: dict, specs: list, src: ConfigText, keypath: tuple[str, ...], check: Callable) -> None:
     from onnxtax.core.specs import symbols_of
 
     known = symbols_of(specs)
     for axis in dims:
         if axis not in known:
-            hint = _suggest(axis, known, "dynamic axes in inputs") if known else "no input declares a dynamic axis"
+            hint = suggest(axis, known, "dynamic axes in inputs") if known else "no input declares a dynamic axis"
             raise ConfigError(f"{src.where(keypath + (axis,))}: '{axis}' names no dynamic axis of the inputs", hint)
     check(dims, specs)
 
 
-def _check_provider(text: str, src: _ConfigText, keypath: tuple[str, ...]) -> None:
+def _check_provider(text: str, src: ConfigText, keypath: tuple[str, ...]) -> None:
     from onnxtax.core.providers import parse_provider
 
     try:
@@ -741,16 +477,16 @@ def _check_provider(text: str, src: _ConfigText, keypath: tuple[str, ...]) -> No
         raise ConfigError(f"{src.where(keypath)}: {exc.message}", exc.hint) from exc
 
 
-def _check_latency_key(key: str, src: _ConfigText, keypath: tuple[str, ...]) -> None:
+def _check_latency_key(key: str, src: ConfigText, keypath: tuple[str, ...]) -> None:
     stat, _, batch = key.partition("@")
     stats = ["p50", "p90", "p99", "max"]
     if stat not in stats or (batch and not batch.isdigit()):
         raise ConfigError(f"{src.where(keypath)}: '{key}' is not a latency gate",
-                          _suggest(stat, stats, "statistics") + " (optionally @BATCH, e.g. p99@1)")
+                          suggest(stat, stats, "statistics") + " (optionally @BATCH, e.g. p99@1)")
 
 
-def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: _ConfigText, where: tuple[str, ...]
-                      ) -> QuantizeConfig:
+def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: ConfigText, where: tuple[str, ...],
+                      parity: ParityOptions) -> tuple[QuantizeOptions, Path]:
     """Data files must exist; budgets must parse; the INT8 output may not overwrite the FP32 one."""
     from onnxtax.quantize.segments import parse_budgets
 
@@ -775,7 +511,7 @@ def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: _ConfigText, 
     for key, value in q["budgets"].items():
         if isinstance(value, dict) and key not in q["eval"] and q.get("segment_key") is None:
             raise ConfigError(f"{src.where(where + ('budgets', key))}: '{key}' is no segment of `eval`",
-                              _suggest(key, sorted(q["eval"]), "segments"))
+                              suggest(key, sorted(q["eval"]), "segments"))
     output = (root / q["output"]).resolve() if "output" in q else fp32_output.with_name(
         fp32_output.name[:-len(".onnx")] + ".int8.onnx")
     if output == fp32_output or output.suffix != ".onnx":
@@ -784,8 +520,8 @@ def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: _ConfigText, 
     if q.get("mode") == "static" and not q.get("calibration"):
         raise ConfigError(f"{src.where(where + ('mode',))}: mode \"static\" needs `calibration` files",
                           'add calibration = ["data/calibration.npz"] (representative inputs, not the eval data)')
-    if q.get("max_exclude", 0) < 0:
-        raise ConfigError(f"{src.where(where + ('max_exclude',))} must be 0 or more")
-    return _from_table(QuantizeConfig, q, output=output, evals=evals, budgets=budgets,
-                       calibration=[existing(item, "calibration") for item in q.get("calibration", [])],
-                       **{k: float(q[k]) for k in ("bench_min_time", "min_speedup") if k in q})
+    options = _built(src, where, lambda: _options(
+        QuantizeOptions, q, KEY_ALIASES["quantize"], evals=evals, budgets=budgets,
+        calibration=[existing(item, "calibration") for item in q.get("calibration", [])],
+        providers=parity.providers, **{k: float(q[k]) for k in ("bench_min_time", "min_speedup") if k in q}))
+    return options, output

@@ -404,7 +404,7 @@ RUNTIME_FAILING = ("failed", "load-error", "run-error", "crashed")
 def _runtime_rows(hosts: list[HostRun], model_names: list[str], conflicts: list[Conflict]) -> list[dict]:
     """model x onnxruntime release x provider from each host's runtimes stage; the same artifact
     passing on one host and failing on another in the same release is a conflict too."""
-    from onnxtax.runtimes.matrix import version_key
+    from onnxtax.runtimes import version_key
 
     rows: dict[tuple[str, str, str], dict] = {}
     for h in hosts:

@@ -9,13 +9,13 @@ Reports (write_reports), in one folder:
   summary.md     the model x stage table (also appended to $GITHUB_STEP_SUMMARY)
   host.json      the host facts, so runs from several machines can be merged
   ci.json        the whole run (what `onnxtax ci --json` prints)
-  running.json   only while a stage runs: {"schema": "onnxtax.ci.run.running/1", "model", "stage",
+  running.json   only while a stage runs: {"schema": "onnxtax.ci.running/1", "model", "stage",
                  "started_utc", "pid", "rss_bytes", "available_bytes", "available_source"};
                  left behind by a run that was killed (SIGKILL, e.g. the OOM killer)
 
-Model report schema ("onnxtax.ci.run.model/1", keys stable):
+Model report schema ("onnxtax.ci.model/1", keys stable):
 {
-  "schema": "onnxtax.ci.run.model/1",
+  "schema": "onnxtax.ci.model/1",
   "model": "fraud", "status": "passed" | "failed" | "error" | "not_run", "passed": true,
   "spec": "/abs/fraud_detector.py:FraudDetector", "onnx": "/abs/build/onnx/fraud.onnx",
   "artifact_sha256": "..." | null,
@@ -46,7 +46,7 @@ from onnxtax.ci.config import ModelConfig
 from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 from onnxtax.core.report import md_cell
 
-MODEL_SCHEMA = "onnxtax.ci.run.model/1"
+MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
 STAGES = ("export", "lint", "parity", "runtimes", "verify", "bench", "quantize")
 # error: a usage problem stopped the stage (exit 2); failed: its check failed (exit 1); off: not configured
@@ -60,7 +60,7 @@ PASSING = ("passed", "fell_back")
 REPORT_FILES = ("junit.xml", "lint.sarif", "summary.md", "host.json", "ci.json")
 # written before each stage and removed when the run ends: left behind, it names the stage a
 # SIGKILL (the OOM killer, exit 137) stopped, which no other report can
-RUNNING_FILE, RUNNING_SCHEMA = "running.json", "onnxtax.ci.run.running/1"
+RUNNING_FILE, RUNNING_SCHEMA = "running.json", "onnxtax.ci.running/1"
 REPORTS_FLAG = "--reports"
 
 

@@ -24,6 +24,8 @@ from onnxtax.ci.report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG
                                RUNNING_SCHEMA, STAGE_TITLES, STAGES, VERDICT_TEXT, VERDICTS, CiReport, ModelRun,
                                ProviderVerdict, StageResult, summary_markdown, write_reports)
 from onnxtax.ci.config import ModelConfig, OnnxtaxConfig
+from onnxtax.ci.stages import (ModelContext, has_artifact, provider_verdicts, stage_bench, stage_export, stage_lint,
+                               stage_off, stage_parity, stage_quantize, stage_reuse, stage_runtimes, stage_verify)
 from onnxtax.core.errors import CheckFailed, OnnxtaxError
 
 # the results and their report files live in onnxtax.ci.report; importable from here as before
@@ -148,8 +150,8 @@ def _mark_running(out_dir: Path, model: str, stage: str) -> None:
 def _not_run(model: ModelConfig, why: str) -> ModelRun:
     run = ModelRun(model.name, model, started_utc=_now_utc())
     for name in STAGES:
-        run.stages[name] = StageResult(name, "off" if _stage_off(model, name) else "not_run", summary=why)
-    run.providers = _provider_verdicts(model, None)
+        run.stages[name] = StageResult(name, "off" if stage_off(model, name) else "not_run", summary=why)
+    run.providers = provider_verdicts(model, None)
     return run
 
 
@@ -167,9 +169,11 @@ def _with_overrides(model: ModelConfig, providers, skip_unavailable, bench: bool
         model.parity.providers = list(providers)
         model.parity.skip_unavailable = bool(skip_unavailable)
         if model.bench is not None:
-            model.bench.providers = None  # follows the parity providers
+            model.bench.providers = list(providers)
     elif skip_unavailable is not None:
         model.parity.skip_unavailable = skip_unavailable
+    if model.bench is not None:
+        model.bench.skip_unavailable = model.parity.skip_unavailable
     if not bench:
         model.bench = None
     return model
@@ -209,26 +213,24 @@ def _clear_stale_reports(out_dir: Path) -> None:
 
 def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageFn | None,
                on_message: MessageFn | None) -> ModelRun:
-    from onnxtax.core.manifest import read_manifest
-
     run = ModelRun(model.name, model, started_utc=_now_utc())
     t0 = time.perf_counter()
-    source = _SourceModel(model.spec)  # built once, on first use, and handed to every stage
+    ctx = ModelContext(model)  # the eager model built once, the artifact opened once, for every stage
     steps: list[tuple[str, Callable[[StageResult, Callable[[str], None]], None]]] = [
-        ("export", lambda st, say: (_stage_reuse(model, st, say) if reuse and _has_artifact(model)
-                                    else _stage_export(model, source, st, say, debug))),
-        ("lint", lambda st, say: _stage_lint(model, source, st, say)),
-        ("parity", lambda st, say: _stage_parity(model, source, st, say)),
-        ("runtimes", lambda st, say: _stage_runtimes(model, source, st, say)),
-        ("verify", lambda st, say: _stage_verify(model, st, say)),
-        ("bench", lambda st, say: _stage_bench(model, source, st, say)),
-        ("quantize", lambda st, say: _stage_quantize(model, source, st, say)),
+        ("export", lambda st, say: (stage_reuse(ctx, st, say) if reuse and has_artifact(model)
+                                    else stage_export(ctx, st, say, debug))),
+        ("lint", lambda st, say: stage_lint(ctx, st, say)),
+        ("parity", lambda st, say: stage_parity(ctx, st, say)),
+        ("runtimes", lambda st, say: stage_runtimes(ctx, st, say)),
+        ("verify", lambda st, say: stage_verify(ctx, st, say)),
+        ("bench", lambda st, say: stage_bench(ctx, st, say)),
+        ("quantize", lambda st, say: stage_quantize(ctx, st, say)),
     ]
     blocked: str | None = None
     for name, fn in steps:
         stage = StageResult(name)
         run.stages[name] = stage
-        if _stage_off(model, name):
+        if stage_off(model, name):
             stage.status, stage.summary = "off", "not configured"
             continue
         if blocked is not None:
@@ -253,7 +255,7 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
         stage.seconds = time.perf_counter() - t_stage
         if name == "export":
             try:
-                run.manifest = read_manifest(model.output, required=False) if stage.status == "passed" else None
+                run.manifest = ctx.artifact().manifest if stage.status == "passed" else None
             except OnnxtaxError:
                 run.manifest = None
         if on_stage:
@@ -261,7 +263,7 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
         if stage.status != "passed":
             blocked = name
     parity = run.stages.get("parity")
-    run.providers = _provider_verdicts(model, parity.result if parity and parity.result is not None else None,
+    run.providers = provider_verdicts(model, parity.result if parity and parity.result is not None else None,
                                        parity)
     run.seconds = time.perf_counter() - t0
     return run
@@ -270,347 +272,6 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
 # --------------------------------------------------------------------------- stages
 
 
-def _counting(say: Callable[[str], None]):
-    """A stage's Progress as one line for ci's display: `step (done/total)`."""
-
-    def progress(message: str, done: int | None = None, total: int | None = None) -> None:
-        say(f"{message} ({done}/{total})" if total else message)
-
-    return progress
-
-
-class _SourceModel:
-    """The model's eager source, loaded on first use and shared by every stage of one model:
-    building a model (a transformers checkpoint, a 1 GB network) once instead of per stage."""
-
-    def __init__(self, spec: str):
-        self.spec = spec
-        self._loaded = None
-
-    def get(self):
-        if self._loaded is None:
-            from onnxtax.core.loading import load_model
-
-            self._loaded = load_model(self.spec)
-        return self._loaded
-
-def _stage_export(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None],
-                  debug: bool) -> None:
-    from onnxtax.export.run import export_model
-    from onnxtax.core.report import format_size
-
-    result = export_model(source.get(), model.output, model.inputs, opset=model.opset, exporter=model.exporter,
-                          dims=model.dims or None, output_names=model.output_names,
-                          external_data=model.external_data, ranges=_ranges(model.ranges),
-                          data_files=list(model.data) or None, debug=debug, progress=_counting(say),
-                          target_ort=model.target_ort, verify_target=_target_verifier(model))
-    stage.result = result
-    if result.passed:
-        stage.status = "passed"
-        stage.summary = (f"{result.exporter}, opset {result.opset}, IR {result.ir_version}, "
-                         f"{format_size(result.size_bytes)}")
-        if result.warnings:
-            stage.summary += f", {len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}"
-    else:
-        stage.status, stage.error, stage.hint = "failed", result.error, result.hint
-        stage.summary = result.error or "export failed"
-
-
-def _target_verifier(model: ModelConfig):
-    """With `target_ort`, export runs the file in that release, with the `[runtimes]` cache."""
-    if not model.target_ort:
-        return None
-    from onnxtax.runtimes.matrix import target_verifier
-
-    rt = model.runtimes
-    return target_verifier(rt.cache_dir if rt else None, rt.offline if rt else False)
-
-
-def _has_artifact(model: ModelConfig) -> bool:
-    from onnxtax.core.manifest import manifest_path_for
-
-    return model.output.is_file() and manifest_path_for(model.output).is_file()
-
-
-def _stage_reuse(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
-    """The export stage with an artifact made elsewhere: its manifest must be readable; the
-    verify stage then checks its checksums and parity checks it against the source."""
-    from onnxtax.core.manifest import manifest_path_for, read_manifest
-
-    say("reading the existing artifact's manifest")
-    manifest = read_manifest(model.output)
-    assert manifest is not None
-    sha = (manifest.get("artifact") or {}).get("sha256") or ""
-    stage.status = "passed"
-    stage.result = {"reused": True, "output": str(model.output), "manifest": str(manifest_path_for(model.output)),
-                    "opset": manifest.get("opset"), "created_utc": manifest.get("created_utc"),
-                    "versions": manifest.get("versions")}
-    stage.summary = (f"reused the existing artifact (sha256 {sha[:12]}, opset {manifest.get('opset')}, "
-                     f"exported {manifest.get('created_utc') or '?'})")
-
-
-def _stage_lint(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
-    from onnxtax.lint import lint_model
-
-    say("linting operators against the runtime")
-    kwargs: dict[str, Any] = {"allow": model.lint.allow, "fail_on": model.lint.fail_on}
-    if model.lint.source:
-        kwargs.update(source=source.get(), inputs=model.input_specs)
-    if model.lint.target_opset is not None:
-        kwargs["target_opset"] = model.lint.target_opset
-    if model.lint.target_ir is not None:
-        kwargs["target_ir"] = model.lint.target_ir
-    if model.target_ort is not None:
-        kwargs["target_ort"] = model.target_ort
-    if model.parity.providers:
-        from onnxtax.core.providers import resolve_providers
-
-        # the ones the preflight let through: unavailable ones are skipped (or were an error already)
-        kwargs["providers"] = resolve_providers(model.parity.providers,
-                                                skip_unavailable=model.parity.skip_unavailable)[0]
-    result = lint_model(model.output, progress=_counting(say), **kwargs)
-    stage.result = result
-    stage.status = "passed" if result else "failed"
-    stage.summary = _lint_summary(result)
-    if not result:
-        first = result.failing[0]
-        stage.error = f"{len(result.failing)} finding{'s' if len(result.failing) != 1 else ''} at or above " \
-                      f"{result.fail_on}; first: {first.rule}" + (f" ({first.where})" if first.where else "") + \
-                      f": {first.message}"
-        stage.hint = first.hint or None
-
-
-def _lint_summary(result: Any) -> str:
-    counts = result.counts()
-    parts = [f"{counts[k]} {k}{'s' if counts[k] != 1 else ''}" for k in ("error", "warning", "info") if counts[k]]
-    if counts.get("allowed"):
-        parts.append(f"{counts['allowed']} allowed")
-    text = ", ".join(parts) or "no findings"
-    if result.failing:
-        first = result.failing[0]
-        where = f" ({first.where})" if first.where else ""
-        text += f"; {first.rule}{where}: {first.message}"
-    return text[:300]
-
-
-def _ranges(texts: dict[str, str]) -> dict:
-    """Config ranges ("LOW:HIGH" per input) as the stages take them."""
-    from onnxtax.core.specs import parse_ranges
-
-    return parse_ranges([f"{k}={v}" for k, v in texts.items()])
-
-
-def _stage_parity(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]
-                  ) -> None:
-    from onnxtax.parity.run import check_parity
-
-    p = model.parity
-    ranges = _ranges(p.ranges)
-    tolerances = {name: p.tolerance_of(name) for name in p.tolerances}
-
-    result = check_parity(source.get(), model.output, model.inputs, dims=p.dims or None, seed=p.seed, ranges=ranges,
-                          data_files=p.data or None, tolerances=tolerances, providers=p.providers or None,
-                          skip_unavailable=p.skip_unavailable, fail_on_fallback=p.fail_on_fallback,
-                          opt_level=p.opt_level, threads=p.threads, samples=p.samples, rtol=p.rtol, atol=p.atol,
-                          min_cosine=p.min_cosine, allow_constant=p.allow_constant, test_assumed=p.test_assumed,
-                          progress=_counting(say), localize=p.localize,
-                          localize_budget_s=p.localize_budget_s)
-    stage.result = result
-    stage.status = "passed" if result else "failed"
-    if not result and not any(pr.status != "skipped" for pr in result.providers):
-        from onnxtax.core.providers import compute_providers
-
-        stage.hint = (f"none of the providers asked for is on this host (it has {', '.join(compute_providers())}); "
-                      "list one it has, or run this model on a host that has them")
-    elif not result:
-        stage.hint = (f"the model report has every provider x shape x output; `onnxtax parity {model.spec} "
-                      f"{model.output}` shows the table")
-    parts, missing = [], []
-    for pr in result.providers:
-        if pr.status == "skipped":
-            missing.append(pr.label)
-            continue
-        ok = sum(1 for c in pr.cases if c.passed)
-        text = f"{pr.label} {ok}/{len(pr.cases)}" if pr.status == "passed" else f"{pr.label} {pr.status}"
-        if pr.status != "passed" and pr.cases:
-            text += f" ({ok}/{len(pr.cases)} passed)"
-        if pr.placement is not None and pr.placement.fell_back:
-            text += f" ({pr.placement.fallback_count} nodes fell back)"
-        parts.append(text)
-    if missing:
-        parts.append("not available: " + ", ".join(missing))
-    stage.summary = "; ".join(parts) or "no provider"
-    if not result:
-        stage.error = result.failures[0] if result.failures else "parity failed"
-        if len(result.failures) > 1:
-            stage.error += f" (+{len(result.failures) - 1} more)"
-
-
-def _stage_verify(model: ModelConfig, stage: StageResult, say: Callable[[str], None]) -> None:
-    from onnxtax.core.manifest import verify_artifact
-
-    say("recomputing checksums")
-    result = verify_artifact(model.output)
-    stage.result = result
-    stage.status = "passed" if result else "failed"
-    if result:
-        stage.summary = (f"{len(result.files)} files match the manifest" if len(result.files) != 1
-                         else "1 file matches the manifest")
-    else:
-        bad = ", ".join(f"{f.file} {f.status}" for f in result.files if f.status != "ok")
-        stage.summary = stage.error = f"checksum mismatch: {bad}"
-        stage.hint = "something changed the artifact after export (a concurrent writer, a post-processing step)"
-
-
-def _stage_bench(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
-    from onnxtax.bench.run import run_bench
-
-    b = model.bench
-    assert b is not None
-    providers = b.providers if b.providers is not None else (model.parity.providers or None)
-
-    result = run_bench(source.get(), model.output, model.input_specs, batch_sizes=b.batch_sizes, dims=b.dims or None,
-                       providers=providers, skip_unavailable=model.parity.skip_unavailable, threads=b.threads,
-                       opt_level=b.opt_level, cold_start=b.cold_start, max_latency_ms=b.max_latency_ms or None,
-                       min_speedup=b.min_speedup,
-                       ranges=_ranges(model.ranges),
-                       seed=model.parity.seed, warmup=b.warmup, min_time=b.min_time, progress=_counting(say))
-    stage.result = result
-    stage.status = "passed" if result else "failed"
-    stage.summary = _bench_summary(result)
-    if not result:
-        stage.error = "; ".join(result.failures + [g.message for g in result.failed_gates])[:400]
-        stage.hint = ("`onnxtax parity` at that batch size shows what the graph computes there" if result.failures
-                      else "`onnxtax bench` on the model shows the full latency table; adjust the gate or the model")
-
-
-def _stage_off(model: ModelConfig, name: str) -> bool:
-    """runtimes, bench and quantize run only when their table is configured."""
-    return name in ("runtimes", "bench", "quantize") and getattr(model, name) is None
-
-
-def _stage_quantize(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]) -> None:
-    """INT8 from the exported artifact, approved per segment (onnxtax.quantize.run); written only when approved."""
-    from onnxtax.quantize.run import quantize_model
-
-    from onnxtax.core.providers import resolve_providers
-
-    q = model.quantize
-    assert q is not None
-    # the parity providers the preflight let through: unavailable ones are skipped (or were an error already)
-    usable = resolve_providers(model.parity.providers or None, skip_unavailable=model.parity.skip_unavailable)[0]
-    result = quantize_model(source.get(), model.output, q.output, evals=q.evals, budgets=q.budgets,
-                            inputs=model.inputs, mode=q.mode, calibration=q.calibration,
-                            calibration_method=q.calibration_method, quant_format=q.format,
-                            per_channel=q.per_channel, labels=q.labels, segment_key=q.segment_key,
-                            output_name=q.output_name, exclude=q.exclude, auto_exclude=q.auto_exclude,
-                            max_exclude=q.max_exclude, providers=[p.label for p in usable] or None,
-                            batch_size=q.batch_size, bench_batch_sizes=q.bench_batch_sizes,
-                            bench_min_time=q.bench_min_time, min_speedup=q.min_speedup, progress=_counting(say))
-    stage.result = result
-    stage.status = "passed" if result else "failed"
-    best = result.best
-    if result:
-        lat = best.latency[0] if best and best.latency else None
-        stage.summary = (f"{best.label}: {len(result.segments)} segments within budgets, "
-                         f"{result.size['ratio']:.1f}x smaller"
-                         + (f", batch {lat.batch_size} {lat.speedup:.2f}x FP32 speed" if lat else "")
-                         + f" -> {q.output.name}")
-    else:
-        stage.error = result.failures[0] if result.failures else "no INT8 build met the budgets"
-        stage.summary = f"refused ({len(result.failures)} budget failure(s)); nothing written"
-        stage.hint = ("`onnxtax quantize` with the same arguments shows every segment; calibrate on "
-                      "representative data, or set auto_exclude = true")
-
-
-def _bench_summary(result: Any) -> str:
-    parts = []
-    for batch in result.batches[:1] + result.batches[-1:] if len(result.batches) > 1 else result.batches:
-        for path in batch.ort_paths:
-            sp = batch.speedup(path)
-            parts.append(f"batch {batch.batch_size} {path} p50 {_ms(batch.latency[path].p50_ms)}"
-                         + (f" ({sp:.1f}x eager)" if sp else ""))
-    gates = f"; {sum(g.passed for g in result.gates)}/{len(result.gates)} gates" if result.gates else ""
-    return ", ".join(parts) + gates
-
-
-def _ms(ms: float) -> str:
-    return f"{ms * 1000:.3g} µs" if ms < 1 else f"{ms:.3g} ms"
-
-
 # --------------------------------------------------------------------------- provider verdicts
 
-def _provider_verdicts(model: ModelConfig, parity: Any, stage: StageResult | None = None) -> list[ProviderVerdict]:
-    """One verdict per configured provider. Without a parity result (stage not run or
-    errored), providers this host lacks are "not_available", the others "not_run"."""
-    if parity is not None:
-        out = []
-        for pr in parity.providers:
-            placement = pr.placement.to_dict() if pr.placement is not None else None
-            if placement:
-                placement = {k: placement[k] for k in ("method", "total_nodes", "on_provider", "fallback",
-                                                       "fallback_op_types")}
-            if pr.status == "skipped":
-                verdict = "not_available"
-            elif pr.status == "passed":
-                verdict = "fell_back" if pr.placement is not None and pr.placement.fell_back else "passed"
-            else:
-                verdict = pr.status if pr.status in VERDICTS else "failed"
-            reason = pr.reason
-            bad = [c for c in pr.cases if not c.passed]
-            if verdict in ("failed", "error") and bad:
-                first = f"{bad[0].shape} {bad[0].output}: {bad[0].reason}"
-                more = f" (+{len(bad) - 1} more of {len(pr.cases)} cases)" if len(bad) > 1 else ""
-                reason = f"{reason}; {first}{more}" if reason else first + more
-            if verdict == "fell_back" and not reason:
-                ops = ", ".join(pr.placement.fallback_op_types)
-                reason = f"{pr.placement.fallback_count} of {pr.placement.total_nodes} nodes ran elsewhere ({ops})"
-            out.append(ProviderVerdict(pr.request.name, pr.label, verdict, reason, placement))
-        return out
-    from onnxtax.core.providers import available_providers, compute_providers, parse_provider
 
-    texts = model.parity.providers or compute_providers()
-    why = "not run"
-    if stage is not None and stage.status == "error":
-        why = f"parity could not run: {stage.error}"
-    elif stage is not None and stage.summary:
-        why = stage.summary
-    out = []
-    for text in texts:
-        try:
-            req = parse_provider(text)
-        except OnnxtaxError:
-            continue
-        if req.name in available_providers():
-            out.append(ProviderVerdict(req.name, req.label, "error" if stage and stage.status == "error"
-                                       else "not_run", why))
-        else:
-            out.append(ProviderVerdict(req.name, req.label, "not_available", "not available on this host"))
-    return out
-
-
-def _stage_runtimes(model: ModelConfig, source: _SourceModel, stage: StageResult, say: Callable[[str], None]
-                    ) -> None:
-    """The artifact on each `[runtimes] ort` release, against the eager model, with parity's
-    shapes, samples, ranges and tolerances."""
-    from onnxtax.runtimes.matrix import check_runtimes
-    from onnxtax.core.specs import parse_ranges
-
-    rt = model.runtimes
-    assert rt is not None
-    p = model.parity
-    report = check_runtimes(model.output, rt.ort, source.get(), model.inputs, dims=p.dims or None,
-                            samples=p.samples, seed=p.seed,
-                            ranges=parse_ranges([f"{k}={v}" for k, v in p.ranges.items()]), data_files=p.data,
-                            rtol=p.rtol, atol=p.atol, tolerances={name: p.tolerance_of(name) for name in p.tolerances},
-                            min_cosine=p.min_cosine,
-                            providers=rt.providers or None, opt_level=p.opt_level, cache_dir=rt.cache_dir,
-                            offline=rt.offline, progress=_counting(say))
-    stage.result = report
-    stage.status = "passed" if report.passed else "failed"
-    lowest = report.minimum_passing or "none"
-    stage.summary = (f"{len(report.versions)} release(s) x {len({r.label for r in report.results})} provider(s); "
-                     f"lowest passing {lowest}")
-    if not report.passed:
-        stage.error = report.failures[0]
-        stage.summary += f"; {len(report.failures)} failure(s): {report.failures[0]}"

@@ -97,7 +97,8 @@ def bench(
     processes; gate on latency or speedup."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.bench.run import parse_batch_sizes, parse_latency_gates, require_plot, run_bench, write_plot
+        from onnxtax.bench import parse_batch_sizes, parse_latency_gates, run_bench
+        from onnxtax.render.bench import require_plot, write_plot
         from onnxtax.core.files import write_output
         from onnxtax.core.manifest import read_manifest, update_manifest
         from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
@@ -177,7 +178,7 @@ def render(report) -> None:
     """The report as Rich tables on stdout."""
     from rich.markup import escape
 
-    from onnxtax.bench.run import EAGER, HARNESS
+    from onnxtax.bench import EAGER, HARNESS
 
     s = report.settings
     threads = "runtime defaults" if s["threads"] is None else f"{s['threads']}"

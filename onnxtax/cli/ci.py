@@ -72,8 +72,8 @@ def ci(
     from rich.markup import escape
     out = status_console(json_out)
     with user_errors(debug):
-        from onnxtax.ci.run import run_ci
-        from onnxtax.ci.config import load_config
+        from onnxtax.ci import run_ci
+        from onnxtax.ci import load_config
 
         cfg = load_config(config)
         selected = cfg.select(only)

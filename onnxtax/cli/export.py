@@ -67,7 +67,7 @@ def export(
     """Export a PyTorch model to ONNX with the opset locked, dynamic axes kept, the checker
     and an ONNX Runtime run passed, and a manifest with checksums. Writes nothing on failure."""
     with user_errors(debug):
-        from onnxtax.export.run import export_model
+        from onnxtax.export import export_model
         from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
 
         specs = parse_input_specs(input)
@@ -99,7 +99,7 @@ def _target_verifier(target_ort: str | None, cache: Path | None, offline: bool):
     """--target-ort runs the file in that release (onnxtax.runtimes.matrix), imported only when asked."""
     if not target_ort:
         return None
-    from onnxtax.runtimes.matrix import target_verifier
+    from onnxtax.runtimes import target_verifier
 
     return target_verifier(cache, offline)
 
@@ -153,7 +153,7 @@ def verify(
     is listed outside the artifact's folder, 2 no manifest. Files beside the artifact named
     like its data but not in the manifest are reported."""
     with user_errors(debug):
-        from onnxtax.core.manifest import verify_artifact
+        from onnxtax.verify import verify_artifact
 
         report = verify_artifact(model)
     if json_out:

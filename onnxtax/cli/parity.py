@@ -99,7 +99,7 @@ def parity(
     if is_quantized(onnx_model):  # an INT8 artifact is held to its recorded budgets, not FP32 tolerances
         recheck(spec, onnx_model, provider, json_out, debug)
     with user_errors(debug):
-        from onnxtax.parity.run import check_parity, parse_tolerances
+        from onnxtax.parity import check_parity, parse_tolerances
         from onnxtax.core.specs import parse_dim_values, parse_ranges
 
         dims = parse_dim_values(dim, multi=True)
@@ -307,7 +307,7 @@ def _case_cell(case: Any) -> str:
 
 
 def _placement_line(pr: Any) -> str:
-    from onnxtax.parity.run import placement_text
+    from onnxtax.parity.report import placement_text
 
     if pr.placement is None:
         return pr.reason or pr.status

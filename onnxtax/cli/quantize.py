@@ -83,8 +83,8 @@ def quantize(
     INT8 size and latency."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.bench.run import parse_batch_sizes
-        from onnxtax.quantize.run import quantize_model
+        from onnxtax.bench import parse_batch_sizes
+        from onnxtax.quantize import quantize_model
 
         sizes = parse_batch_sizes(bench_batch_sizes)
         _check_json_path(json_out)
@@ -123,7 +123,7 @@ def recheck(spec: str, onnx_model: Path, provider: list[str], json_out: str | No
     """`onnxtax parity` on an INT8 artifact: its recorded segments against its recorded budgets."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.quantize.run import check_quantized
+        from onnxtax.quantize import check_quantized
 
         _check_json_path(json_out)
         with progress_display("parity (INT8 budgets)") as progress:

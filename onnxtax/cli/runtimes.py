@@ -92,7 +92,7 @@ def runtimes(
             if limits:
                 rows = measure_limits(ort, cache_dir=cache_dir, offline=offline, progress=say)
             else:
-                from onnxtax.parity.run import parse_tolerances
+                from onnxtax.parity import parse_tolerances
 
                 report = check_runtimes(onnx_model, ort, spec, input or None, dims=parse_dim_values(dim, multi=True),
                                         samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=data,

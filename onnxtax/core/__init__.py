@@ -4,9 +4,12 @@
   defaults     every default the library, the config and --help share
   specs        `NAME:DIMS[:DTYPE]` input specs, value ranges, seeded samples
   loading      a model spec -> LoadedModel (built once)
+  artifact     an exported model opened once: manifest, graph without weights, inputs, weights' size
   manifest     the manifest beside an artifact: read, write, the facts it records
+  skeleton     an ONNX graph read without its weights' bytes
+  sharing      an ORT session on the eager model's own parameter memory
+  options      the base of every stage's options object
   inputs       which arrays a graph takes and which spec feeds which input
-  weights      an ONNX graph without its weights, and weights shared with the eager model
   providers    execution providers, sessions, where ORT placed each node
   ort_compat   what each onnxruntime release loads
   compare      the one comparison rule (parity, export's smoke run, the runtime matrix)
@@ -33,6 +36,7 @@ _NAMES = {
     "ProviderError": "errors", "ManifestError": "errors", "CheckFailed": "errors",
     "InputSpec": "specs", "ValueRange": "specs", "parse_input_specs": "specs", "make_inputs": "specs",
     "LoadedModel": "loading", "load_model": "loading", "resolve_model": "loading",
+    "Artifact": "artifact", "open_artifact": "artifact",
     "ResolvedInputs": "inputs", "resolve_inputs": "inputs",
     "ProviderRequest": "providers", "open_session": "providers", "resolve_providers": "providers",
     "host_providers": "providers",
@@ -45,6 +49,7 @@ __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
+    from onnxtax.core.artifact import Artifact, open_artifact
     from onnxtax.core.compare import OutputStats, compare_arrays
     from onnxtax.core.errors import (CheckFailed, ConfigError, InputSpecError, LoadError, ManifestError,
                                      OnnxtaxError, ProviderError)

@@ -13,93 +13,17 @@ where a graph is read or arrays are made.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from onnxtax.core.errors import InputSpecError, LoadError
-from onnxtax.core.specs import DTYPES, ONNX_TO_DTYPE, InputSpec, SampleRecipe, ValueRange, parse_input_specs, symbols_of
+from onnxtax.core.artifact import Artifact, open_artifact
+from onnxtax.core.errors import InputSpecError
+from onnxtax.core.specs import InputSpec, SampleRecipe, ValueRange, parse_input_specs, symbols_of
 
 InputSource = Literal["arguments", "manifest", "onnx-graph"]
 INPUT_SOURCES: tuple[InputSource, ...] = ("arguments", "manifest", "onnx-graph")
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-# --------------------------------------------------------------------------- the graph side
-
-
-def dims_of(value_info) -> list[int | str | None]:
-    """An ONNX value's dims as written: int (static), str (named), None (unnamed)."""
-    dims: list[int | str | None] = []
-    for d in value_info.type.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(d.dim_value)
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return dims
-
-
-def dtype_of(value_info) -> str:
-    """onnxtax's dtype name for an ONNX tensor value (`float32`, `int64`, ...)."""
-    import onnx
-
-    onnx_name = onnx.TensorProto.DataType.Name(value_info.type.tensor_type.elem_type)
-    return ONNX_TO_DTYPE.get(onnx_name, onnx_name.lower())
-
-
-def axis_name(input_name: str, axis: int, dim: int | str | None) -> int | str:
-    """The one dim-naming rule: a positive size stays static; a dim_param that is an
-    identifier keeps its name; anything else (unnamed, `s77*5`, `-1`) becomes INPUT_dimK."""
-    if isinstance(dim, int) and dim > 0:
-        return dim
-    if isinstance(dim, str) and _IDENT.match(dim):
-        return dim
-    return f"{input_name}_dim{axis}"
-
-
-def load_graph(onnx_path: str | Path):
-    """The ONNX proto without its weights' data, external or inside the .onnx (inputs, outputs
-    and nodes are all a stage reads from it; onnxtax.core.weights.read_skeleton); a missing or
-    unreadable file is an input error."""
-    from onnxtax.core.weights import read_skeleton
-
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise LoadError(f"ONNX model '{path}' does not exist", "export it first with `onnxtax export`")
-    try:
-        model = read_skeleton(path).model
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
-        raise LoadError(f"'{path}' is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}",
-                        "point at the .onnx file written by `onnxtax export`") from exc
-    if not model.HasField("graph") or model.ir_version == 0:
-        # protobuf parses an empty (or truncated-to-nothing) file as an empty model
-        why = "the file is empty" if path.stat().st_size == 0 else "it has no graph or IR version"
-        raise LoadError(f"'{path}' is not an ONNX model: {why}", "point at the .onnx file written by `onnxtax export`")
-    return model
-
-
-def graph_inputs(model) -> list[InputSpec]:
-    """The graph's real inputs (initializers excluded) as InputSpecs, dims named by `axis_name`."""
-    initializers = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in initializers:
-            continue
-        dtype = dtype_of(vi)
-        if dtype not in DTYPES:
-            raise InputSpecError(f"ONNX input '{vi.name}' has type {dtype}, which onnxtax cannot generate",
-                                 f"supported input types: {', '.join(DTYPES)}")
-        dims = tuple(axis_name(vi.name, k, d) for k, d in enumerate(dims_of(vi)))
-        specs.append(InputSpec(vi.name, dims, dtype))
-    return specs
-
-
-def graph_output_names(model) -> list[str]:
-    return [vo.name for vo in model.graph.output]
 
 
 # --------------------------------------------------------------------------- resolution
@@ -140,25 +64,22 @@ class ResolvedInputs:
         return out
 
 
-def resolve_inputs(onnx_path: str | Path, given: Sequence[str | InputSpec] | ResolvedInputs | None = None, *,
-                   ranges: Mapping[str, ValueRange | tuple[float, float]] | None = None,
-                   graph=None) -> ResolvedInputs:
+def resolve_inputs(artifact: str | Path | Artifact, given: Sequence[str | InputSpec] | ResolvedInputs | None = None,
+                   *, ranges: Mapping[str, ValueRange | tuple[float, float]] | None = None) -> ResolvedInputs:
     """Specs from `given` (strings or InputSpecs), else the manifest beside the model, else
-    the graph; matched to the graph's inputs by one rule (`match_graph`). `graph` is the
-    proto if the caller has it already (read without external data otherwise)."""
-    from onnxtax.core.manifest import export_sizes_of, read_manifest
-
+    the graph; matched to the graph's inputs by one rule (`match_graph`). `artifact`: an
+    opened Artifact, or the path of one (opened here)."""
     if isinstance(given, ResolvedInputs):
         return given
-    model = graph if graph is not None else load_graph(onnx_path)
-    manifest = read_manifest(onnx_path, required=False)
-    in_graph = graph_inputs(model)
+    artifact = open_artifact(artifact)
+    in_graph = artifact.inputs
     source: InputSource
+    declared = artifact.declared_inputs
     if given:
         specs = parse_input_specs([str(s) for s in given])  # an InputSpec prints as a parseable spec
         source = "arguments"
-    elif manifest and manifest.get("inputs"):
-        specs = [InputSpec.from_dict(d) for d in manifest["inputs"]]
+    elif declared:
+        specs = declared
         source = "manifest"
     else:
         specs = in_graph
@@ -166,9 +87,9 @@ def resolve_inputs(onnx_path: str | Path, given: Sequence[str | InputSpec] | Res
     notes: list[str] = []
     onnx_names = match_graph(specs, in_graph, notes)
     known = set(symbols_of(specs))
-    export_sizes = {sym: size for sym, size in export_sizes_of(manifest).items() if sym in known}
-    resolved = ResolvedInputs(specs, source, onnx_names, export_sizes, {}, notes, manifest,
-                              graph_output_names(model))
+    export_sizes = {sym: size for sym, size in artifact.export_sizes.items() if sym in known}
+    resolved = ResolvedInputs(specs, source, onnx_names, export_sizes, {}, notes, artifact.manifest,
+                              list(artifact.output_names))
     resolved.ranges = check_ranges(ranges, specs)
     return resolved
 

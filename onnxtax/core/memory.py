@@ -96,7 +96,7 @@ def parse_size(text: str) -> int:
 
 def onnx_weights_bytes(onnx_path: str | Path) -> int | None:
     """Bytes of an .onnx file's large initializers, from the proto's headers (no weight is read)."""
-    from onnxtax.core.weights import stored_weight_bytes
+    from onnxtax.core.skeleton import stored_weight_bytes
 
     try:  # min_bytes=1: every initializer stored as raw bytes, not only those parity shares
         return stored_weight_bytes(onnx_path, min_bytes=1)

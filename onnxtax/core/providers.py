@@ -267,7 +267,7 @@ def open_session(model_path: str | Path, request: ProviderRequest | None = None,
     """One InferenceSession on exactly this provider (ORT adds CPU as its fallback
     unless `disable_cpu_fallback`). A load failure is a CheckFailed naming the provider.
 
-    `model_bytes` (a proto read from `model_path`, see onnxtax.core.weights) is loaded instead of the
+    `model_bytes` (a proto read from `model_path`, see onnxtax.core.sharing) is loaded instead of the
     file, its external data still found beside `model_path`; `shared_initializers` (names,
     OrtValues) replace initializers without reading them, kept by reference, with pre-packing
     off so ORT keeps no re-laid-out second copy (`prepack=False` turns it off anyway: for
@@ -400,7 +400,7 @@ def probe_model(node: Any = None, *, inputs: list | None = None, outputs: list |
 def load_error(model: Any, weights_dir: str | Path | None = None) -> str | None:
     """None if the installed ORT creates a CPU session for `model` (a path or a ModelProto),
     else its error text. No graph optimisation: the question is what it accepts, not speed.
-    A ModelProto's external data (also the weight references of onnxtax.core.weights.read_skeleton)
+    A ModelProto's external data (also the weight references of onnxtax.core.skeleton.read_skeleton)
     is read from `weights_dir`. No pre-packing: a load check keeps no re-laid-out weight copy."""
     import onnxruntime as ort
 

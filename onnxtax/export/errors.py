@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 
-def _explain_export_error(exc: BaseException, source_file: str | None, module: Any = None) -> tuple[str, str]:
+def explain_export_error(exc: BaseException, source_file: str | None, module: Any = None) -> tuple[str, str]:
     """Turn an exporter failure into (one-line problem, fix)."""
     chain: list[BaseException] = []
     e: BaseException | None = exc

@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 
 from onnxtax.core.errors import CheckFailed
-from onnxtax.core.inputs import dims_of, dtype_of
+from onnxtax.core.artifact import dims_of, dtype_of
 from onnxtax.core.specs import InputSpec
 
 
-def _rename_symbols(model, mapping: dict[str, str]) -> None:
+def rename_symbols(model, mapping: dict[str, str]) -> None:
     """Rename dim_params everywhere (inputs, outputs, value_info), also inside
     expressions such as `s77*5`."""
     if not mapping:
@@ -41,7 +41,7 @@ def _rename_symbols(model, mapping: dict[str, str]) -> None:
     walk(model.graph)
 
 
-def _lock_dynamic_axes(model, specs: list[InputSpec], sizes: dict[str, int]) -> list[str]:
+def lock_dynamic_axes(model, specs: list[InputSpec], sizes: dict[str, int]) -> list[str]:
     """Give every declared axis its declared name in the graph, or fail naming the
     axis the exporter made static. Returns warnings."""
     graph_inputs = {vi.name: vi for vi in model.graph.input}
@@ -83,7 +83,7 @@ def _lock_dynamic_axes(model, specs: list[InputSpec], sizes: dict[str, int]) -> 
                 if isinstance(got, int) and got != declared:
                     raise CheckFailed(f"input '{spec.name}' axis {axis} is {got} in the graph, {declared} declared",
                                       "fix the --input dims")
-    _rename_symbols(model, mapping)
+    rename_symbols(model, mapping)
     # static declared axes the exporter left symbolic: make the contract exact
     for spec, vi in zip(specs, real_inputs):
         for declared, d in zip(spec.dims, vi.type.tensor_type.shape.dim):
@@ -92,7 +92,7 @@ def _lock_dynamic_axes(model, specs: list[InputSpec], sizes: dict[str, int]) -> 
     return notes
 
 
-def _repair_output_dims(model, observed: dict[str, list[tuple[dict[str, int], tuple[int, ...]]]]) -> list[str]:
+def repair_output_dims(model, observed: dict[str, list[tuple[dict[str, int], tuple[int, ...]]]]) -> list[str]:
     """The exporter may label an output dim with an export-time size although it follows
     an axis (a GRU's sequence dim). Relabel it from what ORT really returned."""
     notes = []
@@ -116,7 +116,7 @@ def _repair_output_dims(model, observed: dict[str, list[tuple[dict[str, int], tu
     return notes
 
 
-def _io_records(model) -> tuple[list[dict], list[dict]]:
+def io_records(model) -> tuple[list[dict], list[dict]]:
     initializers = {t.name for t in model.graph.initializer}
     ins = [{"name": vi.name, "dims": dims_of(vi), "dtype": dtype_of(vi)}
            for vi in model.graph.input if vi.name not in initializers]
@@ -124,18 +124,18 @@ def _io_records(model) -> tuple[list[dict], list[dict]]:
     return ins, outs
 
 
-def _default_opset(model) -> int | None:
+def default_opset(model) -> int | None:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             return imp.version
     return None
 
 
-def _lock_opset(model, requested: int):
+def lock_opset(model, requested: int):
     """Convert to the requested opset if the exporter wrote another; fail naming the op that blocks it."""
     import onnx.version_converter
 
-    produced = _default_opset(model)
+    produced = default_opset(model)
     if produced == requested:
         return model, None
     try:
@@ -144,18 +144,18 @@ def _lock_opset(model, requested: int):
         text = str(exc).strip()
         m = (re.search(r"No Previous Version of (\w+)", text) or re.search(r"for (\w+)\s*$", text)
              or re.search(r"No Adapter (?:To|From) Version \$?\d+ for (\w+)", text))
-        blocking = [m.group(1)] if m else _ops_newer_than(model, requested)
+        blocking = [m.group(1)] if m else ops_newer_than(model, requested)
         op = f"; op {', '.join(blocking)} blocks the conversion" if blocking else ""
         raise CheckFailed(
             f"requested opset {requested} but the exporter produced opset {produced}, and converting failed{op}",
             f"use --opset {produced} (or higher), or replace the blocking op in the model") from exc
-    if _default_opset(converted) != requested:
-        raise CheckFailed(f"requested opset {requested}; conversion produced {_default_opset(converted)}",
+    if default_opset(converted) != requested:
+        raise CheckFailed(f"requested opset {requested}; conversion produced {default_opset(converted)}",
                           f"use --opset {produced}")
     return converted, f"the exporter wrote opset {produced}; converted to the requested {requested} and re-checked"
 
 
-def _ops_newer_than(model, opset: int) -> list[str]:
+def ops_newer_than(model, opset: int) -> list[str]:
     """ai.onnx ops of the model that do not exist at `opset` at all (e.g. LayerNormalization
     before 17): what blocks a down-conversion when the converter's message names nothing."""
     import onnx.defs
@@ -169,9 +169,9 @@ def _ops_newer_than(model, opset: int) -> list[str]:
     return missing
 
 
-def _unify_custom_functions(model) -> None:
+def unify_custom_functions(model) -> None:
     """Keep the model's function opsets consistent with the converted default domain."""
-    opset = _default_opset(model)
+    opset = default_opset(model)
     for fn in model.functions:
         for imp in fn.opset_import:
             if imp.domain in ("", "ai.onnx") and opset is not None and imp.version > opset:

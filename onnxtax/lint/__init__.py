@@ -69,11 +69,12 @@ from onnxtax.core.faces import lazy_face
 
 _NAMES = {"FORMAT_VERSION": "findings", "RULES": "findings", "SEVERITIES": "findings", "AllowEntry": "findings",
           "Finding": "findings", "LintReport": "findings", "Rule": "findings", "check_fail_on": "findings",
-          "parse_allow": "findings", "GRAPH_RULES": "run", "lint_model": "run"}
+          "parse_allow": "findings", "GRAPH_RULES": "run", "lint_model": "run", "LintOptions": "options"}
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
     from onnxtax.lint.findings import (FORMAT_VERSION, RULES, SEVERITIES, AllowEntry, Finding, LintReport, Rule,
                                        check_fail_on, parse_allow)
+    from onnxtax.lint.options import LintOptions
     from onnxtax.lint.run import GRAPH_RULES, lint_model

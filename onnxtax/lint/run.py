@@ -5,72 +5,64 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from onnxtax.core.defaults import MEMORY_FACTORS
 from onnxtax.core.errors import ConfigError
-from onnxtax.core.inputs import load_graph
-from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, check_fail_on, parse_allow
+from onnxtax.core.artifact import Artifact, open_artifact
+from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, parse_allow
 from onnxtax.lint.graph import iter_graphs, iter_nodes
-from onnxtax.core.memory import StageMeter, onnx_weights_bytes
+from onnxtax.core.memory import StageMeter
+from onnxtax.lint.options import LintOptions
 from onnxtax.lint.rules import (LintContext, rule_baked_shape, rule_control_flow, rule_custom_op, rule_float64,
                                 rule_ir_version, rule_opset, rule_provider_fallback, rule_runtime_load,
                                 rule_target_runtime)
-from onnxtax.core.providers import (ProviderRequest, load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
+from onnxtax.core.providers import (load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
                                ort_package)
 from onnxtax.core.specs import InputSpec
 
 GRAPH_RULES = ("control-flow", "custom-op", "opset", "ir-version", "runtime-load", "float64", "baked-shape")
 
 
-def lint_model(onnx_path: str | Path | None, *, source: Any = None, inputs: list[InputSpec] | None = None,
-               target_opset: int | None = None, target_ir: int | None = None, target_ort: str | None = None,
-               providers: Sequence[str | ProviderRequest] | None = None, allow: list[str] | None = None,
-               fail_on: str = "error", progress=None) -> LintReport:
+def lint_model(onnx_path: str | Path | Artifact | None, options: LintOptions | None = None, *, source: Any = None,
+               inputs: list[InputSpec] | None = None, progress=None, **kwargs: Any) -> LintReport:
     """Lint an ONNX model (and, with `source`, the PyTorch model it came from).
 
     Args:
-        onnx_path: the .onnx file (external data beside it is fine); None with `source` and `inputs`:
-            the source rules alone, before there is an ONNX file (an export that failed sends users here).
-        source: a model spec ("file.py:Name") or an nn.Module, for the source rules.
+        onnx_path: the .onnx file (external data beside it is fine) or an opened Artifact; None with
+            `source` and `inputs`: the source rules alone, before there is an ONNX file (an export that
+            failed sends users here).
+        options: LintOptions, or its fields as keyword arguments: target_opset / target_ir (the
+            deployment runtime's limits), target_ort (a release such as "1.16": its limits from
+            onnxtax.core.ort_compat), providers (placement checked for those on this host, the others
+            reported as not checked), allow ("rule" or "rule:node" entries reported but not failing),
+            fail_on ("error", "warning" or "info").
+        source: a model spec ("file.py:Name"), a LoadedModel or an nn.Module, for the source rules.
         inputs: forward() inputs for the source rules; default: the manifest's.
-        target_opset / target_ir: the deployment runtime's limits.
-        target_ort: the deployment onnxruntime release ("1.16"): its limits from onnxtax.core.ort_compat.
-        providers: provider texts ("openvino:device_type=CPU") or ProviderRequests; placement checked
-            for those on this host, the others reported as not checked.
-        allow: "rule" or "rule:node" (fnmatch) entries that are reported but do not fail.
-        fail_on: "error" or "warning".
     Returns:
         LintReport, truthy when nothing at/above fail_on is left.
     """
-    from onnxtax.core.manifest import read_manifest
-
     start = time.perf_counter()
     say = progress or (lambda _msg: None)
-    check_fail_on(fail_on)
-    allow_entries = parse_allow(allow)
-    for value, flag in ((target_opset, "--target-opset"), (target_ir, "--target-ir")):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{flag} {value} is not a positive integer", f"e.g. {flag} 17")
+    opts = LintOptions.build(options, **kwargs)
+    fail_on, target_opset, target_ir, providers = opts.fail_on, opts.target_opset, opts.target_ir, opts.providers
+    allow_entries = parse_allow(opts.allow)
     from onnxtax.core.ort_compat import limits_for
 
-    ort_limits = limits_for(target_ort) if target_ort else None  # an unknown release: exit 2 before any work
+    ort_limits = limits_for(opts.target_ort) if opts.target_ort else None
     if onnx_path is None:
         return _lint_source_only(source, inputs, allow_entries, fail_on, say, start)
-    path = Path(onnx_path)
     meter = StageMeter("lint-ops")
-    meter.check(onnx_weights_bytes(path) if path.is_file() else None, "lint",
+    artifact = open_artifact(onnx_path, tolerate_manifest=True)
+    path, model, manifest = artifact.path, artifact.graph, artifact.manifest
+    meter.check(artifact.weights_bytes, "lint",
                 extra_factor=_probe_children(providers) * MEMORY_FACTORS["parity-provider"]
                 + (MEMORY_FACTORS["lint-source"] if source is not None else 0.0))
-    model = load_graph(path)
     report = LintReport(str(path), fail_on=fail_on, allow=[str(a) for a in allow_entries],
                         targets={"opset": target_opset, "ir_version": target_ir,
                                  "ort": ort_limits.to_dict() if ort_limits else None})
-    manifest = None
-    try:
-        manifest = read_manifest(path, required=False)
-    except Exception as exc:  # noqa: BLE001 - a broken manifest must not stop the lint
-        report.notes.append(f"manifest ignored: {getattr(exc, 'message', exc)}")
+    if artifact.manifest_problem:  # a broken manifest must not stop the lint
+        report.notes.append(f"manifest ignored: {artifact.manifest_problem}")
     ctx = LintContext(path, model, manifest=manifest, target_opset=target_opset, target_ir=target_ir,
                       target_ort=ort_limits, ort_max_ir=ort_max_ir_version(), ort_max_opset=ort_max_opset())
     ctx.inferred = _infer(model, ctx)

@@ -1,9 +1,13 @@
 """`onnxtax parity`: the ONNX artifact against its eager PyTorch source, per provider, shape and output.
 
-  run            check_parity: sessions, the eager reference, every case compared
+  options        ParityOptions (and ComparisonOptions, shared with the runtime matrix)
+  run            check_parity: the eager reference, every shape and sample, localisation on failure
+  sessions       one ORT session per provider, on shared weights where it can
+  comparison     running statistics per provider x shape x output, then the cases
+  diagnosis      why a provider failed, only from the evidence
   shapes         which shapes and samples a comparison runs
   report         ParityReport and its JSON schema
-  localize       where a failing provider first departs from the source
+  localization   where a failing provider first departs from the source
   intermediates  eager and ONNX intermediate values, and the map between them
 """
 
@@ -14,16 +18,18 @@ from typing import TYPE_CHECKING
 from onnxtax.core.faces import lazy_face
 
 _NAMES = {
-    "check_parity": "run", "parse_tolerances": "run",
+    "check_parity": "run", "ParityOptions": "options", "ComparisonOptions": "options",
+    "parse_tolerances": "options", "placement_text": "report", "sample_inputs": "shapes", "plan_data_file": "shapes",
     "ParityReport": "report", "ProviderResult": "report", "CaseResult": "report", "SCHEMA": "report",
     "ShapePlan": "shapes", "plan_shapes": "shapes",
-    "Localization": "localize", "localize": "localize", "localize_failures": "localize",
+    "Localization": "localization", "localize": "localization", "localize_failures": "localization",
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
-    from onnxtax.parity.localize import Localization, localize, localize_failures
-    from onnxtax.parity.report import SCHEMA, CaseResult, ParityReport, ProviderResult
-    from onnxtax.parity.run import check_parity, parse_tolerances
-    from onnxtax.parity.shapes import ShapePlan, plan_shapes
+    from onnxtax.parity.localization import Localization, localize, localize_failures
+    from onnxtax.parity.options import ComparisonOptions, ParityOptions, parse_tolerances
+    from onnxtax.parity.report import SCHEMA, CaseResult, ParityReport, ProviderResult, placement_text
+    from onnxtax.parity.run import check_parity
+    from onnxtax.parity.shapes import ShapePlan, plan_data_file, plan_shapes, sample_inputs

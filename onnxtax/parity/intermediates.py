@@ -10,8 +10,8 @@ writes; the TorchScript exporter names nodes after the module scopes they ran in
 
 ONNX values are fetched by adding graph outputs to a copy of the graph, one bounded set
 of values per session run, on the provider being examined. No copy of the graph holds weight
-bytes: the graph is read without them (onnxtax.core.weights.read_skeleton). A CPU session takes the
-weights parity shared with the eager model (onnxtax.core.weights.SharedWeights: OrtValues over the
+bytes: the graph is read without them (onnxtax.core.skeleton.read_skeleton). A CPU session takes the
+weights parity shared with the eager model (onnxtax.core.sharing.SharedWeights: OrtValues over the
 parameters' memory, pre-packing off) and reads only the others from the model's file; without
 shared weights, and on every other provider, the session reads them all from the file.
 """
@@ -22,7 +22,6 @@ import ast
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -53,15 +52,15 @@ class GraphMap:
     """The ONNX graph as module scopes: which nodes each module path owns, and the values
     that cross each module's boundary."""
 
-    def __init__(self, onnx_path: str | Path, shared: Any = None):
-        from onnxtax.core.weights import read_skeleton
+    def __init__(self, artifact: Any, shared: Any = None):
+        from onnxtax.core.artifact import open_artifact
 
-        self.path = Path(onnx_path)
+        artifact = open_artifact(artifact)
+        self.path = artifact.path
         # without the weights' bytes, also when they are inside the .onnx: every copy of the graph
         # below (extra outputs, module subgraphs) stays small; sessions read the weights from the file
         # or, on CPU, take parity's shared ones (`shared`: a SharedWeights or None)
-        skeleton = read_skeleton(self.path)
-        self.proto, self.stored = skeleton.model, skeleton.tensors
+        self.proto, self.stored = artifact.graph, artifact.tensors
         self.shared = shared
         graph = self.proto.graph
         self.initializers = {i.name for i in graph.initializer}
@@ -268,7 +267,7 @@ class EagerCapture:
     def run(self, tensors: list[Any]) -> list[np.ndarray]:
         import torch
 
-        from onnxtax.export.run import flatten_outputs
+        from onnxtax.core.inputs import flatten_outputs
 
         handles = []
         for path, mod in self.module.named_modules():
@@ -307,7 +306,7 @@ class EagerCapture:
 
 
 def _tensors(values: list[Any]) -> list[Any]:
-    from onnxtax.export.run import flatten_outputs
+    from onnxtax.core.inputs import flatten_outputs
 
     return [t for _, t in flatten_outputs(tuple(values))]
 

@@ -38,7 +38,7 @@ docs/parity.md lists the changes from /1):
                  "worst": null | {"index": [0, 0], "sample": 1, "onnx": 0.51, "source": 0.51,
                                   "abs_diff": 5.9e-08, "tolerance_ratio": 0.005},
                  "time_s": 0.0002}],
-      "localization": null | {...}}],             (--localize: see onnxtax.parity.localize, keys stable)
+      "localization": null | {...}}],             (--localize: see onnxtax.parity.localization, keys stable)
   "failures": ["cpu batch=7 prob: ..."],            (one line each; empty when passed)
   "notes": ["..."],
   "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9,
@@ -113,7 +113,7 @@ class ProviderResult:
     placement: Placement | None = None
     session_load_s: float | None = None
     cases: list[CaseResult] = field(default_factory=list)
-    localization: Any = None  # onnxtax.parity.localize.Localization of its first failing case, when asked for
+    localization: Any = None  # onnxtax.parity.localization.Localization of its first failing case, when asked for
 
     @property
     def label(self) -> str:
@@ -156,7 +156,7 @@ class ParityReport(Verdict):
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
-    weights: dict[str, Any] | None = None  # onnxtax.core.weights.Sharing.to_dict() when the CPU session shared them
+    weights: dict[str, Any] | None = None  # onnxtax.core.sharing.Sharing.to_dict() when the CPU session shared them
     memory: Any = None  # onnxtax.core.memory.MemoryRecord
 
     @property
@@ -195,7 +195,7 @@ class ParityReport(Verdict):
             "memory": self.memory.to_dict() if self.memory else None,
         }
 
-    def junit_suites(self, classname: str = "onnxtax.parity.run") -> list:
+    def junit_suites(self, classname: str = "onnxtax.parity") -> list:
         """One suite per provider, one testcase per shape x output; a provider that could not
         load is one error case, a skipped one one skipped case, a gated fallback one failure.
         Case classnames are CLASSNAME.PROVIDER (CLASSNAME.model for failures of no provider)."""
@@ -223,7 +223,7 @@ class ParityReport(Verdict):
             if self.settings.get("fail_on_fallback") and pr.placement is not None:
                 jc = JUnitCase("placement", case_class, details=placement_text(pr.placement))
                 if pr.placement.fell_back or pr.placement.method == "unavailable":
-                    jc.failure = _fallback_reason(pr)
+                    jc.failure = fallback_reason(pr)
                 suite.cases.append(jc)
             suites.append(suite)
         if self.model_failures:
@@ -304,7 +304,7 @@ def _fallback_ops(p: Placement) -> str:
     return ", ".join(f"{op} x{n}" for op, n in p.fallback_op_types.items())
 
 
-def _fallback_reason(pr: ProviderResult) -> str:
+def fallback_reason(pr: ProviderResult) -> str:
     p = pr.placement
     assert p is not None
     if p.method == "unavailable":

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 
 from onnxtax.core.faces import lazy_face
 
-_NAMES = {"quantize_model": "run", "check_quantized": "run", "QuantizeReport": "run",
-          "parse_budgets": "segments", "Budget": "segments"}
+_NAMES = {"quantize_model": "run", "check_quantized": "run", "QuantizeOptions": "options",
+          "QuantizeReport": "report", "parse_budgets": "segments", "Budget": "segments"}
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
-    from onnxtax.quantize.run import QuantizeReport, check_quantized, quantize_model
+    from onnxtax.quantize.options import QuantizeOptions
+    from onnxtax.quantize.report import QuantizeReport
+    from onnxtax.quantize.run import check_quantized, quantize_model
     from onnxtax.quantize.segments import Budget, parse_budgets

@@ -142,8 +142,6 @@ def quantizable_op_types(mode: str, fmt: str) -> set[str]:
 
 
 # --------------------------------------------------------------------------- where nodes came from
-
-
 @dataclass
 class NodeOrigin:
     """An FP32 graph node and the PyTorch module it was exported from."""
@@ -230,8 +228,6 @@ def match_excludes(patterns: Sequence[str], origins: dict[str, NodeOrigin]) -> l
 
 
 # --------------------------------------------------------------------------- error per node
-
-
 @dataclass
 class NodeError:
     node: str  # the node to keep in FP32 for this error (the weighted op of its group, if any)

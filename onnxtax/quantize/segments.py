@@ -43,8 +43,6 @@ _METRIC = re.compile(r"^(agreement@(?P<thr>-?[0-9.eE+-]+)|top(?P<k>[1-9][0-9]*)|
 
 
 # --------------------------------------------------------------------------- budgets
-
-
 @dataclass(frozen=True)
 class Budget:
     """One limit: `metric` must be >= (higher-is-better) or <= `limit` on `segment` (None: all)."""
@@ -118,8 +116,6 @@ def budgets_for(budgets: list[Budget], segment: str) -> list[Budget]:
 
 
 # --------------------------------------------------------------------------- segments
-
-
 @dataclass
 class Segment:
     """Rows of inputs (axis 0 of every array) that one budget check covers."""
@@ -233,8 +229,6 @@ def check_budget_segments(budgets: list[Budget], segments: list[Segment]) -> Non
 
 
 # --------------------------------------------------------------------------- metrics
-
-
 def _rows2d(a):
     return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1, 1)
 
@@ -323,8 +317,6 @@ class MetricPlan:
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
 @dataclass
 class Check:
     provider: str
@@ -388,7 +380,6 @@ def _num(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:.4g}"
-
 
 
 class SegmentRows:

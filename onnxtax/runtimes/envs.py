@@ -27,9 +27,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 from typing import Callable
 
-from onnxtax.core.errors import OnnxtaxError
+from onnxtax.core.errors import InputSpecError, OnnxtaxError
 from onnxtax.core.progress import silent
 
 CACHE_ENV = "ONNXTAX_RUNTIMES_DIR"
@@ -250,3 +251,14 @@ def cached_envs(cache_dir: Path) -> list[RuntimeEnv]:
         if env is not None:
             out.append(env)
     return out
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+def parse_versions(texts: Sequence[str]) -> list[str]:
+    """'1.16.3,1.18.1' (repeatable) -> sorted unique exact releases."""
+    out = [check_version(v) for text in texts for v in text.split(",") if v.strip()]
+    if not out:
+        raise InputSpecError("no onnxruntime version given", "list releases, e.g. --ort 1.16.3,1.18.1,1.20.1")
+    return sorted(set(out), key=version_key)

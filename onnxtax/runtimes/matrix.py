@@ -45,32 +45,19 @@ from typing import Any, Callable, Sequence
 
 from onnxtax.core.defaults import ORT_OPT_LEVELS
 from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
-from onnxtax.core.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
 from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.core.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
 from onnxtax.core.errors import InputSpecError, OnnxtaxError
 from onnxtax.core.progress import Progress, silent
 from onnxtax.core.report import Verdict
+from onnxtax.core.artifact import Artifact, open_artifact
+from onnxtax.runtimes.envs import parse_versions, version_key
+from onnxtax.runtimes.options import RuntimesOptions
 
 SCHEMA = "onnxtax.runtimes/1"
 CHILD_TIMEOUT_S = 1800
 STATUSES = ("passed", "failed", "load-error", "run-error", "unavailable", "crashed")
-
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
-
-
-def parse_versions(texts: Sequence[str]) -> list[str]:
-    """'1.16.3,1.18.1' (repeatable) -> sorted unique exact releases."""
-    from onnxtax.runtimes.envs import check_version
-
-    out = [check_version(v) for text in texts for v in text.split(",") if v.strip()]
-    if not out:
-        raise InputSpecError("no onnxruntime version given", "list releases, e.g. --ort 1.16.3,1.18.1,1.20.1")
-    return sorted(set(out), key=version_key)
 
 
 def clean_ort_message(text: str) -> str:
@@ -184,7 +171,7 @@ class RuntimeMatrixReport(Verdict):
                 "failures": self.failures, "notes": list(self.notes), "duration_s": self.duration_s,
                 "memory": self.memory.to_dict() if self.memory else None}
 
-    def junit_suites(self, classname: str = "onnxtax.runtimes.matrix") -> list:
+    def junit_suites(self, classname: str = "onnxtax.runtimes") -> list:
         """One suite per release x provider: a `load` testcase, then one per shape x output.
         Case classnames are CLASSNAME.ort-VERSION.PROVIDER."""
         from onnxtax.core.report import JUnitCase, JUnitSuite
@@ -251,48 +238,45 @@ def _installed_reference(onnx_path: Path, opt_level: str) -> Callable[[dict], li
 # ------------------------------------------------------------------------------ the matrix
 
 
-def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = None,
-                   inputs: Sequence[str] | None = None, *, dims: dict[str, list[int]] | None = None,
-                   samples: int = DEFAULT_SAMPLES, seed: int = 0, ranges: dict | None = None,
-                   data_files: Sequence[str | Path] | None = None, rtol: float = DEFAULT_RTOL,
-                   atol: float = DEFAULT_ATOL, tolerances: dict[str, tuple[float, float]] | None = None,
-                   min_cosine: float | None = DEFAULT_MIN_COSINE, providers: Sequence[str] | None = None,
-                   opt_level: str = "all",
-                   max_shapes: int = MAX_SHAPES, export_sizes: dict[str, int] | None = None,
-                   cache_dir: str | Path | None = None, offline: bool = False,
-                   progress: Progress | None = None) -> RuntimeMatrixReport:
+def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | None = None, model: Any = None,
+                   inputs: Sequence[str] | None = None, options: RuntimesOptions | None = None, *,
+                   progress: Progress | None = None, **kwargs: Any) -> RuntimeMatrixReport:
     """Load and run `onnx_path` on each onnxruntime release in `versions` (exact releases, each
     in its cached virtualenv) and compare with the reference at parity's shapes and samples.
 
     Args:
-        model: a spec string or nn.Module for the eager reference; None: the installed
+        model: a spec string, LoadedModel or nn.Module for the eager reference; None: the installed
             onnxruntime on CPU is the reference.
         inputs: NAME:DIMS[:DTYPE] specs; default the manifest's, else the graph's.
-        providers: provider texts (`cpu`, `openvino:device_type=CPU`); default cpu. A provider a
-            release's package lacks is reported "unavailable", never faked.
-        cache_dir: the virtualenv cache (see onnxtax.runtimes.envs); offline: never build one.
+        options: RuntimesOptions, or its fields as keyword arguments (versions, providers,
+            cache_dir, offline, and parity's comparison options).
     Raises OnnxtaxError (exit 2) for unusable inputs, versions that cannot be installed, and
     --offline with a release missing from the cache. What the releases do is in the report.
     """
     import numpy as np
 
-    from onnxtax.core.inputs import load_graph, resolve_inputs
-    from onnxtax.core.memory import StageMeter, onnx_weights_bytes
-    from onnxtax.parity.shapes import ShapePlan, check_run, plan_data_file, plan_shapes, sample_inputs
+    from onnxtax.core.inputs import resolve_inputs
+    from onnxtax.core.memory import StageMeter
     from onnxtax.core.providers import parse_provider
-    from onnxtax.runtimes.envs import ensure_env, resolve_cache_dir
     from onnxtax.core.specs import SampleRecipe
+    from onnxtax.parity.shapes import ShapePlan, plan_data_file, plan_shapes, sample_inputs
+    from onnxtax.runtimes.envs import ensure_env, resolve_cache_dir
 
     t_start = time.perf_counter()
     say = progress or silent
-    onnx_path = Path(onnx_path)
-    check_run(samples, data_files, opt_level, rtol, atol)
-    versions = parse_versions(list(versions))
-    requests = [parse_provider(p) for p in (providers or ["cpu"])]
+    if versions is not None:
+        kwargs["versions"] = list(versions)
+    opts = RuntimesOptions.build(options, **kwargs)
+    dims, samples, seed, ranges, data_files = opts.dims, opts.samples, opts.seed, opts.ranges, opts.data_files
+    rtol, atol, tolerances, min_cosine, opt_level = opts.rtol, opts.atol, opts.tolerances, opts.min_cosine, opts.opt_level
+    max_shapes, export_sizes, cache_dir, offline = opts.max_shapes, opts.export_sizes, opts.cache_dir, opts.offline
+    versions = parse_versions(list(opts.versions))
+    requests = [parse_provider(p) for p in (opts.providers or ["cpu"])]
     meter = StageMeter("runtimes")
-    meter.check(onnx_weights_bytes(onnx_path))
-    graph = load_graph(onnx_path)
-    resolved = resolve_inputs(onnx_path, inputs, ranges=ranges, graph=graph)
+    artifact = open_artifact(onnx_path)
+    onnx_path, graph = artifact.path, artifact.graph
+    meter.check(artifact.weights_bytes)
+    resolved = resolve_inputs(artifact, inputs, ranges=ranges)
 
     report = RuntimeMatrixReport(str(onnx_path), versions, rtol=rtol, atol=atol, per_output=dict(tolerances or {}),
                                  min_cosine=min_cosine, seed=seed, samples_per_shape=samples, input_source=resolved.source,
@@ -328,9 +312,8 @@ def check_runtimes(onnx_path: str | Path, versions: Sequence[str], model: Any = 
         from onnxtax.core.reference import EagerReference
 
         loaded = resolve_model(model)
-        module = loaded.module
-        check_inputs_match(module, specs, loaded.spec)
-        module.eval()
+        loaded.module.eval()
+        module = check_inputs_match(loaded.module, specs, loaded.spec)  # keyword-only inputs passed by name
         source = EagerReference(module, specs, resolved.ranges)
         reference = lambda arrays, where, file: source(arrays, where, file)  # noqa: E731
         report.reference = {"kind": "eager", "spec": None if loaded.in_memory else loaded.spec,
@@ -441,7 +424,7 @@ def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: l
     shape: atol scaled by the source output's RMS at that shape, the cosine gate per sample."""
     from onnxtax.core.compare import OutputStats, rms
     from onnxtax.core.compare import default_tolerance
-    from onnxtax.parity.report import CaseResult
+    from onnxtax.parity import CaseResult
 
     stats: dict[tuple[int, int], Any] = {}
     errors: dict[int, str] = {}

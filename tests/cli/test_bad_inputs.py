@@ -42,7 +42,7 @@ class KeywordOnly(torch.nn.Module):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A model file, its export (with manifest), and bad files beside them."""
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     root = tmp_path_factory.mktemp("bad-inputs")
     (root / "models.py").write_text(MODELS)
@@ -93,7 +93,7 @@ BAD = [
      "needs the keyword-only argument scale"),
     (["export", "{root}/one.npy:x", "-o", "{root}/out/n.onnx", "--input", "x:batch,4"],
      "is not a Python file Python can import"),
-    (["bench", SPEC, "{root}/m.onnx", "--cold-start-runs", "0"], "--cold-start-runs 0 must be >= 1"),
+    (["bench", SPEC, "{root}/m.onnx", "--cold-start-runs", "0"], "--cold-start-runs 0: must be an integer >= 1"),
     (["report", "merge", "{root}/m.onnx"], "m.onnx is a file"),
     (["verify", "{root}"], "is a folder, not an .onnx file"),
     # outputs are checked before the work, not after it
@@ -148,8 +148,8 @@ def test_opset_conversion_names_the_op_the_converter_message_does_not(tmp_path):
     import onnx
     from onnx import helper
 
-    from onnxtax.core.errors import CheckFailed
-    from onnxtax.export.run import _lock_opset
+    from onnxtax.core import CheckFailed
+    from onnxtax.export.graph import lock_opset as _lock_opset
 
     f = onnx.TensorProto.FLOAT
     graph = helper.make_graph(

@@ -130,7 +130,8 @@ def test_table_json_file_and_plot(m, tmp_path):
 
 
 def test_record_stores_the_summary_in_the_manifest(m):
-    from onnxtax.core.manifest import read_manifest, verify_artifact
+    from onnxtax.core.manifest import read_manifest
+    from onnxtax.verify import verify_artifact
 
     before = read_manifest(m.onnx)
     result = invoke(m.spec, m.onnx, "--batch-sizes", "1", *FAST, "--record", "--min-speedup", "0.0001")
@@ -161,7 +162,7 @@ def test_record_without_a_manifest_fails_before_measuring(m):
     (["--provider", "nope"], "unknown execution provider"),
     (["--provider", "cuda"], "not available on this host"),
     (["--dim", "seq=4"], "names no dynamic axis"),
-    (["--opt-level", "max"], "unknown optimisation level"),
+    (["--opt-level", "max"], "unknown --opt-level"),
     (["--warmup", "0"], "at least 1 warm-up"),
     (["--range", "z=0:3"], "names no input"),
 ])

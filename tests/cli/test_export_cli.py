@@ -63,7 +63,7 @@ def test_debug_shows_traceback(cli, tmp_path):
     ([f"{CASES}:Linear", "--input", "x:batch,4:complex64"], "unknown dtype 'complex64'"),
     ([f"{CASES}:Linear", "--input", "x:batch,4", "--dim", "seq=4"], "names no dynamic axis"),
     ([f"{CASES}:Linear", "--input", "x:batch,4", "--dim", "batch=0"], "not a positive integer"),
-    ([f"{CASES}:Linear", "--input", "x:batch,4", "--exporter", "jit"], "unknown exporter"),
+    ([f"{CASES}:Linear", "--input", "x:batch,4", "--exporter", "jit"], "unknown --exporter"),
     ([f"{CASES}:Linear"], "no --input given"),
 ])
 def test_usage_errors_exit_2_one_line(cli, tmp_path, args, words):
@@ -109,7 +109,7 @@ def test_output_under_a_file_is_exit_2_before_any_export(cli, tmp_path):
 
 
 def test_verify_names_a_missing_sidecar(cli, tmp_path):
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     out = tmp_path / "m.onnx"
     assert export_model(f"{CASES}:Linear", out, ["x:batch,4"], exporter="torchscript", external_data="always")
@@ -136,7 +136,7 @@ def test_two_processes_export_the_same_bytes(cli, tmp_path):
 
 
 def _exported_linear(tmp_path: Path) -> Path:
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     out = tmp_path / "art" / "m.onnx"
     assert export_model(f"{CASES}:Linear", out, ["x:batch,4"], exporter="torchscript")

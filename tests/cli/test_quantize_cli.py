@@ -23,7 +23,7 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     root = tmp_path_factory.mktemp("qcli")
     assert export_model(SPEC, root / "scorer.onnx", ["x:batch,16"], exporter="torchscript")

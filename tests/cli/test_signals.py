@@ -99,7 +99,7 @@ def test_a_folder_left_by_sigkill_is_removed_by_the_next_export(tmp_path):
     other.mkdir()
     (other / "owner.json").write_text(json.dumps(json.loads((stage / "owner.json").read_text())
                                                  | {"pid": os.getpid(), "started": _start_of(os.getpid())}))
-    from onnxtax.export.run import export_model
+    from onnxtax.export import export_model
 
     done = export_model(f"{tmp_path / 'slow.py'}:Quick", out / "m.onnx", ["x:batch,4"], exporter="torchscript")
     assert done, done.error

@@ -11,7 +11,7 @@ right means it arrives with the inputs ("inherited", from ops outside any submod
 Memory stays bounded: values are compared in chunks of modules whose outputs fit
 `memory_budget_mb` (eager copy + ONNX copy); each chunk is one eager run and one session
 run, and only numbers are kept between chunks. No copy of the graph holds weight bytes.
-On CPU, when parity shared the weights with the eager model (onnxtax.core.weights), every
+On CPU, when parity shared the weights with the eager model (onnxtax.core.sharing), every
 localisation session takes the same OrtValues over the module's parameters, so the extra
 memory is one chunk of activations plus the weights parity could not share; otherwise (and
 on other providers, which compile their own copy) each session reads the weights from the
@@ -49,7 +49,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -235,7 +234,7 @@ def _torch_args(specs: Sequence[Any], arrays: dict[str, np.ndarray]) -> list[Any
     return tensors
 
 
-def localize(module: Any, onnx_path: str | Path, arrays: dict[str, np.ndarray], *, specs: Sequence[Any],
+def localize(module: Any, onnx_path: Any, arrays: dict[str, np.ndarray], *, specs: Sequence[Any],
              mapping: dict[str, str], request: Any, rtol: float, atol: float, case: dict | None = None,
              warmup: Sequence[dict[str, np.ndarray]] = (), opt_level: str = "all", threads: int | None = None,
              memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
@@ -248,14 +247,14 @@ def localize(module: Any, onnx_path: str | Path, arrays: dict[str, np.ndarray], 
         request: the ProviderRequest to examine. rtol, atol: parity's tolerance.
         warmup: feeds (by ONNX input name) run first in the same session: a provider keeping
             state from earlier shapes shows its fault only after them.
-        shared_weights: parity's onnxtax.core.weights.SharedWeights of this model and module, or None:
+        shared_weights: parity's onnxtax.core.sharing.SharedWeights of this model and module, or None:
             CPU sessions then take those weights from the module's memory instead of the file.
     Never raises for what it finds: a failure to localise is a status with a reason.
     """
     t0 = time.perf_counter()
     loc = Localization(request.label, request.name, dict(case or {}), memory_budget_mb=memory_budget_mb)
     try:
-        _search(loc, module, Path(onnx_path), arrays, specs, mapping, request, rtol, atol, warmup, opt_level,
+        _search(loc, module, onnx_path, arrays, specs, mapping, request, rtol, atol, warmup, opt_level,
                 threads, memory_budget_mb, t0 + time_budget_s, shared_weights)
     except Exception as exc:  # noqa: BLE001 - ORT/torch errors inside an optional diagnosis
         from onnxtax.core.providers import ort_error_summary
@@ -266,7 +265,7 @@ def localize(module: Any, onnx_path: str | Path, arrays: dict[str, np.ndarray], 
     return loc
 
 
-def _search(loc: Localization, module: Any, onnx_path: Path, arrays: dict, specs, mapping, request, rtol, atol,
+def _search(loc: Localization, module: Any, onnx_path: Any, arrays: dict, specs, mapping, request, rtol, atol,
             warmup, opt_level, threads, budget_mb, deadline, shared_weights=None) -> None:
     graph = GraphMap(onnx_path, shared=shared_weights)
     loc.exporter = graph.exporter
@@ -687,7 +686,7 @@ def _list(values: list[int]) -> str:
 # --------------------------------------------------------------------------- parity's failures
 
 
-def localize_failures(report: Any, module: Any, onnx_path: str | Path, plans: Sequence[Any], sample_of: Any,
+def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[Any], sample_of: Any,
                       specs: Sequence[Any], mapping: dict[str, str], *, opt_level: str = "all",
                       threads: int | None = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
                       time_budget_s: float = DEFAULT_TIME_BUDGET_S, progress: Any = None,

@@ -1,0 +1,159 @@
+"""Running statistics per (provider, shape, output), one ORT run at a time, no arrays kept; then
+one CaseResult per provider x shape x output, with its reason and the provider's diagnosis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from onnxtax.core.compare import OutputStats, default_tolerance
+from onnxtax.core.inputs import ResolvedInputs
+from onnxtax.core.providers import ort_error_summary
+from onnxtax.core.reference import EagerReference
+from onnxtax.parity.diagnosis import (assumption_diagnosis, baked_hint, cross_provider_diagnosis, fresh_diagnosis,
+                                      provider_diagnosis, run_error_hint)
+from onnxtax.parity.report import CaseResult, ParityReport, placement_text
+from onnxtax.parity.sessions import LiveSession, open_parity_session
+from onnxtax.parity.shapes import ShapePlan
+
+
+class Comparison:
+    """Running statistics per (provider, shape, output); one ORT run at a time, no arrays kept."""
+
+    def __init__(self, live: list[LiveSession], output_names: list[str], rtol: float, atol: float,
+                 tolerances: dict[str, tuple[float, float]], min_cosine: float | None):
+        self.live, self.output_names = live, output_names
+        self.rtol, self.atol, self.tolerances, self.min_cosine = rtol, atol, tolerances, min_cosine
+        self.scales: dict[int, list[float]] = {}  # shape index -> RMS of each source output there
+        self.stats: dict[tuple[int, int, int], OutputStats] = {}
+        self.run_errors: dict[tuple[int, int], str] = {}
+        self.error_sample: dict[tuple[int, int], int] = {}
+        self.run_time: dict[tuple[int, int], float] = {}
+        self.fresh_notes: dict[tuple[int, int], str] = {}  # failures a fresh session does not reproduce
+
+    def run(self, si: int, pi: int, k: int, plan: ShapePlan, feeds: dict, expected: list) -> None:
+        """Sample k of shape pi on provider si; after a run error that shape is not retried there."""
+        if (si, pi) in self.run_errors:
+            return
+        t0 = time.perf_counter()
+        try:
+            got = self.live[si].session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types
+            line, node = ort_error_summary(exc)
+            self.run_errors[(si, pi)] = (f"ONNX Runtime failed to run at {plan.label}: {line}"
+                                         + (f" (node {node})" if node else ""))
+            self.error_sample[(si, pi)] = k
+            return
+        self.run_time[(si, pi)] = self.run_time.get((si, pi), 0.0) + time.perf_counter() - t0
+        for oi, (a, b) in enumerate(zip(got, expected)):
+            acc = self.stats.get((si, pi, oi))
+            if acc is None:
+                r, t = self.tolerances.get(self.output_names[oi], default_tolerance(b, self.rtol, self.atol))
+                acc = self.stats[(si, pi, oi)] = OutputStats(r, t, self.min_cosine)
+            acc.update(a, b, sample=k, scale=self.scales.get(pi, [None] * (oi + 1))[oi])
+
+    def failing_shapes(self, si: int, n_plans: int) -> list[tuple[int, int]]:
+        """(shape index, sample) of each shape where provider si failed, with the sample to replay."""
+        out = []
+        for pi in range(n_plans):
+            if (si, pi) in self.run_errors:
+                out.append((pi, self.error_sample[(si, pi)]))
+                continue
+            bad = [self.stats[(si, pi, oi)] for oi in range(len(self.output_names))
+                   if (si, pi, oi) in self.stats and not self.stats[(si, pi, oi)].passed]
+            if bad:
+                worst = bad[0].worst
+                out.append((pi, worst.sample if worst is not None else 0))
+        return out
+
+    def recheck_in_fresh_sessions(self, plans: list[ShapePlan], sample_of: Callable, source: EagerReference,
+                                  resolved: ResolvedInputs, onnx_path: Path, *, opt_level: str,
+                                  threads: int | None, shared: Any = None, limit: int = 2) -> None:
+        """Replay a failing shape in a new session. Shapes run one after another in one session, as in
+        a server; when a provider fails at a shape only after other shapes ran (a provider keeping
+        state from an earlier shape), the fresh session passes and the reason says so."""
+        for si, live in enumerate(self.live):
+            for pi, k in [(pi, k) for pi, k in self.failing_shapes(si, len(plans)) if pi > 0][:limit]:
+                plan = plans[pi]
+                arrays = sample_of(plan, k)
+                expected = source(arrays, f"{plan.label} sample {k}", plan.file)
+                try:
+                    session = open_parity_session(onnx_path, live.result.request, shared, opt_level=opt_level,
+                                            threads=threads, record_placement=False)
+                    got = session.run(None, resolved.feeds(arrays))
+                except Exception:  # noqa: BLE001 - the original failure stands on its own
+                    continue
+                finally:
+                    session = None  # closed before the next shape's loads: one more copy of the weights at most
+                checks = [OutputStats(*self.tolerances.get(name, default_tolerance(b, self.rtol, self.atol)),
+                                      self.min_cosine) for name, b in zip(self.output_names, expected)]
+                scales = self.scales.get(pi, [None] * len(checks))
+                if len(got) == len(expected) and all(c.update(a, b, scale=sc)
+                                                     for c, a, b, sc in zip(checks, got, expected, scales)):
+                    self.fresh_notes[(si, pi)] = (
+                        f"a new {live.result.request.name} session computes sample {k} of {plan.label} correctly: "
+                        f"it fails only after {', '.join(p.label for p in plans[:pi])} ran in the same session, so "
+                        "the provider keeps state from an earlier shape (a provider bug a long-lived session "
+                        "serving several shapes hits too)")
+
+    def collect(self, report: ParityReport, plans: list[ShapePlan], constant: dict[str, str] | None = None,
+                allowed: Sequence[str] = ()) -> None:
+        """Turn the statistics into one CaseResult per provider x shape x output, with reasons.
+        `constant`: outputs the source gives the same for every input (name -> why); they fail
+        every case as "not compared" unless `allowed`."""
+        constant = constant or {}
+        static_notes = [n for n in report.notes if "is static" in n]
+        for si, s in enumerate(self.live):
+            pr = s.result
+            for pi, plan in enumerate(plans):
+                error = self.run_errors.get((si, pi))
+                fresh = self.fresh_notes.get((si, pi))
+                share = self.run_time.get((si, pi), 0.0) / max(1, len(self.output_names))
+                for oi, name in enumerate(self.output_names):
+                    acc = self.stats.get((si, pi, oi))
+                    if acc is None:  # no sample ran: the first run failed
+                        reason = (error or "not run") + (
+                            f"; {fresh}" if fresh else f"; {static_notes[0]}" if static_notes
+                            else run_error_hint(plan))
+                        case = CaseResult(plan.label, name, "error", reason, None, share)
+                    else:
+                        reason = acc.failure_reason()
+                        if reason and fresh:
+                            reason += f"; {fresh}"
+                        elif reason and any(p.startswith("shape ") for p in acc.problems):
+                            reason += baked_hint(acc, plan, report.export_sizes)
+                        if error is not None:  # later samples stopped by a run error
+                            reason = "; ".join(filter(None, [reason, error]))
+                        case = CaseResult(plan.label, name, "passed" if reason is None else "failed", reason,
+                                          acc, share)
+                    if case.reason and plan.assumption:
+                        case.reason = (f"outside the range torch.export assumed at export ({plan.assumption}): "
+                                       f"{case.reason}")
+                    if not case.passed:
+                        report.failures.append(f"{pr.label} {plan.label} {name}: {case.reason}")
+                    if name in constant and name not in allowed:
+                        case.status = "failed" if case.status == "passed" else case.status
+                        case.reason = "; ".join(filter(None, [f"not compared: constant output ({constant[name]})",
+                                                              case.reason]))
+                    pr.cases.append(case)
+        for name, why in constant.items():
+            if name in allowed:
+                report.notes.append(f"output '{name}' is constant ({why}): compared, but no wrong value that is the "
+                                    "same constant could show; allowed by --allow-constant")
+                continue
+            line = (f"output '{name}': not compared: constant output ({why}), so the check cannot fail; make the "
+                    f"inputs exercise it (--range, --data), or allow it with --allow-constant {name} if it really "
+                    "does not depend on the inputs")
+            report.model_failures.append(line)
+            report.failures.append(line)
+        for si, s in enumerate(self.live):
+            pr = s.result
+            if any(not c.passed for c in pr.cases) and pr.status == "passed":
+                pr.status = "failed"
+                others = [o.result for o in self.live if o is not s]
+                pr.reason = (fresh_diagnosis(pr, [n for (i, _), n in self.fresh_notes.items() if i == si])
+                             or assumption_diagnosis(pr, plans)
+                             or cross_provider_diagnosis(pr, others) or provider_diagnosis(pr, plans))
+            elif pr.status == "passed" and pr.placement and pr.placement.fell_back:
+                pr.reason = placement_text(pr.placement)
