@@ -50,7 +50,7 @@ def test_an_exit_without_a_result_is_a_crash_with_the_exit_code():
 
 
 def test_lint_reports_a_hung_provider_as_a_finding():
-    from onnxtax.lint.rules import _ended_finding
+    from onnxtax.lint.placement import _ended_finding
     from onnxtax.core.providers import parse_provider
 
     run = run_in_child("tests.child_targets:sleep_past", {"seconds": 60}, timeout=1, env=ENV)

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from onnxtax.ci import MODEL_SCHEMA, run_ci
-from onnxtax.lint.sarif import merge_sarif
+from onnxtax.render.sarif import merge_sarif
 from onnxtax.ci import load_config
 from onnxtax.core import ProviderError
 

@@ -19,7 +19,9 @@ from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.parity import SCHEMA, check_parity, parse_tolerances, plan_shapes
 from onnxtax.parity.shapes import default_axis_values
-from onnxtax.core.report import jsonable, junit_xml
+from onnxtax.core.report import jsonable
+from onnxtax.render.junit import junit_xml
+from onnxtax.render.parity import parity_junit_suites, parity_markdown
 from onnxtax.core.specs import parse_input_specs
 
 MODELS = '''
@@ -342,14 +344,14 @@ def test_session_load_failure_is_a_failure_not_a_crash(models, tmp_path):
     assert not report
     assert report.providers[0].status == "error"
     assert "session could not load" in report.providers[0].reason and "Mystery" in report.providers[0].reason
-    root = ET.fromstring(junit_xml(report.junit_suites()))
+    root = ET.fromstring(junit_xml(parity_junit_suites(report)))
     assert root.get("errors") == "1"
 
 
 def test_junit_counts_one_case_per_provider_shape_output(models):
     report = check_parity(spec(models, "DictOut"), models["DictOut"], providers=["cpu", "cuda"],
                           skip_unavailable=True)
-    root = ET.fromstring(junit_xml(report.junit_suites()))
+    root = ET.fromstring(junit_xml(parity_junit_suites(report)))
     assert root.tag == "testsuites"
     assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == ("10", "0", "0", "1")
     cpu = root.find("testsuite[@name='parity cpu']")
@@ -357,11 +359,11 @@ def test_junit_counts_one_case_per_provider_shape_output(models):
     assert names[:3] == ["batch=1 score", "batch=1 relu", "batch=1 double"] and len(names) == 9
 
     failing = check_parity(spec(models, "BakedBatch"), models["BakedBatch"], dims={"batch": [1, 3, 7]})
-    root = ET.fromstring(junit_xml(failing.junit_suites()))
+    root = ET.fromstring(junit_xml(parity_junit_suites(failing)))
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "1", "1")
     failure = root.find(".//testcase[@name='batch=1 y']/failure")
     assert "shape [3, 4], source [1, 4]" in failure.get("message")
-    markdown = failing.markdown()
+    markdown = parity_markdown(failing)
     assert "FAILED" in markdown and "| cpu | failed | 1/3 |" in markdown
 
 

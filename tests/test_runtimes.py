@@ -10,6 +10,8 @@ from pathlib import Path
 
 import onnx
 import pytest
+
+from onnxtax.render.runtimes import runtimes_junit_suites
 from onnx import TensorProto, helper
 
 from onnxtax.export import export_model
@@ -184,8 +186,8 @@ def test_provider_missing_from_the_package_is_reported_not_faked(exported, runti
     by = {r.short: r for r in report.results}
     assert by["openvino"].status == "unavailable" and "not in this onnxruntime package (it has" in by["openvino"].message
     assert by["cpu"].status == "passed" and report.passed
-    assert [s.cases[0].name for s in report.junit_suites()] == ["load", "load"]
-    assert report.junit_suites()[1].cases[0].skipped
+    assert [s.cases[0].name for s in runtimes_junit_suites(report)] == ["load", "load"]
+    assert runtimes_junit_suites(report)[1].cases[0].skipped
 
 
 def test_limits_table():

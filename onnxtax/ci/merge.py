@@ -54,7 +54,7 @@ from pathlib import Path
 from onnxtax.ci.run import MODEL_SCHEMA, PASSING, RUN_SCHEMA, VERDICT_TEXT, VERDICTS
 from onnxtax.core.errors import OnnxtaxError
 from onnxtax.core.memory import format_bytes
-from onnxtax.core.report import md_cell
+from onnxtax.render.text import md_cell
 
 MATRIX_SCHEMA = "onnxtax.matrix/1"
 FAILING = ("failed", "error")

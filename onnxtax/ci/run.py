@@ -20,10 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from onnxtax.ci.report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG, RUN_SCHEMA, RUNNING_FILE,
-                               RUNNING_SCHEMA, STAGE_TITLES, STAGES, VERDICT_TEXT, VERDICTS, CiReport, ModelRun,
-                               ProviderVerdict, StageResult, summary_markdown, write_reports)
+from onnxtax.ci.report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG, RUN_SCHEMA, RUNNING_FILE, RUNNING_SCHEMA, STAGE_TITLES, STAGES, VERDICT_TEXT, VERDICTS, CiReport, ModelRun, ProviderVerdict, StageResult)
 from onnxtax.ci.config import ModelConfig, OnnxtaxConfig
+from onnxtax.ci.files import summary_markdown, write_reports
 from onnxtax.ci.stages import (ModelContext, has_artifact, provider_verdicts, stage_bench, stage_export, stage_lint,
                                stage_off, stage_parity, stage_quantize, stage_reuse, stage_runtimes, stage_verify)
 from onnxtax.core.errors import CheckFailed, OnnxtaxError

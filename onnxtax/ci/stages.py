@@ -302,10 +302,10 @@ def provider_verdicts(model: ModelConfig, parity: Any, stage: StageResult | None
                 verdict = "fell_back" if pr.placement is not None and pr.placement.fell_back else "passed"
             else:
                 verdict = pr.status if pr.status in VERDICTS else "failed"
-            reason = pr.reason
+            reason = pr.explanation
             bad = [c for c in pr.cases if not c.passed]
             if verdict in ("failed", "error") and bad:
-                first = f"{bad[0].shape} {bad[0].output}: {bad[0].reason}"
+                first = f"{bad[0].shape} {bad[0].output}: {bad[0].explanation}"
                 more = f" (+{len(bad) - 1} more of {len(pr.cases)} cases)" if len(bad) > 1 else ""
                 reason = f"{reason}; {first}{more}" if reason else first + more
             if verdict == "fell_back" and not reason:

@@ -32,6 +32,8 @@ def _cell(status: str, text: str = "") -> str:
 
 @app.command(epilog=EXIT_CODES_HELP + " A model that cannot be built or a provider this host lacks (without "
              "--skip-unavailable) is recorded and the run goes on; the exit code is then 2.")
+
+
 def ci(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="onnxtax.toml, or a pyproject.toml with "
                                                    "[tool.onnxtax]. Default: searched from the current folder "
@@ -141,7 +143,7 @@ def _render_summary(report: Any, out: Any) -> None:
     from rich.table import Table
     from rich.markup import escape
     from onnxtax.ci.run import STAGE_TITLES, STAGES
-    from onnxtax.ci.report import peak_cell
+    from onnxtax.ci import peak_cell
 
     table = Table(title="onnxtax ci", title_justify="left", header_style="bold")
     table.add_column("model", overflow="fold")
@@ -177,6 +179,8 @@ def _render_summary(report: Any, out: Any) -> None:
                     "run was interrupted, failed or errored (its ci.json), a folder of model reports has no ci.json, "
                     "or the same artifact passed on one host and failed on another for the same provider; 2 no "
                     "reports found, or a report that cannot be read or has wrong types (named).")
+
+
 def merge(
     folders: Annotated[list[Path], typer.Argument(help="Report folders written by `onnxtax ci --reports` (searched "
                                                   "recursively, e.g. downloaded CI artifacts), one or more.",

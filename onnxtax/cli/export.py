@@ -26,12 +26,6 @@ INPUT_HELP = ("NAME:DIMS[:DTYPE], one per forward() argument, in order. DIMS: in
               "DTYPE defaults to float32.")
 
 
-def _dims_text(dims: list) -> str:
-    from rich.markup import escape
-
-    return escape("[" + ", ".join("?" if d is None else str(d) for d in dims) + "]")
-
-
 @app.command(epilog=EXIT_CODES_HELP)
 def export(
     spec: Annotated[str, SPEC_ARG],
@@ -83,7 +77,9 @@ def export(
     if json_out:
         print_json(result.to_dict())
     else:
-        _render_export(result)
+        from onnxtax.render.export import export_table
+
+        export_table(result, console)
         print_memory(result)
     if not result.passed:
         print_error(result.error, result.hint, label="export failed")
@@ -102,44 +98,6 @@ def _target_verifier(target_ort: str | None, cache: Path | None, offline: bool):
     from onnxtax.runtimes import target_verifier
 
     return target_verifier(cache, offline)
-
-
-def _render_export(result) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from onnxtax.core.report import format_size
-
-    if result.passed:
-        console.print(f"[bold green]exported[/] {escape(result.output)}  ({result.exporter} exporter, opset {result.opset}, "
-                      f"IR {result.ir_version}, {format_size(result.size_bytes)}, {result.seconds:.1f} s)",
-                      highlight=False, soft_wrap=True)  # a long path stays whole in a log
-        table = Table(box=None, pad_edge=False)
-        for col in ("", "name", "dims", "dtype"):
-            table.add_column(col)
-        for kind, items in (("input", result.inputs), ("output", result.outputs)):
-            for item in items:
-                table.add_row(kind, escape(item["name"]), _dims_text(item["dims"]), item["dtype"])
-        console.print(table)
-    checks = Table(box=None, pad_edge=False, show_header=False)
-    checks.add_column()
-    checks.add_column()
-    checks.add_column(overflow="fold")
-    for c in result.checks:
-        mark = "[dim]skip[/]" if c.passed is None else "[green]pass[/]" if c.passed else "[red]fail[/]"
-        checks.add_row(mark, c.name, escape(c.detail))
-    if result.checks:
-        console.print(checks)
-    defaults = [f"{name}: {how}" for name, how in result.domains.items() if "default for" in how]
-    if defaults:
-        console.print(f"[dim]integer inputs drawn from name-based defaults: {escape('; '.join(defaults))} "
-                      "(--range sets them)[/]", highlight=False, soft_wrap=True)
-    for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
-    if result.passed:
-        from onnxtax.core.manifest import manifest_path_for
-
-        console.print(f"manifest: {escape(str(manifest_path_for(result.output)))}", highlight=False)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -202,5 +160,3 @@ def providers(
     for p in host.providers:
         table.add_row(p.name, p.short, "yes" if p.compute else "no", p.note)
     console.print(table)
-
-

@@ -11,6 +11,7 @@ from onnxtax.core import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory,
                               progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP
+from onnxtax.render.runtimes import runtimes_table, runtimes_verdict
 from onnxtax.core.errors import EXIT_OK
 
 ORT_HELP = ("onnxruntime releases, exact (1.16.3), comma-separated or repeated. Each gets a cached virtualenv with "
@@ -111,8 +112,8 @@ def runtimes(
     if json_stdout:
         print_json(report.to_dict())
     else:
-        render(report)
-    _verdict(report, err_console if json_stdout else console)
+        runtimes_table(report, console)
+    runtimes_verdict(report, err_console if json_stdout else console)
     print_memory(report, err_console if json_stdout else console)
     if record:
         (err_console if json_stdout else console).print(f"recorded in {recorded}", highlight=False)
@@ -133,7 +134,9 @@ def _say(progress):
 def _write_outputs(report, json_out: str | None, junit: Path | None, markdown: Path | None) -> None:
     from onnxtax.core.errors import OnnxtaxError
     from onnxtax.core.files import write_json_atomic, write_text_atomic
-    from onnxtax.core.report import append_github_summary, jsonable, write_junit
+    from onnxtax.core.report import append_github_summary, jsonable
+    from onnxtax.render.junit import write_junit
+    from onnxtax.render.runtimes import runtimes_junit_suites, runtimes_markdown
 
     target = ""
     try:
@@ -142,12 +145,12 @@ def _write_outputs(report, json_out: str | None, junit: Path | None, markdown: P
             write_json_atomic(json_out, jsonable(report.to_dict()))
         if junit:
             target = f"--junit {junit}"
-            write_junit(junit, report.junit_suites(), name="onnxtax runtimes")
+            write_junit(junit, runtimes_junit_suites(report), name="onnxtax runtimes")
         if markdown:
             target = f"--markdown {markdown}"
-            write_text_atomic(markdown, report.markdown())
+            write_text_atomic(markdown, runtimes_markdown(report))
         target = "$GITHUB_STEP_SUMMARY"
-        append_github_summary(report.markdown())
+        append_github_summary(runtimes_markdown(report))
     except OSError as exc:
         raise OnnxtaxError(f"cannot write {target}: {exc.strerror or exc}",
                            "give a path in a writable directory") from exc
@@ -170,57 +173,3 @@ def _limits_output(rows, json_out: str | None) -> None:
     for r in rows:
         table.add_row(r.latest, str(r.max_opset), str(r.max_ml_opset), str(r.max_ir))
     console.print(table)
-
-
-def render(report, out=None) -> None:
-    """Release x provider: status, the runtime's message, worst difference; then failures."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    out = out or console
-    ref = report.reference.get("spec") or f"onnxruntime {report.reference.get('onnxruntime')} (installed)"
-    info = report.model_info
-    opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in info.get("opsets", {}).items())
-    table = Table(title=f"runtimes: {escape(report.onnx)} (IR {info.get('ir_version')}, {escape(opsets)}) vs "
-                        f"{escape(ref)}", title_justify="left", header_style="bold")
-    for col, justify in (("onnxruntime", "left"), ("provider", "left"), ("loads", "left"), ("parity", "left"),
-                         ("cases", "right"), ("max abs", "right"), ("detail", "left")):
-        table.add_column(col, justify=justify, overflow="fold", no_wrap=col not in ("detail",))
-    for r in report.results:
-        loads = {"load-error": "[bold red]no[/]", "unavailable": "[dim]-[/]", "crashed": "[bold red]crashed[/]"}.get(
-            r.status, "[green]yes[/]")
-        parity = {"passed": "[green]pass[/]", "failed": "[bold red]FAIL[/]", "run-error": "[bold red]ERROR[/] run",
-                  "unavailable": "[dim]not in package[/]"}.get(r.status, "[dim]-[/]")
-        passed = sum(1 for c in r.cases if c.passed)
-        diffs = [c.stats.max_abs_diff for c in r.cases if c.stats is not None and c.stats.samples]
-        detail = r.message or ""
-        if r.status == "failed":
-            bad = next(c for c in r.cases if not c.passed)
-            detail = f"{bad.shape} {bad.output}: {bad.reason}"
-        table.add_row(r.ort, escape(r.label), loads, parity, f"{passed}/{len(r.cases)}" if r.cases else "-",
-                      f"{max(diffs):.3g}" if diffs else "-", escape(detail))
-    out.print(table)
-    for note in report.notes:
-        out.print(f"[dim]note: {escape(note)}[/]", highlight=False, soft_wrap=True)
-    for env in report.environments:
-        if env.get("built_now"):
-            out.print(f"[dim]built the onnxruntime {env['version']} virtualenv in {env['build_s']:.0f} s "
-                      f"({escape(env['path'])})[/]", highlight=False, soft_wrap=True)
-    for r in report.results:
-        if r.status in ("passed", "unavailable") or not r.predicted:
-            continue
-        out.print(f"[yellow]{r.ort}:[/] the limits table predicted it: {escape('; '.join(r.predicted))}",
-                  highlight=False, soft_wrap=True)
-
-
-def _verdict(report, out) -> None:
-    lowest = report.minimum_passing
-    scope = (f"{len(report.versions)} release(s) x {len({r.label for r in report.results})} provider(s), "
-             f"{len(report.shapes)} shape(s); lowest passing release: {lowest or 'none'}")
-    if report.passes_from and report.passes_from != lowest:
-        scope += f" (every listed release from {report.passes_from} passes)"
-    if report.passed:
-        out.print(f"[bold green]runtimes passed[/]: {scope}", highlight=False, soft_wrap=True)
-    else:
-        out.print(f"[bold red]runtimes FAILED[/]: {len(report.failures)} failure(s); {scope}", highlight=False,
-                  soft_wrap=True)

@@ -234,7 +234,7 @@ class OutputStats:
         parts = list(self.problems)
         if self.outside:
             atol_text = (f"{self.atol_effective:.3g}" if self.atol_effective is not None else f"{self.atol:g}")
-            text = (f"{self.outside} of {self.elements} elements ({_pct(self.outside_pct)}) outside "
+            text = (f"{self.outside} of {self.elements} elements ({format_pct(self.outside_pct)}) outside "
                     f"|a-b| <= {atol_text} + {self.rtol:g}*|b|")
             if self.atol_effective is not None and self.scale is not None:
                 text += f" (atol {self.atol:g} x output rms {self.scale:.3g})"
@@ -242,8 +242,8 @@ class OutputStats:
                 text += f", {self.nan_inf_mismatch} with NaN/Inf at different positions"
             w = self.worst
             if w is not None:
-                text += (f"; worst at {list(w.index)} (sample {w.sample}): onnx {_num(w.onnx)} vs source "
-                         f"{_num(w.source)}")
+                text += (f"; worst at {list(w.index)} (sample {w.sample}): onnx {format_value(w.onnx)} vs source "
+                         f"{format_value(w.source)}")
                 if math.isfinite(w.abs_diff):
                     text += f" (diff {w.abs_diff:.3g})"
             parts.append(text)
@@ -256,7 +256,7 @@ class OutputStats:
                          "the tolerance is tighter than float32 arithmetic allows")
         elif 0 < self.failed_samples < self.samples and not self.problems:
             parts.append(f"fails on {self.failed_samples} of {self.samples} samples at this shape: the difference "
-                         "depends on the input values (--localize finds the module, the line and the rows)")
+                         "depends on the input values")
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
@@ -335,11 +335,11 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _num(v: float) -> str:
+def format_value(v: float) -> str:
     return f"{v:.6g}"
 
 
-def _pct(p: float) -> str:
+def format_pct(p: float) -> str:
     return f"{p:.3g}%"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from onnxtax.core.errors import ConfigError
@@ -164,12 +163,6 @@ class LintReport(Verdict):
                 "notes": list(self.notes), "seconds": round(self.seconds, 3),
                 "memory": self.memory.to_dict() if self.memory else None,
                 "findings": [f.to_dict() for f in self.findings]}
-
-    def to_sarif(self, *, base_dir: str | Path | None = None) -> dict:
-        """SARIF 2.1.0 log (GitHub code scanning): see onnxtax.lint.sarif."""
-        from onnxtax.lint.sarif import report_to_sarif
-
-        return report_to_sarif(self, RULES.values(), base_dir=base_dir)
 
 
 # ----------------------------------------------------------------------------------------- allow list

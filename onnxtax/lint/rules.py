@@ -7,21 +7,18 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-from onnxtax.core.child import ChildResult
-from onnxtax.core.errors import CheckFailed
-from onnxtax.lint.findings import RULES, Finding, LintReport
+from onnxtax.lint.findings import RULES, Finding
 from onnxtax.lint.graph import (CONTROL_FLOW_OPS, STANDARD_DOMAINS, NodeRef, iter_graphs, iter_nodes,
                                 node_source_location, subgraphs)
 from onnxtax.core.manifest import export_sizes_of
-from onnxtax.core.providers import (Placement, ProviderRequest, isolated_placement, open_session, ort_error_summary,
-                               placement_of, resolve_providers)
+from onnxtax.core.providers import ort_error_summary
 
 SHAPE_OPS = {"Reshape": 1, "Expand": 1, "Tile": 1, "ConstantOfShape": 0}
 
 
-def _finding(rule: str, message: str, ref: NodeRef | None = None, *, severity: str | None = None,
+def finding(rule: str, message: str, ref: NodeRef | None = None, *, severity: str | None = None,
              hint: str = "", node: str | None = None, **details) -> Finding:
     f = Finding(rule, severity or RULES[rule].severity, message, hint, details=details)
     if ref is not None:
@@ -35,10 +32,7 @@ def _finding(rule: str, message: str, ref: NodeRef | None = None, *, severity: s
     return f
 
 
-
 # ----------------------------------------------------------------------------------------- context
-
-
 @dataclass
 class LintContext:
     """What the rules share: the loaded model, shape-inferred value types, the runtime's verdict."""
@@ -68,18 +62,16 @@ class LintContext:
 
 
 # ----------------------------------------------------------------------------------------- rules
-
-
 def rule_ir_version(ctx: LintContext) -> list[Finding]:
     out = []
     ir = ctx.model.ir_version
     fix = ("lower it: `m = onnx.load(p); m.ir_version = {v}; onnx.save(m, p)` (valid when the opset is one that "
            "IR {v} runtimes load), or export with a matching onnx version")
     if ctx.target_ir is not None and ir > ctx.target_ir:
-        out.append(_finding("ir-version", f"model IR version {ir} is above the target IR version {ctx.target_ir}",
+        out.append(finding("ir-version", f"model IR version {ir} is above the target IR version {ctx.target_ir}",
                             hint=fix.format(v=ctx.target_ir), ir_version=ir, limit=ctx.target_ir, limit_from="target"))
     if ctx.ort_max_ir is not None and ir > ctx.ort_max_ir:
-        out.append(_finding("ir-version", f"model IR version {ir} is above what the installed ONNX Runtime loads "
+        out.append(finding("ir-version", f"model IR version {ir} is above what the installed ONNX Runtime loads "
                             f"(max {ctx.ort_max_ir}): it refuses the model",
                             hint=fix.format(v=ctx.ort_max_ir), ir_version=ir, limit=ctx.ort_max_ir,
                             limit_from="onnxruntime"))
@@ -92,16 +84,16 @@ def rule_opset(ctx: LintContext) -> list[Finding]:
     out: list[Finding] = []
     opset = ctx.default_opset
     if opset is None:
-        out.append(_finding("opset", "the model imports no default-domain (ai.onnx) opset",
+        out.append(finding("opset", "the model imports no default-domain (ai.onnx) opset",
                             hint="re-export the model; every ONNX model needs an ai.onnx opset import"))
         return out
     if ctx.target_opset is not None and opset > ctx.target_opset:
-        out.append(_finding("opset", f"model opset {opset} is above the target opset {ctx.target_opset}",
+        out.append(finding("opset", f"model opset {opset} is above the target opset {ctx.target_opset}",
                             hint=f"export with --opset {ctx.target_opset} (`onnxtax export` fails instead of "
                                  f"silently keeping another opset)", opset=opset, limit=ctx.target_opset,
                             limit_from="target"))
     if ctx.ort_max_opset is not None and opset > ctx.ort_max_opset:
-        out.append(_finding("opset", f"model opset {opset} is above what the installed ONNX Runtime supports "
+        out.append(finding("opset", f"model opset {opset} is above what the installed ONNX Runtime supports "
                             f"(ai.onnx up to {ctx.ort_max_opset})",
                             hint=f"export with --opset {ctx.ort_max_opset} or lower, or upgrade onnxruntime",
                             opset=opset, limit=ctx.ort_max_opset, limit_from="onnxruntime"))
@@ -133,7 +125,7 @@ def rule_opset(ctx: LintContext) -> list[Finding]:
             msg = (f"{op} is used in its opset-{since} version, above target opset {ctx.target_opset} "
                    f"(which has the opset-{older} version; {len(refs)} node(s): {listed})")
             hint = f"export with --opset {ctx.target_opset} so the exporter emits the older {op}"
-        out.append(_finding("opset", msg, refs[0], hint=hint, since_version=since, target_version=older,
+        out.append(finding("opset", msg, refs[0], hint=hint, since_version=since, target_version=older,
                             nodes=names))
     return out
 
@@ -144,7 +136,7 @@ def rule_target_runtime(ctx: LintContext) -> list[Finding]:
 
     out = []
     for p in target_problems(ctx.model, ctx.target_ort):
-        f = _finding("target-runtime", p.message, hint=p.hint, kind=p.kind, ort=ctx.target_ort.series,
+        f = finding("target-runtime", p.message, hint=p.hint, kind=p.kind, ort=ctx.target_ort.series,
                      limit_source=ctx.target_ort.source, nodes=list(p.nodes), since_version=p.since_version)
         if p.op_type:
             f.op_type, f.domain = p.op_type, "ai.onnx"
@@ -218,7 +210,7 @@ def rule_custom_op(ctx: LintContext) -> list[Finding]:
         elif ref.node.domain not in STANDARD_DOMAINS:
             custom[key].append(ref)
     for (domain, name), n in sorted(calls.items()):
-        out.append(_finding("custom-op", f"{n} call(s) to the model-local function {domain}::{name}: ONNX Runtime "
+        out.append(finding("custom-op", f"{n} call(s) to the model-local function {domain}::{name}: ONNX Runtime "
                             f"inlines it (its body's ops are checked like any other)", severity="info",
                             node=f"{domain}::{name}", function=f"{domain}::{name}", calls=n))
     verdicts: dict[tuple[str, str], str | None] = {}
@@ -237,11 +229,11 @@ def rule_custom_op(ctx: LintContext) -> list[Finding]:
                        f"runtime (TensorRT standalone, OpenVINO runtime, TFLite converters) knows it")
                 hint = ("fine if the model is only served by ONNX Runtime; otherwise disable the ORT fusion that "
                         "wrote it (save the model before ORT optimisation) or rewrite it with standard ops")
-                out.append(_finding("custom-op", msg, ref, severity="warning", hint=hint, loads=True, ort_only=True))
+                out.append(finding("custom-op", msg, ref, severity="warning", hint=hint, loads=True, ort_only=True))
             elif loads:
                 msg = (f"{domain}::{op} is not a standard ONNX op; the installed ONNX Runtime loads it, so a "
                        f"custom-op library or build provides it: every deployment needs the same one")
-                out.append(_finding("custom-op", msg, ref, severity="warning", hint=RULES["custom-op"].help,
+                out.append(finding("custom-op", msg, ref, severity="warning", hint=RULES["custom-op"].help,
                                     loads=True, ort_only=False))
             else:
                 why = ort_error_summary(verdict)[0] if verdict else ""
@@ -251,7 +243,7 @@ def rule_custom_op(ctx: LintContext) -> list[Finding]:
                 hint = ("rewrite it with standard torch ops before export, map it to standard ONNX ops in the "
                         "exporter's custom_translation_table, or register an ORT custom-op library "
                         "(SessionOptions.register_custom_ops_library) wherever the model runs")
-                out.append(_finding("custom-op", msg, ref, severity="error", hint=hint, loads=False,
+                out.append(finding("custom-op", msg, ref, severity="error", hint=hint, loads=False,
                                     ort_only=ms, runtime_error=why))
     return out
 
@@ -274,7 +266,7 @@ def rule_runtime_load(ctx: LintContext, explained: list[Finding]) -> list[Findin
     ref = None
     if node:
         ref = next((r for r in iter_nodes(ctx.model) if r.node.name == node), None)
-    return [_finding("runtime-load", f"ONNX Runtime refuses the model: {clean}", ref,
+    return [finding("runtime-load", f"ONNX Runtime refuses the model: {clean}", ref,
                      hint="fix the node it names; `python -c \"import onnx; onnx.checker.check_model('m.onnx', "
                           "full_check=True)\"` may say more", node=None if ref else node, runtime_error=clean)]
 
@@ -351,7 +343,7 @@ def rule_control_flow(ctx: LintContext) -> list[Finding]:
                     "export with the LSTM/GRU ops (torch.nn.LSTM exports to ONNX LSTM)")
         else:
             msg = f"{op} runs a subgraph per sequence element"
-        out.append(_finding("control-flow", msg, ref, hint=hint, **details))
+        out.append(finding("control-flow", msg, ref, hint=hint, **details))
     return out
 
 
@@ -379,22 +371,22 @@ def rule_float64(ctx: LintContext) -> list[Finding]:
     g = ctx.model.graph
     for vi in g.input:
         if vi.type.tensor_type.elem_type == dbl:
-            out.append(_finding("float64", f"graph input '{vi.name}' is float64", hint=hint, node=vi.name,
+            out.append(finding("float64", f"graph input '{vi.name}' is float64", hint=hint, node=vi.name,
                                 kind="input"))
     for vi in g.output:
         if vi.type.tensor_type.elem_type == dbl:
-            out.append(_finding("float64", f"graph output '{vi.name}' is float64", hint=hint, node=vi.name,
+            out.append(finding("float64", f"graph output '{vi.name}' is float64", hint=hint, node=vi.name,
                                 kind="output"))
     for graph, path in iter_graphs(ctx.model):
         doubles = [t.name for t in graph.initializer if t.data_type == dbl]
         if len(doubles) > 10:
-            f = _finding("float64", f"{len(doubles)} float64 initializers (e.g. {', '.join(doubles[:3])})",
+            f = finding("float64", f"{len(doubles)} float64 initializers (e.g. {', '.join(doubles[:3])})",
                          hint=hint, node=doubles[0], kind="initializers", names=doubles)
             f.subgraph = path
             out.append(f)
         else:
             for name in doubles:
-                f = _finding("float64", f"initializer '{name}' is float64", hint=hint, node=name, kind="initializer")
+                f = finding("float64", f"initializer '{name}' is float64", hint=hint, node=name, kind="initializer")
                 f.subgraph = path
                 out.append(f)
     for ref in iter_nodes(ctx.model):
@@ -402,9 +394,9 @@ def rule_float64(ctx: LintContext) -> list[Finding]:
         if node.domain not in ("", "ai.onnx"):
             continue
         if node.op_type == "Cast" and any(a.name == "to" and a.i == dbl for a in node.attribute):
-            out.append(_finding("float64", f"Cast to float64 ({ref.label})", ref, hint=hint, kind="cast"))
+            out.append(finding("float64", f"Cast to float64 ({ref.label})", ref, hint=hint, kind="cast"))
         elif node.op_type == "Constant" and any(a.name == "value" and a.t.data_type == dbl for a in node.attribute):
-            out.append(_finding("float64", f"float64 Constant ({ref.label})", ref, hint=hint, kind="constant"))
+            out.append(finding("float64", f"float64 Constant ({ref.label})", ref, hint=hint, kind="constant"))
     return out
 
 
@@ -467,7 +459,7 @@ def rule_baked_shape(ctx: LintContext) -> list[Finding]:
             onnx_dims = vi.type.tensor_type.shape.dim
             for axis, (want, have) in enumerate(zip(dims, onnx_dims)):
                 if isinstance(want, str) and have.HasField("dim_value"):
-                    out.append(_finding("baked-shape", f"graph {kind} '{vi.name}' axis {axis} is static "
+                    out.append(finding("baked-shape", f"graph {kind} '{vi.name}' axis {axis} is static "
                                         f"{have.dim_value} but the manifest declares it dynamic ('{want}')",
                                         hint=hint, node=vi.name, kind=kind, axis=axis, symbol=want,
                                         size=have.dim_value))
@@ -497,7 +489,7 @@ def rule_baked_shape(ctx: LintContext) -> list[Finding]:
             what = {"Tile": "repeats", "ConstantOfShape": "shape"}.get(node.op_type, "target shape")
             built = node.input[pos] not in consts
             text = (f"is built by a Concat with the constant piece(s) {shown}" if built else f"is the constant {shown[0]}")
-            out.append(_finding("baked-shape", f"{node.op_type} {what} {text} ({syms})", ref, hint=hint,
+            out.append(finding("baked-shape", f"{node.op_type} {what} {text} ({syms})", ref, hint=hint,
                                 values=baked, symbols=[wanted[v] for v in baked]))
     return out
 
@@ -545,113 +537,7 @@ def _constant_pieces(value: str, consts: dict, producers: dict) -> list:
     return []
 
 
-def rule_provider_fallback(ctx: LintContext, providers: Sequence[str | ProviderRequest],
-                           report: LintReport) -> list[Finding]:
-    out: list[Finding] = []
-    usable, skipped = resolve_providers(providers, skip_unavailable=True)
-    for req in skipped:
-        report.providers["not_checked"].append(req.label)
-        out.append(_finding("provider-fallback", f"{req.label}: not checked here ({req.name} is not available on "
-                            f"this host); placement is never guessed", severity="info",
-                            hint="run lint-ops on a host with that provider (or in CI there)",
-                            provider=req.name, checked=False))
-    nodes_by_name = {r.node.name: r for r in iter_nodes(ctx.model) if r.node.name}
-    for req in usable:
-        placement, refused, ended = _placement(ctx, req)
-        if ended is not None:
-            report.providers["checked"].append({"provider": req.name, "label": req.label, "placement": None,
-                                                "error": ended.message})
-            out.append(_ended_finding(req, ended))
-            continue
-        if refused is not None:
-            report.providers["checked"].append({"provider": req.name, "label": req.label, "placement": None,
-                                                "error": refused})
-            flow = sorted({r.node.op_type for r in iter_nodes(ctx.model)
-                           if r.node.op_type in CONTROL_FLOW_OPS and r.node.domain in ("", "ai.onnx")})
-            if ctx.load_error is not None:
-                hint = "the CPU provider refuses the model too: fix the findings above first"
-            elif flow:
-                hint = (f"the CPU provider loads it, so {req.short} refuses something in the model; it has "
-                        f"{'/'.join(flow)} (see control-flow), which providers often cannot take: compute both sides "
-                        f"and select with torch.where instead of torch.cond, or serve on a provider that loads it")
-            else:
-                hint = (f"the CPU provider loads it, so {req.short} refuses something in the model: check the "
-                        f"provider options, rewrite the op the message names, or serve on a provider that loads it")
-            named = ort_error_summary(refused)[1]
-            ref = nodes_by_name.get(named) if named else None
-            out.append(_finding("provider-fallback", f"{req.label} cannot load the model: {refused}", ref,
-                                severity="error", hint=hint, provider=req.name, checked=True))
-            continue
-        report.providers["checked"].append({"provider": req.name, "label": req.label,
-                                            "placement": placement.to_dict()})
-        if placement.method != "ort-graph-assignment":
-            out.append(_finding("provider-fallback", f"{req.label}: this ONNX Runtime build does not report node "
-                                f"placement; fallback not checked", severity="info", provider=req.name,
-                                checked=False))
-            continue
-        if placement.total_nodes and placement.on_provider == 0 and req.name != "CPUExecutionProvider":
-            out.append(_finding("provider-fallback", f"{req.label} runs none of the {placement.total_nodes} nodes: "
-                                f"everything runs on {', '.join(placement.by_provider)}", severity="error",
-                                hint="check the provider options (e.g. device_type) and that the device exists; "
-                                     "OpenVINO with an absent GPU/NPU silently runs everything on CPU",
-                                provider=req.name, checked=True, by_provider=placement.by_provider))
-        for fb in placement.fallback_nodes:
-            ref = nodes_by_name.get(fb["name"])
-            cause = ""
-            if ref is not None and _touches_double(ref, ctx):
-                cause = " (float64)"
-            f = _finding("provider-fallback", f"{fb['op_type']} {fb['name']} runs on {fb['provider']} instead of "
-                         f"{req.short}{cause}", ref,
-                         hint=("cast to float32 in PyTorch before export" if cause else
-                               f"{req.short} ran no node at all (see the finding above)" if placement.on_provider == 0
-                               else f"{req.short} has no kernel for this op/type here: rewrite it with ops the "
-                                    f"provider supports, or accept the CPU copy"),
-                         node=None if ref else fb["name"], provider=req.name, ran_on=fb["provider"], checked=True)
-            if ref is None:
-                f.op_type = fb["op_type"]
-            out.append(f)
-    return out
-
-
-def _placement(ctx: LintContext, req: ProviderRequest) -> tuple[Placement | None, str | None, ChildResult | None]:
-    """(placement, the provider's refusal, how a child that gave no answer ended). The CPU
-    provider is read in this process, from the graph already read (its weights from the file,
-    no pre-packing: placement does not depend on it); any other in a child, as a provider can
-    abort the process (ORT-OpenVINO on an If inside a Loop) or hang on a model."""
-    path = ctx.path
-    if req.name == "CPUExecutionProvider":
-        try:
-            session = open_session(path, req, model_bytes=ctx.model.SerializeToString(), prepack=False)
-            return placement_of(session, req.name), None, None
-        except CheckFailed as exc:
-            return None, exc.message, None
-    run = isolated_placement(path, req)
-    if run:
-        return Placement.from_dict(run.value), None, None
-    if run.status == "error":
-        return None, run.message if run.error_type == "CheckFailed" else f"{run.error_type}: {run.message}", None
-    return None, None, run
-
-
-def _ended_finding(req: ProviderRequest, run: ChildResult) -> Finding:
-    """A provider that killed (or hung) the process loading the model."""
-    if run.status == "timeout":
-        return _finding("provider-fallback", f"{req.label} did not finish loading the model: {run.message}",
-                        severity="error", provider=req.name, checked=True, timed_out=True,
-                        hint=f"a program that loads this model on {req.short} may hang the same way: check the "
-                             f"provider options, try a smaller model part to find the construct, or serve on a "
-                             f"provider that loads the model")
-    how = f"signal {run.signal}" if run.signal else f"exit code {run.exit_code}"
-    detail = ort_error_summary(run.stderr_tail)[0] if run.stderr_tail else ""
-    return _finding("provider-fallback", f"{req.label} crashed the process loading the model: {how}"
-                    + (f": {detail[:300]}" if detail else ""), severity="error", provider=req.name, checked=True,
-                    crashed=True,
-                    hint=f"any program that loads this model on {req.short} dies the same way: find the construct "
-                         f"it cannot take (control-flow findings are the usual cause) and remove it, or serve on a "
-                         f"provider that loads the model")
-
-
-def _touches_double(ref: NodeRef, ctx: LintContext) -> bool:
+def touches_double(ref: NodeRef, ctx: LintContext) -> bool:
     from onnx import TensorProto
 
     types = _value_types(ctx)
@@ -660,4 +546,3 @@ def _touches_double(ref: NodeRef, ctx: LintContext) -> bool:
         if vi is not None and vi.type.tensor_type.elem_type == TensorProto.DOUBLE:
             return True
     return any(a.name == "to" and a.i == TensorProto.DOUBLE for a in ref.node.attribute)
-

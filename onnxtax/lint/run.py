@@ -14,8 +14,9 @@ from onnxtax.lint.findings import RULES, SEVERITY_RANK, Finding, LintReport, par
 from onnxtax.lint.graph import iter_graphs, iter_nodes
 from onnxtax.core.memory import StageMeter
 from onnxtax.lint.options import LintOptions
+from onnxtax.lint.placement import rule_provider_fallback
 from onnxtax.lint.rules import (LintContext, rule_baked_shape, rule_control_flow, rule_custom_op, rule_float64,
-                                rule_ir_version, rule_opset, rule_provider_fallback, rule_runtime_load,
+                                rule_ir_version, rule_opset, rule_runtime_load,
                                 rule_target_runtime)
 from onnxtax.core.providers import (load_error, ort_error_summary, ort_max_ir_version, ort_max_opset,
                                ort_package)

@@ -130,9 +130,10 @@ class Comparison:
                     if case.reason and plan.assumption:
                         case.reason = (f"outside the range torch.export assumed at export ({plan.assumption}): "
                                        f"{case.reason}")
-                    if not case.passed:
-                        report.failures.append(f"{pr.label} {plan.label} {name}: {case.reason}")
+                    if acc is not None and 0 < acc.failed_samples < acc.samples and not acc.problems:
+                        case.hint = "--localize finds the module, the line and the rows"
                     if name in constant and name not in allowed:
+                        case.only_constant = case.passed
                         case.status = "failed" if case.status == "passed" else case.status
                         case.reason = "; ".join(filter(None, [f"not compared: constant output ({constant[name]})",
                                                               case.reason]))
@@ -146,7 +147,6 @@ class Comparison:
                     f"inputs exercise it (--range, --data), or allow it with --allow-constant {name} if it really "
                     "does not depend on the inputs")
             report.model_failures.append(line)
-            report.failures.append(line)
         for si, s in enumerate(self.live):
             pr = s.result
             if any(not c.passed for c in pr.cases) and pr.status == "passed":

@@ -67,7 +67,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from onnxtax.core.compare import OutputStats, _num, _pct
+from onnxtax.core.compare import OutputStats
 from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
@@ -91,13 +91,26 @@ class CaseResult:
     reason: str | None = None
     stats: OutputStats | None = None
     time_s: float = 0.0
+    hint: str | None = None  # what to run next, when nothing was localised
+    localization: Any = None  # the Localization of this case, when --localize examined it
+    only_constant: bool = False  # it matched, and fails only as "not compared" (the model-level line says why)
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
 
+    @property
+    def explanation(self) -> str | None:
+        """The reason, with what localisation found in this case (or, when it did not run, the hint)."""
+        if self.reason is None:
+            return None
+        loc = self.localization
+        if loc is not None:
+            return f"{self.reason}; {'localized' if loc.found else 'localisation'}: {loc.summary}"
+        return f"{self.reason} ({self.hint})" if self.hint else self.reason
+
     def to_dict(self) -> dict:
-        data = {"shape": self.shape, "output": self.output, "status": self.status, "reason": self.reason}
+        data = {"shape": self.shape, "output": self.output, "status": self.status, "reason": self.explanation}
         stats = self.stats.to_dict() if self.stats is not None else {
             k: None for k in OutputStats(0, 0).to_dict()}
         data.update(stats)
@@ -114,14 +127,24 @@ class ProviderResult:
     session_load_s: float | None = None
     cases: list[CaseResult] = field(default_factory=list)
     localization: Any = None  # onnxtax.parity.localization.Localization of its first failing case, when asked for
+    gate: str | None = None  # the --fail-on-fallback failure, when the placement failed it
 
     @property
     def label(self) -> str:
         return self.request.label
 
+    @property
+    def explanation(self) -> str | None:
+        """Why it failed, with where localisation found the first divergence."""
+        loc = self.localization
+        if loc is None or not loc.found:
+            return self.reason
+        found = f"localized: {loc.summary}"
+        return f"{self.reason}; {found}" if self.reason else found
+
     def to_dict(self) -> dict:
         data = self.request.to_dict()
-        data.update({"label": self.label, "status": self.status, "reason": self.reason,
+        data.update({"label": self.label, "status": self.status, "reason": self.explanation,
                      "session_load_s": self.session_load_s,
                      "placement": self.placement.to_dict() if self.placement else None,
                      "cases": [c.to_dict() for c in self.cases],
@@ -150,7 +173,6 @@ class ParityReport(Verdict):
     samples_per_shape: int = DEFAULT_SAMPLES
     shapes: list[ShapePlan] = field(default_factory=list)
     providers: list[ProviderResult] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
     model_failures: list[str] = field(default_factory=list)  # not tied to a provider; also in `failures`
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +180,20 @@ class ParityReport(Verdict):
     duration_s: float = 0.0
     weights: dict[str, Any] | None = None  # onnxtax.core.sharing.Sharing.to_dict() when the CPU session shared them
     memory: Any = None  # onnxtax.core.memory.MemoryRecord
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per failure, made from the results: providers that could not load or were gated
+        on their placement, then every case that failed, then the failures of no provider."""
+        lines = []
+        for pr in self.providers:
+            if pr.status == "error" and not pr.cases:
+                lines.append(f"{pr.label}: {pr.reason}")
+            if pr.gate:
+                lines.append(pr.gate)
+        lines += [f"{pr.label} {case.shape} {case.output}: {case.explanation}" for pr in self.providers
+                  for case in pr.cases if not case.passed and not case.only_constant]
+        return lines + list(self.model_failures)
 
     @property
     def passed(self) -> bool:
@@ -194,100 +230,6 @@ class ParityReport(Verdict):
             "duration_s": self.duration_s,
             "memory": self.memory.to_dict() if self.memory else None,
         }
-
-    def junit_suites(self, classname: str = "onnxtax.parity") -> list:
-        """One suite per provider, one testcase per shape x output; a provider that could not
-        load is one error case, a skipped one one skipped case, a gated fallback one failure.
-        Case classnames are CLASSNAME.PROVIDER (CLASSNAME.model for failures of no provider)."""
-        from onnxtax.core.report import JUnitCase, JUnitSuite
-
-        suites = []
-        for pr in self.providers:
-            case_class = f"{classname}.{pr.request.short}"
-            suite = JUnitSuite(f"parity {pr.label}", properties={"provider": pr.request.name, "onnx": self.onnx})
-            if pr.status == "skipped":
-                suite.cases.append(JUnitCase("provider", case_class, skipped=pr.reason or "skipped"))
-            elif pr.placement is None and pr.status == "error":
-                suite.cases.append(JUnitCase("session", case_class, error=pr.reason or "could not load"))
-            loc = pr.localization
-            for case in pr.cases:
-                details = _case_details(case)
-                if loc is not None and (loc.case.get("shape"), loc.case.get("output")) == (case.shape, case.output):
-                    details += "\n" + loc.details()
-                jc = JUnitCase(f"{case.shape} {case.output}", case_class, time_s=case.time_s, details=details)
-                if case.status == "failed":
-                    jc.failure = case.reason or "failed"
-                elif case.status == "error":
-                    jc.error = case.reason or "error"
-                suite.cases.append(jc)
-            if self.settings.get("fail_on_fallback") and pr.placement is not None:
-                jc = JUnitCase("placement", case_class, details=placement_text(pr.placement))
-                if pr.placement.fell_back or pr.placement.method == "unavailable":
-                    jc.failure = fallback_reason(pr)
-                suite.cases.append(jc)
-            suites.append(suite)
-        if self.model_failures:
-            suites.append(JUnitSuite("parity model", [JUnitCase("model", f"{classname}.model", failure=f)
-                                                       for f in self.model_failures]))
-        return suites
-
-    def markdown(self) -> str:
-        """A GitHub step summary: verdict, one row per provider, the failures."""
-        verdict = "passed" if self.passed else "FAILED"
-        icon = "✅" if self.passed else "❌"
-        lines = [f"### {icon} onnxtax parity {verdict}: `{self.onnx}` vs `{self.model_spec or self.class_name}`", ""]
-        lines.append(f"{len(self.shapes)} shapes ({', '.join(s.label for s in self.shapes) or 'none'}), "
-                     f"tolerance |a-b| <= {self.atol:g}*rms + {self.rtol:g}*|b|"
-                     + (f", cosine >= {self.min_cosine:g}" if self.min_cosine is not None else "")
-                     + f", seed {self.seed}.")
-        lines += ["", "| provider | status | cases passed | worst max abs diff | worst tolerance ratio | placement |",
-                  "|---|---|---|---|---|---|"]
-        for pr in self.providers:
-            passed = sum(1 for c in pr.cases if c.passed)
-            worst_abs, worst_ratio = _provider_worst(pr)
-            place = placement_text(pr.placement) if pr.placement else (pr.reason or "")
-            lines.append(f"| {pr.label} | {pr.status} | {passed}/{len(pr.cases)} | "
-                         f"{_fmt_opt(worst_abs)} | {_fmt_opt(worst_ratio)} | {place} |")
-        located = [pr for pr in self.providers if pr.localization is not None]
-        if located:
-            lines += ["", "**First divergence**", ""]
-            lines += [f"- {pr.label}: {pr.localization.summary}" for pr in located]
-        if self.failures:
-            lines += ["", "**Failures**", ""]
-            lines += [f"- {f}" for f in self.failures[:30]]
-            if len(self.failures) > 30:
-                lines.append(f"- ... and {len(self.failures) - 30} more")
-        return "\n".join(lines) + "\n"
-
-
-def _fmt_opt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3g}"
-
-
-def _provider_worst(pr: ProviderResult) -> tuple[float | None, float | None]:
-    stats = [c.stats for c in pr.cases if c.stats is not None and c.stats.samples]
-    if not stats:
-        return None, None
-    ratios = [s.worst.tolerance_ratio for s in stats if s.worst is not None]
-    return max(s.max_abs_diff for s in stats), (max(ratios) if ratios else None)
-
-
-def _case_details(case: CaseResult) -> str:
-    s = case.stats
-    if s is None or not s.elements:
-        return case.reason or ""
-    lines = [f"samples={s.samples} elements={s.elements} outside={s.outside} ({_pct(s.outside_pct)})",
-             f"max_abs_diff={s.max_abs_diff:.6g} max_rel_diff={s.max_rel_diff:.6g} "
-             f"cosine_min={'-' if s.cosine_min is None else f'{s.cosine_min:.9f}'}",
-             f"rtol={s.rtol:g} atol={s.atol:g} detects {s.detectable} onnx_shape={s.onnx_shape} "
-             f"source_shape={s.source_shape}"]
-    if s.worst:
-        w = s.worst
-        lines.append(f"worst index={list(w.index)} sample={w.sample} onnx={_num(w.onnx)} source={_num(w.source)} "
-                     f"tolerance_ratio={w.tolerance_ratio:.3g}")
-    if case.reason:
-        lines.insert(0, case.reason)
-    return "\n".join(lines)
 
 
 def placement_text(p: Placement) -> str:

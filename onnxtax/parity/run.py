@@ -78,6 +78,9 @@ def check_parity(model: Any, onnx_path: str | Path | Artifact,
               most `localize_memory_mb` of intermediate values at a time.
         progress: a Progress, called as progress(description, done, total).
 
+    An INT8 artifact written by `onnxtax quantize` is re-checked against the segments and budgets
+    it was approved on (onnxtax.quantize.check_quantized), and that QuantizeReport is returned.
+
     Raises OnnxtaxError (exit 2) for unusable inputs, unknown/unavailable providers and a
     non-deterministic source. Failures of the artifact are in the report, never raised.
     """
@@ -89,8 +92,13 @@ def check_parity(model: Any, onnx_path: str | Path | Artifact,
     from onnxtax.core.memory import StageMeter
     from onnxtax.core.providers import resolve_providers
 
-    meter = StageMeter("parity")
     artifact = open_artifact(onnx_path)
+    if artifact.quantization is not None:
+        # an INT8 artifact is held to the budgets it was approved on, not to FP32 tolerances
+        from onnxtax.quantize import check_quantized
+
+        return check_quantized(model, artifact, providers=opts.providers, progress=progress)
+    meter = StageMeter("parity")
     resolved = resolve_inputs(artifact, inputs, ranges=opts.ranges)
     requests, skipped = resolve_providers(opts.providers, skip_unavailable=opts.skip_unavailable)
     check_memory(meter, artifact, opts.share_weights, requests)
@@ -170,16 +178,12 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
     for req in skipped:
         report.providers.append(ProviderResult(req, "skipped", "skipped: not available on this host"))
     for pr in report.providers:
-        if pr.status == "error":
-            report.failures.append(f"{pr.label}: {pr.reason}")
         if fail_on_fallback and pr.placement is not None and (pr.placement.fell_back
                                                               or pr.placement.method == "unavailable"):
             pr.status = "failed"
-            pr.reason = fallback_reason(pr)
-            report.failures.append(pr.reason)
+            pr.reason = pr.gate = fallback_reason(pr)
     if not requests:
         report.model_failures.append("no provider ran: every requested provider was skipped, nothing was compared")
-        report.failures.append(report.model_failures[-1])
     if not live:
         report.duration_s = time.perf_counter() - t_start
         return report
@@ -216,7 +220,6 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
                 mismatch = _first_sample_checks(source, arrays, where, expected, output_names, report)
                 if mismatch:
                     report.model_failures.append(mismatch)
-                    report.failures.append(mismatch)
                     for s in live:
                         s.result.status, s.result.reason = "failed", mismatch
                     report.duration_s = time.perf_counter() - t_start
@@ -256,7 +259,6 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
                    f"({', '.join(changed[:3])}): the CPU session read the changed values, not the file's; "
                    "rerun with --share-weights never")
         report.model_failures.append(problem)
-        report.failures.append(problem)
     if localize is not None and not report.passed:
         from onnxtax.parity.localization import localize_failures
 

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 from onnxtax.core.faces import lazy_face
 
 _NAMES = {"check_runtimes": "matrix", "RuntimeMatrixReport": "matrix", "RuntimeResult": "matrix",
-          "RuntimesOptions": "options", "parse_versions": "envs", "version_key": "envs", "cell_text": "matrix",
+          "RuntimesOptions": "options", "parse_versions": "envs", "version_key": "envs",
           "target_verifier": "matrix", "measure_limits": "matrix", "record_matrix": "matrix"}
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
     from onnxtax.runtimes.envs import parse_versions, version_key
-    from onnxtax.runtimes.matrix import (RuntimeMatrixReport, RuntimeResult, cell_text, check_runtimes,
+    from onnxtax.runtimes.matrix import (RuntimeMatrixReport, RuntimeResult, check_runtimes,
                                          measure_limits, record_matrix, target_verifier)
     from onnxtax.runtimes.options import RuntimesOptions

@@ -171,62 +171,8 @@ class RuntimeMatrixReport(Verdict):
                 "failures": self.failures, "notes": list(self.notes), "duration_s": self.duration_s,
                 "memory": self.memory.to_dict() if self.memory else None}
 
-    def junit_suites(self, classname: str = "onnxtax.runtimes") -> list:
-        """One suite per release x provider: a `load` testcase, then one per shape x output.
-        Case classnames are CLASSNAME.ort-VERSION.PROVIDER."""
-        from onnxtax.core.report import JUnitCase, JUnitSuite
-
-        suites = []
-        for r in self.results:
-            case_class = f"{classname}.ort-{r.ort}.{r.short}"
-            suite = JUnitSuite(f"runtimes ort-{r.ort} {r.label}", properties={
-                "onnxruntime": r.ort, "provider": r.provider, "onnx": self.onnx})
-            if r.status == "unavailable":
-                suite.cases.append(JUnitCase("load", case_class, skipped=r.message or "not in this package"))
-            elif r.status in ("load-error", "crashed"):
-                suite.cases.append(JUnitCase("load", case_class, failure=r.message or r.status,
-                                             details=r.detail or r.message or ""))
-            else:
-                suite.cases.append(JUnitCase("load", case_class, time_s=r.load_s or 0.0))
-            for c in r.cases:
-                jc = JUnitCase(f"{c.shape} {c.output}", case_class, time_s=c.time_s)
-                if c.status == "failed":
-                    jc.failure = c.reason or "failed"
-                elif c.status == "error":
-                    jc.error = c.reason or "error"
-                suite.cases.append(jc)
-            suites.append(suite)
-        return suites
-
-    def markdown(self) -> str:
-        """The release x provider matrix for a CI step summary."""
-        icon = "✅" if self.passed else "❌"
-        ref = self.reference.get("spec") or f"onnxruntime {self.reference.get('onnxruntime')}"
-        lines = [f"### {icon} onnxtax runtimes: `{self.onnx}` vs `{ref}`", ""]
-        providers = list(dict.fromkeys(r.label for r in self.results))
-        lines.append("| onnxruntime | " + " | ".join(providers) + " |")
-        lines.append("|---|" + "---|" * len(providers))
-        for v in self.versions:
-            cells = []
-            for p in providers:
-                r = next((x for x in self.results if x.ort == v and x.label == p), None)
-                cells.append("-" if r is None else cell_text(r))
-            lines.append(f"| {v} | " + " | ".join(cells) + " |")
-        lines += ["", f"minimum passing: {self.minimum_passing or 'none'}"]
-        if self.failures:
-            lines += ["", "**Failures**", ""] + [f"- {f}" for f in self.failures[:30]]
-        return "\n".join(lines) + "\n"
-
-
-def cell_text(r: RuntimeResult) -> str:
-    """A matrix cell: pass, FAIL values, FAIL load, not in package."""
-    return {"passed": "pass", "failed": "FAIL values", "load-error": "FAIL load", "run-error": "FAIL run",
-            "crashed": "FAIL crashed", "unavailable": "not in package"}[r.status]
-
 
 # ------------------------------------------------------------------------------ inputs and reference
-
-
 def _installed_reference(onnx_path: Path, opt_level: str) -> Callable[[dict], list]:
     """Outputs of the installed onnxruntime on CPU, when there is no eager model to compare with."""
     from onnxtax.core.providers import open_session, parse_provider
@@ -236,8 +182,6 @@ def _installed_reference(onnx_path: Path, opt_level: str) -> Callable[[dict], li
 
 
 # ------------------------------------------------------------------------------ the matrix
-
-
 def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | None = None, model: Any = None,
                    inputs: Sequence[str] | None = None, options: RuntimesOptions | None = None, *,
                    progress: Progress | None = None, **kwargs: Any) -> RuntimeMatrixReport:
@@ -461,8 +405,6 @@ def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: l
 
 
 # ------------------------------------------------------------------------------ measuring limits
-
-
 def measure_limits(versions: Sequence[str], *, cache_dir: str | Path | None = None, offline: bool = False,
                    progress: Progress | None = None) -> list:
     """Each release's highest loadable IR version and opsets, measured in its virtualenv (see
@@ -492,8 +434,6 @@ def measure_limits(versions: Sequence[str], *, cache_dir: str | Path | None = No
 
 
 # ------------------------------------------------------------------------------ export --target-ort
-
-
 def verify_for_target(onnx_path: Path, target, module, specs: list, export_sizes: dict[str, int], *,
                       ranges: dict | None = None, cache_dir: str | Path | None = None, offline: bool = False, progress: Progress | None = None
                       ) -> tuple[str, str | None, list[dict]]:

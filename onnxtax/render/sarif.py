@@ -1,4 +1,5 @@
-"""SARIF 2.1.0 for lint findings, the format GitHub code scanning uploads.
+"""SARIF 2.1.0, the format GitHub code scanning uploads: lint findings (`lint-ops --sarif`) and
+parity's localised divergences (`parity --sarif`), merged into one log by `onnxtax ci`.
 
 A finding with a known source location (the user's file:line, from the exporter's
 stack-trace metadata or from tracing the PyTorch model) is placed on that file, so the
@@ -9,15 +10,21 @@ is the repository root ($GITHUB_WORKSPACE in GitHub Actions, else the git checko
 the working directory, else the working directory), so a step that runs in a subfolder
 still places alerts on the right files. Allowed findings carry an
 external suppression, so code scanning lists them as dismissed, not open.
+
+Parity: one result per localised provider on the user's source line, so code scanning shows where
+the ONNX model departs from eager in the diff.
 """
 
 from __future__ import annotations
+
 
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
+
+from onnxtax.core.version import VERSION as __version__
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -68,9 +75,6 @@ def _artifact(path: str, base: Path) -> dict:
         return {"uri": absolute.as_uri()}
 
 
-artifact_location = _artifact  # parity's localised divergences are placed the same way
-
-
 def _fingerprint(f: Any, model: str) -> str:
     key = "|".join([f.rule, Path(model).name, f.subgraph or "", f.node or "", f.op_type or "",
                     str(f.details.get("provider", ""))])
@@ -118,12 +122,18 @@ def finding_to_result(f: Any, model: str, base: Path, rule_index: dict[str, int]
     return result
 
 
+def lint_sarif(report: Any, *, base_dir: str | Path | None = None) -> dict:
+    """SARIF 2.1.0 log of a LintReport (GitHub code scanning)."""
+    from onnxtax.lint.findings import RULES
+
+    return report_to_sarif(report, RULES.values(), base_dir=base_dir)
+
+
 def report_to_sarif(report: Any, rules: Iterable[Any], *, base_dir: str | Path | None = None) -> dict:
     """A LintReport as one SARIF run (valid against the SARIF 2.1.0 JSON schema).
 
     The report and the rules are taken by their attributes, not imported: the report
     offers `to_sarif()`, so this module must not depend on onnxtax.lint.findings."""
-    from onnxtax.core.version import VERSION as __version__
 
     base = Path(os.path.abspath(base_dir)) if base_dir else default_base_dir()
     rules = rule_descriptors(rules)
@@ -150,7 +160,6 @@ def merge_sarif(logs: list[dict], automation_id: str = "onnxtax/ci/") -> dict:
     """SARIF logs (one per model, from `onnxtax ci`) -> one log with one run: rules deduplicated by id, results and
     artifacts concatenated with their indexes renumbered, each run's properties kept
     per model."""
-    from onnxtax.core.version import VERSION as __version__
 
     runs = [run for log in logs for run in (log or {}).get("runs", [])]
     driver: dict[str, Any] = {"name": "onnxtax", "version": __version__, "rules": []}
@@ -204,3 +213,70 @@ def merge_sarif(logs: list[dict], automation_id: str = "onnxtax/ci/") -> dict:
     if per_run:
         merged["properties"] = {"models": per_run}
     return {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [merged]}
+
+
+# --------------------------------------------------------------------------- parity
+
+
+PARITY_RULE = {
+    "id": "parity-divergence",
+    "name": "ParityDivergence",
+    "shortDescription": {"text": "The ONNX model departs from the eager PyTorch model here"},
+    "fullDescription": {"text": "onnxtax parity --localize found the first module whose ONNX output differs from "
+                                "the eager model's beyond parity's tolerance; the location is the source line of "
+                                "the ONNX node that computes it."},
+    "help": {"text": "Read the message: local means the module's own ONNX nodes differ given eager's inputs (a "
+                     "changed weight, a frozen branch, a provider's kernel); inherited means ops before it differ."},
+    "defaultConfiguration": {"level": "error"},
+    "properties": {"tags": ["onnx", "parity"]},
+}
+
+
+def parity_sarif(report: Any, *, base_dir: str | Path | None = None) -> dict:
+    """One SARIF 2.1.0 run with a result per localised provider, placed on the source line, so code
+    scanning shows the divergence in the diff (the .onnx file is a related location)."""
+    import hashlib
+    import os
+
+    base = Path(os.path.abspath(base_dir)) if base_dir else default_base_dir()
+
+    def artifact(path: str) -> dict:
+        return _artifact(path, base)
+
+    results = []
+    for pr in report.providers:
+        loc = pr.localization
+        if loc is None or not loc.found:
+            continue
+        model_loc = {"physicalLocation": {"artifactLocation": artifact(report.onnx), "region": {"startLine": 1}}}
+        location = dict(model_loc)
+        if loc.source is not None:
+            location = {"physicalLocation": {"artifactLocation": artifact(loc.source.file),
+                                             "region": {"startLine": loc.source.line}}}
+        if loc.node:
+            location["logicalLocations"] = [{"name": loc.node, "kind": "member",
+                                             "fullyQualifiedName": f"{Path(report.onnx).name}:{loc.node}"}]
+        key = "|".join([pr.request.name, Path(report.onnx).name, loc.module or "", loc.node or ""])
+        results.append({
+            "ruleId": PARITY_RULE["id"], "ruleIndex": 0, "level": "error",
+            "message": {"text": f"{pr.label}: {loc.summary}"},
+            "locations": [location],
+            "relatedLocations": [dict(model_loc, id=1, message={"text": f"{loc.node or 'output'} in "
+                                                                        f"{Path(report.onnx).name}"})],
+            "partialFingerprints": {"onnxtaxDivergence/v1": hashlib.sha256(key.encode()).hexdigest()[:32]},
+            "properties": {"provider": pr.request.name, "provider_specific": loc.provider_specific,
+                           "module": loc.module, "class_name": loc.class_name, "op_type": loc.op_type,
+                           "origin": loc.origin, "case": dict(loc.case)},
+        })
+    return {
+        "$schema": SARIF_SCHEMA_URI,
+        "version": SARIF_VERSION,
+        "runs": [{
+            "tool": {"driver": {"name": "onnxtax", "version": __version__, "semanticVersion": __version__,
+                                "rules": [PARITY_RULE]}},
+            "automationDetails": {"id": f"onnxtax/parity/{Path(report.onnx).stem}/"},
+            "originalUriBaseIds": {SRCROOT: {"uri": base.as_uri() + "/"}},
+            "invocations": [{"executionSuccessful": True, "properties": {"passed": report.passed}}],
+            "results": results,
+        }],
+    }
