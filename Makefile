@@ -45,11 +45,14 @@ demo: venv
 		-o ../build/onnx/fraud.int8.onnx $(QUANTIZE_EVAL) --calibration data/fraud_calibration_representative.npz \
 		--auto-exclude
 
+# one pytest worker per core (pytest-xdist), the ten slowest tests listed at the end
+PYTEST := $(VENV)/bin/python -m pytest -q -n auto --durations=10
+
 test: venv venv-openvino
-	ONNXTAX_OPENVINO_PYTHON=$(CURDIR)/$(OVVENV)/bin/python $(VENV)/bin/python -m pytest -q
+	ONNXTAX_OPENVINO_PYTHON=$(CURDIR)/$(OVVENV)/bin/python $(PYTEST)
 
 test-fast: venv
-	$(VENV)/bin/python -m pytest -q -m "not openvino"
+	$(PYTEST) -m "not openvino"
 
 bench: venv
 	$(VENV)/bin/python benchmarks/startup.py

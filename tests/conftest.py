@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,51 @@ def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+@dataclass
+class Ran:
+    """What a command did, as a subprocess result reads: exit code, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(*args: str, cwd: str | Path | None = None, env: dict | None = None) -> Ran:
+    """`onnxtax ARGS` run by the Typer app in this process, as a user's shell would run it: the
+    same flags, exit code and streams, without paying for a new interpreter and torch's import
+    (~2 s) per call. A bug's traceback ends up in stderr with exit code 1, as in a process."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from onnxtax.cli import app
+
+    full_env = {"COLUMNS": "200", "GITHUB_STEP_SUMMARY": None, **(env or {})}
+    previous = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, [str(a) for a in args], env=full_env, catch_exceptions=True)
+    finally:
+        os.chdir(previous)
+    stderr = result.stderr
+    code = result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+        code = 1
+    return Ran(code, result.stdout, stderr)
+
+
 @pytest.fixture
 def cli():
-    return run_cli
+    """`onnxtax ...` in this process; with `python=` (the OpenVINO virtualenv's), a subprocess."""
+
+    def run(*args, cwd=None, env=None, python=None, timeout=300):
+        if python is not None:
+            return run_cli(*args, cwd=cwd, env=env, python=python, timeout=timeout)
+        return run_in_process(*args, cwd=cwd, env=env)
+
+    return run
 
 
 def openvino_python() -> str | None:

@@ -17,6 +17,7 @@ from onnxtax.ci import MODEL_SCHEMA, run_ci
 from onnxtax.render.sarif import merge_sarif
 from onnxtax.ci import load_config
 from onnxtax.core import ProviderError
+from tests.conftest import run_cli
 
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
 
@@ -406,7 +407,8 @@ def test_a_run_killed_in_a_stage_leaves_running_json_naming_it(cli, tmp_path):
         inputs = ["x:batch,4"]
     '''))
     reports = tmp_path / "reports"
-    proc = cli("ci", "--reports", reports, cwd=tmp_path, env={"ONNXTAX_TEST_RUNNING": str(reports / "running.json")})
+    proc = run_cli("ci", "--reports", reports, cwd=tmp_path,  # killed: a process of its own
+                   env={"ONNXTAX_TEST_RUNNING": str(reports / "running.json")})
     assert proc.returncode == -9, proc.stderr  # SIGKILL: no ci.json, no model report
     assert not (reports / "ci.json").exists() and not (reports / "dies.json").exists()
     running = json.loads((reports / "running.json").read_text())

@@ -31,7 +31,7 @@ def test_cpu_host_and_openvino_host_merge_into_one_matrix(ov_python, cli, tmp_pa
     assert cpu.passed
 
     result = CliRunner().invoke(app, ["report", "merge", str(tmp_path / "hosts"), "-o", str(tmp_path / "merged"),
-                                      "--json"])
+                                      "--json", "-"])
     assert result.exit_code == 0, result.output
     matrix = json.loads(result.stdout)
     assert json.loads((tmp_path / "merged" / "matrix.json").read_text()) == matrix

@@ -130,7 +130,7 @@ def test_custom_op_fails_naming_it(tmp_path, exporter):
     from tests.conftest import run_cli
 
     out = tmp_path / "c.onnx"
-    proc = run_cli("export", spec("CustomOp"), "-o", out, "--input", "x:batch,4", "--exporter", exporter, "--json")
+    proc = run_cli("export", spec("CustomOp"), "-o", out, "--input", "x:batch,4", "--exporter", exporter, "--json", "-")
     assert proc.returncode == 1, proc.stderr
     res = json.loads(proc.stdout)
     assert not res["passed"]

@@ -136,7 +136,7 @@ def test_cli_merge_writes_matrix_and_exits_1_on_conflict(tmp_path, monkeypatch):
     assert data["conflicts"][0]["failed_on"] == ["host-b"]
     assert (tmp_path / "out" / "matrix.md").read_text() == summary.read_text().rstrip() + "\n"
 
-    result = runner.invoke(app, ["report", "merge", str(a), "--json"])
+    result = runner.invoke(app, ["report", "merge", str(a), "--json", "-"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["passed"] is True and data["matrix"][0]["hosts"]["host-a"]["verdict"] == "passed"

@@ -62,7 +62,7 @@ def exported(tmp_path_factory, runtime_cache):
     env = {"ONNXTAX_RUNTIMES_DIR": str(runtime_cache)}
     plain, target = folder / "plain.onnx", folder / "for116.onnx"
     assert export_model(f"{mlp}:Net", plain, ["x:batch,6"])  # in-process: a torch import saved
-    proc = run_cli("export", f"{mlp}:Net", "-o", target, "-i", "x:batch,6", "--target-ort", "1.16", "--json",
+    proc = run_cli("export", f"{mlp}:Net", "-o", target, "-i", "x:batch,6", "--target-ort", "1.16", "--json", "-",
                    env=env)
     assert proc.returncode == 0, proc.stderr
     return {"spec": f"{mlp}:Net", "other": f"{mlp}:other", "plain": plain, "target": target,

@@ -60,14 +60,13 @@ class BenchOptions(StageOptions):
                                      f"percentiles: {', '.join(GATE_KEYS)}; e.g. --max-latency-ms p99=5")
 
 
-def parse_batch_sizes(text: str) -> list[int]:
-    """`1,8,64` -> [1, 8, 64]."""
+def parse_batch_sizes(text: str, *, flag: str = "--batch-sizes") -> list[int]:
+    """`1,8,64` -> [1, 8, 64]; an error names `flag`, the option the text came from."""
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if not re.fullmatch(r"\d+", part) or int(part) < 1:
-            raise InputSpecError(f"--batch-sizes '{text}': '{part}' is not a positive integer",
-                                 "e.g. --batch-sizes 1,8,64")
+            raise InputSpecError(f"{flag} '{text}': '{part}' is not a positive integer", f"e.g. {flag} 1,8,64")
         if int(part) not in out:
             out.append(int(part))
     return out

@@ -78,12 +78,8 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
     host["label"] = host_label or default_host_label(host)
     report = CiReport(str(config.path), [], host, started_utc=_now_utc())
     out_dir = Path(reports_dir).resolve() if reports_dir is not None else config.reports
+    planned_files(config, models, out_dir if write else None).check()  # before any model runs
     if write:
-        from onnxtax.core.files import check_output
-        from onnxtax.core.report import check_github_summary
-
-        check_output(out_dir, "--reports", folder=True)
-        check_github_summary()
         report.reports_dir = str(out_dir)
         _clear_stale_reports(out_dir)
     stop = False
@@ -126,6 +122,39 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
         (out_dir / RUNNING_FILE).unlink(missing_ok=True)
         report.files = [str(p) for p in write_reports(report, out_dir)]
     return report
+
+
+def planned_files(config: OnnxtaxConfig, models: list[ModelConfig], out_dir: Path | None):
+    """What the run reads (the config, every model's source, data, evaluation and calibration files,
+    a reused artifact) and writes (each model's artifact and INT8 build, the reports): no output may
+    be an input, and each must be writable."""
+    import os
+
+    from onnxtax.ci.report import REPORT_FILES, RUNNING_FILE
+    from onnxtax.core.paths import PlannedFiles
+
+    files = PlannedFiles().read(config.path, "the config file")
+    for m in models:
+        files.read_spec(m.spec)
+        for path in list(m.export.data_files) + [p for p in m.parity.data_files if p not in m.export.data_files]:
+            files.read(path, f"a data file of model {m.name}")
+        if m.quantize is not None:
+            for entry in m.quantize.evals:
+                files.read(entry.partition("=")[2] or entry, f"an evaluation file of model {m.name}")
+            for path in m.quantize.calibration:
+                files.read(path, f"a calibration file of model {m.name}")
+    for m in models:
+        files.write_artifact(m.output, f"the artifact of model {m.name}", probe=False)
+        if m.quantize_output is not None:
+            files.write_artifact(m.quantize_output, f"the INT8 artifact of model {m.name}", probe=False)
+    if out_dir is not None:
+        files.write(out_dir, REPORTS_FLAG, folder=True)
+        for name in [f"{m.name}.json" for m in models] + list(REPORT_FILES) + [RUNNING_FILE]:
+            files.write(out_dir / name, f"{REPORTS_FLAG} ({name})", probe=False)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            files.write(summary, "$GITHUB_STEP_SUMMARY", append=True)
+    return files
 
 
 def _mark_running(out_dir: Path, model: str, stage: str) -> None:

@@ -185,7 +185,37 @@ console = _LazyConsole()
 err_console = _LazyConsole(stderr=True)
 
 DEBUG_HELP = "Show full tracebacks and exporter logs."
-JSON_HELP = "Print the result as JSON on stdout instead of the table."
+JSON_HELP = "Write the report as JSON to PATH; '-' prints it on stdout (the summary then goes to stderr)."
+
+
+def json_option():
+    """`--json PATH|-`, the same on every command."""
+    return typer.Option("--json", help=JSON_HELP, show_default=False, metavar="PATH")
+
+
+def write_json_report(data: object, json_out: str | None) -> None:
+    """The report as JSON: on stdout for '-', else to the file through the one output writer."""
+    if json_out == "-":
+        print_json(data)
+    elif json_out:
+        from onnxtax.core.files import write_output
+        from onnxtax.core.report import jsonable
+
+        write_output(json_out, jsonable(data), "--json")
+
+
+def summary_console(json_out: str | None):
+    """Where the human summary goes: stderr when stdout carries the JSON."""
+    return err_console if json_out == "-" else console
+
+
+def check_files(files) -> None:
+    """Before any work: every output writable and none of them an input (onnxtax.core.paths); when
+    CI provides $GITHUB_STEP_SUMMARY, that too."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        files.write(summary, "$GITHUB_STEP_SUMMARY", append=True)
+    files.check()
 
 
 @contextmanager
@@ -255,11 +285,6 @@ def print_json(data: object) -> None:
 
     sys.stdout.write(json.dumps(jsonable(data), indent=2) + "\n")
     sys.stdout.flush()
-
-
-def status_console(json_mode: bool):
-    """Where progress goes: stderr when stdout carries JSON."""
-    return get_console(stderr=json_mode)
 
 
 class progress_display:

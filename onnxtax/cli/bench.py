@@ -17,7 +17,7 @@ from onnxtax.core.defaults import BENCH_MAX_SAMPLES as MAX_SAMPLES
 from onnxtax.core.defaults import BENCH_MIN_TIME as DEFAULT_MIN_TIME
 from onnxtax.core.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.core.defaults import BENCH_WARMUP as DEFAULT_WARMUP
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_error,
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, json_option, print_error,
                               print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import SPEC_RUNS_CODE
 from onnxtax.core.errors import InputSpecError
@@ -60,8 +60,7 @@ def bench(
     range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH value range of an input (integers: "
                                               "high exclusive), e.g. ids=0:30522.", show_default=False)] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = defaults.PARITY_SEED,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to PATH, or '-' for "
-                                                    "stdout (then no table).", show_default=False)] = None,
+    json_out: Annotated[Optional[str], json_option()] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of latency by batch size (needs matplotlib: "
                                                  "pip install 'onnxtax[plot]').", show_default=False)] = None,
     record: Annotated[bool, typer.Option("--record", help="Store the summary in the model's manifest "
@@ -82,10 +81,12 @@ def bench(
     processes; gate on latency or speedup."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.bench import parse_batch_sizes, parse_latency_gates, run_bench
+        from onnxtax.bench import BenchOptions, parse_batch_sizes, parse_latency_gates, run_bench
+        from onnxtax.core.files import check_output, write_output
+        from onnxtax.core.report import jsonable
+        from onnxtax.core.manifest import manifest_path_for, read_manifest, update_manifest
+        from onnxtax.core.paths import PlannedFiles
         from onnxtax.render.bench import require_plot, write_plot
-        from onnxtax.core.files import write_output
-        from onnxtax.core.manifest import read_manifest, update_manifest
         from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
 
         if threads < 0:
@@ -99,14 +100,19 @@ def bench(
             require_plot()
         if record:
             read_manifest(model, required=True)  # fail before measuring, not after
-        _check_outputs(json_out if not json_stdout else None, plot, profile, model if record else None)
-        with progress_display("bench") as progress:
-            report = run_bench(spec, model, specs, batch_sizes=sizes, dims=dims, providers=provider or None,
+        options = BenchOptions(batch_sizes=sizes, dims=dims, providers=provider or None,
                                skip_unavailable=skip_unavailable, threads=threads or None, opt_level=opt_level,
                                warmup=warmup, min_time=min_time, cold_start=not no_cold_start,
                                cold_start_runs=cold_start_runs, sweep=sweep, profile_dir=profile,
-                               max_latency_ms=gates, min_speedup=min_speedup, ranges=ranges, seed=seed,
-                               progress=progress)
+                               max_latency_ms=gates, min_speedup=min_speedup, ranges=ranges, seed=seed)
+        options.validate()
+        # every file bench writes, checked before minutes of measuring (--record rewrites the manifest on purpose)
+        check_files(PlannedFiles().read_spec(spec).read_artifact(model).write(json_out, "--json")
+                    .write(plot, "--plot").write(profile, "--profile", folder=True))
+        if record:
+            check_output(manifest_path_for(model), "--record")
+        with progress_display("bench") as progress:
+            report = run_bench(spec, model, specs, options, progress=progress)
     # the table first: a file that cannot be written after minutes of measuring loses nothing
     if json_stdout:
         print_json(report.to_dict())
@@ -116,7 +122,7 @@ def bench(
         bench_table(report, console)
     with user_errors(debug):
         if json_out and not json_stdout:
-            write_output(json_out, report.to_dict(), "--json")
+            write_output(json_out, jsonable(report.to_dict()), "--json")
         if plot is not None:
             write_plot(report, plot)
         recorded = update_manifest(model, "benchmark", report.summary()) if record else None
@@ -130,18 +136,3 @@ def bench(
     for gate in report.failed_gates:
         print_error(gate.message, label=f"gate failed ({gate.gate})")
     raise typer.Exit(report.exit_code)
-
-
-def _check_outputs(json_path: str | None, plot: Path | None, profile: Path | None, record_model: Path | None) -> None:
-    """Every file bench will write, checked before minutes of measuring."""
-    from onnxtax.core.files import check_output
-    from onnxtax.core.manifest import manifest_path_for
-
-    if json_path:
-        check_output(json_path, "--json")
-    if plot is not None:
-        check_output(plot, "--plot")
-    if profile is not None:
-        check_output(profile, "--profile", folder=True)
-    if record_model is not None:
-        check_output(manifest_path_for(record_model), "--record")

@@ -7,10 +7,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, err_console,
-                              print_error, print_json, progress_display, status_console,
-                              user_errors)
-from onnxtax.cli._app import Group
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, Group, app, check_files, err_console, json_option,
+                              print_error, progress_display, summary_console, user_errors, write_json_report)
 from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK
 
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "not_run": "dim", "off": "dim",
@@ -64,7 +62,7 @@ def ci(
     host_label: Annotated[Optional[str], typer.Option(help="This host's name in merged matrices (`onnxtax report "
                                                       "merge`). Default: hostname and onnxruntime package.",
                                                       show_default=False)] = None,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    json_out: Annotated[Optional[str], json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     """Gate a release: export -> lint-ops -> parity (every configured provider) -> manifest verify
@@ -72,23 +70,24 @@ def ci(
     markdown reports. Appends the summary to $GITHUB_STEP_SUMMARY when set. Each model's
     `spec` file is run (imported) to build the model: give only configs and files you trust."""
     from rich.markup import escape
-    out = status_console(json_out)
+    out = summary_console(json_out)
     with user_errors(debug):
-        from onnxtax.ci import run_ci
-        from onnxtax.ci import load_config
+        from onnxtax.ci import load_config, run_ci
+        from onnxtax.core.paths import PlannedFiles
 
+        check_files(PlannedFiles().write(json_out, "--json"))
         cfg = load_config(config)
         selected = cfg.select(only)
         out.print(f"[bold]onnxtax ci[/]: {len(selected)} model{'s' if len(selected) != 1 else ''} from "
                   f"{escape(str(cfg.path))}", highlight=False)
-        with _CiProgress(json_out, len(selected)) as progress:
+        with _CiProgress(json_out == "-", len(selected)) as progress:
             report = run_ci(cfg, only=only or None, reports_dir=reports, keep_going=keep_going,
                             providers=provider or None, skip_unavailable=True if skip_unavailable else None,
                             bench=not no_bench, host_label=host_label, reuse_artifacts=reuse_artifacts,
                             debug=debug,
                             on_stage=progress.stage, on_message=progress.message)
-    if json_out:
-        print_json(report.to_dict())
+    with user_errors(debug):
+        write_json_report(report.to_dict(), json_out)
     _render_summary(report, out)
     if debug:
         for run in report.models:
@@ -187,7 +186,7 @@ def merge(
                                                   show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write matrix.json and matrix.md here.",
                                                    show_default=False)] = None,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    json_out: Annotated[Optional[str], json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     """Combine `onnxtax ci` runs from several hosts into one model x provider matrix:
@@ -195,17 +194,23 @@ def merge(
     flagged. Appends the matrix to $GITHUB_STEP_SUMMARY when set."""
     from rich.markup import escape
     with user_errors(debug):
-        from onnxtax.core.files import check_output
         from onnxtax.ci.merge import merge_reports, write_matrix
-        from onnxtax.core.report import append_github_summary, check_github_summary
+        from onnxtax.core.paths import PlannedFiles
+        from onnxtax.core.report import append_github_summary
 
+        files = PlannedFiles().write(json_out, "--json")
         if output is not None:
-            check_output(output, "--output", folder=True)
-        check_github_summary()
+            files.write(output, "--output", folder=True)
+            files.write(output / "matrix.json", "--output (matrix.json)", probe=False)
+            files.write(output / "matrix.md", "--output (matrix.md)", probe=False)
+        for folder in folders:
+            for report_file in (folder.rglob("*.json") if folder.is_dir() else []):
+                files.read(report_file, "a report being merged")
+        check_files(files)
         matrix = merge_reports(folders)
-    out = status_console(json_out)
-    if json_out:
-        print_json(matrix.to_dict())
+    out = summary_console(json_out)
+    with user_errors(debug):
+        write_json_report(matrix.to_dict(), json_out)
     _render_matrix(matrix, out)
     with user_errors(debug):
         written = write_matrix(matrix, output) if output else []

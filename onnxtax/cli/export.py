@@ -9,8 +9,9 @@ import typer
 
 from onnxtax.core import defaults
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, JSON_HELP, app, console, err_console,
-                              print_error, print_json, print_memory, progress_display, user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
+                              print_error, print_memory, progress_display, user_errors,
+                              write_json_report)
 
 SPEC_RUNS_CODE = ("Loading a SPEC runs that file's code (and what it imports), as importing it does: give only "
                   "files you trust.")
@@ -55,28 +56,32 @@ def export(
                                                        show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="With --target-ort: never build a virtualenv; verify only "
                                           "if the release is cached.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    json_out: Annotated[str | None, json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     """Export a PyTorch model to ONNX with the opset locked, dynamic axes kept, the checker
     and an ONNX Runtime run passed, and a manifest with checksums. Writes nothing on failure."""
     with user_errors(debug):
-        from onnxtax.export import export_model
+        from onnxtax.core.paths import PlannedFiles
         from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
+        from onnxtax.export import ExportOptions, export_model
 
+        options = ExportOptions(opset=opset, exporter=exporter, dims={k: v[0] for k, v in parse_dim_values(dim).items()},
+                                output_names=output_name or None, external_data=external_data,
+                                ranges=parse_ranges(range_), data_files=list(data), target_ort=target_ort)
+        options.validate()
+        files = PlannedFiles().read_spec(spec).write_artifact(output, "-o", probe=False).write(json_out, "--json")
+        for f in data:
+            files.read(f, f"the data file {f.name}")
+        check_files(files)
         specs = parse_input_specs(input)
-        ranges = parse_ranges(range_)
-        dims = {k: v[0] for k, v in parse_dim_values(dim).items()}
         with progress_display("export") as progress:
-            result = export_model(spec, output, specs, opset=opset, exporter=exporter, dims=dims,
-                                  output_names=output_name or None, external_data=external_data, ranges=ranges,
-                                  data_files=list(data) or None, debug=debug,
-                                  target_ort=target_ort, verify_target=_target_verifier(target_ort, runtime_cache,
-                                                                                        offline),
-                                  progress=progress)
+            result = export_model(spec, output, specs, options, debug=debug, progress=progress,
+                                  verify_target=_target_verifier(target_ort, runtime_cache, offline))
     if json_out:
-        print_json(result.to_dict())
-    else:
+        with user_errors(debug):
+            write_json_report(result.to_dict(), json_out)
+    if json_out != "-":
         from onnxtax.render.export import export_table
 
         export_table(result, console)
@@ -104,19 +109,20 @@ def _target_verifier(target_ort: str | None, cache: Path | None, offline: bool):
 def verify(
     model: Annotated[Path, typer.Argument(help="The .onnx file; its NAME.manifest.json must be beside it.",
                                           show_default=False)],
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    json_out: Annotated[str | None, json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     """Recompute every checksum in the manifest: 0 all match, 1 a file differs, is missing, or
     is listed outside the artifact's folder, 2 no manifest. Files beside the artifact named
     like its data but not in the manifest are reported."""
     with user_errors(debug):
+        from onnxtax.core.paths import PlannedFiles
         from onnxtax.verify import verify_artifact
 
+        check_files(PlannedFiles().read_artifact(model).write(json_out, "--json"))
         report = verify_artifact(model)
-    if json_out:
-        print_json(report.to_dict())
-    else:
+        write_json_report(report.to_dict(), json_out)
+    if json_out != "-":
         from rich.markup import escape
 
         for f in report.files:
@@ -139,18 +145,20 @@ def verify(
 
 @app.command(epilog=EXIT_CODES_HELP)
 def providers(
-    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    json_out: Annotated[str | None, json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     """The execution providers the installed onnxruntime can use on this host."""
     with user_errors(debug):
+        from onnxtax.core.paths import PlannedFiles
         from onnxtax.core.providers import host_providers
 
+        check_files(PlannedFiles().write(json_out, "--json"))
         host = host_providers()
+        write_json_report(host.to_dict(), json_out)
     from rich.table import Table
 
-    if json_out:
-        print_json(host.to_dict())
+    if json_out == "-":
         return
     console.print(f"{host.package} {host.version}  (loads IR <= {host.max_ir_version}, ai.onnx opset <= "
                   f"{host.max_opset})", highlight=False)

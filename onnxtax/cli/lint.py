@@ -9,8 +9,8 @@ import typer
 
 from onnxtax.core import defaults
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, print_json, print_memory, progress_display,
-                              user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, json_option, print_json,
+                              print_memory, progress_display, user_errors)
 from onnxtax.cli.export import SPEC_RUNS_CODE
 
 
@@ -41,8 +41,7 @@ def lint_ops(
     allow: Annotated[list[str], typer.Option(help="RULE or RULE:NODE (NODE may use * and ?): report but do not "
                                              "fail. Repeatable.", show_default=False)] = [],  # noqa: B006
     fail_on: Annotated[str, typer.Option(help="Lowest severity that fails: error or warning.")] = defaults.LINT_FAIL_ON,
-    json_path: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON to PATH ('-' = "
-                                                     "stdout, no table).", show_default=False)] = None,
+    json_path: Annotated[Optional[str], json_option()] = None,
     sarif_path: Annotated[Optional[Path], typer.Option("--sarif", help="Write SARIF 2.1.0 to PATH (GitHub code "
                                                        "scanning).", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
@@ -53,19 +52,22 @@ def lint_ops(
     json_stdout = json_path == "-"
     with user_errors(debug):
         from onnxtax.core.errors import InputSpecError
-        from onnxtax.lint import check_fail_on, lint_model, parse_allow
+        from onnxtax.lint import lint_model
         from onnxtax.core.specs import parse_input_specs
 
-        check_fail_on(fail_on)
-        parse_allow(allow)  # unknown rules are usage errors before any work
+        from onnxtax.core.paths import PlannedFiles
+        from onnxtax.lint import LintOptions
+
+        options = LintOptions(target_opset=target_opset, target_ir=target_ir, target_ort=target_ort,
+                              providers=list(provider), allow=list(allow), fail_on=fail_on)
+        options.validate()  # unknown rules are usage errors before any work
         specs = parse_input_specs(input) if input else None
         if specs and not source:
             raise InputSpecError("--input is only used with --source", "add --source path/to/model.py:NAME")
-        _check_outputs(json_path if not json_stdout else None, sarif_path)
+        check_files(PlannedFiles().read_artifact(model).read_spec(source).write(json_path, "--json")
+                    .write(sarif_path, "--sarif"))
         with progress_display("lint-ops") as progress:
-            report = lint_model(model, source=source, inputs=specs, target_opset=target_opset, target_ir=target_ir,
-                                target_ort=target_ort, providers=provider or None, allow=allow or None, fail_on=fail_on,
-                                progress=progress)
+            report = lint_model(model, options, source=source, inputs=specs, progress=progress)
     if json_stdout:
         print_json(report.to_dict())
     else:
@@ -80,15 +82,6 @@ def lint_ops(
             if path is not None:
                 console.print(f"{what} report: {path}", highlight=False, markup=False)
     raise typer.Exit(report.exit_code)
-
-
-def _check_outputs(json_path: str | None, sarif_path: Path | None) -> None:
-    """Before linting: both report paths must be writable."""
-    from onnxtax.core.files import check_output
-
-    for flag, path in (("--json", json_path), ("--sarif", sarif_path)):
-        if path is not None:
-            check_output(path, flag)
 
 
 def _write_outputs(report, json_path: str | None, sarif_path: Path | None) -> None:

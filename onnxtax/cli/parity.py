@@ -9,7 +9,7 @@ import typer
 
 from onnxtax.core import defaults
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console,
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
                               print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import DATA_HELP, INPUT_HELP, RANGE_HELP, SPEC_ARG
 
@@ -70,9 +70,7 @@ def parity(
                                                "against the file first) instead of loading a second copy; "
                                                "ORT pre-packing is then off. auto: from 256 MB of "
                                                "weights.")] = defaults.PARITY_SHARE_WEIGHTS,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the report as JSON to PATH; '-' prints it "
-                                                 "on stdout (the table is then left out).", show_default=False,
-                                                 metavar="PATH")] = None,
+    json_out: Annotated[str | None, json_option()] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML: one testcase per provider x shape x output.",
                                                show_default=False, metavar="PATH")] = None,
     sarif: Annotated[Path | None, typer.Option(help="Write SARIF 2.1.0 for code scanning: with --localize, one "
@@ -94,6 +92,7 @@ def parity(
     Reports where ORT placed each node. Appends a summary to $GITHUB_STEP_SUMMARY when set."""
     json_stdout = json_out == "-"
     with user_errors(debug):
+        from onnxtax.core.paths import PlannedFiles
         from onnxtax.core.specs import parse_dim_values, parse_ranges
         from onnxtax.parity import ParityOptions, check_parity, parse_tolerances
 
@@ -105,7 +104,11 @@ def parity(
             opt_level=opt_level, threads=threads, max_shapes=max_shapes, share_weights=share_weights,
             localize=localize, localize_budget_s=localize_budget, localize_memory_mb=localize_memory)
         options.validate()
-        check_outputs(json_out, junit, sarif)
+        files = (PlannedFiles().read_spec(spec).read_artifact(onnx_model).write(json_out, "--json")
+                 .write(junit, "--junit").write(sarif, "--sarif"))
+        for f in data:
+            files.read(f, f"the data file {f.name}")
+        check_files(files)
         with progress_display("parity") as progress:
             report = check_parity(spec, onnx_model, input or None, options, progress=progress)
     out = err_console if json_stdout else console
@@ -129,20 +132,6 @@ def parity(
     with user_errors(debug):
         _write_outputs(report, json_out, junit, sarif)
     raise typer.Exit(report.exit_code)
-
-
-def check_outputs(json_out: str | None, junit: Path | None, sarif: Path | None = None) -> None:
-    """Refuse output paths that cannot be written before the run, not after it."""
-    from onnxtax.core.files import check_output
-    from onnxtax.core.report import check_github_summary
-
-    if json_out and json_out != "-":
-        check_output(json_out, "--json")
-    if junit is not None:
-        check_output(junit, "--junit")
-    if sarif is not None:
-        check_output(sarif, "--sarif")
-    check_github_summary()
 
 
 def _write_outputs(report: Any, json_out: str | None, junit: Path | None, sarif: Path | None = None) -> None:

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from onnxtax.core import defaults
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory,
-                              progress_display, user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
+                              print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
 from onnxtax.render.quantize import quantize_table, quantize_verdict
 
@@ -74,8 +74,7 @@ def quantize(
     preprocess: Annotated[bool, typer.Option(help="Run ORT's quant_pre_process (shape inference, graph "
                                              "optimisation) first.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the batch mixing.")] = 0,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the report as JSON to PATH; '-' prints it "
-                                                 "on stdout.", show_default=False, metavar="PATH")] = None,
+    json_out: Annotated[str | None, json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
     """Quantize MODEL.onnx to INT8 and write it only if every data segment stays within every budget
@@ -85,18 +84,28 @@ def quantize(
     json_stdout = json_out == "-"
     with user_errors(debug):
         from onnxtax.bench import parse_batch_sizes
-        from onnxtax.quantize import quantize_model
+        from onnxtax.core.paths import PlannedFiles
+        from onnxtax.quantize import QuantizeOptions, quantize_model
+        from onnxtax.quantize.segments import parse_eval
 
-        sizes = parse_batch_sizes(bench_batch_sizes)
-        _check_json_path(json_out)
+        options = QuantizeOptions(evals=list(eval_), budgets=list(budget), mode=mode, calibration=list(calibration),
+                                  calibration_method=calibration_method, quant_format=quant_format,
+                                  per_channel=per_channel, labels=labels, segment_key=segment_key,
+                                  output_name=metric_output, exclude=list(exclude), auto_exclude=auto_exclude,
+                                  max_exclude=max_exclude, providers=provider or None, batch_size=batch_size,
+                                  bench_batch_sizes=parse_batch_sizes(bench_batch_sizes, flag="--bench-batch-sizes"),
+                                  bench_min_time=bench_min_time, min_speedup=min_speedup, preprocess=preprocess,
+                                  seed=seed)
+        options.validate()
+        files = (PlannedFiles().read_spec(spec).read_artifact(onnx_model)
+                 .write_artifact(output, "-o", probe=False).write(json_out, "--json"))
+        for name, path in parse_eval(options.evals):
+            files.read(path, f"the --eval data{f' of segment {name}' if name else ''}")
+        for path in options.calibration:
+            files.read(path, "the --calibration data")
+        check_files(files)
         with progress_display("quantize") as progress:
-            report = quantize_model(spec, onnx_model, output, evals=eval_, budgets=budget, inputs=input or None,
-                                    mode=mode, calibration=calibration, calibration_method=calibration_method,
-                                    quant_format=quant_format, per_channel=per_channel, labels=labels,
-                                    segment_key=segment_key, output_name=metric_output, exclude=exclude,
-                                    auto_exclude=auto_exclude, max_exclude=max_exclude, providers=provider or None,
-                                    batch_size=batch_size, bench_batch_sizes=sizes, bench_min_time=bench_min_time,
-                                    min_speedup=min_speedup, preprocess=preprocess, seed=seed, progress=progress)
+            report = quantize_model(spec, onnx_model, output, options, inputs=input or None, progress=progress)
     if json_stdout:
         print_json(report.to_dict())
     else:
@@ -106,14 +115,6 @@ def quantize(
     with user_errors(debug):
         _write_json(report, json_out)
     raise typer.Exit(report.exit_code)
-
-
-def _check_json_path(json_out: str | None) -> None:
-    """A --json path that cannot be written is refused before minutes of quantizing, not after."""
-    from onnxtax.core.files import check_output
-
-    if json_out and json_out != "-":
-        check_output(json_out, "--json")
 
 
 def _write_json(report: Any, json_out: str | None) -> None:

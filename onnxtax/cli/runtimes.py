@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from onnxtax.core import defaults
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, console, err_console, print_json, print_memory,
-                              progress_display, user_errors)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
+                              print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP
 from onnxtax.render.runtimes import runtimes_table, runtimes_verdict
 from onnxtax.core.errors import EXIT_OK
@@ -59,8 +59,7 @@ def runtimes(
                                          "'-').")] = False,
     record: Annotated[bool, typer.Option("--record", help="Merge the verdicts into the manifest beside the model "
                                          "(runtime_matrix; checksums untouched).")] = False,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the report as JSON to PATH; '-' prints it "
-                                                    "on stdout.", show_default=False, metavar="PATH")] = None,
+    json_out: Annotated[Optional[str], json_option()] = None,
     junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML: one suite per release x provider.",
                                                   show_default=False, metavar="PATH")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Write the release x provider matrix as markdown.",
@@ -73,9 +72,9 @@ def runtimes(
     release that passes. Exit 1 if any listed release fails."""
     json_stdout = json_out == "-"
     with user_errors(debug):
-        from onnxtax.core.files import check_output
         from onnxtax.core.errors import InputSpecError
-        from onnxtax.runtimes.matrix import check_runtimes, measure_limits
+        from onnxtax.core.paths import PlannedFiles
+        from onnxtax.runtimes import check_runtimes, measure_limits
         from onnxtax.core.specs import parse_dim_values, parse_ranges
 
         if not ort:
@@ -84,23 +83,27 @@ def runtimes(
             from onnxtax.core.manifest import read_manifest
 
             read_manifest(onnx_model)  # no manifest to record into: exit 2 before the work
-        for flag, path in (("--json", None if json_stdout else json_out), ("--junit", junit),
-                           ("--markdown", markdown)):
-            if path is not None:
-                check_output(path, flag)
+        files = PlannedFiles().write(json_out, "--json").write(junit, "--junit").write(markdown, "--markdown")
+        if not limits:
+            from onnxtax.parity import parse_tolerances
+            from onnxtax.runtimes import RuntimesOptions, parse_versions
+
+            options = RuntimesOptions(versions=parse_versions(ort), providers=provider or None,
+                                      cache_dir=cache_dir, offline=offline, dims=parse_dim_values(dim, multi=True),
+                                      samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=list(data),
+                                      rtol=rtol, atol=atol, tolerances=parse_tolerances(tolerance),
+                                      min_cosine=min_cosine, opt_level=opt_level)
+            options.validate()
+            files.read_spec(spec).read_artifact(onnx_model)
+            for f in data:
+                files.read(f, f"the data file {f.name}")
+        check_files(files)
         with progress_display("runtimes") as progress:
             say = _say(progress)
             if limits:
                 rows = measure_limits(ort, cache_dir=cache_dir, offline=offline, progress=say)
             else:
-                from onnxtax.parity import parse_tolerances
-
-                report = check_runtimes(onnx_model, ort, spec, input or None, dims=parse_dim_values(dim, multi=True),
-                                        samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=data,
-                                        rtol=rtol, atol=atol, tolerances=parse_tolerances(tolerance),
-                                        min_cosine=min_cosine,
-                                        providers=provider or None, opt_level=opt_level, cache_dir=cache_dir,
-                                        offline=offline, progress=say)
+                report = check_runtimes(onnx_model, None, spec, input or None, options, progress=say)
         if limits:
             _limits_output(rows, json_out)
             raise typer.Exit(EXIT_OK)

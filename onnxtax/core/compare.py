@@ -64,6 +64,27 @@ def row_blocks(*arrays: Any, elements: int = BLOCK_ELEMENTS) -> Any:
         yield tuple(a[i:i + rows] for a in arrays)
 
 
+def element_test(a: np.ndarray, b: np.ndarray, rtol: float, atol: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The element test, on float64 arrays of the ONNX (`a`) and source (`b`) values, `atol`
+    already scaled: (|a-b| where both are finite else 0, the limit atol + rtol*|b|, finite on both
+    sides, NaN/Inf on one side only or different infinities, outside the test). Every comparison
+    (parity, localisation, the smoke run, the runtime matrix) decides an element here."""
+    finite = np.isfinite(a) & np.isfinite(b)
+    same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & np.isinf(b) & (a == b))
+    special = ~finite & ~same_special
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf at positions `finite` excludes
+        diff = np.where(finite, np.abs(a - b), 0.0)
+    limit = atol + rtol * np.where(finite, np.abs(b), 0.0)
+    return diff, limit, finite, special, (finite & (diff > limit)) | special
+
+
+def tolerance_ratios(diff: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """|a-b| / limit per element (a zero limit: 0 where equal, inf where not)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(limit > 0, diff / np.where(limit > 0, limit, 1.0), np.where(diff > 0, np.inf, 0.0))
+
+
 def rms(arrays: Sequence[Any]) -> float:
     """Root mean square over the finite elements of float arrays (0.0 when there are none)."""
     total, count = 0.0, 0
@@ -167,19 +188,8 @@ class OutputStats:
         else:
             a, b = actual.astype(np.float64, copy=False), expected.astype(np.float64, copy=False)
         floats = actual.dtype.kind in "fc" or expected.dtype.kind in "fc"
-        if floats:
-            finite = np.isfinite(a) & np.isfinite(b)
-            same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & np.isinf(b) & (a == b))
-            special_mismatch = ~finite & ~same_special
-        else:
-            finite = np.ones(a.shape, dtype=bool)
-            special_mismatch = np.zeros(a.shape, dtype=bool)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf at positions `finite` excludes
-            diff = np.where(finite, np.abs(a - b), 0.0)
+        diff, limit, finite, special_mismatch, outside = element_test(a, b, self.rtol, atol)
         abs_b = np.where(finite, np.abs(b), 0.0)
-        limit = atol + self.rtol * abs_b
-        over = finite & (diff > limit)
-        outside = over | special_mismatch
         n_out = int(np.count_nonzero(outside))
         n_special = int(np.count_nonzero(special_mismatch))
         self.outside += n_out
@@ -193,9 +203,7 @@ class OutputStats:
             flat = int(np.flatnonzero(special_mismatch.ravel())[0])
             ratio = math.inf
         else:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratios = np.where(limit > 0, diff / np.where(limit > 0, limit, 1.0),
-                                  np.where(diff > 0, np.inf, 0.0))
+            ratios = tolerance_ratios(diff, limit)
             flat = int(np.argmax(ratios))
             ratio = float(ratios.ravel()[flat])
         if self.worst is None or ratio > self.worst.tolerance_ratio:

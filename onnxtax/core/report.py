@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK
-from onnxtax.core.files import check_output, write_output
+from onnxtax.core.files import write_output
 
 
 class Verdict:
@@ -66,13 +66,6 @@ def format_size(n_bytes: int | float) -> str:
 
 
 GITHUB_SUMMARY = "$GITHUB_STEP_SUMMARY"
-
-
-def check_github_summary() -> None:
-    """Before the work: $GITHUB_STEP_SUMMARY, when set, must be appendable (exit 2 otherwise)."""
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if target:
-        check_output(target, GITHUB_SUMMARY, append=True)
 
 
 def append_github_summary(markdown: str) -> bool:

@@ -22,14 +22,14 @@ _NAMES = {
     "parse_tolerances": "options", "placement_text": "report", "sample_inputs": "shapes", "plan_data_file": "shapes",
     "ParityReport": "report", "ProviderResult": "report", "CaseResult": "report", "SCHEMA": "report",
     "ShapePlan": "shapes", "plan_shapes": "shapes",
-    "Localization": "localization", "localize": "localization", "localize_failures": "localization",
+    "Localization": "localization", "localize": "localization", "localize_failures": "run",
 }
 __all__ = sorted(_NAMES)
 __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
-    from onnxtax.parity.localization import Localization, localize, localize_failures
+    from onnxtax.parity.localization import Localization, localize
     from onnxtax.parity.options import ComparisonOptions, ParityOptions, parse_tolerances
     from onnxtax.parity.report import SCHEMA, CaseResult, ParityReport, ProviderResult, placement_text
-    from onnxtax.parity.run import check_parity
+    from onnxtax.parity.run import check_parity, localize_failures
     from onnxtax.parity.shapes import ShapePlan, plan_data_file, plan_shapes, sample_inputs

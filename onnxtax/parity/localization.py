@@ -156,7 +156,7 @@ def compare_point(module: str, class_name: str, value: str | None, onnx: np.ndar
                   rtol: float, atol: float) -> tuple[Point, np.ndarray | None]:
     """The point and its mask of elements outside parity's element test (onnxtax.core.compare):
     |a-b| <= atol*rms(b) + rtol*|b| for floats, exact for integers; NaN/Inf must match."""
-    from onnxtax.core.compare import rms, row_blocks
+    from onnxtax.core.compare import element_test, rms, row_blocks, tolerance_ratios
 
     point = Point(module, class_name, value)
     if onnx.shape != eager.shape:
@@ -173,22 +173,16 @@ def compare_point(module: str, class_name: str, value: str | None, onnx: np.ndar
     # block by block: the float64 temporaries of a whole weight would be several times its size
     for onnx_block, eager_block, mask_block in row_blocks(onnx, eager, mask):
         a, b = onnx_block.astype(np.float64), eager_block.astype(np.float64)
-        finite = np.isfinite(a) & np.isfinite(b)
-        same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
-        with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.where(finite, np.abs(a - b), 0.0)
-        limit = t + r * np.where(finite, np.abs(b), 0.0)
-        mask_block[...] = (finite & (diff > limit)) | (~finite & ~same_special)
+        diff, limit, finite, one_sided, outside = element_test(a, b, r, t)  # parity's own element test
+        mask_block[...] = outside
         point.outside += int(mask_block.sum())
         point.max_abs_diff = max(point.max_abs_diff, float(diff.max()))
         nz = finite & (b != 0)
         if nz.any():
             point.max_rel_diff = max(point.max_rel_diff, float((diff[nz] / np.abs(b[nz])).max()))
-        special = special or bool((~finite & ~same_special).any())
+        special = special or bool(one_sided.any())
         if not special:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(limit > 0, diff / np.where(limit > 0, limit, 1.0), np.where(diff > 0, np.inf, 0.0))
-            point.tolerance_ratio = max(point.tolerance_ratio, float(ratio.max()))
+            point.tolerance_ratio = max(point.tolerance_ratio, float(tolerance_ratios(diff, limit).max()))
     if special:
         point.tolerance_ratio = math.inf
     return point, mask
@@ -579,53 +573,4 @@ def _in_root(loc: Localization, graph: GraphMap, module: Any, final: Point | Non
     loc.summary = summary_line(loc)
 
 
-# --------------------------------------------------------------------------- parity's failures
-def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[Any], sample_of: Any,
-                      specs: Sequence[Any], mapping: dict[str, str], *, opt_level: str = "all",
-                      threads: int | None = None, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-                      time_budget_s: float = DEFAULT_TIME_BUDGET_S, progress: Any = None,
-                      shared_weights: Any = None) -> None:
-    """Localise the first failing value case of each provider of a parity report, in place: sets
-    `provider.localization`, and makes the localisation the hint of that case and provider.
-
-    The sample replayed is the case's worst one; the shapes parity ran before it in the same
-    session are replayed first (sample 0 each), so a provider keeping state between shapes
-    shows the same fault. One time budget covers all providers. `shared_weights`: parity's
-    SharedWeights (or None), reused by the CPU localisation sessions."""
-    deadline = time.perf_counter() + time_budget_s
-    failing = [(pr, next((c for c in pr.cases if c.status == "failed" and c.stats is not None and c.stats.samples),
-                         None)) for pr in report.providers]
-    failing = [(pr, c) for pr, c in failing if c is not None]
-    for n, (pr, case) in enumerate(failing):
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            report.notes.append(f"localisation of {pr.label} not run: the time budget ({time_budget_s:g} s) ran out")
-            continue
-        pi = next(i for i, p in enumerate(plans) if p.label == case.shape)
-        k = case.stats.worst.sample if case.stats.worst is not None else 0
-        if progress is not None:
-            progress(f"localizing {pr.label} {case.shape} sample {k}", n, len(failing))
-        arrays = sample_of(plans[pi], k)
-        warmup = []
-        for plan in plans[max(0, pi - 4):pi]:
-            earlier = sample_of(plan, 0)
-            warmup.append({mapping[name]: earlier[name] for name in mapping})
-        loc = localize(module, onnx_path, arrays, specs=specs, mapping=mapping, request=pr.request,
-                       rtol=case.stats.rtol, atol=case.stats.atol, warmup=warmup,
-                       case={"shape": case.shape, "sample": k, "output": case.output}, opt_level=opt_level,
-                       threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining,
-                       shared_weights=shared_weights)
-        others = [o for o in report.providers if o is not pr and o.status != "skipped"
-                  for c in o.cases if (c.shape, c.output) == (case.shape, case.output)]
-        passing = [o.label for o in report.providers if o is not pr
-                   for c in o.cases if (c.shape, c.output) == (case.shape, case.output) and c.passed]
-        loc.provider_specific = bool(passing) if others else None
-        if loc.found and passing:
-            loc.summary = f"on {pr.label} only ({', '.join(passing)} passes this case): {loc.summary}"
-        if warmup:
-            loc.notes.append("replayed " + ", ".join(p.label for p in plans[max(0, pi - 4):pi]) + " first in the "
-                             "same session, as parity ran them (a provider may keep state between shapes)")
-        pr.localization = case.localization = loc
-
-
-__all__ = ["Localization", "Point", "localize", "localize_failures", "compare_point"]
+__all__ = ["Localization", "Point", "localize", "compare_point"]

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 from onnxtax.core.artifact import Artifact, open_artifact
 from onnxtax.core.compare import Constancy, rms
+from onnxtax.core.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
 from onnxtax.core.defaults import PARITY_ASSUMED_SIZE_CAP as ASSUMED_SIZE_CAP
 from onnxtax.core.errors import InputSpecError
 from onnxtax.core.inputs import ResolvedInputs
@@ -42,6 +43,7 @@ from onnxtax.core.reference import EagerReference, refuse_nondeterministic
 from onnxtax.core.specs import InputSpec, SampleRecipe, concrete_shape, is_integer, make_inputs, symbols_of
 from onnxtax.core.specs import export_sizes as default_export_sizes
 from onnxtax.parity.comparison import Comparison
+from onnxtax.parity.localization import localize
 from onnxtax.parity.options import ParityOptions, parse_tolerances  # noqa: F401 (parse_tolerances: the face's)
 from onnxtax.parity.report import ParityReport, ProviderResult, fallback_reason
 from onnxtax.parity.sessions import LiveSession, check_memory, open_sessions, weights_to_share
@@ -260,8 +262,6 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
                    "rerun with --share-weights never")
         report.model_failures.append(problem)
     if localize is not None and not report.passed:
-        from onnxtax.parity.localization import localize_failures
-
         budget_s, memory_mb = localize
         localize_failures(report, module, artifact, plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), specs,
                           resolved.onnx_names, opt_level=opt_level, threads=threads, memory_budget_mb=memory_mb,
@@ -332,3 +332,50 @@ def _tick(progress: Progress | None, done: int, total: int, where: str) -> None:
         progress(where, done, total)
 
 
+# --------------------------------------------------------------------------- parity's failures
+def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[Any], sample_of: Any,
+                      specs: Sequence[Any], mapping: dict[str, str], *, opt_level: str = "all",
+                      threads: int | None = None, memory_budget_mb: float = LOCALIZE_MEMORY_MB,
+                      time_budget_s: float = LOCALIZE_TIME_BUDGET_S, progress: Any = None,
+                      shared_weights: Any = None) -> None:
+    """Localise the first failing value case of each provider of a parity report, in place: sets
+    `provider.localization`, and makes the localisation the hint of that case and provider.
+
+    The sample replayed is the case's worst one; the shapes parity ran before it in the same
+    session are replayed first (sample 0 each), so a provider keeping state between shapes
+    shows the same fault. One time budget covers all providers. `shared_weights`: parity's
+    SharedWeights (or None), reused by the CPU localisation sessions."""
+    deadline = time.perf_counter() + time_budget_s
+    failing = [(pr, next((c for c in pr.cases if c.status == "failed" and c.stats is not None and c.stats.samples),
+                         None)) for pr in report.providers]
+    failing = [(pr, c) for pr, c in failing if c is not None]
+    for n, (pr, case) in enumerate(failing):
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            report.notes.append(f"localisation of {pr.label} not run: the time budget ({time_budget_s:g} s) ran out")
+            continue
+        pi = next(i for i, p in enumerate(plans) if p.label == case.shape)
+        k = case.stats.worst.sample if case.stats.worst is not None else 0
+        if progress is not None:
+            progress(f"localizing {pr.label} {case.shape} sample {k}", n, len(failing))
+        arrays = sample_of(plans[pi], k)
+        warmup = []
+        for plan in plans[max(0, pi - 4):pi]:
+            earlier = sample_of(plan, 0)
+            warmup.append({mapping[name]: earlier[name] for name in mapping})
+        loc = localize(module, onnx_path, arrays, specs=specs, mapping=mapping, request=pr.request,
+                       rtol=case.stats.rtol, atol=case.stats.atol, warmup=warmup,
+                       case={"shape": case.shape, "sample": k, "output": case.output}, opt_level=opt_level,
+                       threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining,
+                       shared_weights=shared_weights)
+        others = [o for o in report.providers if o is not pr and o.status != "skipped"
+                  for c in o.cases if (c.shape, c.output) == (case.shape, case.output)]
+        passing = [o.label for o in report.providers if o is not pr
+                   for c in o.cases if (c.shape, c.output) == (case.shape, case.output) and c.passed]
+        loc.provider_specific = bool(passing) if others else None
+        if loc.found and passing:
+            loc.summary = f"on {pr.label} only ({', '.join(passing)} passes this case): {loc.summary}"
+        if warmup:
+            loc.notes.append("replayed " + ", ".join(p.label for p in plans[max(0, pi - 4):pi]) + " first in the "
+                             "same session, as parity ran them (a provider may keep state between shapes)")
+        pr.localization = case.localization = loc

@@ -166,7 +166,7 @@ def parse_eval(texts: Sequence[str]) -> list[tuple[str | None, Path]]:
         if not sep:
             name, file = "", text
         name = name.strip()
-        if sep and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        if sep and not re.fullmatch(r"[\w.-]+", name):  # letters of any script, digits, '_', '-', '.'
             raise InputSpecError(f"--eval '{text}': segment name '{name}' must be letters, digits, '_', '-', '.'",
                                  "e.g. --eval tail=data/tail.npz")
         out.append((name or None, Path(file.strip())))

@@ -122,7 +122,7 @@ def test_bad_input_is_exit_2_one_line(project, args, words):
 def test_forward_with_varargs_exports_and_passes_parity(project, tmp_path):
     out = tmp_path / "v.onnx"
     code, output, _, stdout = invoke(project, "export", "{root}/models.py:Varargs", "-o", str(out), "--input", "x:batch,4",
-                             "--input", "y:batch,4", "--json")
+                             "--input", "y:batch,4", "--json", "-")
     assert code == 0, output
     assert [i["name"] for i in json.loads(stdout)["inputs"]] == ["x", "y"]
     code, output, _, stdout = invoke(project, "parity", "{root}/models.py:Varargs", str(out), "--samples", "1")
@@ -133,7 +133,7 @@ def test_keyword_only_arguments_are_declared_by_name(project, tmp_path):
     out = tmp_path / "k.onnx"
     code, output, _, stdout = invoke(project, "export", "{root}/models.py:KeywordOnly", "-o", str(out), "--input",
                              "x:batch,4", "--input", "shift:batch,4", "--input", "scale:batch,4",
-                             "--exporter", "torchscript", "--json")
+                             "--exporter", "torchscript", "--json", "-")
     assert code == 0, output
     assert [i["name"] for i in json.loads(stdout)["inputs"]] == ["x", "shift", "scale"]
     code, output, _, stdout = invoke(project, "parity", "{root}/models.py:KeywordOnly", str(out), "--samples", "1",

@@ -13,7 +13,7 @@ from tests.test_ci import CONFIG, make_project
 
 def test_ci_json_subprocess_exit_1_with_both_models(cli, tmp_path):
     make_project(tmp_path)
-    proc = cli("ci", "--json", "--host-label", "ci-test", cwd=tmp_path)  # config found from the cwd
+    proc = cli("ci", "--json", "-", "--host-label", "ci-test", cwd=tmp_path)  # config found from the cwd
     assert proc.returncode == 1, proc.stderr
     data = json.loads(proc.stdout)  # stdout is only the JSON
     assert data["schema"] == "onnxtax.ci/1" and data["exit_code"] == 1
@@ -61,7 +61,7 @@ def test_ci_usage_errors_exit_2_before_running(tmp_path):
 def test_ci_provider_flags_override_the_config(tmp_path):
     config = make_project(tmp_path)
     result = CliRunner().invoke(app, ["ci", "--config", str(config), "--only", "good", "-p", "cpu", "-p", "cuda",
-                                      "--skip-unavailable", "--json", "--reports", str(tmp_path / "r")])
+                                      "--skip-unavailable", "--json", "-", "--reports", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [(p["label"], p["verdict"]) for p in data["models"][0]["providers"]] == [("cpu", "passed"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, run_cli
 
 CASES = Path(__file__).resolve().parents[1] / "models" / "export_cases.py"
 
@@ -16,7 +16,7 @@ CASES = Path(__file__).resolve().parents[1] / "models" / "export_cases.py"
 def test_export_then_verify_json(cli, tmp_path):
     out = tmp_path / "fraud.onnx"
     proc = cli("export", f"{EXAMPLES}/fraud_detector.py:FraudDetector", "-o", out, "--input", "x:batch,128",
-               "--json")
+               "--json", "-")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["passed"] is True and data["opset"] == 18
@@ -24,7 +24,7 @@ def test_export_then_verify_json(cli, tmp_path):
     assert data["outputs"][0]["dims"] == ["batch", 1]
     assert {c["name"] for c in data["checks"]} >= {"opset", "dynamic_axes", "onnx.checker", "onnxruntime_smoke"}
     assert "Traceback" not in proc.stderr
-    proc = cli("verify", out, "--json")
+    proc = cli("verify", out, "--json", "-")
     assert proc.returncode == 0 and json.loads(proc.stdout)["passed"] is True
     # a flipped byte: exit 1 naming the file
     raw = bytearray(out.read_bytes())
@@ -83,7 +83,7 @@ def test_verify_without_manifest_is_exit_2(cli, tmp_path):
 
 
 def test_providers_json(cli):
-    proc = cli("providers", "--json")
+    proc = cli("providers", "--json", "-")
     assert proc.returncode == 0
     data = json.loads(proc.stdout)
     names = {p["name"]: p for p in data["providers"]}
@@ -94,7 +94,7 @@ def test_providers_json(cli):
 
 
 def test_providers_in_openvino_env(cli, ov_python):
-    proc = cli("providers", "--json", python=ov_python)
+    proc = cli("providers", "--json", "-", python=ov_python)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["package"] == "onnxruntime-openvino"
@@ -125,8 +125,8 @@ def test_two_processes_export_the_same_bytes(cli, tmp_path):
     shas = []
     for run in ("a", "b"):
         out = tmp_path / run / "m.onnx"
-        proc = cli("export", f"{CASES}:Linear", "-o", out, "--input", "x:batch,4", "--json",
-                   env={"PYTHONHASHSEED": "random"})
+        proc = run_cli("export", f"{CASES}:Linear", "-o", out, "--input", "x:batch,4", "--json", "-",
+                       env={"PYTHONHASHSEED": "random"})  # a process each: their str hashes differ
         assert proc.returncode == 0, proc.stderr
         manifest = json.loads((tmp_path / run / "m.manifest.json").read_text())
         assert manifest["artifact"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
@@ -152,7 +152,7 @@ def test_verify_never_reads_a_manifest_path_outside_the_artifact_folder(cli, tmp
     real = hashlib.sha256(Path("/etc/hostname").read_bytes()).hexdigest()
     manifest["artifact"]["external_data"] = [{"file": listed, "sha256": real, "size_bytes": 1}]
     manifest_path.write_text(json.dumps(manifest))
-    proc = cli("verify", out, "--json")
+    proc = cli("verify", out, "--json", "-")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     files = json.loads(proc.stdout)["files"]
     assert files[1] == {"file": listed, "expected_sha256": real, "actual_sha256": None, "status": "outside"}
@@ -167,7 +167,7 @@ def test_verify_reports_files_named_like_the_artifacts_data(cli, tmp_path):
     (out.parent / "other.txt").write_text("unrelated")
     (out.parent / "m.py").write_text("# the model's source, beside its export")
     (out.parent / "m.int8.onnx").write_bytes(b"another artifact")
-    proc = cli("verify", out, "--json")
+    proc = cli("verify", out, "--json", "-")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["extra"] == ["m.bin", "m.onnx.data"]
     proc = cli("verify", out)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from onnxtax.cli import app
 from tests.test_parity import build_models
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_non_deterministic_source_as_a_user_sees_it(models, cli):
 
 
 def test_progress_bar_on_a_terminal(models, cli):
-    proc = cli("parity", f"{models['file']}:MLP", models["MLP"], env={"TTY_COMPATIBLE": "1"})
+    proc = run_cli("parity", f"{models['file']}:MLP", models["MLP"], env={"TTY_COMPATIBLE": "1"})  # its own terminal
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[?25l" in proc.stderr and "parity" in proc.stderr  # the live bar ran (cursor hidden)
     assert "Error" not in proc.stderr and "parity passed" in proc.stdout

@@ -119,7 +119,7 @@ def test_ci_quantize_stage_from_the_config(project, tmp_path):
         bench_batch_sizes = [1]
         bench_min_time = 0.02
         """))
-    proc = run_cli("ci", "--config", tmp_path / "onnxtax.toml", "--json", cwd=tmp_path)
+    proc = run_cli("ci", "--config", tmp_path / "onnxtax.toml", "--json", "-", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     model = json.loads(proc.stdout)["models"][0]
     stage = model["stages"]["quantize"]
