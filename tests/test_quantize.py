@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,45 @@ def test_pre_processing_takes_relative_paths_and_leaves_the_current_folder_alone
     assert preprocess(Path("m/fp32.onnx"), Path("m/pre.onnx")) is None
     assert (tmp_path / "m" / "pre.onnx").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+KEYWORD_ONLY = '''
+import torch
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(16, 8)
+
+    def forward(self, x, *, scale):
+        return self.fc(x) * scale
+'''
+
+
+def test_keyword_only_inputs_reach_quantize_and_its_embedding_wording(tmp_path):
+    """A forward(self, x, *, scale) exports and passes parity; quantize must call it the same way
+    (it used to pass `scale` positionally: "takes 2 positional arguments but 3 were given"). Its
+    output is an embedding judged by cosine: no "decisions change" is reported for it."""
+    from onnxtax.export import export_model
+    from onnxtax.quantize import quantize_model
+    from onnxtax.render.quantize import quantize_table
+    from rich.console import Console
+
+    (tmp_path / "kw.py").write_text(KEYWORD_ONLY)
+    spec = f"{tmp_path / 'kw.py'}:Scaled"
+    assert export_model(spec, tmp_path / "kw.onnx", ["x:batch,16", "scale:batch,1"], exporter="torchscript")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "ev.npz", x=rng.standard_normal((64, 16)).astype(np.float32),
+             scale=rng.uniform(0.5, 2, (64, 1)).astype(np.float32))
+    report = quantize_model(spec, tmp_path / "kw.onnx", tmp_path / "kw.int8.onnx", evals=[str(tmp_path / "ev.npz")],
+                            budgets=["cosine=0.5"], mode="dynamic", **QUICK)
+    assert report and not report.problems, report.failures + report.problems
+    deps = [s.batch_dependence for s in report.best.evaluation.segments if s.batch_dependence]
+    assert deps and all(d["decisions_changed"] is None for d in deps)
+    console = Console(record=True, width=200)
+    quantize_table(report, console)
+    text = console.export_text()
+    assert "decision(s) change" not in text
+    assert re.search(r"size: [\d.]+ (B|KiB) FP32 -> [\d.]+ (B|KiB) INT8", text), text  # its largest unit

@@ -285,3 +285,30 @@ def test_a_second_process_waits_for_the_build_and_reuses_it(tmp_path):
         assert proc.poll() is None  # still waiting while the lock is held
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "built_now False" in out and "pip install" not in out
+
+
+KEYWORD_ONLY = """
+import torch
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(6, 2)
+
+    def forward(self, x, *, scale):
+        return self.fc(x) * scale
+"""
+
+
+def test_keyword_only_inputs_reach_the_runtime_matrix(tmp_path, runtime_cache):
+    """The eager reference of the matrix calls forward(x, *, scale) by name, as parity does (it
+    used to pass every input positionally and fail on the model before any release ran)."""
+    (tmp_path / "kw.py").write_text(KEYWORD_ONLY)
+    spec = f"{tmp_path / 'kw.py'}:Scaled"
+    out = tmp_path / "kw.onnx"
+    assert export_model(spec, out, ["x:batch,6", "scale:batch,1"], exporter="torchscript", target_ort="1.16")
+    report = check_runtimes(out, [OLD], spec, samples=1, cache_dir=runtime_cache)
+    assert report.passed, report.failures
+    assert report.reference["kind"] == "eager"

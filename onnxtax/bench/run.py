@@ -250,7 +250,12 @@ def run_bench(model, onnx_path: str | Path | Artifact,
                         module(*tensors)
                     timed.append(Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
                 except Exception as exc:  # noqa: BLE001 - the user's forward()
-                    fail(EAGER, bs, exc)
+                    # the inputs do not fit the model: a usage error, as in parity (exit 2), not a measurement
+                    from onnxtax.core.reference import inputs_hint
+
+                    shapes = ", ".join(f"{s.name}{list(arrays[s.name].shape)}" for s in specs)
+                    raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
+                                         f"at batch {bs} ({shapes})", inputs_hint(specs, ranges)) from exc
             for p in ort_paths:
                 if p.info.status != "measured":
                     continue

@@ -437,9 +437,22 @@ def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: 
         p = (root / item).resolve()
         if not p.is_file():
             raise ConfigError(f"{src.where(where + ('data',))}: data file '{item}' does not exist "
-                              f"(looked at {p})", "paths are relative to the config file's folder")
+                              f"(looked at {p})", _missing_data_hint(p, root))
         data_files.append(p)
     return ranges, data_files
+
+
+def _missing_data_hint(path: Path, root: Path) -> str:
+    """The fix for a data file that is not there: the script beside the config that writes it (a
+    file it names), else where relative paths start."""
+    for script in sorted(root.glob("*.py")):
+        try:
+            text = script.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if path.name in text or (path.stem in text and "savez" in text):
+            return f"{script.name} writes it: run `python {script.name}` in {root} first"
+    return f"create it, or fix the path (relative paths start at the config's folder, {root})"
 
 
 def _resolve_spec(spec: str, root: Path, src: ConfigText, keypath: tuple[str, ...]) -> str:
@@ -494,7 +507,7 @@ def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: ConfigText, w
         p = (root / item).resolve()
         if not p.is_file():
             raise ConfigError(f"{src.where(where + (key,))}: data file '{item}' does not exist (looked at {p})",
-                              "paths are relative to the config file's folder")
+                              _missing_data_hint(p, root))
         return p
 
     evals = [f"{name}={existing(item, 'eval')}" for name, item in q["eval"].items()]

@@ -33,7 +33,7 @@ class EagerReference:
                 result = self.module(*tensors)
         except Exception as exc:  # noqa: BLE001 - any error in user code at a chosen shape
             shapes = ", ".join(f"{s.name}{list(arrays[s.name].shape)}" for s in self.specs)
-            hint = self._raise_hint(data_file)
+            hint = inputs_hint(self.specs, self.ranges, data_file)
             raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
                                  f"at {where} ({shapes})", hint) from exc
         flat = flatten_outputs(result)  # the exporter's order and names, shared on purpose
@@ -51,18 +51,20 @@ class EagerReference:
             return exc.message
         return None
 
-    def _raise_hint(self, data_file: str | None) -> str:
-        if data_file is not None:
-            return (f"the arrays in {data_file} do not fit the model (values or sizes it rejects, e.g. a token id "
-                    "at or above the vocabulary size): fix the file, or check it with the model in Python first")
-        hint = ("check that the inputs fit the model (--input NAME:DIMS:DTYPE) and choose sizes it accepts "
-                "with --dim SYMBOL=V1,V2")
-        ints = [s for s in self.specs if is_integer(s)]
-        if ints:
-            recipe = SampleRecipe(0, self.ranges)
-            drawn = ", ".join(f"{s.name} from {recipe.describe(s)}" for s in ints)
-            hint += f"; integer inputs are drawn as: {drawn} (set them with --range NAME=LOW:HIGH, HIGH exclusive)"
-        return hint
+
+def inputs_hint(specs: list[InputSpec], ranges: dict[str, ValueRange], data_file: str | None = None) -> str:
+    """What to check when the source model rejects the inputs it was given (the hint of every stage)."""
+    if data_file is not None:
+        return (f"the arrays in {data_file} do not fit the model (values or sizes it rejects, e.g. a token id "
+                "at or above the vocabulary size): fix the file, or check it with the model in Python first")
+    hint = ("check that the inputs fit the model (--input NAME:DIMS:DTYPE) and choose sizes it accepts "
+            "with --dim SYMBOL=V1,V2")
+    ints = [s for s in specs if is_integer(s)]
+    if ints:
+        recipe = SampleRecipe(0, ranges)
+        drawn = ", ".join(f"{s.name} from {recipe.describe(s)}" for s in ints)
+        hint += f"; integer inputs are drawn as: {drawn} (set them with --range NAME=LOW:HIGH, HIGH exclusive)"
+    return hint
 
 
 def same_outputs(first: list[np.ndarray], second: list[np.ndarray]) -> tuple[bool, str]:

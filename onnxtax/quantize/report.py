@@ -27,7 +27,7 @@ JSON schema of `QuantizeReport.to_dict()` ("onnxtax.quantize/1"; keys stable):
   SEGMENT = {"provider": "cpu", "segment": "tail", "rows": 200,
              "metrics": {"agreement@0.5": {"row": 0.97, "batch": 0.96, "value": 0.96}, ...},
              "checks": [CHECK], "batch_dependence": null | {"max_abs": 0.01, "rows_changed": 12,
-                                                          "decisions_changed": 3}}
+                                                          "decisions_changed": 3 | null}}   (null: the output makes no decision, e.g. an embedding)
   CHECK = {"provider", "segment", "metric", "limit", "direction", "value", "aggregate", "passed"}
   LATENCY = {"provider": "cpu", "batch_size": 1, "fp32": STATS, "int8": STATS, "speedup": 1.4,
              "fp32_per_s": .., "int8_per_s": ..}    (STATS as in bench)

@@ -301,6 +301,7 @@ class MetricPlan:
     thresholds: list[float] = field(default_factory=list)
     topk: list[int] = field(default_factory=list)
     decision_threshold: float = 0.5
+    decisions: bool = True  # the output is a decision (a thresholded score, a class): "decisions change" means something
 
     @classmethod
     def from_budgets(cls, budgets: list[Budget], output_shape: Sequence[int]) -> "MetricPlan":
@@ -309,7 +310,9 @@ class MetricPlan:
         per_row = math.prod(output_shape[1:]) if len(output_shape) > 1 else 1
         if not thresholds and per_row == 1:
             thresholds = [0.5]  # a binary score: its decision agreement is what users read first
-        return cls(thresholds, topk, thresholds[0] if thresholds else 0.5)
+        # an embedding judged by cosine or max_abs makes no decision: no "decisions change" for it
+        decisions = bool(thresholds or topk) or any(b.metric == "accuracy_drop" for b in budgets)
+        return cls(thresholds, topk, thresholds[0] if thresholds else 0.5, decisions)
 
     def compute(self, reference, candidate, labels=None) -> dict[str, float]:
         return metrics_of(reference, candidate, thresholds=self.thresholds, topk=self.topk, labels=labels,
@@ -476,7 +479,7 @@ def _batch_dependence(row: Any, batch: Any, plan: MetricPlan) -> dict:
         flips = per_row.argmax(axis=1) != batch.reshape(batch.shape[0], -1).argmax(axis=1)
     return {"max_abs": float(diff.max()) if diff.size else 0.0,
             "rows_changed": int((diff.max(axis=1) > 0).sum()) if diff.size else 0,
-            "decisions_changed": int(flips.sum())}
+            "decisions_changed": int(flips.sum()) if plan.decisions else None}
 
 
 def eager_reference(module: Any, specs: list, rows: SegmentRows, spec_text: str) -> list[Any]:

@@ -1,11 +1,11 @@
-"""A quantization rendered: every build tried, the table per segment and metric, the nodes kept in FP32, size and latency, the verdict."""
+"""A quantization rendered: every build tried, the table per segment and metric, the nodes kept in
+FP32, size and latency, the verdict."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
+from onnxtax.core.report import format_size
 
 
 def _v(v: float | None, metric: str = "") -> str:
@@ -79,7 +79,8 @@ def quantize_table(report: Any, out) -> None:
         if dep and dep["rows_changed"]:
             out.print(f"[yellow]batch dependence[/] {escape(seg.provider)} {escape(seg.segment)}: "
                       f"{dep['rows_changed']} of {seg.rows} rows give another output in a batch than alone "
-                      f"(max diff {dep['max_abs']:.3g}), {dep['decisions_changed']} decision(s) change",
+                      f"(max diff {dep['max_abs']:.3g})" + (f", {dep['decisions_changed']} decision(s) change"
+                                                             if dep.get("decisions_changed") is not None else ""),
                       highlight=False, soft_wrap=True)
     if best.excluded:
         ex = Table(title="kept in FP32", title_justify="left", header_style="bold")
@@ -102,7 +103,7 @@ def quantize_table(report: Any, out) -> None:
                       highlight=False, soft_wrap=True)
     size = report.size
     if size["int8_bytes"]:
-        out.print(f"size: {size['fp32_bytes'] / 1024:.1f} KiB FP32 -> {size['int8_bytes'] / 1024:.1f} KiB INT8 "
+        out.print(f"size: {format_size(size['fp32_bytes'])} FP32 -> {format_size(size['int8_bytes'])} INT8 "
                   f"({size['ratio']:.2f}x smaller)", highlight=False)
     if best.latency:
         lat = Table(title="latency, one call at a time (bench's harness, p50)", title_justify="left",

@@ -33,6 +33,15 @@ class Varargs(torch.nn.Module):
         return x + sum(rest)
 
 
+class Wider(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
 class KeywordOnly(torch.nn.Module):
     def forward(self, x, *, scale, shift=None):
         return x * scale + (0 if shift is None else shift)
@@ -198,3 +207,29 @@ def test_a_localisation_budget_that_is_not_positive_is_refused_before_the_run(cl
 
     proc = cli("parity", tiny.spec("Tiny"), "/nonexistent.onnx", "--localize-budget", "-1")
     assert proc.returncode == 2 and "--localize-budget -1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["parity", "--samples", "1"], ["bench", "--no-cold-start", "--min-time", "0.01",
+                                                                     "--batch-sizes", "1"]])
+def test_a_model_that_rejects_the_artifacts_inputs_is_exit_2_in_every_stage(project, command):
+    """Another model's artifact (Linear(4,2) exported, Linear(8,2) given): the eager model cannot take
+    the inputs. Parity and bench agree: a usage error, before anything is measured."""
+    name, *flags = command
+    code, output, exc, _ = invoke(project, name, "{root}/models.py:Wider", "{root}/m.onnx", *flags)
+    assert code == 2, output
+    assert "error:" in output and "Traceback" not in output and "not measured" not in output
+
+
+def test_a_missing_data_file_names_the_script_that_writes_it(tmp_path):
+    """The example config on a fresh clone: its data comes from a script beside it."""
+    (tmp_path / "models.py").write_text(MODELS)
+    (tmp_path / "make_data.py").write_text("import numpy as np\nnp.savez('data/rows.npz', x=np.zeros((2, 4)))\n")
+    (tmp_path / "onnxtax.toml").write_text(textwrap.dedent("""
+        [models.m]
+        spec = "models.py:Linear"
+        inputs = ["x:batch,4"]
+        data = ["data/rows.npz"]
+        """))
+    code, output, _, _ = invoke(tmp_path, "ci", "--config", "{root}/onnxtax.toml")
+    assert code == 2 and "data file 'data/rows.npz' does not exist" in output
+    assert "make_data.py writes it: run `python make_data.py`" in output
