@@ -14,6 +14,7 @@ PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[test,plot,models]'
+	$(VENV)/bin/python -m compileall -q onnxtax  # an editable install is not byte-compiled by pip
 	touch $@
 
 # onnxruntime-openvino installs under the same import name as onnxruntime, so it
@@ -23,6 +24,7 @@ $(OVVENV)/.installed: pyproject.toml constraints.txt
 	$(OVVENV)/bin/pip install $(PIP_FLAGS) torch onnx onnxscript numpy typer rich \
 		'onnxruntime-openvino==1.24.1' pytest jsonschema
 	$(OVVENV)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	$(OVVENV)/bin/python -m compileall -q onnxtax
 	touch $@
 
 venv: $(VENV)/.installed
