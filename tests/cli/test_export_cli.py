@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, run_cli
+from tests.conftest import EXAMPLES
 
 CASES = Path(__file__).resolve().parents[1] / "models" / "export_cases.py"
 
