@@ -52,6 +52,8 @@ def runtimes(
                           ] = defaults.PARITY_MIN_COSINE,
     opt_level: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")
                          ] = defaults.OPT_LEVEL,
+    max_shapes: Annotated[int, typer.Option(help="Largest cartesian product of axis sizes; beyond it the axes "
+                                            "vary jointly (as parity).")] = defaults.PARITY_MAX_SHAPES,
     cache_dir: Annotated[Optional[Path], typer.Option(help=CACHE_HELP, show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)] = False,
     limits: Annotated[bool, typer.Option("--limits", help="Instead of checking a model, measure each release's "
@@ -92,7 +94,7 @@ def runtimes(
                                       cache_dir=cache_dir, offline=offline, dims=parse_dim_values(dim, multi=True),
                                       samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=list(data),
                                       rtol=rtol, atol=atol, tolerances=parse_tolerances(tolerance),
-                                      min_cosine=min_cosine, opt_level=opt_level)
+                                      min_cosine=min_cosine, opt_level=opt_level, max_shapes=max_shapes)
             options.validate()
             files.read_spec(spec).read_artifact(onnx_model)
             for f in data:
