@@ -177,8 +177,10 @@ def run_bench(model, onnx_path: str | Path | Artifact,
 
     module, spec, class_name, cold_reason = _eager_model(model)
     if module is not None:
+        from onnxtax.core.identity import check_model_matches
         from onnxtax.core.loading import check_inputs_match
 
+        check_model_matches(module, artifact.manifest, onnx_path.name, spec or class_name or "the model")
         module = check_inputs_match(module, specs, spec or class_name or "the model")
 
     n_steps = ((cold_start_runs * (len(usable) + (1 if spec else 0))) if cold_start else 0) + len(sizes_list)
@@ -244,10 +246,14 @@ def run_bench(model, onnx_path: str | Path | Artifact,
             if module is not None and by_id[EAGER].status == "measured":
                 from onnxtax.core.inputs import torch_tensors
 
+                from onnxtax.core.identity import check_outputs_match, check_stateless, state_versions
+                from onnxtax.core.inputs import flatten_outputs
+
                 tensors = torch_tensors(specs, arrays)
+                versions = state_versions(module)
                 try:
                     with torch.inference_mode():
-                        module(*tensors)
+                        outputs = flatten_outputs(module(*tensors))
                     timed.append(Timed(EAGER, module, tensors, min_time, context=torch.inference_mode))
                 except Exception as exc:  # noqa: BLE001 - the user's forward()
                     # the inputs do not fit the model: a usage error, as in parity (exit 2), not a measurement
@@ -256,6 +262,12 @@ def run_bench(model, onnx_path: str | Path | Artifact,
                     shapes = ", ".join(f"{s.name}{list(arrays[s.name].shape)}" for s in specs)
                     raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
                                          f"at batch {bs} ({shapes})", inputs_hint(specs, ranges)) from exc
+                def again(module=module, tensors=tensors):
+                    with torch.inference_mode():
+                        return flatten_outputs(module(*tensors))
+
+                check_stateless(module, versions, outputs, again)  # a model keeping state is timed for nothing
+                check_outputs_match(len(outputs), artifact.output_names, onnx_path.name, spec or class_name or "")
             for p in ort_paths:
                 if p.info.status != "measured":
                     continue

@@ -303,7 +303,8 @@ def _pass_by_name(model, by_name: dict[int, str]):
         positional = [a for i, a in enumerate(args) if i not in by_name]
         return self.inner(*positional, **{name: args[i] for i, name in by_name.items()})
 
-    cls = type(type(model).__name__, (torch.nn.Module,), {"forward": forward, "__module__": __name__})
+    cls = type(type(model).__name__, (torch.nn.Module,), {"forward": forward, "__module__": __name__,
+                                                          "passes_by_name": True})
     wrapper = cls()
     wrapper.inner = model
     wrapper.train(model.training)

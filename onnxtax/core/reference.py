@@ -25,9 +25,11 @@ class EagerReference:
                  ) -> list[np.ndarray]:
         import torch
 
+        from onnxtax.core.identity import check_stateless, state_versions
         from onnxtax.core.inputs import flatten_outputs, to_numpy, torch_tensors
 
         tensors = torch_tensors(self.specs, arrays)
+        versions = state_versions(self.module) if self.paths is None else None  # the first call: does it keep state?
         try:
             with torch.inference_mode():
                 result = self.module(*tensors)
@@ -36,6 +38,12 @@ class EagerReference:
             hint = inputs_hint(self.specs, self.ranges, data_file)
             raise InputSpecError(f"the source model raised {type(exc).__name__}: {str(exc).strip()[:300]} "
                                  f"at {where} ({shapes})", hint) from exc
+        if versions is not None:
+            def again():
+                with torch.inference_mode():
+                    return flatten_outputs(self.module(*tensors))
+
+            check_stateless(self.module, versions, flatten_outputs(result), again)
         flat = flatten_outputs(result)  # the exporter's order and names, shared on purpose
         if not flat:
             raise InputSpecError(f"the source model returns no tensors at {where}",

@@ -329,8 +329,14 @@ def read_npz(path, flag: str) -> dict:
     import numpy as np
 
     path = Path(path)
+    if path.is_dir():
+        raise InputSpecError(f"{flag} {path} is a folder, not an .npz file", "give the .npz file inside it")
     if not path.is_file():
         raise InputSpecError(f"{flag} {path}: file not found", "give an .npz file saved with np.savez")
+    kind = _file_kind(path)
+    if kind is not None:
+        raise InputSpecError(f"{flag} {path} is {kind}, not an .npz archive of arrays",
+                             "save the inputs with np.savez(path, input_name=array, ...)")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # a .npy: one array, no input names
@@ -342,8 +348,37 @@ def read_npz(path, flag: str) -> dict:
                              "save with np.savez(path, input_name=array, ...)") from exc
 
 
+def _file_kind(path) -> str | None:
+    """What a file that numpy would misread is, in words ("a text file", "an ONNX model"), from its
+    first bytes; None when it may be an .npz (a zip) or a .npy (numpy reports those itself)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith((b"PK", b"\x93NUMPY")) or not head:
+        return None
+    if path.suffix == ".onnx" or head[:1] == b"\x08":  # an ONNX protobuf starts with ir_version (field 1)
+        return "an ONNX model" if path.suffix == ".onnx" else "a binary file"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file"
+    return "a JSON file" if head.lstrip().startswith((b"{", b"[")) else "a text file"
+
+
+def refuse_non_finite(arr: Any, spec: InputSpec, flag: str, path) -> None:
+    """Rows with NaN or inf compare as equal on both sides and pass every metric: refused, named."""
+    import numpy as np
+
+    if arr.dtype.kind not in "fc" or arr.size == 0 or bool(np.isfinite(arr).all()):
+        return
+    bad = np.flatnonzero(~np.isfinite(arr.reshape(arr.shape[0], -1) if arr.ndim else arr.reshape(1, -1)).all(axis=1))
+    rows = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+    raise InputSpecError(f"{flag} {path}: '{spec.name}' has NaN or inf in {len(bad)} of "
+                         f"{arr.shape[0] if arr.ndim else 1} rows ({rows}): nothing could be compared on them",
+                         "drop those rows, or fill them with real values (np.nan_to_num does not make them real)")
+
+
 def input_array(arrays: dict, spec: InputSpec, flag: str, path) -> Any:
-    """The array of one model input in a data file: present and of the input's dtype."""
+    """The array of one model input in a data file: present, of the input's dtype, and finite."""
     import numpy as np
 
     if spec.name not in arrays:
@@ -354,6 +389,7 @@ def input_array(arrays: dict, spec: InputSpec, flag: str, path) -> Any:
     if arr.dtype != want:
         raise InputSpecError(f"{flag} {path}: '{spec.name}' has dtype {arr.dtype}, the model input is {spec.dtype}",
                              f"save it as {want} (arr.astype(np.{want}))")
+    refuse_non_finite(arr, spec, flag, path)
     return arr
 
 

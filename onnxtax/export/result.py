@@ -47,6 +47,7 @@ class ExportResult(Verdict):
     target: Any = None  # ort_compat.OrtLimits of --target-ort
     runtime_matrix: list[dict] = field(default_factory=list)  # releases x providers it was verified on
     memory: Any = None  # onnxtax.core.memory.MemoryRecord
+    source_identity: dict | None = None  # onnxtax.core.identity.module_identity of the source (for the manifest)
 
     @property
     def passed(self) -> bool:

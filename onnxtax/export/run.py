@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from onnxtax.core.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.core.files import publish, staging_dir, unwritable_ancestor
+from onnxtax.core.identity import check_stateless, module_identity, state_versions
 from onnxtax.core.inputs import check_ranges, dynamic_shapes
 from onnxtax.core.manifest import FORMAT_VERSION, manifest_path_for
 from onnxtax.core.progress import Progress, silent
@@ -143,13 +144,15 @@ def export_model(model: Any, output: str | Path, inputs: list[InputSpec] | list[
     weights = module_weights_bytes(loaded.module)
     external_weights = external_data == "always" or (external_data == "auto" and weights > EXTERNAL_DATA_THRESHOLD)
     meter.check(weights, "export-external" if external_weights else "export")
+    identity = module_identity(loaded.module)  # the user's module: what later stages check their SPEC against
     loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
 
-    result = ExportResult(str(output), loaded.spec, exporter, opset, target=target)
+    result = ExportResult(str(output), loaded.spec, exporter, opset, target=target, source_identity=identity)
     recipe = SampleRecipe(0, value_ranges)
     result.domains = {s.name: recipe.describe(s) for s in specs}
     args = torch_inputs(specs, sizes, ranges=value_ranges)
     progress("running the model in PyTorch")
+    versions = state_versions(loaded.module)
     try:
         reference = eager_outputs(loaded.module, args)
     except Exception as exc:  # noqa: BLE001
@@ -157,6 +160,7 @@ def export_model(model: Any, output: str | Path, inputs: list[InputSpec] | list[
             f"the model fails on inputs of the declared shapes ({', '.join(str(s) for s in specs)}): "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             "check --input dims and dtypes against what forward() expects; --dim sets the example sizes") from exc
+    check_stateless(loaded.module, versions, reference, lambda: eager_outputs(loaded.module, args))
     if not reference:
         raise InputSpecError("the model returns no tensors", "forward() must return a tensor, or a tuple/dict of them")
     names = list(output_names) if output_names else [n for n, _ in reference]
@@ -371,7 +375,7 @@ def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], expo
     return {
         "format_version": FORMAT_VERSION,
         "created_utc": datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "model": loaded.to_dict(),
+        "model": dict(loaded.to_dict(), identity=result.source_identity),
         "artifact": {
             "file": staged.name,
             "sha256": digests[staged],

@@ -35,6 +35,7 @@ from onnxtax.core.compare import Constancy, rms
 from onnxtax.core.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
 from onnxtax.core.defaults import PARITY_ASSUMED_SIZE_CAP as ASSUMED_SIZE_CAP
 from onnxtax.core.errors import InputSpecError
+from onnxtax.core.identity import check_model_matches
 from onnxtax.core.inputs import ResolvedInputs
 from onnxtax.core.manifest import assumed_text
 from onnxtax.core.progress import Progress
@@ -105,6 +106,7 @@ def check_parity(model: Any, onnx_path: str | Path | Artifact,
     requests, skipped = resolve_providers(opts.providers, skip_unavailable=opts.skip_unavailable)
     check_memory(meter, artifact, opts.share_weights, requests)
     loaded = resolve_model(model)
+    check_model_matches(loaded.module, artifact.manifest, artifact.path.name, loaded.spec)
     module = check_inputs_match(loaded.module, resolved.specs, loaded.spec)
     flags = [(m, m.training) for m in module.modules()]
     module.eval()

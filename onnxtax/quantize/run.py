@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from onnxtax.core import defaults
 from onnxtax.core.artifact import Artifact, open_artifact
+from onnxtax.core.identity import check_model_matches
 from onnxtax.core.errors import InputSpecError
 from onnxtax.core.progress import Progress
 from onnxtax.quantize.graph import BuildSettings, NodeOrigin
@@ -99,6 +100,7 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
     meter.check(artifact.weights_bytes)
     loaded = resolve_model(model)
     loaded.module.eval()
+    check_model_matches(loaded.module, artifact.manifest, artifact.path.name, loaded.spec)
     module = check_inputs_match(loaded.module, specs, loaded.spec)  # keyword-only inputs passed by name
 
     from onnxtax.core.files import sha256_file
@@ -145,7 +147,7 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
         rows = SegmentRows(segments, mapping, index, batch_size, seed)
 
         say("running the FP32 eager model on every segment")
-        reference = eager_reference(module, specs, rows, loaded.spec)
+        reference = eager_reference(module, specs, rows, loaded.spec, resolved.output_names, onnx_path.name)
         plan = MetricPlan.from_budgets(budget_list, reference[0].shape)
         fp32_runs = {p: {"batch": rows.batched(rows.session_runner(s))} for p, s in fp32_sessions.items()}
         report.fp32 = evaluate_segments(fp32_runs, reference, segments, budget_list, plan)
@@ -230,6 +232,7 @@ def check_quantized(model: Any, onnx_path: str | Path | Artifact, *, providers: 
     meter.check(artifact.weights_bytes, "parity-unshared")  # the eager model + one INT8 session
     loaded = resolve_model(model)
     loaded.module.eval()
+    check_model_matches(loaded.module, artifact.manifest, artifact.path.name, loaded.spec)
     module = check_inputs_match(loaded.module, specs, loaded.spec)  # keyword-only inputs passed by name
     source_info = q.get("source") or {}
     report = QuantizeReport({"onnx": str(onnx_path), "sha256": sha256_file(onnx_path),
@@ -244,7 +247,7 @@ def check_quantized(model: Any, onnx_path: str | Path | Artifact, *, providers: 
                  report.settings["batch_size"], report.settings["seed"])
     report.output_name = output_name
     say("running the FP32 eager model on every segment")
-    reference = eager_reference(module, specs, rows, loaded.spec)
+    reference = eager_reference(module, specs, rows, loaded.spec, resolved.output_names, onnx_path.name)
     plan = MetricPlan.from_budgets(budgets, reference[0].shape)
     fp32_path = Path(source_info.get("path") or "")
     if fp32_path.is_file() and sha256_file(fp32_path) == source_info.get("sha256"):

@@ -234,13 +234,25 @@ def _rows2d(a):
 
 
 def metrics_of(reference, candidate, *, thresholds: Sequence[float] = (), topk: Sequence[int] = (),
-               labels=None, decision_threshold: float = 0.5) -> dict[str, float]:
-    """Every metric that applies to this output, candidate against the FP32 reference."""
+               labels=None, decision_threshold: float = 0.5) -> dict[str, float | None]:
+    """Every metric that applies to this output, candidate against the FP32 reference, over the rows
+    finite on both sides (a NaN row agrees with a NaN row at every threshold: it proves nothing).
+    With no such row every metric is None, "not compared", which fails any budget."""
     import numpy as np
 
     ref = np.asarray(reference, dtype=np.float64)
     got = np.asarray(candidate, dtype=np.float64)
-    out: dict[str, float] = {}
+    if ref.ndim and ref.shape == got.shape:
+        finite = np.isfinite(_rows2d(ref)).all(axis=1) & np.isfinite(_rows2d(got)).all(axis=1)
+        if not finite.all():
+            ref, got = ref[finite], got[finite]
+            labels = None if labels is None else np.asarray(labels).reshape(-1)[finite]
+            if not finite.any():
+                names = ["max_abs", "mean_abs", "cosine", *(f"agreement@{t:g}" for t in thresholds),
+                         *(f"top{k}" for k in sorted(set(topk) | {1})),
+                         *(("accuracy_fp32", "accuracy", "accuracy_drop") if labels is not None else ())]
+                return dict.fromkeys(names, None)
+    out: dict[str, float | None] = {}
     diff = np.abs(got - ref)
     out["max_abs"] = float(diff.max()) if diff.size else 0.0
     out["mean_abs"] = float(diff.mean()) if diff.size else 0.0
@@ -332,6 +344,9 @@ class Check:
     passed: bool
 
     def line(self) -> str:
+        if self.value is None:
+            return (f"{self.provider} {self.segment}: {self.metric} not compared: no row has finite outputs on both "
+                    f"sides, so the budget {'>=' if self.direction == 'min' else '<='} {self.limit:g} cannot hold")
         word = "below" if self.direction == "min" else "above"
         rel = ">=" if self.direction == "min" else "<="
         agg = "" if self.aggregate is None else f" (aggregate {_num(self.aggregate)}" + (
@@ -482,7 +497,8 @@ def _batch_dependence(row: Any, batch: Any, plan: MetricPlan) -> dict:
             "decisions_changed": int(flips.sum()) if plan.decisions else None}
 
 
-def eager_reference(module: Any, specs: list, rows: SegmentRows, spec_text: str) -> list[Any]:
+def eager_reference(module: Any, specs: list, rows: SegmentRows, spec_text: str,
+                    output_names: Sequence[str] = (), artifact_name: str = "the artifact") -> list[Any]:
     """The FP32 eager outputs per segment (the reference), in batches of the evaluation batch size.
     On one torch thread: on a busy 2-core CI host, torch's two-thread pool made these small
     batches 20-60x slower here (0.5-1.3 s vs 0.02 s for 2000 rows of the fraud MLP)."""
@@ -502,6 +518,10 @@ def eager_reference(module: Any, specs: list, rows: SegmentRows, spec_text: str)
                 arrays = {k: v[i:i + rows.batch_size] for k, v in seg.arrays.items()}
                 where = f"segment {seg.name} rows {i}-{i + len(next(iter(arrays.values()))) - 1}"
                 outputs = source(arrays, where, seg.file)
+                if output_names:  # the SPEC's model returns what the graph returns, or it is another model
+                    from onnxtax.core.identity import check_outputs_match
+
+                    check_outputs_match(len(outputs), list(output_names), artifact_name, spec_text)
                 if rows.index >= len(outputs):
                     raise InputSpecError(f"{spec_text} returns {len(outputs)} outputs; the ONNX output "
                                          f"#{rows.index} has no counterpart", "choose the output with --metric-output")

@@ -48,6 +48,7 @@ from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.core.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
+from onnxtax.core.identity import check_model_matches
 from onnxtax.core.errors import InputSpecError, OnnxtaxError
 from onnxtax.core.progress import Progress, silent
 from onnxtax.core.report import Verdict
@@ -257,6 +258,7 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
 
         loaded = resolve_model(model)
         loaded.module.eval()
+        check_model_matches(loaded.module, artifact.manifest, artifact.path.name, loaded.spec)
         module = check_inputs_match(loaded.module, specs, loaded.spec)  # keyword-only inputs passed by name
         source = EagerReference(module, specs, resolved.ranges)
         reference = lambda arrays, where, file: source(arrays, where, file)  # noqa: E731
