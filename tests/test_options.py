@@ -68,7 +68,7 @@ FROM_ELSEWHERE = {
     "bench": {"ranges", "seed", "skip_unavailable"},  # the model's ranges, parity's seed and skip_unavailable
     "quantize": {"providers"},  # parity's providers
     "runtimes": {"dims", "samples", "seed", "ranges", "data_files", "rtol", "atol", "tolerances", "min_cosine",
-                 "opt_level", "max_shapes"},  # compared with parity's shapes, samples and rule
+                 "noise_factor", "opt_level", "max_shapes"},  # compared with parity's shapes, samples and rule
     "lint": {"target_ort", "providers"},  # the model's target_ort, parity's providers
     "model": {"ranges", "data_files"},
 }

@@ -266,8 +266,10 @@ def run_bench(model, onnx_path: str | Path | Artifact,
                     with torch.inference_mode():
                         return flatten_outputs(module(*tensors))
 
+
                 check_stateless(module, versions, outputs, again)  # a model keeping state is timed for nothing
                 check_outputs_match(len(outputs), artifact.output_names, onnx_path.name, spec or class_name or "")
+                del again, outputs  # nothing here may keep the eager model alive once it is released
             for p in ort_paths:
                 if p.info.status != "measured":
                     continue

@@ -62,6 +62,7 @@ Layout (every key optional unless marked):
     tolerances = { prob = { rtol = 1e-3, atol = 1e-5 } }
     allow_constant = ["mask_out"]               # outputs that may be the same for every input
     min_cosine = 0.999                          # similarity gate
+    noise_factor = 64                           # atol/rtol >= k x the model's own noise (default 64, float16 12; 0: off)
     test_assumed = true                         # sizes just outside ranges torch.export assumed
 
     [models.fraud.bench]            # this model only; `bench = false` turns a global one off
@@ -339,8 +340,8 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
         data_files=list(data_files), providers=list(pdata.get("providers", [])) or None,
         tolerances={k: (float(v.get("rtol", rtol)), float(v.get("atol", atol)))
                     for k, v in pdata.get("tolerances", {}).items()},
-        **{k: float(pdata[k]) for k in ("rtol", "atol", "min_cosine", "localize_budget_s", "localize_memory_mb")
-           if k in pdata}))
+        **{k: float(pdata[k]) for k in ("rtol", "atol", "min_cosine", "noise_factor", "localize_budget_s",
+                                        "localize_memory_mb") if k in pdata}))
 
     shared = {k: entry[k] if k in entry else top[k] for k in ("opset", "exporter", "external_data", "target_ort")
               if k in entry or k in top}

@@ -81,7 +81,7 @@ PARITY = Table({
     "ranges": Table(values=RANGE), "data": STR_LIST, "rtol": NONNEG, "atol": NONNEG,
     "tolerances": Table(values=TOLERANCE), "providers": STR_LIST, "skip_unavailable": BOOL,
     "fail_on_fallback": BOOL, "opt_level": enum("disable", "basic", "extended", "all"), "threads": POS_INT,
-    "min_cosine": COSINE, "allow_constant": STR_LIST, "test_assumed": BOOL,
+    "min_cosine": COSINE, "noise_factor": NONNEG, "allow_constant": STR_LIST, "test_assumed": BOOL,
     "localize": BOOL, "localize_budget_s": POS_NUM, "localize_memory_mb": POS_NUM, "max_shapes": POS_INT,
     "share_weights": enum("auto", "always", "never"),
 })

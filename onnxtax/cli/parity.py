@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -40,7 +40,13 @@ def parity(
     atol: Annotated[float, typer.Option(help="Absolute tolerance in units of the output's RMS (the source "
                                         "output's, at each shape): an output of magnitude 1e-9 is compared at "
                                         "~1e-14, not swallowed.")] = DEFAULT_ATOL,
-    tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one ONNX output. Integer and bool "
+    noise_factor: Annotated[Optional[float], typer.Option(help="k: atol and rtol are at least k times the model's own "
+                                                          "rounding noise (eager vs itself in float64, relative to "
+                                                          "the output's RMS), for wide and deep layers and float16 "
+                                                          "models. Default 64 (float16/bfloat16 outputs: 12); 0: "
+                                                          "the fixed --atol/--rtol alone.", show_default=False)] = None,
+    tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one ONNX output (exactly that: no "
+                                                 "noise term). Integer and bool "
                                                  "outputs must match exactly unless named here.",
                                                  show_default=False)] = [],  # noqa: B006
     min_cosine: Annotated[float, typer.Option(help="Similarity gate: every sample of a float output needs at "
@@ -98,7 +104,8 @@ def parity(
 
         options = ParityOptions(
             dims=parse_dim_values(dim, multi=True), samples=samples, seed=seed, ranges=parse_ranges(range_),
-            data_files=list(data), rtol=rtol, atol=atol, tolerances=parse_tolerances(tolerance),
+            data_files=list(data), rtol=rtol, atol=atol, noise_factor=noise_factor,
+            tolerances=parse_tolerances(tolerance),
             min_cosine=min_cosine, allow_constant=list(allow_constant), test_assumed=test_assumed,
             providers=provider or None, skip_unavailable=skip_unavailable, fail_on_fallback=fail_on_fallback,
             opt_level=opt_level, threads=threads, max_shapes=max_shapes, share_weights=share_weights,

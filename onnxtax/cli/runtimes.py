@@ -45,6 +45,10 @@ def runtimes(
                                              show_default=False)] = [],  # noqa: B006
     rtol: Annotated[float, typer.Option(help="Relative tolerance (parity's criterion).")] = defaults.PARITY_RTOL,
     atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = defaults.PARITY_ATOL,
+    noise_factor: Annotated[Optional[float], typer.Option(help="k of parity's rule: atol/rtol at least k times the "
+                                                          "model's own rounding noise (needs SPEC). Default 64 "
+                                                          "(float16/bfloat16: 12); 0: fixed floors.",
+                                                          show_default=False)] = None,
     tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one output.",
                                                  show_default=False)] = [],  # noqa: B006
     min_cosine: Annotated[float, typer.Option(help="Similarity gate (parity's): every sample of a float output "
@@ -93,8 +97,8 @@ def runtimes(
             options = RuntimesOptions(versions=parse_versions(ort), providers=provider or None,
                                       cache_dir=cache_dir, offline=offline, dims=parse_dim_values(dim, multi=True),
                                       samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=list(data),
-                                      rtol=rtol, atol=atol, tolerances=parse_tolerances(tolerance),
-                                      min_cosine=min_cosine, opt_level=opt_level, max_shapes=max_shapes)
+                                      rtol=rtol, atol=atol, noise_factor=noise_factor,
+                                      tolerances=parse_tolerances(tolerance), min_cosine=min_cosine, opt_level=opt_level, max_shapes=max_shapes)
             options.validate()
             files.read_spec(spec).read_artifact(onnx_model)
             for f in data:

@@ -2,10 +2,14 @@
 judge an ONNX output against the eager source's with the code below.
 
 A pass must mean "compared and matched", so every part of the criterion can fail:
-- Element test |a-b| <= atol*scale + rtol*|b|, where `scale` is the RMS of the source
-  output (at this shape, over its samples). An absolute tolerance alone swallows outputs
-  of magnitude 1e-9 (a random-init classifier head): any other model of the same shape
-  passes. Scaled, the tolerance follows the output, as FP32 drift does.
+- Element test |a-b| <= max(atol, k*noise)*scale + max(rtol, k*noise)*|b|, where `scale` is
+  the RMS of the source output (at this shape, over its samples) and `noise` the model's own
+  rounding noise relative to that RMS (onnxtax.core.noise: the eager model against itself in
+  float64). An absolute tolerance alone swallows outputs of magnitude 1e-9 (a random-init
+  classifier head): any other model of the same shape passes. Scaled, the tolerance follows
+  the output, as FP32 drift does; the noise term follows the model's width, depth and dtype
+  (an 8192-wide layer or a float16 model rounds more than atol allows), and is 0 for a model
+  whose arithmetic is exact. `k` (noise_factor) was chosen by benchmarks/parity_headroom.py.
 - Similarity gate: the cosine between the ONNX and source output (finite elements, per
   sample) must reach `min_cosine`. It catches a wrong output that loose tolerances let through.
 - Constant outputs: an output that is the same for every input (all zeros, a buffer) at
@@ -25,6 +29,9 @@ import numpy as np
 
 from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
+from onnxtax.core.defaults import PARITY_NOISE_CAP as NOISE_CAP
+from onnxtax.core.defaults import PARITY_NOISE_FACTOR as DEFAULT_NOISE_FACTOR
+from onnxtax.core.defaults import PARITY_NOISE_FACTOR_HALF as DEFAULT_NOISE_FACTOR_HALF
 from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
 
 # Relative differences up to this are float32 rounding (a few ulps accumulated over a graph), never a cause.
@@ -104,9 +111,11 @@ def rms(arrays: Sequence[Any]) -> float:
 class OutputStats:
     """Running comparison of one output across samples; only numbers are kept, never arrays.
 
-    An element passes when |a-b| <= atol_effective + rtol*|b| (b = source), or when both are
-    NaN, or both are the same infinity. For float outputs atol_effective = atol * scale (the
-    source's RMS, given by the caller or that of each sample); integer outputs use atol as is.
+    An element passes when |a-b| <= atol_effective + rtol_effective*|b| (b = source), or when
+    both are NaN, or both are the same infinity. For float outputs atol_effective =
+    max(atol, noise_term) * scale (the source's RMS, given by the caller or that of each sample)
+    and rtol_effective = max(rtol, noise_term), noise_term = min(noise_factor * noise_rel, cap);
+    integer outputs use atol and rtol as they are.
     Max abs/rel diff and cosine cover the elements finite on both sides (relative: where the
     source is non-zero); NaN/Inf mismatches are counted apart. A float sample whose cosine is
     below `min_cosine` fails (None: no gate).
@@ -115,6 +124,8 @@ class OutputStats:
     rtol: float
     atol: float
     min_cosine: float | None = None
+    noise_rel: float | None = None  # the model's own rounding noise / output RMS (None: not measured)
+    noise_factor: float = 0.0
     samples: int = 0
     failed_samples: int = 0
     elements: int = 0
@@ -136,6 +147,23 @@ class OutputStats:
     @property
     def passed(self) -> bool:
         return self.samples > 0 and self.outside == 0 and self.cosine_failed == 0 and not self.problems
+
+    @property
+    def noise_term(self) -> float:
+        """k x noise (capped): what the model's own rounding adds to atol and rtol; 0 without noise."""
+        if not self.noise_rel or not self.noise_factor or (self.source_dtype or "float")[:5] not in (
+                "float", "compl", "bfloa"):
+            return 0.0
+        return min(self.noise_factor * self.noise_rel, NOISE_CAP)
+
+    @property
+    def rtol_effective(self) -> float:
+        return max(self.rtol, self.noise_term)
+
+    @property
+    def noise_decides(self) -> bool:
+        """The noise term, not the fixed floor, sets this output's tolerance."""
+        return self.noise_term > self.atol
 
     def __bool__(self) -> bool:
         return self.passed
@@ -173,7 +201,7 @@ class OutputStats:
             return self.atol
         s = rms([expected]) if scale is None else scale
         self.scale = s if self.scale is None else max(self.scale, s)
-        eff = self.atol * s
+        eff = max(self.atol, self.noise_term) * s
         self.atol_effective = eff if self.atol_effective is None else min(self.atol_effective, eff)
         return eff
 
@@ -188,7 +216,8 @@ class OutputStats:
         else:
             a, b = actual.astype(np.float64, copy=False), expected.astype(np.float64, copy=False)
         floats = actual.dtype.kind in "fc" or expected.dtype.kind in "fc"
-        diff, limit, finite, special_mismatch, outside = element_test(a, b, self.rtol, atol)
+        rtol = self.rtol_effective if expected.dtype.kind in "fc" else self.rtol
+        diff, limit, finite, special_mismatch, outside = element_test(a, b, rtol, atol)
         abs_b = np.where(finite, np.abs(b), 0.0)
         n_out = int(np.count_nonzero(outside))
         n_special = int(np.count_nonzero(special_mismatch))
@@ -232,7 +261,18 @@ class OutputStats:
         """What difference this check could detect, in words (the table's and JUnit's text)."""
         if self.atol_effective is None:
             return f"|a-b| > {self.atol:g} + {self.rtol:g}*|b|"
-        return f"|a-b| > {self.atol_effective:.3g} + {self.rtol:g}*|b| (rms {self.scale:.3g})"
+        return (f"|a-b| > {self.atol_effective:.3g} + {self.rtol_effective:.3g}*|b| (rms {self.scale:.3g}"
+                + (f", noise {self.noise_rel:.2g})" if self.noise_rel is not None else ")"))
+
+    def tolerance_text(self) -> str:
+        """How this output's atol was set, in words: the fixed floor or the model's noise."""
+        if self.atol_effective is None or self.scale is None:
+            return f"atol {self.atol:g}"
+        if self.noise_decides:
+            capped = " (capped)" if self.noise_term >= NOISE_CAP else ""
+            return (f"{self.noise_factor:g} x the model's own noise {self.noise_rel:.2g}{capped} x output rms "
+                    f"{self.scale:.3g}")
+        return f"atol {self.atol:g} x output rms {self.scale:.3g}"
 
     def failure_reason(self) -> str | None:
         if self.passed:
@@ -243,9 +283,9 @@ class OutputStats:
         if self.outside:
             atol_text = (f"{self.atol_effective:.3g}" if self.atol_effective is not None else f"{self.atol:g}")
             text = (f"{self.outside} of {self.elements} elements ({format_pct(self.outside_pct)}) outside "
-                    f"|a-b| <= {atol_text} + {self.rtol:g}*|b|")
+                    f"|a-b| <= {atol_text} + {self.rtol_effective:.3g}*|b|")
             if self.atol_effective is not None and self.scale is not None:
-                text += f" (atol {self.atol:g} x output rms {self.scale:.3g})"
+                text += f" ({self.tolerance_text()})"
             if self.nan_inf_mismatch:
                 text += f", {self.nan_inf_mismatch} with NaN/Inf at different positions"
             w = self.worst
@@ -258,7 +298,7 @@ class OutputStats:
         if self.cosine_failed and self.cosine_min is not None and self.min_cosine is not None:
             parts.append(f"cosine similarity {self.cosine_min:.4g} < {self.min_cosine:g} on {self.cosine_failed} "
                          f"of {self.samples} samples: the output points elsewhere than the source's")
-        if self.outside and not self.nan_inf_mismatch and self.max_rel_diff <= _ROUNDING_REL:
+        if self.outside and not self.nan_inf_mismatch and self.max_rel_diff <= _ROUNDING_REL and not self.noise_rel:
             # evidence, not a guess: differences this small are float32 arithmetic, whatever the graph
             parts.append(f"the differences are at float32 rounding level (max relative {self.max_rel_diff:.2g}): "
                          "the tolerance is tighter than float32 arithmetic allows")
@@ -269,7 +309,8 @@ class OutputStats:
 
     def to_dict(self) -> dict:
         return {"rtol": self.rtol, "atol": self.atol, "scale": self.scale, "atol_effective": self.atol_effective,
-                "min_cosine": self.min_cosine, "samples": self.samples,
+                "rtol_effective": self.rtol_effective, "noise_rel": self.noise_rel, "noise_factor": self.noise_factor,
+                "noise_decides": self.noise_decides, "min_cosine": self.min_cosine, "samples": self.samples,
                 "failed_samples": self.failed_samples, "elements": self.elements,
                 "source_shape": list(self.source_shape) if self.source_shape is not None else None,
                 "onnx_shape": list(self.onnx_shape) if self.onnx_shape is not None else None,
@@ -281,10 +322,77 @@ class OutputStats:
                 "worst": self.worst.to_dict() if self.worst else None}
 
 
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def noise_factor_for(dtype: str | None, given: float | None) -> float:
+    """k for an output the model computes in `dtype` (a torch or numpy dtype name): the given
+    one, else 64 for float32/64 and 12 for float16/bfloat16 (onnxtax.core.defaults says why)."""
+    if given is not None:
+        return float(given)
+    name = str(dtype or "").replace("torch.", "")
+    return DEFAULT_NOISE_FACTOR_HALF if name in HALF_DTYPES else DEFAULT_NOISE_FACTOR
+
+
+@dataclass
+class ToleranceRule:
+    """How each output of one comparison passes: the fixed floors, the per-output overrides
+    (`--tolerance NAME=RTOL:ATOL`: exactly that, no noise term), the cosine gate, and the model's
+    measured noise per output name (filled by the caller from onnxtax.core.noise)."""
+
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    min_cosine: float | None = DEFAULT_MIN_COSINE
+    noise_factor: float | None = None  # None: by the dtype each output is computed in (noise_factor_for)
+    per_output: dict[str, tuple[float, float]] = field(default_factory=dict)
+    noise: dict[str, float | None] = field(default_factory=dict)  # output name -> noise / output RMS
+    noise_note: str | None = None  # why the noise is not known, when it is not
+    dtypes: dict[str, str] = field(default_factory=dict)  # output name -> the dtype the model computes it in
+
+    @property
+    def uses_noise(self) -> bool:
+        return self.noise_factor is None or self.noise_factor > 0
+
+    def factor(self, name: str) -> float:
+        return noise_factor_for(self.dtypes.get(name), self.noise_factor)
+
+    def stats(self, name: str, expected: Any) -> OutputStats:
+        """A fresh OutputStats for output `name`, whose source values look like `expected`."""
+        if name in self.per_output:
+            return OutputStats(*self.per_output[name], self.min_cosine)
+        if np.asarray(expected).dtype.kind not in "fc":
+            return OutputStats(0.0, 0.0, self.min_cosine)  # integers and bools: exact
+        return OutputStats(self.rtol, self.atol, self.min_cosine, noise_rel=self.noise.get(name),
+                           noise_factor=self.factor(name))
+
+    @property
+    def k_text(self) -> str:
+        if self.noise_factor is not None:
+            return f"{self.noise_factor:g}"
+        return f"{DEFAULT_NOISE_FACTOR:g} (float16/bfloat16: {DEFAULT_NOISE_FACTOR_HALF:g})"
+
+    @property
+    def text(self) -> str:
+        """The rule in one line, for reports."""
+        if not self.uses_noise:
+            return f"|a-b| <= {self.atol:g} x rms + {self.rtol:g} x |b| (fixed: --noise-factor 0)"
+        return (f"|a-b| <= max({self.atol:g}, k x noise) x rms + max({self.rtol:g}, k x noise) x |b|, k = "
+                f"{self.k_text}, noise = the model's own rounding (eager against itself in float64) relative to "
+                f"the output's rms, k x noise capped at {NOISE_CAP:g}")
+
+    def to_dict(self) -> dict:
+        return {"rtol": self.rtol, "atol": self.atol, "min_cosine": self.min_cosine,
+                "noise_factor": self.noise_factor, "noise_cap": NOISE_CAP, "dtypes": dict(self.dtypes),
+                "per_output": {k: list(v) for k, v in self.per_output.items()}, "noise": dict(self.noise),
+                "noise_note": self.noise_note, "text": self.text}
+
+
 def compare_arrays(actual: Any, expected: Any, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, *,
-                   scale: float | None = None, min_cosine: float | None = DEFAULT_MIN_COSINE) -> OutputStats:
+                   scale: float | None = None, min_cosine: float | None = DEFAULT_MIN_COSINE,
+                   noise_rel: float | None = None, noise_factor: float | None = None) -> OutputStats:
     """Compare one ONNX output (`actual`) with the source's (`expected`); truthy if it passes."""
-    stats = OutputStats(rtol, atol, min_cosine)
+    stats = OutputStats(rtol, atol, min_cosine, noise_rel=noise_rel,
+                        noise_factor=noise_factor_for(np.asarray(expected).dtype.name, noise_factor))
     stats.update(actual, expected, scale=scale)
     return stats
 

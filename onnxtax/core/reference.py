@@ -20,6 +20,7 @@ class EagerReference:
         self.specs = specs
         self.ranges = ranges or {}
         self.paths: list[str] | None = None
+        self.dtypes: list[str] = []
 
     def __call__(self, arrays: dict[str, np.ndarray], where: str, data_file: str | None = None
                  ) -> list[np.ndarray]:
@@ -49,7 +50,17 @@ class EagerReference:
             raise InputSpecError(f"the source model returns no tensors at {where}",
                                  "forward() must return a tensor, or a tuple/list/dict of them")
         self.paths = [p for p, _ in flat]
+        self.dtypes = [str(t.dtype).replace("torch.", "") for _, t in flat]  # bfloat16 arrives as float32
         return [to_numpy(t) for _, t in flat]
+
+    def noise(self, arrays: dict[str, np.ndarray], expected: list[np.ndarray]) -> tuple[list[float | None], str | None]:
+        """The model's own rounding noise per output on these arrays (`expected`: its float32
+        outputs there), relative to each output's RMS; and why it is unknown when it is."""
+        from onnxtax.core.inputs import torch_tensors
+        from onnxtax.core.noise import float64_outputs, relative_noise
+
+        exact, why = float64_outputs(self.module, torch_tensors(self.specs, arrays))
+        return relative_noise(expected, exact), why
 
     def error_at(self, arrays: dict[str, np.ndarray]) -> str | None:
         """None when the source runs on these arrays, else its error in one line."""

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from onnxtax.core.compare import OutputStats, default_tolerance
+from onnxtax.core.compare import OutputStats, ToleranceRule
 from onnxtax.core.inputs import ResolvedInputs
 from onnxtax.core.providers import ort_error_summary
 from onnxtax.core.reference import EagerReference
@@ -21,10 +21,8 @@ from onnxtax.parity.shapes import ShapePlan
 class Comparison:
     """Running statistics per (provider, shape, output); one ORT run at a time, no arrays kept."""
 
-    def __init__(self, live: list[LiveSession], output_names: list[str], rtol: float, atol: float,
-                 tolerances: dict[str, tuple[float, float]], min_cosine: float | None):
-        self.live, self.output_names = live, output_names
-        self.rtol, self.atol, self.tolerances, self.min_cosine = rtol, atol, tolerances, min_cosine
+    def __init__(self, live: list[LiveSession], output_names: list[str], rule: ToleranceRule):
+        self.live, self.output_names, self.rule = live, output_names, rule
         self.scales: dict[int, list[float]] = {}  # shape index -> RMS of each source output there
         self.stats: dict[tuple[int, int, int], OutputStats] = {}
         self.run_errors: dict[tuple[int, int], str] = {}
@@ -49,8 +47,7 @@ class Comparison:
         for oi, (a, b) in enumerate(zip(got, expected)):
             acc = self.stats.get((si, pi, oi))
             if acc is None:
-                r, t = self.tolerances.get(self.output_names[oi], default_tolerance(b, self.rtol, self.atol))
-                acc = self.stats[(si, pi, oi)] = OutputStats(r, t, self.min_cosine)
+                acc = self.stats[(si, pi, oi)] = self.rule.stats(self.output_names[oi], b)
             acc.update(a, b, sample=k, scale=self.scales.get(pi, [None] * (oi + 1))[oi])
 
     def failing_shapes(self, si: int, n_plans: int) -> list[tuple[int, int]]:
@@ -86,8 +83,7 @@ class Comparison:
                     continue
                 finally:
                     session = None  # closed before the next shape's loads: one more copy of the weights at most
-                checks = [OutputStats(*self.tolerances.get(name, default_tolerance(b, self.rtol, self.atol)),
-                                      self.min_cosine) for name, b in zip(self.output_names, expected)]
+                checks = [self.rule.stats(name, b) for name, b in zip(self.output_names, expected)]
                 scales = self.scales.get(pi, [None] * len(checks))
                 if len(got) == len(expected) and all(c.update(a, b, scale=sc)
                                                      for c, a, b, sc in zip(checks, got, expected, scales)):

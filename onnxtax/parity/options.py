@@ -49,6 +49,7 @@ class ComparisonOptions(StageOptions):
     atol: float = defaults.PARITY_ATOL
     tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)  # per ONNX output: (rtol, atol)
     min_cosine: float | None = defaults.PARITY_MIN_COSINE
+    noise_factor: float | None = None  # k; None: 64 for float32 outputs, 12 for float16/bfloat16; 0: fixed floors
     opt_level: str = defaults.OPT_LEVEL
     max_shapes: int = defaults.PARITY_MAX_SHAPES
 
@@ -60,6 +61,8 @@ class ComparisonOptions(StageOptions):
         # a NaN bound makes every `diff > bound` false: the gate would pass anything
         check_number(self.rtol, "--rtol", "1e-4", low=0)
         check_number(self.atol, "--atol", "1e-5", low=0)
+        if self.noise_factor is not None:
+            check_number(self.noise_factor, "--noise-factor", "64", low=0)
         for name, pair in (self.tolerances or {}).items():
             if len(pair) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in pair):
                 raise InputSpecError(f"tolerance of '{name}' is {pair}: need (rtol, atol), finite and non-negative",

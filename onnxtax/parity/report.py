@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from onnxtax.core.compare import OutputStats
+from onnxtax.core.defaults import PARITY_NOISE_CAP as NOISE_CAP
 from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
@@ -178,6 +179,9 @@ class ParityReport(Verdict):
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    rule: Any = None  # onnxtax.core.compare.ToleranceRule, with the noise measured per output
+    noise_shape: str | None = None  # the shape the noise was measured at
+    noise_s: float = 0.0  # what measuring it cost (one float64 forward)
     weights: dict[str, Any] | None = None  # onnxtax.core.sharing.Sharing.to_dict() when the CPU session shared them
     memory: Any = None  # onnxtax.core.memory.MemoryRecord
 
@@ -215,7 +219,8 @@ class ParityReport(Verdict):
             "outputs": list(self.outputs),
             "tolerance": {"rtol": self.rtol, "atol": self.atol, "atol_scaled_by": "rms",
                           "min_cosine": self.min_cosine,
-                          "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()}},
+                          "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()},
+                          **self.noise_dict()},
             "allow_constant": list(self.allow_constant),
             "assumed_ranges": {k: dict(v) for k, v in self.assumed_ranges.items()},
             "seed": self.seed,
@@ -230,6 +235,14 @@ class ParityReport(Verdict):
             "duration_s": self.duration_s,
             "memory": self.memory.to_dict() if self.memory else None,
         }
+
+
+    def noise_dict(self) -> dict:
+        rule = self.rule
+        return {"noise_factor": rule.noise_factor if rule else None, "noise_cap": NOISE_CAP,
+                "noise": dict(rule.noise) if rule else {}, "noise_measured_at": self.noise_shape,
+                "noise_note": rule.noise_note if rule else None, "noise_s": self.noise_s,
+                "rule": rule.text if rule else None}
 
 
 def placement_text(p: Placement) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from onnxtax.core.artifact import Artifact, open_artifact
-from onnxtax.core.compare import Constancy, rms
+from onnxtax.core.compare import Constancy, ToleranceRule, rms
 from onnxtax.core.defaults import LOCALIZE_MEMORY_MB, LOCALIZE_TIME_BUDGET_S
 from onnxtax.core.defaults import PARITY_ASSUMED_SIZE_CAP as ASSUMED_SIZE_CAP
 from onnxtax.core.errors import InputSpecError
@@ -195,7 +195,9 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
     value_ranges = resolved.ranges
     recipe = SampleRecipe(seed, value_ranges)
     source = EagerReference(module, specs, value_ranges)
-    comparison = Comparison(live, output_names, rtol, atol, tolerances, min_cosine)
+    rule = report.rule = ToleranceRule(rtol, atol, min_cosine, opts.noise_factor, dict(tolerances))
+    measure_noise(rule, report, source, plans, specs, recipe, output_names, progress)
+    comparison = Comparison(live, output_names, rule)
     constancy = [Constancy() for _ in output_names]
     total = sum(p.samples for p in plans) * (1 + len(live))
     done = 0
@@ -271,6 +273,38 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
                           shared_weights=None if changed else shared)  # changed: the file's values, from the file
     report.duration_s = time.perf_counter() - t_start
     return report
+
+
+def measure_noise(rule: ToleranceRule, report: ParityReport, source: EagerReference, plans: list[ShapePlan],
+                  specs: list[InputSpec], recipe: SampleRecipe, output_names: list[str],
+                  progress: Progress | None) -> None:
+    """The model's own rounding noise per output, once per run, at the largest random shape
+    (sample 0; the shape whose reductions are longest), into `rule` and the report. A shape the
+    eager model rejects is left to the comparison loop, which adapts or reports it: the noise is
+    then measured at the next largest shape."""
+    if not rule.uses_noise or not plans:
+        return
+    t0 = time.perf_counter()
+    order = sorted(range(len(plans)), key=lambda i: (plans[i].origin != "random", -math.prod(plans[i].sizes.values())))
+    for pi in order:
+        plan = plans[pi]
+        if progress is not None:
+            progress(f"measuring the model's own float32 noise at {plan.label} (float64 run)")
+        arrays = sample_inputs(plan, specs, recipe, 0)
+        try:
+            expected = source(arrays, f"{plan.label} sample 0", plan.file)
+        except InputSpecError:
+            continue
+        noise, why = source.noise(arrays, expected)
+        rule.noise = dict(zip(output_names, noise))
+        rule.dtypes = dict(zip(output_names, source.dtypes))
+        rule.noise_note = why
+        report.noise_shape = plan.label
+        break
+    report.noise_s = time.perf_counter() - t0
+    if rule.noise_note:
+        report.notes.append(f"the model's own noise was not measured ({rule.noise_note}): outputs are held to the "
+                            f"fixed floors (atol {rule.atol:g} x rms, rtol {rule.rtol:g})")
 
 
 def _adapt_plan(plans: list[ShapePlan], pi: int, source: EagerReference, specs: list[InputSpec], recipe: SampleRecipe,
@@ -366,7 +400,7 @@ def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[
             earlier = sample_of(plan, 0)
             warmup.append({mapping[name]: earlier[name] for name in mapping})
         loc = localize(module, onnx_path, arrays, specs=specs, mapping=mapping, request=pr.request,
-                       rtol=case.stats.rtol, atol=case.stats.atol, warmup=warmup,
+                       rtol=case.stats.rtol_effective, atol=max(case.stats.atol, case.stats.noise_term), warmup=warmup,
                        case={"shape": case.shape, "sample": k, "output": case.output}, opt_level=opt_level,
                        threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining,
                        shared_weights=shared_weights)

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from onnxtax.core.compare import format_pct, format_value
+from onnxtax.core.defaults import PARITY_NOISE_CAP as NOISE_CAP
 from onnxtax.parity.localization import Localization
 from onnxtax.parity.report import CaseResult, ParityReport, ProviderResult, fallback_reason, placement_text
 from onnxtax.render.junit import JUnitCase, JUnitSuite
@@ -170,13 +171,48 @@ def _placement_line(pr: Any) -> str:
     return placement_text(pr.placement)
 
 
+def rule_text(report: Any) -> str:
+    """The element test in one short formula, with the noise term when it applies."""
+    rule = getattr(report, "rule", None)
+    if rule is None or not rule.uses_noise or not any(v for v in rule.noise.values()):
+        return f"|a-b| <= {report.atol:g}*rms + {report.rtol:g}*|b|"
+    ks = sorted({rule.factor(name) for name, v in rule.noise.items() if v})
+    k = "k" if len(ks) > 1 else f"{ks[0]:g}"
+    return f"|a-b| <= max({report.atol:g}, {k}*noise)*rms + max({report.rtol:g}, {k}*noise)*|b|"
+
+
+def noise_text(report: Any) -> str | None:
+    """Each output's own float32 noise and the tolerance it sets, when measured."""
+    rule = getattr(report, "rule", None)
+    if rule is None or not rule.uses_noise:
+        return None
+    if rule.noise_note:
+        return f"noise: not measured ({rule.noise_note}); the fixed floors apply"
+    parts = []
+    for name, value in rule.noise.items():
+        if value is None or name in rule.per_output:
+            continue
+        term = min(rule.factor(name) * value, NOISE_CAP)
+        decides = (f"{rule.factor(name):g} x noise sets the tolerance" if term > report.atol
+                   else f"{rule.factor(name):g} x noise is below the floor")
+        parts.append(f"{name} {value:.2g} ({decides})")
+    if not parts:
+        return None
+    where = getattr(report, "noise_shape", None)
+    return (f"model's own rounding noise (eager vs float64{' at ' + where if where else ''}, relative to rms): "
+            + "; ".join(parts))
+
+
 def parity_verdict(report: Any, out) -> None:
     providers = [p for p in report.providers if p.status != "skipped"]
     n_out = len(report.outputs)
     n_samples = sum(s.samples for s in report.shapes)
     scope = (f"{len(providers)} provider(s) x {len(report.shapes)} shape(s) x {n_out} output(s), "
-             f"{n_samples} sample(s), |a-b| <= {report.atol:g}*rms + {report.rtol:g}*|b|"
+             f"{n_samples} sample(s), {rule_text(report)}"
              + (f", cosine >= {report.min_cosine:g}" if report.min_cosine is not None else ""))
+    noise = noise_text(report)
+    if noise:
+        out.print(noise, highlight=False, soft_wrap=True)
     if report.passed:
         out.print(f"[bold green]parity passed[/]: {scope}", highlight=False, soft_wrap=True)
     else:
@@ -192,7 +228,7 @@ def parity_markdown(report: ParityReport) -> str:
     icon = "✅" if report.passed else "❌"
     lines = [f"### {icon} onnxtax parity {verdict}: `{report.onnx}` vs `{report.model_spec or report.class_name}`", ""]
     lines.append(f"{len(report.shapes)} shapes ({', '.join(s.label for s in report.shapes) or 'none'}), "
-                 f"tolerance |a-b| <= {report.atol:g}*rms + {report.rtol:g}*|b|"
+                 f"tolerance {rule_text(report)}"
                  + (f", cosine >= {report.min_cosine:g}" if report.min_cosine is not None else "")
                  + f", seed {report.seed}.")
     lines += ["", "| provider | status | cases passed | worst max abs diff | worst tolerance ratio | placement |",

@@ -35,6 +35,7 @@ JSON schema of `RuntimeMatrixReport.to_dict()` (schema "onnxtax.runtimes/1"; key
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import tempfile
@@ -121,6 +122,7 @@ class RuntimeMatrixReport(Verdict):
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     memory: Any = None  # onnxtax.core.memory.MemoryRecord of this process (each release runs in a child process)
+    rule: Any = None  # onnxtax.core.compare.ToleranceRule (the noise measured on the eager reference)
 
     @property
     def failures(self) -> list[str]:
@@ -164,7 +166,11 @@ class RuntimeMatrixReport(Verdict):
                 "reference": dict(self.reference), "input_source": self.input_source,
                 "tolerance": {"rtol": self.rtol, "atol": self.atol, "atol_scaled_by": "rms",
                               "min_cosine": self.min_cosine,
-                              "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()}},
+                              "per_output": {k: {"rtol": r, "atol": a} for k, (r, a) in self.per_output.items()},
+                              "noise_factor": self.rule.noise_factor if self.rule else None,
+                              "noise": dict(self.rule.noise) if self.rule else {},
+                              "noise_note": self.rule.noise_note if self.rule else None,
+                              "rule": self.rule.text if self.rule else None},
                 "shapes": [s.to_dict() for s in self.shapes], "seed": self.seed,
                 "samples_per_shape": self.samples_per_shape, "versions": list(self.versions),
                 "minimum_passing": self.minimum_passing, "passes_from": self.passes_from,
@@ -293,6 +299,18 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
                 cases.append({"plan": pi, "sample": k, "feeds": feeds})
                 expected_all.append(expected)
         np.savez(work / "inputs.npz", **feeds_arrays)
+        from onnxtax.core.compare import ToleranceRule
+
+        report.rule = ToleranceRule(rtol, atol, min_cosine, opts.noise_factor if model is not None else 0.0,
+                                    dict(tolerances or {}))
+        if report.rule.uses_noise and cases:
+            say("measuring the model's own float32 noise (float64 run)")
+            at = max(range(len(cases)), key=lambda i: (cases[i]["sample"] == 0 and plans[cases[i]["plan"]].origin
+                                                       == "random", math.prod(plans[cases[i]["plan"]].sizes.values())))
+            arrays = sample_inputs(plans[cases[at]["plan"]], specs, recipe, cases[at]["sample"])
+            noise, report.rule.noise_note = source.noise(arrays, expected_all[at])
+            report.rule.noise = dict(zip(output_names, noise))
+            report.rule.dtypes = dict(zip(output_names, source.dtypes))
 
         from onnxtax.core.ort_compat import limits_for, target_problems
 
@@ -368,8 +386,7 @@ def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: l
              report: RuntimeMatrixReport) -> None:
     """parity's criterion (onnxtax.core.compare) per shape x output, folded over the samples of each
     shape: atol scaled by the source output's RMS at that shape, the cosine gate per sample."""
-    from onnxtax.core.compare import OutputStats, rms
-    from onnxtax.core.compare import default_tolerance
+    from onnxtax.core.compare import rms
     from onnxtax.parity import CaseResult
 
     stats: dict[tuple[int, int], Any] = {}
@@ -385,8 +402,7 @@ def _compare(r: RuntimeResult, outputs: dict, cases: list[dict], expected_all: l
         for oi, (key, b) in enumerate(zip(got["keys"], expected)):
             acc = stats.get((pi, oi))
             if acc is None:
-                rt, at = report.per_output.get(output_names[oi], default_tolerance(b, report.rtol, report.atol))
-                acc = stats[(pi, oi)] = OutputStats(rt, at, report.min_cosine)
+                acc = stats[(pi, oi)] = report.rule.stats(output_names[oi], b)
             acc.update(outputs["arrays"][key], b, sample=case["sample"], scale=scales[(pi, oi)])
     for pi, plan in enumerate(plans):
         for oi, name in enumerate(output_names):
