@@ -100,6 +100,43 @@ def write_output(path: str | Path, content: str | bytes | object, what: str, *, 
     return path
 
 
+# What file_kind calls the files a data flag reads (np.load reports on those itself).
+NPZ_KIND = "an .npz archive of arrays"
+NPY_KIND = "a .npy array"
+MANIFEST_KIND = "an onnxtax manifest"
+
+
+def file_kind(path: str | Path) -> str | None:
+    """What a file holds, in words ("a text file", "an ONNX model", NPZ_KIND), from its name and
+    first bytes: for a message about a file given where another kind belongs (`--data m.onnx`,
+    `verify eval.npz`). None when it cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    suffix = path.suffix.lower()
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK"):  # a zip: np.savez writes one, and so does torch.save
+        return "a PyTorch checkpoint" if suffix in (".pt", ".pth", ".ckpt", ".bin") else NPZ_KIND
+    if head.startswith(b"\x93NUMPY"):
+        return NPY_KIND
+    binary = "an ONNX model" if suffix == ".onnx" else "a binary file"
+    if head[:1] == b"\x08" or b"\x00" in head:  # an ONNX protobuf starts with ir_version (field 1)
+        return binary
+    import codecs
+
+    try:  # the first 512 bytes may end inside a character
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return binary
+    if head.lstrip().startswith((b"{", b"[")):
+        return MANIFEST_KIND if path.name.endswith(".manifest.json") else "a JSON file"
+    return "a Python file" if suffix == ".py" else "a text file"
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
