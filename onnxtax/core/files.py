@@ -29,9 +29,7 @@ def unwritable_ancestor(path: str | Path) -> tuple[Path, str] | None:
         folder = folder.parent
     if not folder.is_dir():
         return folder, "is a file"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return folder, "is not writable"
-    try:
+    try:  # the system's own reason: Permission denied, Read-only file system, Operation not permitted
         fd, probe = tempfile.mkstemp(prefix=".onnxtax-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
@@ -154,16 +152,38 @@ def staging_dir(target_dir: str | Path) -> Iterator[Path]:
     """A temporary folder on the same filesystem as `target_dir` (so renames are atomic),
     removed afterwards whatever happened. A process killed outright (SIGKILL, OOM) cannot
     clean up, so each folder records its owner and the next staging in the same folder
-    removes those whose owner is gone."""
+    removes those whose owner is gone. Folders made for `target_dir` that are still empty
+    afterwards (nothing was published) are removed too."""
     target_dir = Path(target_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target_dir))
+    created = make_folders(target_dir)
     try:
-        (tmp / STAGING_OWNER).write_text(json.dumps(_this_process()), encoding="utf-8")
-        yield tmp
+        remove_stale_staging(target_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target_dir))
+        try:
+            (tmp / STAGING_OWNER).write_text(json.dumps(_this_process()), encoding="utf-8")
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
+
+
+def make_folders(folder: str | Path) -> list[Path]:
+    """`mkdir -p folder`; returns the folders it made, innermost first (for remove_empty)."""
+    folder = Path(folder).absolute()
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders, innermost first, while they are empty: a refused or failed command
+    leaves no folder it made behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def remove_stale_staging(target_dir: str | Path) -> list[Path]:

@@ -208,7 +208,7 @@ def _check_output_folder(output: Path) -> None:
     if why == "is a file":
         raise OnnxtaxError(f"cannot create the folder for '{output}': '{existing}' is a file",
                            "choose an output path whose folders are folders")
-    raise OnnxtaxError(f"cannot write into '{existing}' (permission denied)",
+    raise OnnxtaxError(f"cannot write '{output}': '{existing}' {why}",
                        "choose an output path in a folder you can write to")
 
 
