@@ -245,7 +245,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
                                   dynamic_axes={k: v for k, v in dynamic_axes.items() if v})
     except Exception as exc:  # noqa: BLE001 - every exporter failure is explained, not dumped
         result.exporter_log = quiet.buffer.getvalue()
-        problem, fix = explain_export_error(exc, loaded.source_file, loaded.module)
+        problem, fix = explain_export_error(exc, loaded.source_file, loaded.module, specs)
         raise CheckFailed(problem, fix) from exc
     result.exporter_log = quiet.buffer.getvalue()
     if exporter == "torchscript":
