@@ -126,3 +126,36 @@ def test_lint_ops_source_runs_without_an_onnx_file(tmp_path, cli):
     (finding,) = [f for f in data["findings"] if f["rule"] == "source-data-dependent-branch"]
     assert finding["source_location"].endswith("branchy.py:12")
     assert "only the source rules ran" in " ".join(data["notes"])
+
+
+def test_a_python_loop_over_a_dynamic_axis_names_the_axis_not_a_cut_message():
+    """torch.export's message ends its first line with ':' and names the dimension on the next; the
+    explanation once stopped at the colon. The --input spec turns inputs['x'].shape[1] into its axis."""
+    from torch.onnx._internal.exporter._errors import TorchExportError
+
+    from onnxtax.core.specs import parse_input_specs
+    from onnxtax.export.errors import explain_export_error as _explain_export_error
+
+    conflict = ("Found the following conflicts between user-specified ranges and inferred ranges from model "
+                "tracing:\n- Received user-specified dim hint Dim.DYNAMIC(min=None, max=None), but tracing "
+                "inferred a static shape of 5 for dimension inputs['x'].shape[1].")
+    try:
+        try:
+            raise ValueError(conflict)
+        except ValueError as inner:
+            raise TorchExportError("Failed to export the model with torch.export.") from inner
+    except TorchExportError as exc:
+        problem, fix = _explain_export_error(exc, None, None, parse_input_specs(["x:batch,seq"]))
+    assert problem.startswith("torch.export could not keep the declared dynamic axes")
+    assert problem.endswith(": the model fixes inputs['x'].shape[1] (axis seq) at its export size 5")
+    assert "for i in range(x.shape[1])" in fix and "static in --input" in fix
+
+
+def test_a_message_whose_first_line_introduces_a_list_keeps_the_list():
+    from onnxtax.export.errors import explain_export_error as _explain_export_error
+
+    try:
+        raise RuntimeError("The exporter met these problems:\n- op foo.bar in `forward` of user_model.py\n\nmore")
+    except RuntimeError as exc:
+        problem, _ = _explain_export_error(exc, None)
+    assert problem.endswith("The exporter met these problems: - op foo.bar in `forward` of user_model.py")

@@ -10,7 +10,7 @@ from typing import Any
 
 from onnxtax.core import defaults
 from onnxtax.core.errors import InputSpecError
-from onnxtax.core.options import StageOptions, check_choice, check_number, check_positive_int
+from onnxtax.core.options import MAX_THREADS, StageOptions, check_choice, check_number, check_positive_int, check_seed
 from onnxtax.core.specs import ValueRange
 from onnxtax.bench.report import GATE_KEYS
 
@@ -46,7 +46,8 @@ class BenchOptions(StageOptions):
                                  "blocks)", "e.g. --warmup 20")
         check_number(self.min_time, "--min-time", "1", low=0, strict_low=True)
         if self.threads is not None:
-            check_positive_int(self.threads, "--threads", "1 (or 0 for each runtime's default)")
+            check_positive_int(self.threads, "--threads", "1 (or 0 for each runtime's default)", high=MAX_THREADS)
+        check_seed(self.seed)
         check_positive_int(self.cold_start_runs, "--cold-start-runs", "3 (or --no-cold-start)")
         for b in self.batch_sizes or []:
             check_positive_int(b, "--batch-sizes", "1,8,64")

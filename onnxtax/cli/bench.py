@@ -89,8 +89,11 @@ def bench(
         from onnxtax.render.bench import require_plot, write_plot
         from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
 
-        if threads < 0:
-            raise InputSpecError(f"--threads {threads} must be >= 0", "0 = each runtime's own default, e.g. --threads 1")
+        from onnxtax.core.options import MAX_THREADS
+
+        if not 0 <= threads <= MAX_THREADS:
+            raise InputSpecError(f"--threads {threads} must be between 0 and {MAX_THREADS}",
+                                 "0 = each runtime's own default, e.g. --threads 1")
         specs = parse_input_specs(input) or None
         sizes = parse_batch_sizes(batch_sizes) if batch_sizes is not None else None
         dims = parse_dim_values(dim, multi=True)

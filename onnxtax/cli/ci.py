@@ -73,11 +73,13 @@ def ci(
     out = summary_console(json_out)
     with user_errors(debug):
         from onnxtax.ci import load_config, run_ci
-        from onnxtax.core.paths import PlannedFiles
+        from onnxtax.ci.run import planned_files
 
-        check_files(PlannedFiles().write(json_out, "--json"))
         cfg = load_config(config)
         selected = cfg.select(only)
+        # run_ci's own check, with --json: not the config, a model's file or one of the reports (it lists
+        # $GITHUB_STEP_SUMMARY itself)
+        planned_files(cfg, selected, reports if reports is not None else cfg.reports).write(json_out, "--json").check()
         out.print(f"[bold]onnxtax ci[/]: {len(selected)} model{'s' if len(selected) != 1 else ''} from "
                   f"{escape(str(cfg.path))}", highlight=False)
         with _CiProgress(json_out == "-", len(selected)) as progress:

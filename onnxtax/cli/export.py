@@ -70,7 +70,7 @@ def export(
                                 output_names=output_name or None, external_data=external_data,
                                 ranges=parse_ranges(range_), data_files=list(data), target_ort=target_ort)
         options.validate()
-        files = PlannedFiles().read_spec(spec).write_artifact(output, "-o", probe=False).write(json_out, "--json")
+        files = PlannedFiles().read_spec(spec).write_artifact(output, "-o").write(json_out, "--json")
         for f in data:
             files.read(f, f"the data file {f.name}")
         check_files(files)

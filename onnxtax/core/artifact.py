@@ -91,11 +91,14 @@ def open_artifact(path: str | Path | Artifact, *, tolerate_manifest: bool = Fals
         skeleton = read_skeleton(path)
         model = skeleton.model
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
+        refuse_not_a_model(path, LoadError)
         raise LoadError(f"'{path}' is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}",
                         "point at the .onnx file written by `onnxtax export`") from exc
     if not model.HasField("graph") or model.ir_version == 0:
         # protobuf parses an empty (or truncated-to-nothing) file as an empty model
         why = "the file is empty" if path.stat().st_size == 0 else "it has no graph or IR version"
+        if path.stat().st_size:
+            refuse_not_a_model(path, LoadError)
         raise LoadError(f"'{path}' is not an ONNX model: {why}", "point at the .onnx file written by `onnxtax export`")
     manifest, problem = None, None
     try:
@@ -106,6 +109,31 @@ def open_artifact(path: str | Path | Artifact, *, tolerate_manifest: bool = Fals
         problem = exc.message
     return Artifact(path, model, skeleton.tensors, manifest, graph_output_names(model),
                     _weights_bytes(model, skeleton.tensors), problem)
+
+
+def refuse_not_a_model(path: str | Path, error: type = LoadError) -> None:
+    """Raise `error` naming what a file given as the model is, when it is recognisably something
+    else: the manifest (the fix names the model it describes), a data archive, JSON, text, Python.
+    Returns when the file may be a model (a damaged one is for the caller to report)."""
+    from onnxtax.core.files import MANIFEST_KIND, file_kind
+
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == MANIFEST_KIND or path.name.endswith(".manifest.json"):
+        model = path.with_name(path.name[:-len(".manifest.json")] + ".onnx")
+        try:
+            import json
+
+            listed = json.loads(path.read_text(encoding="utf-8"))["artifact"]["file"]
+            if isinstance(listed, str) and listed and Path(listed).name == listed:
+                model = path.with_name(listed)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not readable as a manifest: the name says which model it goes with
+        raise error(f"'{path}' is the manifest of {model.name}, not an ONNX model",
+                    f"give the model it describes: {model}")
+    if kind in (None, "an ONNX model", "a binary file", "an empty file"):
+        return
+    raise error(f"'{path}' is {kind}, not an ONNX model", "point at the .onnx file written by `onnxtax export`")
 
 
 def load_graph(onnx_path: str | Path | Artifact):

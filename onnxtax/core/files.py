@@ -29,9 +29,7 @@ def unwritable_ancestor(path: str | Path) -> tuple[Path, str] | None:
         folder = folder.parent
     if not folder.is_dir():
         return folder, "is a file"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return folder, "is not writable"
-    try:
+    try:  # the system's own reason: Permission denied, Read-only file system, Operation not permitted
         fd, probe = tempfile.mkstemp(prefix=".onnxtax-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
@@ -100,6 +98,43 @@ def write_output(path: str | Path, content: str | bytes | object, what: str, *, 
     return path
 
 
+# What file_kind calls the files a data flag reads (np.load reports on those itself).
+NPZ_KIND = "an .npz archive of arrays"
+NPY_KIND = "a .npy array"
+MANIFEST_KIND = "an onnxtax manifest"
+
+
+def file_kind(path: str | Path) -> str | None:
+    """What a file holds, in words ("a text file", "an ONNX model", NPZ_KIND), from its name and
+    first bytes: for a message about a file given where another kind belongs (`--data m.onnx`,
+    `verify eval.npz`). None when it cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    suffix = path.suffix.lower()
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK"):  # a zip: np.savez writes one, and so does torch.save
+        return "a PyTorch checkpoint" if suffix in (".pt", ".pth", ".ckpt", ".bin") else NPZ_KIND
+    if head.startswith(b"\x93NUMPY"):
+        return NPY_KIND
+    binary = "an ONNX model" if suffix == ".onnx" else "a binary file"
+    if head[:1] == b"\x08" or b"\x00" in head:  # an ONNX protobuf starts with ir_version (field 1)
+        return binary
+    import codecs
+
+    try:  # the first 512 bytes may end inside a character
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return binary
+    if head.lstrip().startswith((b"{", b"[")):
+        return MANIFEST_KIND if path.name.endswith(".manifest.json") else "a JSON file"
+    return "a Python file" if suffix == ".py" else "a text file"
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -117,16 +152,38 @@ def staging_dir(target_dir: str | Path) -> Iterator[Path]:
     """A temporary folder on the same filesystem as `target_dir` (so renames are atomic),
     removed afterwards whatever happened. A process killed outright (SIGKILL, OOM) cannot
     clean up, so each folder records its owner and the next staging in the same folder
-    removes those whose owner is gone."""
+    removes those whose owner is gone. Folders made for `target_dir` that are still empty
+    afterwards (nothing was published) are removed too."""
     target_dir = Path(target_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target_dir))
+    created = make_folders(target_dir)
     try:
-        (tmp / STAGING_OWNER).write_text(json.dumps(_this_process()), encoding="utf-8")
-        yield tmp
+        remove_stale_staging(target_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target_dir))
+        try:
+            (tmp / STAGING_OWNER).write_text(json.dumps(_this_process()), encoding="utf-8")
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty(created)
+
+
+def make_folders(folder: str | Path) -> list[Path]:
+    """`mkdir -p folder`; returns the folders it made, innermost first (for remove_empty)."""
+    folder = Path(folder).absolute()
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders, innermost first, while they are empty: a refused or failed command
+    leaves no folder it made behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def remove_stale_staging(target_dir: str | Path) -> list[Path]:

@@ -53,6 +53,8 @@ def _import_target(target: str) -> tuple[Any, Path | None]:
     looks_like_file = target.endswith(".py") or "/" in target or "\\" in target
     if looks_like_file:
         path = Path(target).expanduser().resolve()
+        if path.is_dir():
+            raise LoadError(f"model file '{target}' is a folder, not a Python file", SPEC_HELP)
         if not path.is_file():
             raise LoadError(f"model file '{target}' does not exist", SPEC_HELP)
         # a name that is the same in every process (str hashes are salted per process): it
@@ -92,6 +94,9 @@ def _import_target(target: str) -> tuple[Any, Path | None]:
         with _on_sys_path(Path.cwd()):  # as `python -m` does: packages in the current folder
             module = importlib.import_module(target)
     except ModuleNotFoundError as exc:
+        if Path(target).exists():  # `notes.txt:MLP`, `folder.onnx:MLP`: a path, not a module
+            what = "a folder" if Path(target).is_dir() else "not a Python file"
+            raise LoadError(f"model file '{target}' is {what}", SPEC_HELP) from exc
         if exc.name and target.startswith(exc.name):
             raise LoadError(f"module '{target}' not found", f"{SPEC_HELP}; is the package installed?") from exc
         raise LoadError(

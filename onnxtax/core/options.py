@@ -42,11 +42,21 @@ class StageOptions:
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
-def check_positive_int(value: Any, flag: str, example: str, *, zero: bool = False) -> None:
-    """`value` is an integer >= 1 (>= 0 with zero=True), else an input error naming `flag`."""
+# More threads than any host has cores; ORT takes a C int and fails with a traceback above 2**31.
+MAX_THREADS = 1024
+
+
+def check_positive_int(value: Any, flag: str, example: str, *, zero: bool = False, high: int | None = None) -> None:
+    """`value` is an integer >= 1 (>= 0 with zero=True) and <= `high`, else an input error naming `flag`."""
     low = 0 if zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InputSpecError(f"{flag} {value!r}: must be an integer >= {low}", f"e.g. {flag} {example}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise InputSpecError(f"{flag} {value!r}: must be an integer >= {low}" + (f" and <= {high}" if high else ""),
+                             f"e.g. {flag} {example}")
+
+
+def check_seed(value: Any, flag: str = "--seed") -> None:
+    """A seed numpy's generators take: a negative one fails deep inside the run, with a traceback."""
+    check_positive_int(value, flag, "0", zero=True)
 
 
 def check_number(value: Any, flag: str, example: str, *, low: float | None = None, high: float | None = None,

@@ -333,8 +333,10 @@ def read_npz(path, flag: str) -> dict:
         raise InputSpecError(f"{flag} {path} is a folder, not an .npz file", "give the .npz file inside it")
     if not path.is_file():
         raise InputSpecError(f"{flag} {path}: file not found", "give an .npz file saved with np.savez")
-    kind = _file_kind(path)
-    if kind is not None:
+    from onnxtax.core.files import NPY_KIND, NPZ_KIND, file_kind
+
+    kind = file_kind(path)
+    if kind not in (None, NPZ_KIND, NPY_KIND):  # numpy's own words for a damaged archive or a .npy
         raise InputSpecError(f"{flag} {path} is {kind}, not an .npz archive of arrays",
                              "save the inputs with np.savez(path, input_name=array, ...)")
     try:
@@ -346,22 +348,6 @@ def read_npz(path, flag: str) -> dict:
     except (OSError, ValueError, EOFError) as exc:
         raise InputSpecError(f"{flag} {path}: not a readable .npz file ({exc})",
                              "save with np.savez(path, input_name=array, ...)") from exc
-
-
-def _file_kind(path) -> str | None:
-    """What a file that numpy would misread is, in words ("a text file", "an ONNX model"), from its
-    first bytes; None when it may be an .npz (a zip) or a .npy (numpy reports those itself)."""
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if head.startswith((b"PK", b"\x93NUMPY")) or not head:
-        return None
-    if path.suffix == ".onnx" or head[:1] == b"\x08":  # an ONNX protobuf starts with ir_version (field 1)
-        return "an ONNX model" if path.suffix == ".onnx" else "a binary file"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "a binary file"
-    return "a JSON file" if head.lstrip().startswith((b"{", b"[")) else "a text file"
 
 
 def refuse_non_finite(arr: Any, spec: InputSpec, flag: str, path) -> None:

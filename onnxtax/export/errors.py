@@ -10,8 +10,10 @@ import re
 from typing import Any
 
 
-def explain_export_error(exc: BaseException, source_file: str | None, module: Any = None) -> tuple[str, str]:
-    """Turn an exporter failure into (one-line problem, fix)."""
+def explain_export_error(exc: BaseException, source_file: str | None, module: Any = None,
+                         specs: Any = None) -> tuple[str, str]:
+    """Turn an exporter failure into (one-line problem, fix); `specs` (the InputSpecs) name the axis
+    torch.export names by position."""
     chain: list[BaseException] = []
     e: BaseException | None = exc
     while e is not None and e not in chain:
@@ -40,13 +42,20 @@ def explain_export_error(exc: BaseException, source_file: str | None, module: An
                 f"ways forward: rewrite {op} with standard torch ops; or give export_model("
                 f"custom_translation_table={{...}}) an onnxscript function for it (dynamo exporter); or emit a "
                 f"custom-domain node and ship an ONNX Runtime custom-op library that implements it")
+    static = re.search(r"inferred a static shape of (\d+) for dimension ([^\n]*?)\.?\s*$", text, re.M)
+    if static:  # a Python loop or int() over a dynamic size: torch.export keeps the traced value
+        return (f"torch.export could not keep the declared dynamic axes{at}: the model fixes "
+                f"{static.group(2)}{_axis_named(static.group(2), specs)} at its export size {static.group(1)}",
+                "find the code that turns that size into a Python number (a loop like `for i in "
+                "range(x.shape[1])`, int(), a list of that length) and compute with tensor ops instead; or "
+                "declare that axis static in --input")
     if "Constraints violated" in text or "ConstraintViolation" in text:
         first = next((line for line in text.splitlines() if "Constraints violated" in line or "must be" in line),
                      text.splitlines()[0])
         return (f"torch.export could not keep the declared dynamic axes{at}: {first.strip()[:300]}",
                 "check which axis the model treats as fixed; declare it static in --input, or change the code "
                 "that specialises it")
-    first = next((ln for ln in str(chain[-1]).splitlines() if ln.strip()), type(chain[-1]).__name__)
+    first = _first_statement(str(chain[-1])) or type(chain[-1]).__name__
     if "Cannot view a tensor with shape" in text and (_uses_sdpa(module) or _in_traceback(
             chain, "scaled_dot_product_attention", "sdpa")):
         return (f"the exporter could not decompose scaled-dot-product attention with a float attention mask{at}: "
@@ -57,6 +66,29 @@ def explain_export_error(exc: BaseException, source_file: str | None, module: An
     step = _failed_step(chain)
     return (f"the export failed while {step}{at}: {first.strip()[:300]}",
             "run with --debug for the full traceback; try --exporter torchscript or another --opset")
+
+
+def _axis_named(where: str, specs: Any) -> str:
+    """" (axis seq)" for torch.export's `inputs['x'].shape[1]` when --input named that axis."""
+    m = re.fullmatch(r"inputs\[['\"](\w+)['\"]\]\.shape\[(\d+)\]", where.strip())
+    spec = next((s for s in specs or [] if m and s.name == m.group(1)), None)
+    if spec is None or int(m.group(2)) >= len(spec.dims) or not isinstance(spec.dims[int(m.group(2))], str):
+        return ""
+    return f" (axis {spec.dims[int(m.group(2))]})"
+
+
+def _first_statement(message: str) -> str:
+    """The first line of an exception's message; when it ends with ':' (a list follows), the
+    lines it introduces as well, so the part naming the user's value is not cut off."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    out = lines[0]
+    for line in lines[1:]:
+        if not out.endswith(":") and not line.startswith(("-", "*")):
+            break
+        out += " " + line
+    return out
 
 
 def _uses_sdpa(module: Any) -> bool:

@@ -36,7 +36,7 @@ class ExportOptions(StageOptions):
         check_choice(self.external_data, "--external-data", EXTERNAL_DATA_MODES)
         if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not (
                 defaults.MIN_OPSET <= self.opset <= defaults.MAX_OPSET):
-            raise OnnxtaxError(f"opset {self.opset} is out of range",
+            raise OnnxtaxError(f"--opset {self.opset} is out of range",
                                f"use an opset between {defaults.MIN_OPSET} and {defaults.MAX_OPSET}; 17-20 are typical")
         for axis, size in (self.dims or {}).items():
             if isinstance(size, bool) or not isinstance(size, int) or size < 1:

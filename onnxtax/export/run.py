@@ -208,7 +208,7 @@ def _check_output_folder(output: Path) -> None:
     if why == "is a file":
         raise OnnxtaxError(f"cannot create the folder for '{output}': '{existing}' is a file",
                            "choose an output path whose folders are folders")
-    raise OnnxtaxError(f"cannot write into '{existing}' (permission denied)",
+    raise OnnxtaxError(f"cannot write '{output}': '{existing}' {why}",
                        "choose an output path in a folder you can write to")
 
 
@@ -245,7 +245,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
                                   dynamic_axes={k: v for k, v in dynamic_axes.items() if v})
     except Exception as exc:  # noqa: BLE001 - every exporter failure is explained, not dumped
         result.exporter_log = quiet.buffer.getvalue()
-        problem, fix = explain_export_error(exc, loaded.source_file, loaded.module)
+        problem, fix = explain_export_error(exc, loaded.source_file, loaded.module, specs)
         raise CheckFailed(problem, fix) from exc
     result.exporter_log = quiet.buffer.getvalue()
     if exporter == "torchscript":

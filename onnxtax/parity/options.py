@@ -10,7 +10,8 @@ from typing import Any, Sequence
 
 from onnxtax.core import defaults
 from onnxtax.core.errors import InputSpecError
-from onnxtax.core.options import StageOptions, check_choice, check_number, check_positive_int
+from onnxtax.core.options import (MAX_THREADS, StageOptions, check_choice, check_number, check_positive_int,
+                                  check_seed)
 from onnxtax.core.specs import ValueRange
 
 SHARE_WEIGHTS_MODES = ("auto", "always", "never")
@@ -57,6 +58,7 @@ class ComparisonOptions(StageOptions):
         check_positive_int(self.samples, "--samples", "3", zero=True)
         if self.samples == 0 and not self.data_files:
             raise InputSpecError("--samples 0: need at least one sample", "use --samples 1 or more, or --data")
+        check_seed(self.seed)
         check_choice(self.opt_level, "--opt-level", tuple(defaults.ORT_OPT_LEVELS))
         # a NaN bound makes every `diff > bound` false: the gate would pass anything
         check_number(self.rtol, "--rtol", "1e-4", low=0)
@@ -93,7 +95,7 @@ class ParityOptions(ComparisonOptions):
     def validate(self) -> None:
         super().validate()
         if self.threads is not None:
-            check_positive_int(self.threads, "--threads", "2", zero=True)
+            check_positive_int(self.threads, "--threads", "2", zero=True, high=MAX_THREADS)
         check_choice(self.share_weights, "--share-weights", SHARE_WEIGHTS_MODES)
         check_number(self.localize_budget_s, "--localize-budget", "120", low=0, strict_low=True)
         check_number(self.localize_memory_mb, "--localize-memory", "512", low=0, strict_low=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from onnxtax.core import defaults
 from onnxtax.core.errors import InputSpecError
-from onnxtax.core.options import StageOptions, check_choice, check_number, check_positive_int
+from onnxtax.core.options import StageOptions, check_choice, check_number, check_positive_int, check_seed
 from onnxtax.quantize.graph import CALIBRATION_METHODS, FORMATS
 
 MODES = ("auto", "dynamic", "static")
@@ -57,6 +57,7 @@ class QuantizeOptions(StageOptions):
                                  "give --calibration FILE.npz with representative inputs (not the --eval data)")
         if self.min_speedup is not None:
             check_number(self.min_speedup, "--min-speedup", "1.2", low=0, strict_low=True)
+        check_seed(self.seed)
         check_positive_int(self.batch_size, "--batch-size", "64")
         check_positive_int(self.max_exclude, "--max-exclude", "8", zero=True)
         check_number(self.bench_min_time, "--bench-min-time", "0.3", low=0, strict_low=True)

@@ -118,6 +118,19 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
                        "exclude": list(exclude), "labels": labels, "segment_key": segment_key,
                        "output": output_name, "min_speedup": min_speedup}
 
+    # the reference before any folder is made: a SPEC returning other outputs than the graph is refused here
+    mapping = dict(resolved.onnx_names)
+    out_names = list(resolved.output_names)
+    if output_name is not None and output_name not in out_names:
+        raise InputSpecError(f"--metric-output '{output_name}' is not an output of {onnx_path.name}",
+                             f"outputs: {', '.join(out_names)}")
+    index = out_names.index(output_name) if output_name else 0
+    report.output_name = out_names[index]
+    rows = SegmentRows(segments, mapping, index, batch_size, seed)
+
+    say("running the FP32 eager model on every segment")
+    reference = eager_reference(module, specs, rows, loaded.spec, resolved.output_names, onnx_path.name)
+
     from onnxtax.core.files import staging_dir
 
     with staging_dir(output.parent) as staging:
@@ -137,17 +150,6 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
         user_excluded = qg.match_excludes(exclude, origins)
 
         fp32_sessions = {r.label: open_session(fp32, r, record_placement=False) for r in requests}
-        mapping = dict(resolved.onnx_names)
-        out_names = list(resolved.output_names)
-        if output_name is not None and output_name not in out_names:
-            raise InputSpecError(f"--metric-output '{output_name}' is not an output of {onnx_path.name}",
-                                 f"outputs: {', '.join(out_names)}")
-        index = out_names.index(output_name) if output_name else 0
-        report.output_name = out_names[index]
-        rows = SegmentRows(segments, mapping, index, batch_size, seed)
-
-        say("running the FP32 eager model on every segment")
-        reference = eager_reference(module, specs, rows, loaded.spec, resolved.output_names, onnx_path.name)
         plan = MetricPlan.from_budgets(budget_list, reference[0].shape)
         fp32_runs = {p: {"batch": rows.batched(rows.session_runner(s))} for p, s in fp32_sessions.items()}
         report.fp32 = evaluate_segments(fp32_runs, reference, segments, budget_list, plan)

@@ -49,7 +49,7 @@ from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.core.defaults import PARITY_MIN_COSINE as DEFAULT_MIN_COSINE
 from onnxtax.core.defaults import PARITY_RTOL as DEFAULT_RTOL
 from onnxtax.core.defaults import PARITY_SAMPLES as DEFAULT_SAMPLES
-from onnxtax.core.identity import check_model_matches
+from onnxtax.core.identity import check_model_matches, check_outputs_match
 from onnxtax.core.errors import InputSpecError, OnnxtaxError
 from onnxtax.core.progress import Progress, silent
 from onnxtax.core.report import Verdict
@@ -240,13 +240,6 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
             raise InputSpecError(f"--tolerance names '{name}', which is not an ONNX output",
                                  f"outputs: {', '.join(output_names)}")
 
-    # Every release ready before any comparison: a missing one is exit 2 before the work.
-    cache = resolve_cache_dir(cache_dir)
-    envs = {}
-    for v in versions:
-        envs[v] = ensure_env(v, cache, offline=offline, say=say)
-        report.environments.append(envs[v].to_dict())
-
     specs = resolved.specs
     recipe = SampleRecipe(seed, resolved.ranges)
     plans: list[ShapePlan] = plan_shapes(specs, dims, export_sizes or resolved.export_sizes, samples=samples,
@@ -258,6 +251,7 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
 
     # The reference, once, in this process.
     say("computing the reference outputs")
+    loaded = None
     if model is not None:
         from onnxtax.core.loading import check_inputs_match, resolve_model
         from onnxtax.core.reference import EagerReference
@@ -288,6 +282,8 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
                 arrays = sample_inputs(plan, specs, recipe, k)
                 expected = reference(arrays, f"{plan.label} sample {k}", plan.file)
                 if len(expected) != len(output_names):
+                    if loaded is not None:  # the SPEC's model is not the file's (a file onnxtax did not write)
+                        check_outputs_match(len(expected), list(output_names), onnx_path.name, loaded.spec)
                     raise InputSpecError(f"the reference returns {len(expected)} outputs, the ONNX graph has "
                                          f"{len(output_names)} ({', '.join(output_names)})",
                                          "give the model spec this file was exported from")
@@ -311,6 +307,14 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
             noise, report.rule.noise_note = source.noise(arrays, expected_all[at])
             report.rule.noise = dict(zip(output_names, noise))
             report.rule.dtypes = dict(zip(output_names, source.dtypes))
+
+        # Every release ready before any comparison (a missing one is exit 2 before the work), and
+        # built only once the reference is known to be the artifact's model (identity, output count).
+        cache = resolve_cache_dir(cache_dir)
+        envs = {}
+        for v in versions:
+            envs[v] = ensure_env(v, cache, offline=offline, say=say)
+            report.environments.append(envs[v].to_dict())
 
         from onnxtax.core.ort_compat import limits_for, target_problems
 

@@ -56,6 +56,10 @@ def verify_artifact(model_path: str | Path) -> VerifyReport:
     if not model_path.exists() and not manifest_path_for(model_path).is_file():
         raise ManifestError(f"model file {model_path} does not exist (nor its manifest)",
                             "give the path of an .onnx file written by `onnxtax export`")
+    if model_path.is_file() and not manifest_path_for(model_path).is_file():
+        from onnxtax.core.artifact import refuse_not_a_model
+
+        refuse_not_a_model(model_path, ManifestError)  # `verify eval.npz`, `verify m.manifest.json`
     data = read_manifest(model_path)
     assert data is not None
     meter = StageMeter("verify")

@@ -106,7 +106,8 @@ def test_output_under_a_file_is_exit_2_before_any_export(cli, tmp_path):
     (tmp_path / "taken").write_text("")
     proc = cli("export", f"{CASES}:Linear", "-o", tmp_path / "taken" / "m.onnx", "--input", "x:batch,4")
     assert proc.returncode == 2, proc.stderr
-    assert "is a file" in proc.stderr and "fix:" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"cannot write -o {tmp_path / 'taken' / 'm.onnx'}: {tmp_path / 'taken'} is not a directory" in proc.stderr
+    assert "fix:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_verify_names_a_missing_sidecar(cli, tmp_path):

@@ -1,6 +1,7 @@
-"""Real processes, real signals: SIGTERM unwinds like Ctrl-C (exit 143, staging removed, ci's
-interrupted report written), and a staging folder a SIGKILL left behind is removed by the
-next export into that folder."""
+"""Real processes, real signals: Ctrl-C mid-run leaves nothing behind (exit 130: no staging
+folder, no partial report, no probe or temporary file, no folder the run made), SIGTERM unwinds
+like Ctrl-C (exit 143, staging removed, ci's interrupted report written), and a staging folder a
+SIGKILL left behind is removed by the next export into that folder."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.conftest import run_cli
 # The eager reference run (before staging) is fast; the exporter's trace (inside the staging
 # folder's lifetime) sleeps, so a signal always lands while the folder exists.
 SLOW = '''
+import os
 import time
 import torch
 
@@ -43,6 +45,17 @@ class Quick(torch.nn.Module):
         self.lin = torch.nn.Linear(4, 2)
 
     def forward(self, x):
+        return self.lin(x)
+
+
+class SlowWhenAsked(Quick):
+    """Quick, until $SLOW_MARKER names a file: then each call writes it and sleeps (a long run)."""
+
+    def forward(self, x):
+        marker = os.environ.get("SLOW_MARKER")
+        if marker:
+            open(marker, "w").close()
+            time.sleep(60)
         return self.lin(x)
 '''
 
@@ -85,6 +98,48 @@ def test_sigterm_during_export_removes_the_staging_folder_and_exits_143(tmp_path
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
     assert staging_folders(tmp_path / "out") == []
     assert not (tmp_path / "out" / "m.onnx").exists()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Everything under `folder` but the files a test put there itself."""
+    mine = ("slow.py", "m.onnx", "m.manifest.json", "running.marker")
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name not in mine)
+
+
+def test_sigint_during_export_leaves_nothing_behind(tmp_path):
+    """Ctrl-C while the exporter traces: exit 130, no staging folder, no partial file, and not even
+    the output folder the export made for itself."""
+    (tmp_path / "slow.py").write_text(SLOW)
+    proc = start(export_args(tmp_path / "out" / "sub" / "m.onnx"), tmp_path)
+    wait_for_staging(proc, tmp_path / "out" / "sub")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted (SIGINT)" in err and "Traceback" not in err
+    assert leftovers(tmp_path) == []
+
+
+def test_sigint_during_parity_writes_no_report_and_leaves_no_temporary_file(tmp_path):
+    from onnxtax.export import export_model
+
+    (tmp_path / "slow.py").write_text(SLOW)
+    assert export_model(f"{tmp_path / 'slow.py'}:SlowWhenAsked", tmp_path / "m.onnx", ["x:batch,4"],
+                        exporter="torchscript")
+    marker = tmp_path / "running.marker"
+    env = dict(os.environ, COLUMNS="200", SLOW_MARKER=str(marker))
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "onnxtax", "parity", "slow.py:SlowWhenAsked", "m.onnx",
+                             "--json", "reports/parity.json", "--junit", "reports/junit.xml", "--sarif", "r.sarif"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted (SIGINT)" in err and "Traceback" not in err
+    assert leftovers(tmp_path) == []  # no report, no reports/ folder, no probe or .tmp file
 
 
 def test_a_folder_left_by_sigkill_is_removed_by_the_next_export(tmp_path):
