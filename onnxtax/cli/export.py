@@ -81,7 +81,7 @@ def export(
         check_files(files)
         if sign_key is not None:
             from onnxtax.verify.keys import load_private_key
-            from onnxtax.verify.sign import library_version
+            from onnxtax.verify.signature import library_version
 
             load_private_key(sign_key)  # a bad key is exit 2 before minutes of export
             library_version()

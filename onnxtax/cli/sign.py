@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, err_console, json_option, print_error,
-                              summary_console, user_errors, write_json_report)
+from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, json_option, print_error, summary_console,
+                              user_errors, write_json_report)
 
 KEY_HELP = ("The PEM private key to sign with: elliptic curve P-256, P-384 or P-521 (`openssl ecparam -name "
             "prime256v1 -genkey -noout -out key.pem`); an encrypted one opens with $ONNXTAX_SIGN_KEY_PASSWORD.")
@@ -46,11 +46,9 @@ def sign(
         gates = [read_gate_report(path, model) for path in report]
         result = sign_artifact(model, key, gates=gates)
         write_json_report(result.to_dict(), json_out)
-    from onnxtax.render.verify import sign_summary, verify_failure
+    from onnxtax.render.verify import sign_summary
 
     sign_summary(result, summary_console(json_out))
     if not result.passed:
-        if result.checks is not None and not result.checks.passed:
-            verify_failure(result.checks, err_console)
         print_error(result.refused or "not signed", label="sign refused")
     raise typer.Exit(result.exit_code)

@@ -125,3 +125,29 @@ def sign_summary(report: Any, out: Any) -> None:
     out.print(f"  provenance {escape(report.provenance)}", highlight=False, soft_wrap=True)
     for gate in report.gates:
         out.print(f"  {escape(gate_sentence(gate, report.signed_utc))}", highlight=False)
+
+
+def signatures_table(rows: list[dict], hosts: list[str], out: Any) -> None:
+    """`report merge`: per model, each host's signing key and first digest, and the verdict (only when
+    some host signed something)."""
+    if not any(r["verdict"] != "unsigned" for r in rows):
+        return
+    from rich.table import Table
+
+    table = Table(title="signatures", title_justify="left", header_style="bold")
+    table.add_column("model")
+    for h in hosts:
+        table.add_column(escape(h))
+    table.add_column("verdict")
+    style = {"consistent": "green", "inconsistent": "red", "unsigned": "yellow"}
+    for r in rows:
+        cells = []
+        for h in hosts:
+            c = r["hosts"].get(h)
+            first = next(iter(c["digests"].values()), "") if c else ""
+            cells.append("" if c is None else f"{c['status']} {(c['key_fingerprint'] or '-')[:19]} {first[:12]}")
+        table.add_row(escape(r["model"]), *map(escape, cells), f"[{style[r['verdict']]}]{r['verdict']}[/]")
+    out.print(table)
+    for r in rows:
+        for problem in r["problems"]:
+            out.print(f"[red]signature[/] {escape(r['model'])}: {escape(problem)}", highlight=False, soft_wrap=True)

@@ -70,7 +70,9 @@ def report_digest(report: dict) -> str:
     ci model report and for the file `--json` wrote."""
     import rfc8785
 
-    return hashlib.sha256(rfc8785.dumps(_finite(report))).hexdigest()
+    from onnxtax.core.report import jsonable
+
+    return hashlib.sha256(rfc8785.dumps(_finite(jsonable(report)))).hexdigest()
 
 
 def _finite(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""`onnxtax verify`: the signature first (with a key: verify.sign), then every file the manifest
+"""`onnxtax verify`: the signature first (with a key: verify.signature), then every file the manifest
 lists, recomputed, inside the artifact's folder, then the provenance the manifest records.
 
 A listed path that leaves the artifact's folder (`../`, absolute, a symlink out) is never read
@@ -8,7 +8,7 @@ a signed artifact's check: the signature does not cover them).
 VerifyReport.to_dict():
 {"model": "...", "manifest": "...", "passed": true, "files": [{"file", "expected_sha256", "actual_sha256",
  "status": "ok" | "changed" | "missing" | "outside"}], "extra": ["..."],
- "require_signature": false, "signature": null | {verify.sign.SignatureCheck},
+ "require_signature": false, "signature": null | {verify.signature.SignatureCheck},
  "provenance": null | {"file": "...", "statement": {in-toto statement} | null, "problem": null | "...",
                        "gates": [verify.attest.gates_of]},
  "memory": {...}}
@@ -46,7 +46,7 @@ class VerifyReport(Verdict):
     files: list[FileCheck] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     memory: Any = None  # onnxtax.core.memory.MemoryRecord
-    signature: Any = None  # onnxtax.verify.sign.SignatureCheck, when asked for or present
+    signature: Any = None  # onnxtax.verify.signature.SignatureCheck, when asked for or present
     require_signature: bool = False
     provenance: dict | None = None  # {"file", "statement", "problem", "gates"} when the manifest records one
 
@@ -131,7 +131,7 @@ def verify_artifact(model_path: str | Path, *, key: str | Path | None = None,
     report.extra = _look_like_data(model_path, {Path(name).name for name, _, _ in entries})
     signed = isinstance(data.get("signature"), dict) or signature_path_for(model_path).exists()
     if key is not None or signed:
-        from onnxtax.verify.sign import check_signature
+        from onnxtax.verify.signature import check_signature
 
         report.signature = check_signature(model_path, data, key, data_like=report.extra)
     if isinstance(data.get("provenance"), dict):

@@ -125,3 +125,11 @@ def fingerprint(key: Any) -> str:
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
     pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return "sha256:" + hashlib.sha256(pem).hexdigest()
+
+
+def public_pem(private_key_path: str | Path) -> bytes:
+    """The PEM public half of a private key file (what a verifier is given)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return load_private_key(private_key_path).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
