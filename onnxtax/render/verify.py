@@ -124,7 +124,7 @@ def sign_summary(report: Any, out: Any) -> None:
     out.print(f"  signature  {escape(report.signature)}", highlight=False, soft_wrap=True)
     out.print(f"  provenance {escape(report.provenance)}", highlight=False, soft_wrap=True)
     for gate in report.gates:
-        out.print(f"  {escape(gate_sentence(gate, report.signed_utc))}", highlight=False)
+        out.print(f"  {escape(gate_sentence(gate, report.signed_utc))}", highlight=False, soft_wrap=True)
 
 
 def signatures_table(rows: list[dict], hosts: list[str], out: Any) -> None:

@@ -155,6 +155,10 @@ def gate_entry(kind: str, report: dict, binding: str) -> dict:
     if kind not in GATES or binding not in BINDINGS:
         raise ValueError(f"unknown gate {kind!r} or binding {binding!r}")
     versions = report.get("versions") if isinstance(report.get("versions"), dict) else {}
+    if binding == "run" and not versions.get("onnxtax"):
+        from onnxtax.core.version import VERSION
+
+        versions = {"onnxtax": VERSION}  # it ran in this process
     schema = report.get("schema") or (f"lint/{report['format_version']}" if kind == "lint" else None) or (
         f"bench/{report['schema_version']}" if kind == "bench" else None)
     passed = report.get("passed") is True
