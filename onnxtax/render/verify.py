@@ -109,8 +109,9 @@ def verify_summary(report: Any, out: Any) -> None:
 
 def verify_failure(report: Any, err: Any) -> None:
     if not report.passed:
-        err.print(f"[bold red]verify failed:[/] {escape('; '.join(report.problems))} (checksums in "
-                  f"{escape(report.manifest)})", highlight=False, soft_wrap=True)
+        where = f" (checksums in {report.manifest})" if any(f.status != "ok" for f in report.files) else ""
+        err.print(f"[bold red]verify failed:[/] {escape('; '.join(report.problems) + where)}", highlight=False,
+                  soft_wrap=True)
 
 
 def sign_summary(report: Any, out: Any) -> None:

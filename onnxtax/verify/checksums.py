@@ -184,7 +184,9 @@ def _look_like_data(model_path: Path, listed: set[str]) -> list[str]:
         return []
     stem = model_path.name[:-5] if model_path.name.endswith(".onnx") else model_path.name
     own = {model_path.name, manifest_path_for(model_path).name} | listed
+    siblings = [p.name for p in model_path.parent.glob("*.onnx") if p.name != model_path.name]
     return sorted(p.name for p in model_path.parent.iterdir()
                   if p.is_file() and p.name not in own
+                  and not any(p.name.startswith(other) for other in siblings)  # m.int8.onnx.data is m.int8's
                   and (p.name.startswith(model_path.name)
                        or (p.name.startswith(stem + ".") and p.name.endswith(DATA_SUFFIXES))))
