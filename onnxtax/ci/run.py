@@ -136,6 +136,8 @@ def planned_files(config: OnnxtaxConfig, models: list[ModelConfig], out_dir: Pat
     from onnxtax.core.paths import PlannedFiles
 
     files = PlannedFiles().read(config.path, "the config file")
+    for m in models[:1]:  # the keys are the same for every model
+        files.read(m.sign_key, "the [sign] key").read(m.verify_key, "the [verify] key")
     for m in models:
         files.read_spec(m.spec)
         for path in list(m.export.data_files) + [p for p in m.parity.data_files if p not in m.export.data_files]:

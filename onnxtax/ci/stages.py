@@ -248,7 +248,9 @@ def stage_verify(ctx: ModelContext, stage: StageResult, say: Say) -> None:
         stage.summary = (f"{len(result.files)} files match the manifest" if len(result.files) != 1
                          else "1 file matches the manifest") + signed
     else:
-        stage.summary = stage.error = "; ".join(result.problems)
+        bad = ", ".join(f"{f.file} {f.status}" for f in result.files if f.status != "ok")
+        stage.summary = stage.error = "; ".join(result.signature_problems + ([f"checksum mismatch: {bad}"] if bad
+                                                                             else []))
         stage.hint = ("sign the artifact where it is built ([sign] key), or give the [verify] key it was signed with"
                       if sig is not None and sig.status == "unsigned" else
                       "something changed the artifact after export or signing (a concurrent writer, a "

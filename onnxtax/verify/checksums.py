@@ -63,20 +63,26 @@ class VerifyReport(Verdict):
         return self.signature.passed
 
     @property
-    def problems(self) -> list[str]:
-        """Why it failed, one phrase each, the signature first."""
+    def signature_problems(self) -> list[str]:
+        """Why the signature or the provenance failed (not the checksums)."""
         out = []
         sig = self.signature
         if sig is not None and (not sig.passed or (self.require_signature and sig.status != "verified")):
             out.append(sig.reason if sig.status == "failed" else f"unsigned: {sig.reason} (--require-signature)")
         elif sig is None and self.require_signature:
             out.append("the signature was required but not checked")
-        says = {"missing": "is missing", "changed": "differs from the manifest",
-                "outside": "is outside the artifact's folder (not read)"}
-        out += [f"{f.file} {says[f.status]}" for f in self.files if f.status != "ok"]
         if self.provenance is not None and self.provenance.get("problem"):
             out.append(self.provenance["problem"])
         return out
+
+    @property
+    def problems(self) -> list[str]:
+        """Why it failed, one phrase each: the signature first, then each file, then the provenance."""
+        says = {"missing": "is missing", "changed": "differs from the manifest",
+                "outside": "is outside the artifact's folder (not read)"}
+        sig = self.signature_problems
+        provenance = [sig.pop()] if self.provenance is not None and self.provenance.get("problem") else []
+        return sig + [f"{f.file} {says[f.status]}" for f in self.files if f.status != "ok"] + provenance
 
     def to_dict(self) -> dict:
         return {"model": self.model, "manifest": self.manifest, "passed": self.passed,
