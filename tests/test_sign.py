@@ -166,7 +166,11 @@ def test_a_manifest_that_names_a_missing_signature_fails_without_a_key(cli, copy
 def test_the_provenance_records_what_the_gates_reported(cli, signed, copy):
     from onnxtax.verify.attest import report_digest
 
+    from onnxtax.verify.attest import conformance_problem
+
     statement = json.loads((copy / "m.provenance.json").read_text())
+    assert conformance_problem(statement) is None  # read by in-toto-attestation's Statement and SLSA bindings
+    assert conformance_problem({**statement, "predicate": {**statement["predicate"], "gates": []}}) is not None
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
     manifest = json.loads((copy / "m.manifest.json").read_text())

@@ -263,7 +263,7 @@ def build_statement(model_path: str | Path, manifest: dict, gates: list[dict], *
     version = {"onnxtax": VERSION}
     if library_version:
         version["model-signing"] = library_version
-    return {
+    statement = {
         "_type": STATEMENT_TYPE, "subject": subject, "predicateType": PREDICATE_TYPE,
         "predicate": {
             "buildDefinition": {"buildType": BUILD_TYPE, "externalParameters": external,
@@ -274,6 +274,26 @@ def build_statement(model_path: str | Path, manifest: dict, gates: list[dict], *
                            "byproducts": gates},
         },
     }
+    problem = conformance_problem(statement)
+    if problem:  # a bug here, not the user's: never sign a statement other tools cannot read
+        raise ValueError(f"the provenance statement does not conform to in-toto/SLSA provenance v1: {problem}")
+    return statement
+
+
+def conformance_problem(statement: dict) -> str | None:
+    """The statement read by the in-toto attestation bindings (`in-toto-attestation`): an in-toto
+    Statement v1 that validates, whose predicate parses as SLSA provenance v1 (no unknown field)."""
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.statement import Statement
+
+    try:
+        Statement.copy_from_pb(json_format.ParseDict(statement, statement_pb2.Statement())).validate()
+        json_format.ParseDict(statement["predicate"], provenance_pb2.Provenance())
+    except (json_format.ParseError, ValueError, KeyError) as exc:
+        return str(exc).splitlines()[0][:200]
+    return None
 
 
 def read_statement(path: str | Path) -> dict:
