@@ -46,6 +46,14 @@ Layout (every key optional unless marked):
 
     [bench]                         # present: every model is benchmarked too (off otherwise)
 
+    [sign]                          # present: after every gate of a model passed, sign its artifacts (and INT8
+    key = "keys/ci.pem"             #   build) with this PEM EC private key (OpenSSF model signing; docs/sign.md)
+
+    [verify]                        # the verify stage's signature check
+    key = "keys/ci.pub"             # public key (default: the public half of [sign] key)
+    require_signature = false       # true: no model passes unless its artifact ends signed by that key
+                                    #   (a reused artifact must come signed; one exported here needs [sign])
+
     [models.fraud]                  # one table per model; the name is its report name
     spec = "fraud_detector.py:FraudDetector"    # required
     inputs = ["x:batch,128"]                    # required, NAME:DIMS[:DTYPE] as for --input
@@ -137,6 +145,9 @@ class ModelConfig:
     quantize: QuantizeOptions | None = None
     quantize_output: Path | None = None
     runtimes: RuntimesOptions | None = None
+    sign_key: Path | None = None  # [sign] key: sign after every gate passed
+    verify_key: Path | None = None  # [verify] key, else None (the sign stage uses the public half of sign_key)
+    require_signature: bool = False
 
     @property
     def input_specs(self) -> list:
@@ -153,7 +164,10 @@ class ModelConfig:
 
         out: dict[str, Any] = {"name": self.name, "spec": self.spec, "inputs": list(self.inputs),
                                "output": str(self.output), "lint_source": self.lint_source,
-                               "quantize_output": str(self.quantize_output) if self.quantize_output else None}
+                               "quantize_output": str(self.quantize_output) if self.quantize_output else None,
+                               "sign_key": str(self.sign_key) if self.sign_key else None,
+                               "verify_key": str(self.verify_key) if self.verify_key else None,
+                               "require_signature": self.require_signature}
         for stage in ("export", "lint", "parity", "bench", "quantize", "runtimes"):
             value = getattr(self, stage)
             out[stage] = value.to_dict() if value is not None else None
@@ -286,6 +300,7 @@ def _resolve(data: dict, file: Path, table: str, src: ConfigText) -> OnnxtaxConf
         raise ConfigError(f"{src.where(('models',))}: no models defined",
                           'add a table like [models.mymodel] with spec = "model.py:Net" and inputs = ["x:batch,3"]')
     output_dir = root / data.get("output_dir", DEFAULT_OUTPUT_DIR)
+    signing = _signing(data, root, src)
     models: dict[str, ModelConfig] = {}
     outputs: dict[Path, str] = {}
     for name, entry in models_data.items():
@@ -294,6 +309,7 @@ def _resolve(data: dict, file: Path, table: str, src: ConfigText) -> OnnxtaxConf
             raise ConfigError(f"{src.where(where)}: model name '{name}' cannot name a report file",
                               "use letters, digits, '_', '-', '.' (not " + ", ".join(RESERVED_NAMES) + ")")
         model = _model_config(name, entry, data, root, output_dir, src)
+        model.sign_key, model.verify_key, model.require_signature = signing
         if model.output in outputs:
             raise ConfigError(f"{src.where(where + ('output',))}: models '{outputs[model.output]}' and '{name}' "
                               f"both write {model.output}", "give each model its own output path")
@@ -301,6 +317,33 @@ def _resolve(data: dict, file: Path, table: str, src: ConfigText) -> OnnxtaxConf
         models[name] = model
     reports = root / data.get("reports", DEFAULT_REPORTS)
     return OnnxtaxConfig(file, table, models, reports.resolve(), bool(data.get("fail_fast", False)))
+
+
+def _signing(data: dict, root: Path, src: ConfigText) -> tuple[Path | None, Path | None, bool]:
+    """[sign] key and [verify] key/require_signature: the keys read now (a wrong kind, a missing file
+    or two keys that are not a pair are config errors), paths against the config's folder."""
+    from onnxtax.verify.keys import fingerprint, load_private_key, load_public_key
+
+    sign_key = verify_key = None
+    try:
+        if "sign" in data:
+            sign_key = (root / data["sign"]["key"]).resolve()
+            signer = fingerprint(load_private_key(sign_key))
+        vdata = data.get("verify") or {}
+        if "key" in vdata:
+            verify_key = (root / vdata["key"]).resolve()
+            checker = fingerprint(load_public_key(verify_key))
+    except OnnxtaxError as exc:
+        where = ("sign", "key") if verify_key is None else ("verify", "key")
+        raise ConfigError(f"{src.where(where)}: {exc.message}", exc.hint) from exc
+    require = bool((data.get("verify") or {}).get("require_signature", False))
+    if sign_key is not None and verify_key is not None and signer != checker:
+        raise ConfigError(f"{src.where(('verify', 'key'))}: {verify_key.name} is not the public half of [sign] key "
+                          f"{sign_key.name} ({checker} vs {signer})", "give the pair's public key, or drop [verify] key")
+    if require and sign_key is None and verify_key is None:
+        raise ConfigError(f"{src.where(('verify', 'require_signature'))}: a required signature needs a key to check",
+                          "add [verify] key = \"PUBLIC.pem\" (or [sign] key, to sign here)")
+    return sign_key, verify_key, require
 
 
 def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: ConfigText) -> ModelConfig:

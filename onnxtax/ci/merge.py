@@ -17,8 +17,11 @@ under the folders that cannot be parsed, and any onnxtax report whose keys have 
 wrong types, is a usage error naming the file (exit 2): a truncated report of a failed
 model must never let the rest pass.
 
-The merge passes (exit 0) when every run finished and passed and there is no
-conflict; otherwise exit 1. Folders without any model report, and unreadable or
+Signatures (ci.signatures): once any host signed a model, every host must have signed it with
+the same key over the same bytes; a host that did not, or built different bytes, fails the merge.
+
+The merge passes (exit 0) when every run finished and passed, there is no conflict and no
+signature problem; otherwise exit 1. Folders without any model report, and unreadable or
 invalid reports, are exit 2.
 
 JSON schema of `Matrix.to_dict()` ("onnxtax.matrix/1", keys stable):
@@ -39,6 +42,8 @@ JSON schema of `Matrix.to_dict()` ("onnxtax.matrix/1", keys stable):
                       "verdict": "passed" | "failed" | "load-error" | "run-error" | "crashed" | "unavailable"
                                  | "conflict",
                       "hosts": {"cpu-runner": {"status": "passed", "message": null, "artifact_sha256": "..."}}}],
+  "signatures": [{ci.signatures row: per model, each host's signing status, key and digests; "verdict"
+                  "consistent" | "unsigned" | "inconsistent", "problems"}],
   "conflicts": [{"model": "fraud", "provider": "cpu" | "ort-1.16.3 cpu", "artifact_sha256": "...",
                  "passed_on": ["cpu-runner"], "failed_on": ["other-runner"], "reasons": {"other-runner": "..."}}],
   "notes": ["..."]
@@ -52,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxtax.ci.run import MODEL_SCHEMA, PASSING, RUN_SCHEMA, VERDICT_TEXT, VERDICTS
+from onnxtax.ci.signatures import signature_markdown, signature_rows
 from onnxtax.core.errors import OnnxtaxError
 from onnxtax.core.memory import format_bytes
 from onnxtax.render.text import md_cell
@@ -142,10 +148,12 @@ class Matrix:
     conflicts: list[Conflict]
     notes: list[str] = field(default_factory=list)
     runtime_rows: list[dict] = field(default_factory=list)  # model x onnxruntime release x provider
+    signatures: list[dict] = field(default_factory=list)  # ci.signatures rows
 
     @property
     def passed(self) -> bool:
-        return not self.conflicts and all(h.passed for h in self.hosts)
+        return (not self.conflicts and all(h.passed for h in self.hosts)
+                and not any(r["problems"] for r in self.signatures))
 
     def __bool__(self) -> bool:
         return self.passed
@@ -171,6 +179,7 @@ class Matrix:
                 "models": models,
                 "runs": [{"label": h.label, "source": h.source, "problems": h.problems} for h in self.hosts],
                 "matrix": [r.to_dict() for r in self.rows], "runtime_matrix": self.runtime_rows,
+                "signatures": self.signatures,
                 "conflicts": [c.to_dict() for c in self.conflicts], "notes": self.notes}
 
     def markdown(self) -> str:
@@ -209,6 +218,12 @@ def _check_model(path: Path, data: dict, at: str = "") -> None:
     _check(path, f"{at}status", data.get("status"), (str,), _MODEL_STATUSES)
     _check(path, f"{at}artifact_sha256", data.get("artifact_sha256"), (str, type(None)))
     _check(path, f"{at}host", data.get("host", {}), (dict,))
+    sig = data.get("signature")
+    _check(path, f"{at}signature", sig, (dict, type(None)))
+    if sig is not None:
+        for key in ("status", "key_fingerprint", "file"):
+            _check(path, f"{at}signature.{key}", sig.get(key), (str, type(None)))
+        _check(path, f"{at}signature.digests", sig.get("digests", {}), (dict,))
     stages = data.get("stages")
     _check(path, f"{at}stages", stages, (dict,))
     for name, stage in stages.items():
@@ -395,7 +410,7 @@ def merge_reports(folders: list[str | Path]) -> Matrix:
     ordered = sorted(rows.values(), key=lambda r: (model_names.index(r.model), _provider_order(r.provider_name),
                                                     r.provider))
     runtime_rows = _runtime_rows(hosts, model_names, conflicts)
-    return Matrix(hosts, ordered, conflicts, notes, runtime_rows)
+    return Matrix(hosts, ordered, conflicts, notes, runtime_rows, signature_rows(hosts))
 
 
 RUNTIME_FAILING = ("failed", "load-error", "run-error", "crashed")
@@ -457,6 +472,9 @@ def matrix_markdown(matrix: Matrix) -> str:
         failing = [h.label for h in matrix.hosts if not h.passed]
         if failing:
             problems.append(f"failures on {', '.join(failing)}")
+        unsigned = [r["model"] for r in matrix.signatures if r["problems"]]
+        if unsigned:
+            problems.append(f"signatures disagree for {', '.join(unsigned)}")
         head = "## ❌ onnxtax provider matrix: " + "; ".join(problems)
     lines = [head, "", "| model | provider | " + " | ".join(md_cell(h) for h in hosts) + " | verdict |",
              "|---|---|" + "---|" * len(hosts) + "---|"]
@@ -491,6 +509,7 @@ def matrix_markdown(matrix: Matrix) -> str:
             cells = [r["hosts"][h]["status"] if h in r["hosts"] else "" for h in hosts]
             lines.append(f"| {r['model']} | {r['ort']} | {md_cell(r['provider'])} | " + " | ".join(cells)
                          + f" | **{r['verdict']}** |")
+    lines += signature_markdown(matrix.signatures, hosts)
     if matrix.conflicts:
         lines += ["", "### Conflicting verdicts", ""]
         for c in matrix.conflicts:

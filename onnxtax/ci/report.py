@@ -19,12 +19,19 @@ Model report schema ("onnxtax.ci.model/1", keys stable):
   "model": "fraud", "status": "passed" | "failed" | "error" | "not_run", "passed": true,
   "spec": "/abs/fraud_detector.py:FraudDetector", "onnx": "/abs/build/onnx/fraud.onnx",
   "artifact_sha256": "..." | null,
-  "stages": {"export" | "lint" | "parity" | "runtimes" | "verify" | "bench" | "quantize":
+  "stages": {"export" | "lint" | "parity" | "runtimes" | "verify" | "bench" | "quantize" | "sign":
              {"status": "passed" | "failed" | "error" | "not_run" | "off", "seconds": 1.2,
               "summary": "one line", "error": null | "...", "hint": null | "...",
               "memory": null | {the stage report's "memory": weights_bytes, peak_rss_bytes, ...},
               "result": null | {the stage's own report: ExportResult / LintReport / ParityReport /
-                                RuntimeMatrixReport / VerifyReport / BenchReport .to_dict()}}},
+                                RuntimeMatrixReport / VerifyReport / BenchReport / QuantizeReport .to_dict();
+                                sign: {"signed": [SignReport.to_dict()], "checks": [VerifyReport.to_dict()]}}}},
+  "signature": {"status": "signed" | "verified" | "not_checked" | "unsigned" | "failed" | "not_run",
+                "key_fingerprint": "sha256:..." | null, "file": "fraud.sig" | null,
+                "digests": {"fraud.onnx": "...", "fraud.onnx.data": "..."},  (the artifact's bytes, as signed)
+                "int8": null | {"file", "key_fingerprint", "digests"}},
+                (signed: this run signed it ([sign]) and checked the signature; verified: it came signed and the
+                 [verify] key checked it; not_checked: signed, no key configured)
   "providers": [{"provider": "CPUExecutionProvider", "label": "cpu",
                  "verdict": "passed" | "fell_back" | "failed" | "error" | "not_available" | "not_run",
                  "reason": null | "...", "placement": null | {"total_nodes": 3, "on_provider": 3, "fallback": 0,
@@ -39,6 +46,7 @@ Model report schema ("onnxtax.ci.model/1", keys stable):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from onnxtax.ci.config import ModelConfig
@@ -46,12 +54,12 @@ from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SI
 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
-STAGES = ("export", "lint", "parity", "runtimes", "verify", "bench", "quantize")
+STAGES = ("export", "lint", "parity", "runtimes", "verify", "bench", "quantize", "sign")
 # error: a usage problem stopped the stage (exit 2); failed: its check failed (exit 1); off: not configured
 StageStatus = Literal["passed", "failed", "error", "not_run", "off"]
 ProviderVerdictName = Literal["passed", "fell_back", "failed", "error", "not_available", "not_run"]
 STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "runtimes": "runtimes",
-                "verify": "manifest verify", "bench": "bench", "quantize": "quantize"}
+                "verify": "manifest verify", "bench": "bench", "quantize": "quantize", "sign": "sign"}
 # Verdicts of one provider on one model, from best to worst; "passed" and "fell_back" are passes.
 VERDICTS = get_args(ProviderVerdictName)
 PASSING = ("passed", "fell_back")
@@ -141,6 +149,36 @@ class ModelRun:
         return (self.manifest or {}).get("artifact", {}).get("sha256")
 
     @property
+    def signature(self) -> dict:
+        """Whether the artifact ends this run signed, by which key, over which bytes (model report "signature")."""
+        digests = {}
+        artifact = (self.manifest or {}).get("artifact") or {}
+        if artifact.get("sha256"):
+            digests[artifact.get("file") or self.config.output.name] = artifact["sha256"]
+            digests.update({e.get("file"): e.get("sha256") for e in artifact.get("external_data") or []})
+        out = {"status": "unsigned", "key_fingerprint": None, "file": None, "digests": digests, "int8": None}
+        sign, verify = self.stages.get("sign"), self.stages.get("verify")
+        if sign is not None and sign.status != "off":
+            if sign.status != "passed" or not isinstance(sign.result, dict):
+                out["status"] = "not_run" if sign.status == "not_run" else "failed"
+                return out
+            signed = sign.result["signed"]
+            out.update(status="signed", key_fingerprint=signed[0]["key_fingerprint"],
+                       file=Path(signed[0]["signature"]).name)
+            if len(signed) > 1:
+                out["int8"] = {"file": Path(signed[1]["model"]).name, "key_fingerprint": signed[1]["key_fingerprint"],
+                               "digests": {c["file"]: c["sha256"] for c in signed[1]["covers"]
+                                           if not c["file"].endswith((".manifest.json", ".provenance.json"))}}
+            return out
+        check = getattr(verify.result, "signature", None) if verify is not None else None
+        if check is not None:
+            out.update(status={"verified": "verified", "not_checked": "not_checked", "unsigned": "unsigned"}.get(
+                check.status, "failed"), key_fingerprint=check.signed_fingerprint, file=check.file)
+        elif verify is not None and verify.status in ("not_run", "error"):
+            out["status"] = "not_run"
+        return out
+
+    @property
     def peak_stage(self) -> StageResult | None:
         """The stage with the highest peak RSS: what sizes the runner for this model."""
         measured = [s for s in self.stages.values() if s.memory is not None and s.memory.peak_rss_bytes is not None]
@@ -155,7 +193,7 @@ class ModelRun:
             "schema": MODEL_SCHEMA, "model": self.name, "status": self.status, "passed": self.passed,
             "spec": self.config.spec, "onnx": str(self.config.output), "artifact_sha256": self.artifact_sha256,
             "stages": {name: s.to_dict() for name, s in self.stages.items()},
-            "providers": [p.to_dict() for p in self.providers],
+            "providers": [p.to_dict() for p in self.providers], "signature": self.signature,
             "manifest": self.manifest, "config": self.config.to_dict(), "host": host or {},
             "run": {"started_utc": self.started_utc, "seconds": round(self.seconds, 3), "config": config_path},
         }

@@ -2,7 +2,8 @@
 
 Per model, in order: export (with all export checks) -> lint-ops -> parity on every
 configured provider -> runtimes (the onnxruntime releases of `[runtimes] ort`) -> manifest verify ->
-bench -> quantize (runtimes, bench and quantize only when configured). A stage that
+bench -> quantize -> sign (runtimes, bench and quantize only when configured; sign with `[sign] key`,
+so an artifact is signed only after every gate passed). A stage that
 fails marks the later stages of that model "not_run"; the next model still runs unless
 `keep_going=False`. Usage errors inside a stage (a model that does not build, a
 provider this host lacks without `skip_unavailable`) are recorded as status "error",
@@ -24,7 +25,8 @@ from onnxtax.ci.report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG
 from onnxtax.ci.config import ModelConfig, OnnxtaxConfig
 from onnxtax.ci.files import summary_markdown, write_reports
 from onnxtax.ci.stages import (ModelContext, has_artifact, provider_verdicts, stage_bench, stage_export, stage_lint,
-                               stage_off, stage_parity, stage_quantize, stage_reuse, stage_runtimes, stage_verify)
+                               stage_off, stage_parity, stage_quantize, stage_reuse, stage_runtimes, stage_sign,
+                               stage_verify)
 from onnxtax.core.errors import CheckFailed, OnnxtaxError
 
 # the results and their report files live in onnxtax.ci.report; importable from here as before
@@ -134,6 +136,8 @@ def planned_files(config: OnnxtaxConfig, models: list[ModelConfig], out_dir: Pat
     from onnxtax.core.paths import PlannedFiles
 
     files = PlannedFiles().read(config.path, "the config file")
+    for m in models[:1]:  # the keys are the same for every model
+        files.read(m.sign_key, "the [sign] key").read(m.verify_key, "the [verify] key")
     for m in models:
         files.read_spec(m.spec)
         for path in list(m.export.data_files) + [p for p in m.parity.data_files if p not in m.export.data_files]:
@@ -243,7 +247,8 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
                on_message: MessageFn | None) -> ModelRun:
     run = ModelRun(model.name, model, started_utc=_now_utc())
     t0 = time.perf_counter()
-    ctx = ModelContext(model)  # the eager model built once, the artifact opened once, for every stage
+    ctx = ModelContext(model, reused=reuse and has_artifact(model))  # the eager model built once, the artifact
+    # opened once, for every stage
     steps: list[tuple[str, Callable[[StageResult, Callable[[str], None]], None]]] = [
         ("export", lambda st, say: (stage_reuse(ctx, st, say) if reuse and has_artifact(model)
                                     else stage_export(ctx, st, say, debug))),
@@ -253,6 +258,7 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
         ("verify", lambda st, say: stage_verify(ctx, st, say)),
         ("bench", lambda st, say: stage_bench(ctx, st, say)),
         ("quantize", lambda st, say: stage_quantize(ctx, st, say)),
+        ("sign", lambda st, say: stage_sign(ctx, st, say, run.stages)),  # only after every gate passed
     ]
     blocked: str | None = None
     for name, fn in steps:
@@ -281,6 +287,8 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
             if debug:
                 stage.traceback = traceback.format_exc()
         stage.seconds = time.perf_counter() - t_stage
+        if name == "sign" and stage.status == "passed":
+            run.manifest = ctx.artifact().manifest  # with its signing record
         if name == "export":
             try:
                 run.manifest = ctx.artifact().manifest if stage.status == "passed" else None

@@ -120,7 +120,12 @@ MODEL = Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": Table(val
                 "output_names": STR_LIST, "ranges": Table(values=RANGE), "data": STR_LIST, "quantize": QUANTIZE,
                 **_SHARED}, required=("spec", "inputs"))
 
-ROOT = Table({"output_dir": STR, "reports": STR, "fail_fast": BOOL, "models": Table(values=MODEL), **_SHARED})
+SIGN = Table({"key": STR}, required=("key",))  # sign every model's artifacts after all its gates passed
+
+VERIFY = Table({"key": STR, "require_signature": BOOL})  # the public key the verify stage checks signatures with
+
+ROOT = Table({"output_dir": STR, "reports": STR, "fail_fast": BOOL, "models": Table(values=MODEL), "sign": SIGN,
+              "verify": VERIFY, **_SHARED})
 
 
 class ConfigText:

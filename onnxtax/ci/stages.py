@@ -3,8 +3,10 @@ once (on first use), the artifact opened once after export, and the model's opti
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from onnxtax.ci.config import ModelConfig
 from onnxtax.ci.report import VERDICTS, ProviderVerdict, StageResult
@@ -31,6 +33,7 @@ class ModelContext:
     config: ModelConfig
     _loaded: Any = None
     _artifact: Any = None
+    reused: bool = False  # the artifact was made elsewhere (--reuse-artifacts), not exported by this run
 
     def source(self):
         if self._loaded is None:
@@ -55,7 +58,9 @@ class ModelContext:
 
 
 def stage_off(model: ModelConfig, name: str) -> bool:
-    """runtimes, bench and quantize run only when their table is configured."""
+    """runtimes, bench and quantize run only when their table is configured; sign with `[sign] key`."""
+    if name == "sign":
+        return model.sign_key is None
     return name in ("runtimes", "bench", "quantize") and getattr(model, name) is None
 
 
@@ -207,20 +212,89 @@ def stage_runtimes(ctx: ModelContext, stage: StageResult, say: Say) -> None:
     ctx.artifact().reread_manifest()  # the matrix is recorded in the manifest
 
 
+@contextmanager
+def checking_key(model: ModelConfig) -> Iterator[Path | None]:
+    """The public key signatures are checked with: `[verify] key`, else the public half of `[sign] key`
+    (written to a temporary file for model_signing), else None."""
+    if model.verify_key is not None or model.sign_key is None:
+        yield model.verify_key
+        return
+    import tempfile
+
+    from onnxtax.verify.keys import public_pem
+
+    with tempfile.TemporaryDirectory(prefix="onnxtax-key-") as tmp:
+        path = Path(tmp) / "sign.pub"
+        path.write_bytes(public_pem(model.sign_key))
+        yield path
+
+
 def stage_verify(ctx: ModelContext, stage: StageResult, say: Say) -> None:
+    """Checksums, and the signature when a key is configured. A required signature that this run
+    will add (`[sign]`, on an artifact it exported) is checked by the sign stage instead."""
     from onnxtax.verify import verify_artifact
 
-    say("recomputing checksums")
-    result = verify_artifact(ctx.config.output)
+    model = ctx.config
+    require = model.require_signature and (ctx.reused or model.sign_key is None)
+    with checking_key(model) as key:
+        say("checking the signature and recomputing checksums" if key else "recomputing checksums")
+        result = verify_artifact(model.output, key=key, require_signature=require)
     stage.result = result
     stage.status = "passed" if result else "failed"
+    sig = result.signature
+    signed = {"verified": f"; signature verified ({sig.signed_fingerprint})", "not_checked": "; signed (not checked)"
+              }.get(sig.status, "") if sig is not None else ""
     if result:
         stage.summary = (f"{len(result.files)} files match the manifest" if len(result.files) != 1
-                         else "1 file matches the manifest")
+                         else "1 file matches the manifest") + signed
     else:
         bad = ", ".join(f"{f.file} {f.status}" for f in result.files if f.status != "ok")
-        stage.summary = stage.error = f"checksum mismatch: {bad}"
-        stage.hint = "something changed the artifact after export (a concurrent writer, a post-processing step)"
+        stage.summary = stage.error = "; ".join(result.signature_problems + ([f"checksum mismatch: {bad}"] if bad
+                                                                             else []))
+        stage.hint = ("sign the artifact where it is built ([sign] key), or give the [verify] key it was signed with"
+                      if sig is not None and sig.status == "unsigned" else
+                      "something changed the artifact after export or signing (a concurrent writer, a "
+                      "post-processing step)")
+
+
+def stage_sign(ctx: ModelContext, stage: StageResult, say: Say, stages: dict) -> None:
+    """After every gate passed: sign the artifact (and its INT8 build) with the gates' reports in its
+    provenance, then check each signature with the key a deployment will use."""
+    from onnxtax.core.report import jsonable
+    from onnxtax.verify import gate_entry, sign_artifact, verify_artifact
+
+    model = ctx.config
+    assert model.sign_key is not None
+    gates = [gate_entry(name, jsonable(st.result.to_dict()), "run") for name in ("lint", "parity", "runtimes", "bench")
+             for st in [stages.get(name)] if st is not None and st.status == "passed" and st.result is not None]
+    say(f"signing {model.output.name}")
+    signed = [sign_artifact(model.output, model.sign_key, gates=gates, builder="ci")]
+    quant = stages.get("quantize")
+    if quant is not None and quant.status == "passed" and model.quantize_output and model.quantize_output.is_file():
+        say(f"signing {model.quantize_output.name}")
+        signed.append(sign_artifact(model.quantize_output, model.sign_key, builder="ci",
+                                    gates=[gate_entry("quantize", jsonable(quant.result.to_dict()), "run")]))
+    checks = []
+    with checking_key(model) as key:
+        for report in signed:
+            if report.passed:
+                say(f"checking the signature of {Path(report.model).name}")
+                checks.append(verify_artifact(report.model, key=key, require_signature=True))
+    ctx.artifact().reread_manifest()
+    stage.result = {"signed": [r.to_dict() for r in signed], "checks": [c.to_dict() for c in checks]}
+    refused = [r for r in signed if not r.passed]
+    failed = [c for c in checks if not c.passed]
+    if refused or failed:
+        stage.status = "failed"
+        stage.summary = stage.error = (f"{Path(refused[0].model).name}: {refused[0].refused}" if refused
+                                       else f"{Path(failed[0].model).name}: {'; '.join(failed[0].problems)}")
+        stage.hint = "nothing deployable is signed until every artifact signs and verifies"
+        return
+    names = ", ".join(Path(r.model).name for r in signed)
+    attested = sorted({g["gate"] for r in signed for g in r.gates})
+    stage.status = "passed"
+    stage.summary = (f"signed {names} with {signed[0].key_fingerprint[:19]}…; provenance: "
+                     f"{', '.join(attested)}; signature verified")
 
 
 # --------------------------------------------------------------------------- bench, quantize

@@ -22,7 +22,7 @@ from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_US
 
 EXIT_CODES_HELP = (
     f"Exit codes: {EXIT_OK} passed; {EXIT_CHECK_FAILED} a check failed (export checks, opset lock, "
-    f"parity, lint, benchmark gate, checksum); {EXIT_USAGE} usage, config or input error."
+    f"parity, lint, benchmark gate, checksum, signature); {EXIT_USAGE} usage, config or input error."
 )
 
 # Every command: the module that defines it (imported only when the command runs or shows its own
@@ -31,8 +31,13 @@ EXIT_CODES_HELP = (
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("onnxtax.cli.export", "Export a PyTorch model to ONNX with the opset locked, dynamic axes kept, "
                "the checker and an ONNX Runtime run passed, and a manifest with checksums."),
-    "verify": ("onnxtax.cli.export", "Recompute every checksum in the manifest: 0 all match, 1 a file differs, "
-               "is missing, or is listed outside the artifact's folder, 2 no manifest."),
+    "verify": ("onnxtax.cli.export", "Check the artifact: with --key its signature first, then every checksum in "
+               "the manifest, then the provenance it records, in words: 0 all pass, 1 a signature or file fails (a "
+               "changed byte, a file added or removed, another key, a damaged signature, a file outside the folder) "
+               "or an unsigned artifact with --require-signature, 2 no manifest or a bad key."),
+    "sign": ("onnxtax.cli.sign", "Sign the artifact's files (the .onnx, its external data, its manifest and a "
+             "provenance statement) with OpenSSF model signing and a private key: NAME.sig and NAME.provenance.json "
+             "beside it, the key's fingerprint in the manifest."),
     "providers": ("onnxtax.cli.export", "The execution providers the installed onnxruntime can use on this host."),
     "bench": ("onnxtax.cli.bench", "Measure the Python tax: PyTorch eager vs ONNX Runtime on each provider, latency "
               "percentiles and throughput per batch size, cold start and peak memory in fresh processes; gate "

@@ -236,6 +236,9 @@ def _render_matrix(matrix: Any, out: Any) -> None:
         cells = [_cell(row.cells[h]["verdict"]) if h in row.cells else "" for h in hosts]
         table.add_row(escape(row.model), escape(row.provider), *cells, _cell(row.verdict))
     out.print(table)
+    from onnxtax.render.verify import signatures_table
+
+    signatures_table(matrix.signatures, hosts, out)
     for c in matrix.conflicts:
         print_error(f"{c.model} on {c.provider} (artifact {(c.artifact_sha256 or '')[:12]}): passed on "
                     f"{', '.join(c.passed_on)}, failed on {', '.join(c.failed_on)}", label="conflict")

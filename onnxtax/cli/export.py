@@ -10,7 +10,7 @@ import typer
 from onnxtax.core import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
-                              print_error, print_memory, progress_display, user_errors,
+                              print_error, print_memory, progress_display, summary_console, user_errors,
                               write_json_report)
 
 SPEC_RUNS_CODE = ("Loading a SPEC runs that file's code (and what it imports), as importing it does: give only "
@@ -56,6 +56,10 @@ def export(
                                                        show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="With --target-ort: never build a virtualenv; verify only "
                                           "if the release is cached.")] = False,
+    sign_key: Annotated[Path | None, typer.Option("--sign-key", help="Sign the artifact after it passed, as "
+                                                  "`onnxtax sign --key` does (PEM elliptic-curve private key): "
+                                                  "NAME.sig and NAME.provenance.json beside it.",
+                                                  show_default=False)] = None,
     json_out: Annotated[str | None, json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
@@ -73,19 +77,42 @@ def export(
         files = PlannedFiles().read_spec(spec).write_artifact(output, "-o").write(json_out, "--json")
         for f in data:
             files.read(f, f"the data file {f.name}")
+        files.read(sign_key, "the signing key")
         check_files(files)
+        if sign_key is not None:
+            from onnxtax.verify.keys import load_private_key
+            from onnxtax.verify.signature import library_version
+
+            load_private_key(sign_key)  # a bad key is exit 2 before minutes of export
+            library_version()
         specs = parse_input_specs(input)
         with progress_display("export") as progress:
             result = export_model(spec, output, specs, options, debug=debug, progress=progress,
                                   verify_target=_target_verifier(target_ort, runtime_cache, offline))
+    signed = None
+    if sign_key is not None and result.passed:
+        with user_errors(debug):
+            from onnxtax.verify.sign import sign_artifact
+
+            signed = sign_artifact(output, sign_key, builder="export")
     if json_out:
         with user_errors(debug):
-            write_json_report(result.to_dict(), json_out)
+            data = result.to_dict()
+            if sign_key is not None:
+                data["signing"] = signed.to_dict() if signed is not None else None
+            write_json_report(data, json_out)
     if json_out != "-":
         from onnxtax.render.export import export_table
 
         export_table(result, console)
         print_memory(result)
+    if signed is not None:
+        from onnxtax.render.verify import sign_summary
+
+        sign_summary(signed, summary_console(json_out))
+        if not signed.passed:
+            print_error(signed.refused or "not signed", label="sign refused")
+            raise typer.Exit(signed.exit_code)
     if not result.passed:
         print_error(result.error, result.hint, label="export failed")
         err_console.print(f"  nothing was written to {result.output}", highlight=False, markup=False)
@@ -109,36 +136,40 @@ def _target_verifier(target_ort: str | None, cache: Path | None, offline: bool):
 def verify(
     model: Annotated[Path, typer.Argument(help="The .onnx file; its NAME.manifest.json must be beside it.",
                                           show_default=False)],
+    key: Annotated[Path | None, typer.Option("--key", help="The PEM public key the artifact must be signed with: "
+                                             "the signature (NAME.sig) is checked first, and every file it covers.",
+                                             show_default=False)] = None,
+    require_signature: Annotated[bool, typer.Option("--require-signature", help="An unsigned artifact fails (exit "
+                                                    "1); needs --key.")] = False,
     json_out: Annotated[str | None, json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
-    """Recompute every checksum in the manifest: 0 all match, 1 a file differs, is missing, or
-    is listed outside the artifact's folder, 2 no manifest. Files beside the artifact named
-    like its data but not in the manifest are reported."""
+    """Check the artifact: with --key its signature first, then every checksum in the manifest, then
+    the provenance it records, in words: 0 all pass, 1 a signature or file fails (a changed byte, a
+    file added or removed, another key, a damaged signature, a file outside the folder) or an
+    unsigned artifact with --require-signature, 2 no manifest or a bad key. Files beside the
+    artifact named like its data but not in the manifest are reported."""
     with user_errors(debug):
         from onnxtax.core.paths import PlannedFiles
         from onnxtax.verify import verify_artifact
 
-        check_files(PlannedFiles().read_artifact(model).write(json_out, "--json"))
-        report = verify_artifact(model)
-        write_json_report(report.to_dict(), json_out)
-    if json_out != "-":
-        from rich.markup import escape
+        check_files(PlannedFiles().read_artifact(model).read(key, "the public key").write(json_out, "--json"))
+        if require_signature and key is None:
+            from onnxtax.core.errors import OnnxtaxError
 
-        for f in report.files:
-            style = "green" if f.status == "ok" else "red"
-            console.print(f"[{style}]{f.status:8}[/] {escape(f.file)}  sha256 {(f.actual_sha256 or '-')[:16]}"
-                          + ("" if f.status == "ok" else f"  (manifest: {(f.expected_sha256 or '-')[:16]})"),
-                          highlight=False)
-        for name in report.extra:
-            console.print(f"[yellow]{'extra':8}[/] {escape(name)}  beside the artifact, named like its data, not in "
-                          "the manifest (not read by the model; remove it if it is stale)", highlight=False)
-        if not report.passed:
-            says = {"missing": "is missing", "changed": "differs",
-                    "outside": "is outside the artifact's folder (not read)"}
-            bad = "; ".join(f"{f.file} {says[f.status]}" for f in report.files if f.status != "ok")
-            err_console.print(f"[bold red]verify failed:[/] {escape(bad)} (checksums in {escape(report.manifest)})",
-                              highlight=False)
+            raise OnnxtaxError("--require-signature needs --key: a signature that is not checked proves nothing",
+                               "give --key PUBLIC.pem, the public half of the signing key")
+        if key is not None:
+            from onnxtax.verify.keys import load_public_key
+
+            load_public_key(key)
+        report = verify_artifact(model, key=key, require_signature=require_signature)
+        write_json_report(report.to_dict(), json_out)
+    from onnxtax.render.verify import verify_failure, verify_summary
+
+    verify_summary(report, summary_console(json_out))
+    verify_failure(report, err_console)
+    if json_out != "-":
         print_memory(report)
     raise typer.Exit(report.exit_code)
 

@@ -6,6 +6,8 @@ Schema (format_version 1), keys stable:
   "format_version": 1,
   "created_utc": "2026-11-22T05:00:00Z",
   "model":    {"spec": "examples/fraud_detector.py:FraudDetector", "class_name": "FraudDetector", "source_file": "..."},
+  "source":   null | {"file": "/abs/fraud_detector.py", "sha256": "...", "git": null | {"commit": "...",
+               "dirty": false, "path": "examples/fraud_detector.py", "tracked": true}}   (core.source, at export)
   "artifact": {"file": "fraud.onnx", "sha256": "...", "size_bytes": 34567,
                "external_data": [{"file": "fraud.onnx.data", "sha256": "...", "size_bytes": 123}]},
   "opset": 18, "ir_version": 10,
@@ -24,6 +26,11 @@ Schema (format_version 1), keys stable:
                            "message": null}],        (where the file was run before it was written)
   "benchmark": null | {...}     (filled by `onnxtax bench --record`)
   "quantization": {...}         (INT8 artifacts only: how `onnxtax quantize` built and approved it)
+  "provenance": {"file": "fraud.provenance.json", "sha256": "...",     (written by `onnxtax sign`,
+                 "predicate_type": "https://slsa.dev/provenance/v1"},    before it signs; see verify.attest)
+  "signature":  {"method": "key", "file": "fraud.sig", "key_fingerprint": "sha256:...", "signed_utc": "...",
+                 "covers": ["fraud.onnx", "fraud.onnx.data", "fraud.manifest.json", "fraud.provenance.json"],
+                 "library": "model-signing 1.1.1"}     (the manifest is signed with this record in it)
 }
 """
 
@@ -43,6 +50,17 @@ def manifest_path_for(model_path: str | Path) -> Path:
     p = Path(model_path)
     stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
     return p.with_name(f"{stem}.manifest.json")
+
+
+def signature_path_for(model_path: str | Path) -> Path:
+    """`model.onnx` -> `model.sig` (written by `onnxtax sign`)."""
+    return manifest_path_for(model_path).with_name(manifest_path_for(model_path).name[:-len(".manifest.json")] + ".sig")
+
+
+def provenance_path_for(model_path: str | Path) -> Path:
+    """`model.onnx` -> `model.provenance.json` (written by `onnxtax sign`)."""
+    m = manifest_path_for(model_path)
+    return m.with_name(m.name[:-len(".manifest.json")] + ".provenance.json")
 
 
 def read_manifest(model_path: str | Path, *, required: bool = True) -> dict | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from onnxtax.core.errors import OnnxtaxError
 from onnxtax.core.files import check_output
-from onnxtax.core.manifest import manifest_path_for
+from onnxtax.core.manifest import manifest_path_for, provenance_path_for, signature_path_for
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -40,9 +40,11 @@ class PlannedFiles:
             self.reads.append((Path(path), what))
         return self
 
-    def read_artifact(self, onnx_path: str | Path | None, what: str = "the model") -> "PlannedFiles":
+    def read_artifact(self, onnx_path: str | Path | None, what: str = "the model", *,
+                      signing: bool = True) -> "PlannedFiles":
         """The .onnx, its manifest and its weight files (`m.onnx.data`, and every data file the
-        manifest lists)."""
+        manifest lists); with `signing`, its signature and provenance too (not for `sign`, which
+        writes them)."""
         if onnx_path is None:
             return self
         path = Path(onnx_path)
@@ -50,6 +52,9 @@ class PlannedFiles:
         manifest = manifest_path_for(path)
         self.read(manifest, f"the manifest of {path.name}")
         self.read(path.with_name(path.name + ".data"), f"the weights of {path.name}")
+        if signing:
+            self.read(signature_path_for(path), f"the signature of {path.name}")
+            self.read(provenance_path_for(path), f"the provenance of {path.name}")
         try:
             listed = json.loads(manifest.read_text(encoding="utf-8"))["artifact"].get("external_data") or []
             for entry in listed:
@@ -80,6 +85,8 @@ class PlannedFiles:
         self.write(path, flag, probe=probe)
         self.write(manifest_path_for(path), f"{flag} (its manifest)", probe=False)
         self.write(path.with_name(path.name + ".data"), f"{flag} (its weights)", probe=False)
+        self.write(signature_path_for(path), f"{flag} (its signature)", probe=False)
+        self.write(provenance_path_for(path), f"{flag} (its provenance)", probe=False)
         return self
 
     def check(self) -> None:

@@ -20,7 +20,7 @@ from onnxtax.core.errors import CheckFailed, InputSpecError, OnnxtaxError
 from onnxtax.core.files import publish, staging_dir, unwritable_ancestor
 from onnxtax.core.identity import check_stateless, module_identity, state_versions
 from onnxtax.core.inputs import check_ranges, dynamic_shapes
-from onnxtax.core.manifest import FORMAT_VERSION, manifest_path_for
+from onnxtax.core.manifest import FORMAT_VERSION, manifest_path_for, provenance_path_for, signature_path_for
 from onnxtax.core.progress import Progress, silent
 from onnxtax.core.specs import InputSpec, SampleRecipe, export_sizes, parse_input_specs, read_data_file, symbols_of
 from onnxtax.export.capture import Quiet
@@ -360,11 +360,14 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     stale = output.with_name(output.name + ".data")
     if not external and stale.exists():
         stale.unlink()  # an old sidecar from a previous export would be misleading
+    for signed in (signature_path_for(output), provenance_path_for(output)):
+        signed.unlink(missing_ok=True)  # an earlier export's signature and provenance describe other bytes
 
 
 def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], exporter: str, opset: int,
               result: ExportResult, digests: dict[Path, str]) -> dict:
     from onnxtax.core.report import package_versions
+    from onnxtax.core.source import source_record
 
     data_files = [p for p in files if p != staged]
     used_by: dict[str, list] = {}
@@ -376,6 +379,7 @@ def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], expo
         "format_version": FORMAT_VERSION,
         "created_utc": datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "model": dict(loaded.to_dict(), identity=result.source_identity),
+        "source": source_record(loaded.source_file),
         "artifact": {
             "file": staged.name,
             "sha256": digests[staged],

@@ -306,7 +306,7 @@ def _calibration(files: Sequence[str | Path], specs: list) -> tuple[dict[str, An
 def _publish(report: QuantizeReport, cand: Candidate, manifest: dict | None, specs: list, output: Path,
              work: Path) -> None:
     from onnxtax.core.files import publish, write_json_atomic
-    from onnxtax.core.manifest import manifest_path_for
+    from onnxtax.core.manifest import manifest_path_for, provenance_path_for, signature_path_for
 
     assert cand.path is not None
     staged = work / output.name
@@ -315,6 +315,8 @@ def _publish(report: QuantizeReport, cand: Candidate, manifest: dict | None, spe
     manifest_staged = work / manifest_path_for(output).name
     write_json_atomic(manifest_staged, data)
     publish([(staged, output), (manifest_staged, manifest_path_for(output))])
+    for signed in (signature_path_for(output), provenance_path_for(output)):
+        signed.unlink(missing_ok=True)  # an earlier build's signature and provenance describe other bytes
     report.written = True
 
 
@@ -336,6 +338,8 @@ def quantized_manifest(report: QuantizeReport, cand: Candidate, source_manifest:
                                                     "class_name": report.source.get("class_name")},
         "exporter": None, "inputs": [s.to_dict() for s in specs], "outputs": [],
         "dynamic_axes": {}, "checks": [], "warnings": []}
+    for key in ("signature", "provenance"):  # the FP32 artifact's: this file is signed on its own, or not at all
+        data.pop(key, None)
     evaluation = cand.evaluation
     assert evaluation is not None
     data.update({
