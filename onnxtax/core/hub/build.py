@@ -67,6 +67,7 @@ class HubModel:
                 "inputs": [s.to_dict() for s in self.inputs],
                 "ranges": {k: v.to_dict() for k, v in self.ranges.items()},
                 "output_names": list(self.output_names), "pipeline": self.pipeline,
+                "primary_output": "sentence_embedding" if self.spec.kind == "st" else None,
                 "weights": list(self.weights), "random_init": self.spec.random_init,
                 "trust_remote_code": self.spec.trust_remote_code, "tokenizer": tokenizer_record(self.folder)}
 
