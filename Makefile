@@ -13,7 +13,7 @@ PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[test,plot,models,sign]'
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[test,plot,models,sign,minilm]'
 	$(VENV)/bin/python -m compileall -q onnxtax  # an editable install is not byte-compiled by pip
 	touch $@
 

@@ -20,7 +20,9 @@ class BenchOptions(StageOptions):
     """`batch_sizes` default (1, 8, 64); `dims` sizes the other dynamic axes (a list value for the
     batch axis replaces `batch_sizes`). `providers` as on the command line (`cpu`,
     `openvino:device_type=CPU`); default every compute provider. Gates: `max_latency_ms`
-    {"p99": 5, "p50@1": 0.05} and `min_speedup`. `threads` None: each runtime's own default."""
+    {"p99": 5, "p50@1": 0.05} and `min_speedup`. `threads` None: each runtime's own default.
+    `data_files`: time the rows of these files (repeated up to each batch size, their other axes as
+    they are) instead of random inputs."""
 
     batch_sizes: list[int] | None = None
     dims: dict[str, list[int] | int] = field(default_factory=dict)
@@ -38,6 +40,7 @@ class BenchOptions(StageOptions):
     min_speedup: float | None = None
     ranges: dict[str, ValueRange | tuple[float, float]] = field(default_factory=dict)
     seed: int = defaults.PARITY_SEED
+    data_files: list[Any] = field(default_factory=list)  # real rows (an .npz, or text for hf:/st: models)
 
     def validate(self) -> None:
         check_choice(self.opt_level, "--opt-level", tuple(defaults.ORT_OPT_LEVELS))

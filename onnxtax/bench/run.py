@@ -103,6 +103,29 @@ def _fixed_sizes(specs: list[InputSpec], batch_axis: str | None, dims: dict[str,
     return sizes
 
 
+def data_rows(files: list, specs: list[InputSpec]) -> tuple[dict | None, dict[str, int]]:
+    """The rows of the data files (one .npz or tokenized text file each), joined on axis 0, and the
+    size they give each dynamic axis but the first input's first (the batch); (None, {}) without
+    files. Those sizes must agree across files."""
+    import numpy as np
+
+    from onnxtax.core.specs import read_data_file
+
+    if not files:
+        return None, {}
+    parts = [read_data_file(f, specs)[:2] for f in files]
+    first_sizes = parts[0][1]
+    batch = batch_axis_of(specs)
+    for f, (_, sizes) in zip(files[1:], parts[1:]):
+        other = {k: v for k, v in sizes.items() if k != batch and first_sizes.get(k) != v}
+        if other:
+            raise InputSpecError(f"data file {f} has {', '.join(f'{k}={v}' for k, v in other.items())}, "
+                                 f"{files[0]} has {', '.join(f'{k}={first_sizes.get(k)}' for k in other)}",
+                                 "bench times one input shape: give data files whose rows have the same sizes")
+    rows = {s.name: np.concatenate([p[0][s.name] for p in parts]) for s in specs}
+    return rows, {k: v for k, v in first_sizes.items() if k != batch}
+
+
 def _refuse_bfloat16(specs: list[InputSpec]) -> None:
     for spec in specs:
         if spec.dtype == "bfloat16":
@@ -150,6 +173,9 @@ def run_bench(model, onnx_path: str | Path | Artifact,
     resolved = resolve_inputs(artifact, inputs, ranges=ranges)
     specs, ranges = resolved.specs, resolved.ranges
     _refuse_bfloat16(specs)
+    from onnxtax.core.hub.text import bind_text
+
+    real_rows, real_sizes = data_rows(bind_text(model, opts.data_files), specs)
     meter.check(artifact.weights_bytes, extra_factor=0.0 if model is not None else -1.0)  # no eager copy
     batch_axis = batch_axis_of(specs)
     if batch_axis is None:
@@ -167,7 +193,11 @@ def run_bench(model, onnx_path: str | Path | Artifact,
         sizes_list = list(dict.fromkeys(int(b) for b in (batch_sizes or defaults.BENCH_BATCH_SIZES)))
     if any(b < 1 for b in sizes_list):
         raise InputSpecError(f"batch sizes {sizes_list} must be positive", "e.g. --batch-sizes 1,8,64")
-    fixed = _fixed_sizes(specs, batch_axis, dims_lists, resolved.export_sizes)
+    for sym, size in real_sizes.items():
+        if sym != batch_axis and sym in dims_lists and dims_lists[sym] != [size]:
+            raise InputSpecError(f"--dim {sym}={','.join(map(str, dims_lists[sym]))}: the data's rows have {sym}={size}",
+                                 f"drop --dim {sym}, or give data of that size")
+    fixed = _fixed_sizes(specs, batch_axis, dims_lists, {**resolved.export_sizes, **real_sizes})
 
     usable, skipped = resolve_providers(list(providers) if providers else None, skip_unavailable=skip_unavailable)
     if not usable:
@@ -238,7 +268,8 @@ def run_bench(model, onnx_path: str | Path | Artifact,
         for bs in sizes_list:
             tick(f"batch {bs}")
             sizes = dict(fixed, **({batch_axis: bs} if batch_axis else {}))
-            arrays = make_inputs(specs, sizes, recipe)
+            arrays = make_inputs(specs, sizes, recipe) if real_rows is None else {
+                k: v[[i % len(v) for i in range(bs)]] for k, v in real_rows.items()}
             feeds = resolved.feeds(arrays)
             timed: list[Timed] = [Timed(HARNESS, noop, (None,), min(min_time, HARNESS_TIME))]
             call_path: dict[str, str] = {}
@@ -328,7 +359,8 @@ def run_bench(model, onnx_path: str | Path | Artifact,
     settings = {"batch_axis": batch_axis, "batch_sizes": sizes_list, "dims": fixed, "threads": threads,
                 "torch_threads": torch_threads, "opt_level": opt_level,
                 "warmup": warmup, "min_time_s": min_time, "rounds": ROUNDS, "timer": "time.perf_counter_ns",
-                "gc_disabled": True, "interleaved": "ABBA blocks per batch size", "seed": seed}
+                "gc_disabled": True, "interleaved": "ABBA blocks per batch size", "seed": seed,
+                "data": [str(f) for f in opts.data_files] or None}
     report = BenchReport(str(onnx_path), spec, class_name, specs, resolved.source, settings, paths,
                          [r.label for r in skipped], batches, cold, cold_start_reason,
                          cold_start_runs if cold_start else 0, sweep_result, profiles)

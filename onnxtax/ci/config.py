@@ -55,8 +55,11 @@ Layout (every key optional unless marked):
                                     #   (a reused artifact must come signed; one exported here needs [sign])
 
     [models.fraud]                  # one table per model; the name is its report name
-    spec = "fraud_detector.py:FraudDetector"    # required
-    inputs = ["x:batch,128"]                    # required, NAME:DIMS[:DTYPE] as for --input
+    spec = "fraud_detector.py:FraudDetector"    # required; or "hf:DIR[#task]" / "st:DIR" (docs/huggingface.md)
+    inputs = ["x:batch,128"]                    # required (derived for hf:/st: specs), NAME:DIMS[:DTYPE]
+    text = ["data/sentences.txt"]               # hf:/st: one sentence a line, tokenized: real inputs as `data`
+    random_init = false                         # hf:/st: a folder without weights initialised from a seed
+    trust_remote_code = false                   # hf:/st: run the Python code the folder ships
     output = "build/fraud.onnx"
     dims = { batch = 4 }                        # export sizes of dynamic axes
     output_names = ["prob"]
@@ -75,6 +78,7 @@ Layout (every key optional unless marked):
 
     [models.fraud.bench]            # this model only; `bench = false` turns a global one off
     batch_sizes = [1, 8]
+    data = ["data/rows.npz"]                    # time these rows (or `text` for hf:/st:) instead of random ones
     max_latency_ms = { p99 = 5.0 }
     min_speedup = 1.0
 
@@ -126,6 +130,7 @@ KEY_ALIASES = {
     "runtimes": {"ort": "versions"},
     "lint": {"source": None},
     "model": {"data": "data_files"},
+    "bench": {"data": "data_files"},
 }
 
 
@@ -351,10 +356,25 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
 
     where = ("models", name)
     spec = _resolve_spec(entry["spec"], root, src, where + ("spec",))
+    hub = spec.startswith(("hf:", "st:"))
+    for key in ("random_init", "trust_remote_code"):
+        if key in entry and not hub:
+            raise ConfigError(f"{src.where(where + (key,))}: {key} applies to hf:DIR and st:DIR specs",
+                              "drop it, or give the model as hf:DIR[#task] or st:DIR")
+    if hub:
+        from onnxtax.core.hub.spec import spec_with_flags
+
+        spec = spec_with_flags(spec, random_init=bool(entry.get("random_init")),
+                               trust_remote_code=bool(entry.get("trust_remote_code")))
+    if "inputs" not in entry and not hub:
+        raise ConfigError(f"{src.where(where)}: missing required key 'inputs'",
+                          'add inputs = ["x:batch,128"] (NAME:DIMS[:DTYPE] per forward() argument); an hf:DIR or '
+                          'st:DIR spec derives them')
     try:
-        specs = parse_input_specs(entry["inputs"])
+        specs = parse_input_specs(entry["inputs"]) if "inputs" in entry else _derived_inputs(spec)
     except OnnxtaxError as exc:
-        raise ConfigError(f"{src.where(where + ('inputs',))}: {exc.message}", exc.hint) from exc
+        key = where + ("inputs",) if "inputs" in entry else where + ("spec",)
+        raise ConfigError(f"{src.where(key)}: {exc.message}", exc.hint) from exc
     if not specs:
         raise ConfigError(f"{src.where(where + ('inputs',))}: no inputs",
                           'list one NAME:DIMS[:DTYPE] per forward() argument, e.g. ["x:batch,128"]')
@@ -371,7 +391,9 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
     _check_axes(pdims, specs, src, where + ("parity", "dims"), check_dims_known)
     input_names = [s.name for s in specs]
     ranges, data_files = _domains(entry, where, input_names, root, src)
+    data_files += _text_files(entry, where, root, src)
     pranges, pfiles = _domains(pdata, where + ("parity",), input_names, root, src)
+    pfiles += _text_files(pdata, where + ("parity",), root, src)
     ranges.update(pranges)
     data_files += [p for p in pfiles if p not in data_files]
     for value in pdata.get("providers", []):
@@ -407,8 +429,11 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
             _check_provider(value, src, where + ("bench", "providers"))
         for key in bdata.get("max_latency_ms", {}):
             _check_latency_key(key, src, where + ("bench", "max_latency_ms", key))
+        bench_data = _domains({"data": bdata.get("data", [])}, where + ("bench",), input_names, root, src)[1] + \
+            _text_files(bdata, where + ("bench",), root, src)
         bench = _built(src, where + ("bench",), lambda: _options(
-            BenchOptions, {"cold_start": False, **bdata}, {}, dims=bdims,  # fresh interpreters cost seconds: off in CI
+            BenchOptions, {"cold_start": False, **bdata}, KEY_ALIASES["bench"], dims=bdims, data_files=bench_data,
+            # fresh interpreters cost seconds: cold start is off in CI
             providers=list(bdata["providers"]) if "providers" in bdata else parity.providers,
             skip_unavailable=parity.skip_unavailable, ranges=value_ranges, seed=parity.seed,
             profile_dir=(root / bdata["profile_dir"]).resolve() if "profile_dir" in bdata else None,
@@ -486,6 +511,27 @@ def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: 
     return ranges, data_files
 
 
+def _derived_inputs(spec: str) -> list:
+    """The inputs an hf:/st: spec derives from its folder (no weights loaded)."""
+    from onnxtax.core.hub import derive_hub
+
+    return list(derive_hub(spec).inputs)
+
+
+def _text_files(table: dict, where: tuple[str, ...], root: Path, src: ConfigText) -> list:
+    """`text` of one table: files of sentences, tokenized by the model's tokenizer (hf:/st: specs)."""
+    from onnxtax.core.hub.text import TextFile
+
+    out = []
+    for item in table.get("text", []):
+        p = (root / item).resolve()
+        if not p.is_file():
+            raise ConfigError(f"{src.where(where + ('text',))}: text file '{item}' does not exist (looked at {p})",
+                              f"create it (one sentence a line), or fix the path (relative to {root})")
+        out.append(TextFile(p, flag="text"))
+    return out
+
+
 def _missing_data_hint(path: Path, root: Path) -> str:
     """The fix for a data file that is not there: the script beside the config that writes it (a
     file it names), else where relative paths start."""
@@ -500,7 +546,19 @@ def _missing_data_hint(path: Path, root: Path) -> str:
 
 
 def _resolve_spec(spec: str, root: Path, src: ConfigText, keypath: tuple[str, ...]) -> str:
-    """A file spec relative to the config folder becomes absolute; its file must exist."""
+    """A file spec relative to the config folder becomes absolute; its file must exist. An hf:/st: folder
+    relative to the config folder becomes absolute too."""
+    if spec.startswith(("hf:", "st:")):
+        from onnxtax.core.hub.spec import parse_hub_spec
+
+        try:
+            hub = parse_hub_spec(spec)
+        except OnnxtaxError as exc:
+            raise ConfigError(f"{src.where(keypath)}: {exc.message}", exc.hint) from exc
+        folder = (root / Path(hub.target).expanduser())
+        if folder.exists():
+            hub = type(hub)(hub.kind, str(folder.resolve()), hub.task, hub.flags)
+        return hub.text()
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name or "/" in name or "\\" in name:
         raise ConfigError(f"{src.where(keypath)}: spec '{spec}' has no ':NAME'",

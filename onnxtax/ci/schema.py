@@ -78,7 +78,7 @@ TOLERANCE = Table({"rtol": NONNEG, "atol": NONNEG})
 
 PARITY = Table({
     "dims": Table(values=DIM_VALUES), "samples": POS_INT, "seed": INT,
-    "ranges": Table(values=RANGE), "data": STR_LIST, "rtol": NONNEG, "atol": NONNEG,
+    "ranges": Table(values=RANGE), "data": STR_LIST, "text": STR_LIST, "rtol": NONNEG, "atol": NONNEG,
     "tolerances": Table(values=TOLERANCE), "providers": STR_LIST, "skip_unavailable": BOOL,
     "fail_on_fallback": BOOL, "opt_level": enum("disable", "basic", "extended", "all"), "threads": POS_INT,
     "min_cosine": COSINE, "noise_factor": NONNEG, "allow_constant": STR_LIST, "test_assumed": BOOL,
@@ -93,7 +93,7 @@ BENCH = Table({
     "batch_sizes": POS_INT_LIST, "dims": Table(values=DIM_VALUES), "providers": STR_LIST, "threads": POS_INT,
     "opt_level": enum("disable", "basic", "extended", "all"), "warmup": POS_INT, "min_time": POS_NUM,
     "cold_start": BOOL, "cold_start_runs": POS_INT, "sweep": BOOL, "profile_dir": STR,
-    "max_latency_ms": Table(values=POS_NUM), "min_speedup": POS_NUM,
+    "max_latency_ms": Table(values=POS_NUM), "min_speedup": POS_NUM, "data": STR_LIST, "text": STR_LIST,
 }, or_false=True)
 
 BUDGETS = Kind("numbers per metric, or a table of them per segment",
@@ -116,9 +116,11 @@ _SHARED = {"opset": OPSET, "exporter": enum("dynamo", "torchscript"),
            "external_data": enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH,
            "target_ort": STR, "runtimes": RUNTIMES}
 
+# `inputs` is required unless the spec is hf:DIR / st:DIR (derived from the folder): checked in config.py
 MODEL = Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": Table(values=POS_INT),
-                "output_names": STR_LIST, "ranges": Table(values=RANGE), "data": STR_LIST, "quantize": QUANTIZE,
-                **_SHARED}, required=("spec", "inputs"))
+                "output_names": STR_LIST, "ranges": Table(values=RANGE), "data": STR_LIST, "text": STR_LIST,
+                "random_init": BOOL, "trust_remote_code": BOOL, "quantize": QUANTIZE,
+                **_SHARED}, required=("spec",))
 
 SIGN = Table({"key": STR}, required=("key",))  # sign every model's artifacts after all its gates passed
 

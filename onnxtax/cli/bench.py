@@ -19,7 +19,7 @@ from onnxtax.core.defaults import BENCH_THREADS as DEFAULT_THREADS
 from onnxtax.core.defaults import BENCH_WARMUP as DEFAULT_WARMUP
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, json_option, print_error,
                               print_json, print_memory, progress_display, user_errors)
-from onnxtax.cli.export import SPEC_RUNS_CODE
+from onnxtax.cli.export import RANDOM_INIT_HELP, SPEC_ARG, TEXT_HELP, TRUST_HELP, hub_spec, text_files
 from onnxtax.core.errors import InputSpecError
 
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default: the manifest beside the "
@@ -28,9 +28,7 @@ INPUT_HELP = ("NAME:DIMS[:DTYPE], one per graph input, e.g. x:batch,128. Default
 
 @app.command(epilog=EXIT_CODES_HELP)
 def bench(
-    spec: Annotated[str, typer.Argument(help="The PyTorch model: path/to/file.py:NAME or package.module:NAME. "
-                                        + SPEC_RUNS_CODE,
-                                        show_default=False)],
+    spec: Annotated[str, SPEC_ARG],
     model: Annotated[Path, typer.Argument(help="The exported .onnx file.", show_default=False)],
     input: Annotated[list[str], typer.Option("--input", "-i", help=INPUT_HELP, show_default=False)] = [],  # noqa: B006
     batch_sizes: Annotated[Optional[str], typer.Option(
@@ -60,6 +58,13 @@ def bench(
     range_: Annotated[list[str], typer.Option("--range", help="NAME=LOW:HIGH value range of an input (integers: "
                                               "high exclusive), e.g. ids=0:30522.", show_default=False)] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = defaults.PARITY_SEED,
+    data: Annotated[list[Path], typer.Option(help="A .npz of real rows keyed by input name: timed instead of random "
+                                             "inputs (rows repeated up to each batch size, the other axes as "
+                                             "they are). Repeatable.", show_default=False)] = [],  # noqa: B006
+    text: Annotated[list[Path], typer.Option(help=TEXT_HELP.replace("used as --data is", "timed as --data is"),
+                                             show_default=False)] = [],  # noqa: B006
+    random_init: Annotated[bool, typer.Option("--random-init", help=RANDOM_INIT_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     json_out: Annotated[Optional[str], json_option()] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of latency by batch size (needs matplotlib: "
                                                  "pip install 'onnxtax[plot]').", show_default=False)] = None,
@@ -107,11 +112,16 @@ def bench(
                                skip_unavailable=skip_unavailable, threads=threads or None, opt_level=opt_level,
                                warmup=warmup, min_time=min_time, cold_start=not no_cold_start,
                                cold_start_runs=cold_start_runs, sweep=sweep, profile_dir=profile,
-                               max_latency_ms=gates, min_speedup=min_speedup, ranges=ranges, seed=seed)
+                               max_latency_ms=gates, min_speedup=min_speedup, ranges=ranges, seed=seed,
+                               data_files=list(data) + text_files(text))
         options.validate()
+        spec = hub_spec(spec, random_init, trust_remote_code)
         # every file bench writes, checked before minutes of measuring (--record rewrites the manifest on purpose)
-        check_files(PlannedFiles().read_spec(spec).read_artifact(model).write(json_out, "--json")
-                    .write(plot, "--plot").write(profile, "--profile", folder=True))
+        files = (PlannedFiles().read_spec(spec).read_artifact(model).write(json_out, "--json")
+                 .write(plot, "--plot").write(profile, "--profile", folder=True))
+        for f in [*data, *text]:
+            files.read(f, f"the data file {f.name}")
+        check_files(files)
         if record:
             check_output(manifest_path_for(model), "--record")
         with progress_display("bench") as progress:

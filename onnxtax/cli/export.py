@@ -16,7 +16,15 @@ from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, con
 SPEC_RUNS_CODE = ("Loading a SPEC runs that file's code (and what it imports), as importing it does: give only "
                   "files you trust.")
 SPEC_ARG = typer.Argument(help="The model: path/to/file.py:NAME or package.module:NAME (an nn.Module instance, "
-                               "class, or zero-argument factory). " + SPEC_RUNS_CODE, show_default=False)
+                               "class, or zero-argument factory), or a Hugging Face folder: hf:DIR[#task] or st:DIR "
+                               "(sentence-transformers), inputs, ranges and output names derived, nothing "
+                               "downloaded. " + SPEC_RUNS_CODE, show_default=False)
+TEXT_HELP = ("A text file, one sentence a line, tokenized by an hf:/st: model's own tokenizer into one batch of "
+             "real inputs (padded as the tokenizer pads); used as --data is. Repeatable.")
+RANDOM_INIT_HELP = ("hf:/st: a folder without weights (or lacking the task's head) is initialised from a fixed "
+                    "seed instead of refused: for testing a pipeline, never for shipping.")
+TRUST_HELP = ("hf:/st: run the Python code a model folder ships (config.json auto_map); refused without this "
+              "flag. Read that code first.")
 RANGE_HELP = ("NAME=LOW:HIGH: value range of an input (integers: HIGH exclusive, e.g. token ids 0:30522). "
               "Integers without one: mask-like names all ones, token type ids 0:2, other ids/tokens/positions "
               "0:32, other integers 0:10.")
@@ -24,7 +32,22 @@ DATA_HELP = ("A .npz of real inputs (arrays keyed by input name, one batch per f
              "random samples. Repeatable.")
 INPUT_HELP = ("NAME:DIMS[:DTYPE], one per forward() argument, in order. DIMS: integers (static) or names "
               "(dynamic axes, shared across inputs by name), e.g. x:batch,128 or 'ids:[batch,seq]:int64'. "
-              "DTYPE defaults to float32.")
+              "DTYPE defaults to float32. Derived for hf:/st: specs.")
+
+
+def hub_spec(spec: str, random_init: bool, trust_remote_code: bool) -> str:
+    """The SPEC with --random-init / --trust-remote-code carried in it (every stage and child builds
+    the same model from the string)."""
+    from onnxtax.core.hub.spec import spec_with_flags
+
+    return spec_with_flags(spec, random_init=random_init, trust_remote_code=trust_remote_code)
+
+
+def text_files(paths: list[Path]) -> list:
+    """--text files: data files read as sentences by the model's tokenizer."""
+    from onnxtax.core.hub.text import TextFile
+
+    return [TextFile(p) for p in paths]
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -46,6 +69,9 @@ def export(
                                               "the ONNX Runtime smoke run.", show_default=False)] = [],  # noqa: B006
     data: Annotated[list[Path], typer.Option(help=DATA_HELP.replace("random samples", "smoke run's sizes"),
                                              show_default=False)] = [],  # noqa: B006
+    text: Annotated[list[Path], typer.Option(help=TEXT_HELP, show_default=False)] = [],  # noqa: B006
+    random_init: Annotated[bool, typer.Option("--random-init", help=RANDOM_INIT_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     target_ort: Annotated[str | None, typer.Option(help="The onnxruntime release the file must load in (1.16 or "
                                                    "1.16.3): converts --opset down to what it loads, writes the "
                                                    "lowest IR version that opset allows, and runs the file in that "
@@ -70,12 +96,14 @@ def export(
         from onnxtax.core.specs import parse_dim_values, parse_input_specs, parse_ranges
         from onnxtax.export import ExportOptions, export_model
 
+        spec = hub_spec(spec, random_init, trust_remote_code)
         options = ExportOptions(opset=opset, exporter=exporter, dims={k: v[0] for k, v in parse_dim_values(dim).items()},
                                 output_names=output_name or None, external_data=external_data,
-                                ranges=parse_ranges(range_), data_files=list(data), target_ort=target_ort)
+                                ranges=parse_ranges(range_), data_files=list(data) + text_files(text),
+                                target_ort=target_ort)
         options.validate()
-        files = PlannedFiles().read_spec(spec).write_artifact(output, "-o").write(json_out, "--json")
-        for f in data:
+        files = PlannedFiles().read_spec(spec).write_artifact(output, "-o", probe=False).write(json_out, "--json")
+        for f in [*data, *text]:
             files.read(f, f"the data file {f.name}")
         files.read(sign_key, "the signing key")
         check_files(files)

@@ -20,7 +20,8 @@ def lint_ops(
                                                     "export`, enables the baked-shape checks). Leave it out to run "
                                                     "only the --source rules (with --input), e.g. after a failed "
                                                     "export.", show_default=False)] = None,
-    source: Annotated[Optional[str], typer.Option(help="The PyTorch model it came from (path/to/file.py:NAME): "
+    source: Annotated[Optional[str], typer.Option(help="The PyTorch model it came from (path/to/file.py:NAME, or "
+                                                  "hf:DIR[#task] / st:DIR with its inputs derived): "
                                                   "trace it and report data-dependent branches, Python values "
                                                   "taken from tensors and custom ops at your file:line. "
                                                   + SPEC_RUNS_CODE, show_default=False)] = None,

@@ -11,7 +11,8 @@ from onnxtax.core import defaults
 
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
                               print_json, print_memory, progress_display, user_errors)
-from onnxtax.cli.export import DATA_HELP, INPUT_HELP, RANGE_HELP, SPEC_ARG
+from onnxtax.cli.export import (DATA_HELP, INPUT_HELP, RANDOM_INIT_HELP, RANGE_HELP, SPEC_ARG, TEXT_HELP, TRUST_HELP,
+                                hub_spec, text_files)
 
 from onnxtax.core.defaults import PARITY_ATOL as DEFAULT_ATOL
 from onnxtax.core.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
@@ -35,6 +36,9 @@ def parity(
     seed: Annotated[int, typer.Option(help="Seed of the random samples.")] = defaults.PARITY_SEED,
     range_: Annotated[list[str], typer.Option("--range", help=RANGE_HELP, show_default=False)] = [],  # noqa: B006
     data: Annotated[list[Path], typer.Option(help=DATA_HELP, show_default=False)] = [],  # noqa: B006
+    text: Annotated[list[Path], typer.Option(help=TEXT_HELP, show_default=False)] = [],  # noqa: B006
+    random_init: Annotated[bool, typer.Option("--random-init", help=RANDOM_INIT_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     rtol: Annotated[float, typer.Option(help="Relative tolerance: pass when |onnx-source| <= atol*rms + "
                                         "rtol*|source|.")] = DEFAULT_RTOL,
     atol: Annotated[float, typer.Option(help="Absolute tolerance in units of the output's RMS (the source "
@@ -104,16 +108,17 @@ def parity(
 
         options = ParityOptions(
             dims=parse_dim_values(dim, multi=True), samples=samples, seed=seed, ranges=parse_ranges(range_),
-            data_files=list(data), rtol=rtol, atol=atol, noise_factor=noise_factor,
+            data_files=list(data) + text_files(text), rtol=rtol, atol=atol, noise_factor=noise_factor,
             tolerances=parse_tolerances(tolerance),
             min_cosine=min_cosine, allow_constant=list(allow_constant), test_assumed=test_assumed,
             providers=provider or None, skip_unavailable=skip_unavailable, fail_on_fallback=fail_on_fallback,
             opt_level=opt_level, threads=threads, max_shapes=max_shapes, share_weights=share_weights,
             localize=localize, localize_budget_s=localize_budget, localize_memory_mb=localize_memory)
         options.validate()
+        spec = hub_spec(spec, random_init, trust_remote_code)
         files = (PlannedFiles().read_spec(spec).read_artifact(onnx_model).write(json_out, "--json")
                  .write(junit, "--junit").write(sarif, "--sarif"))
-        for f in data:
+        for f in [*data, *text]:
             files.read(f, f"the data file {f.name}")
         check_files(files)
         with progress_display("parity") as progress:

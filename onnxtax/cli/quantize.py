@@ -10,7 +10,7 @@ import typer
 from onnxtax.core import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
                               print_json, print_memory, progress_display, user_errors)
-from onnxtax.cli.export import INPUT_HELP, SPEC_ARG
+from onnxtax.cli.export import INPUT_HELP, RANDOM_INIT_HELP, SPEC_ARG, TRUST_HELP, hub_spec
 from onnxtax.render.quantize import quantize_table, quantize_verdict
 
 _NO = []  # typer's list defaults
@@ -25,7 +25,9 @@ def quantize(
                                          "beside it. Written only when every budget holds.", show_default=False)],
     eval_: Annotated[list[str], typer.Option("--eval", help="NAME=FILE.npz: one data segment (arrays keyed by input "
                                              "name, rows on axis 0). Repeatable; FILE.npz alone is named by its "
-                                             "stem or split by --segment-key.", show_default=False)] = _NO,
+                                             "stem or split by --segment-key. For hf:/st: models NAME=FILE.txt: "
+                                             "one sentence a line, tokenized by the model's tokenizer.",
+                                             show_default=False)] = _NO,
     budget: Annotated[list[str], typer.Option(help="[SEGMENT:]METRIC=VALUE, e.g. agreement@0.5=0.97, "
                                               "tail:agreement@0.5=0.95, top1=0.99, top5=1, cosine=0.995, "
                                               "max_abs=0.05, mean_abs=0.01, accuracy_drop=1.0 (points). Without "
@@ -74,6 +76,8 @@ def quantize(
     preprocess: Annotated[bool, typer.Option(help="Run ORT's quant_pre_process (shape inference, graph "
                                              "optimisation) first.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the batch mixing.")] = 0,
+    random_init: Annotated[bool, typer.Option("--random-init", help=RANDOM_INIT_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     json_out: Annotated[str | None, json_option()] = None,
     debug: Annotated[bool, typer.Option("--debug", help=DEBUG_HELP)] = False,
 ) -> None:
@@ -97,6 +101,7 @@ def quantize(
                                   bench_min_time=bench_min_time, min_speedup=min_speedup, preprocess=preprocess,
                                   seed=seed)
         options.validate()
+        spec = hub_spec(spec, random_init, trust_remote_code)
         files = (PlannedFiles().read_spec(spec).read_artifact(onnx_model)
                  .write_artifact(output, "-o", probe=False).write(json_out, "--json"))
         for name, path in parse_eval(options.evals):

@@ -10,7 +10,7 @@ import typer
 from onnxtax.core import defaults
 from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
                               print_json, print_memory, progress_display, user_errors)
-from onnxtax.cli.export import INPUT_HELP
+from onnxtax.cli.export import INPUT_HELP, RANDOM_INIT_HELP, TEXT_HELP, TRUST_HELP, hub_spec, text_files
 from onnxtax.render.runtimes import runtimes_table, runtimes_verdict
 from onnxtax.core.errors import EXIT_OK
 
@@ -43,6 +43,9 @@ def runtimes(
                                               "HIGH exclusive).", show_default=False)] = [],  # noqa: B006
     data: Annotated[list[Path], typer.Option(help="A .npz of real inputs keyed by input name. Repeatable.",
                                              show_default=False)] = [],  # noqa: B006
+    text: Annotated[list[Path], typer.Option(help=TEXT_HELP, show_default=False)] = [],  # noqa: B006
+    random_init: Annotated[bool, typer.Option("--random-init", help=RANDOM_INIT_HELP)] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     rtol: Annotated[float, typer.Option(help="Relative tolerance (parity's criterion).")] = defaults.PARITY_RTOL,
     atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = defaults.PARITY_ATOL,
     noise_factor: Annotated[Optional[float], typer.Option(help="k of parity's rule: atol/rtol at least k times the "
@@ -96,12 +99,15 @@ def runtimes(
 
             options = RuntimesOptions(versions=parse_versions(ort), providers=provider or None,
                                       cache_dir=cache_dir, offline=offline, dims=parse_dim_values(dim, multi=True),
-                                      samples=samples, seed=seed, ranges=parse_ranges(range_), data_files=list(data),
+                                      samples=samples, seed=seed, ranges=parse_ranges(range_),
+                                      data_files=list(data) + text_files(text),
                                       rtol=rtol, atol=atol, noise_factor=noise_factor,
-                                      tolerances=parse_tolerances(tolerance), min_cosine=min_cosine, opt_level=opt_level, max_shapes=max_shapes)
+                                      tolerances=parse_tolerances(tolerance), min_cosine=min_cosine,
+                                      opt_level=opt_level, max_shapes=max_shapes)
             options.validate()
+            spec = hub_spec(spec, random_init, trust_remote_code) if spec else spec
             files.read_spec(spec).read_artifact(onnx_model)
-            for f in data:
+            for f in [*data, *text]:
                 files.read(f, f"the data file {f.name}")
         check_files(files)
         with progress_display("runtimes") as progress:

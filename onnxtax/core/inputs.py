@@ -90,8 +90,20 @@ def resolve_inputs(artifact: str | Path | Artifact, given: Sequence[str | InputS
     export_sizes = {sym: size for sym, size in artifact.export_sizes.items() if sym in known}
     resolved = ResolvedInputs(specs, source, onnx_names, export_sizes, {}, notes, artifact.manifest,
                               list(artifact.output_names))
-    resolved.ranges = check_ranges(ranges, specs)
+    resolved.ranges = {**derived_ranges(artifact.manifest, specs), **check_ranges(ranges, specs)}
     return resolved
+
+
+def derived_ranges(manifest: dict | None, specs: list[InputSpec]) -> dict[str, ValueRange]:
+    """The value ranges an hf:/st: export derived from its folder (manifest `derived.ranges`: token ids
+    below the vocabulary, masks as the tokenizer pads), for the inputs present; a --range wins."""
+    recorded = ((manifest or {}).get("derived") or {}).get("ranges") or {}
+    names = {s.name for s in specs}
+    out: dict[str, ValueRange] = {}
+    for name, value in recorded.items():
+        if name in names and isinstance(value, dict) and {"low", "high"} <= set(value):
+            out[name] = ValueRange.from_dict(value)
+    return out
 
 
 def check_ranges(ranges: Mapping[str, ValueRange | tuple[float, float]] | None, specs: list[InputSpec]

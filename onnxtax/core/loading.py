@@ -1,4 +1,5 @@
-"""Resolve a model spec (`path/to/file.py:NAME` or `package.module:NAME`) to an eval-mode nn.Module."""
+"""Resolve a model spec (`path/to/file.py:NAME`, `package.module:NAME`, or a Hugging Face folder as
+`hf:DIR[#task]` / `st:DIR`, onnxtax.core.hub) to an eval-mode nn.Module."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from onnxtax.core.errors import InputSpecError, LoadError
 from onnxtax.core.frames import frames_of, user_frame
 from onnxtax.core.specs import InputSpec
 
-SPEC_HELP = "write the model as path/to/file.py:NAME or package.module:NAME"
+SPEC_HELP = "write the model as path/to/file.py:NAME, package.module:NAME, hf:DIR[#task] or st:DIR"
 
 
 @dataclass
@@ -27,6 +28,7 @@ class LoadedModel:
     class_name: str
     source_file: str | None
     in_memory: bool = False  # given as an nn.Module object: no spec a fresh process could load
+    hub: Any = None  # hf:/st: specs: what was derived (onnxtax.core.hub.build.HubModel)
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "class_name": self.class_name, "source_file": self.source_file}
@@ -160,6 +162,10 @@ def _import_in_package(path: Path) -> Any | None:
 def load_model(spec: str) -> LoadedModel:
     """Import the spec and build the module: an instance, a class with a no-argument
     constructor, or a zero-argument factory. Always returned in eval mode."""
+    if spec.startswith(("hf:", "st:")):
+        from onnxtax.core.hub.load import load_hub
+
+        return load_hub(spec)
     import torch
 
     target, name = split_spec(spec)

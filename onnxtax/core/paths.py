@@ -64,7 +64,14 @@ class PlannedFiles:
         return self
 
     def read_spec(self, spec: str | None) -> "PlannedFiles":
-        """The model's source file, when the spec names a file (`path/to/m.py:NAME`)."""
+        """The model's source file, when the spec names a file (`path/to/m.py:NAME`); the files of an
+        hf:DIR / st:DIR folder."""
+        if spec and spec[:3] in ("hf:", "st:"):
+            folder = Path(spec[3:].split("?")[0].split("#")[0]).expanduser()
+            if folder.is_dir():
+                for f in sorted(folder.iterdir()):
+                    self.read(f, f"a file of the model folder {folder}")
+            return self
         if spec and ":" in spec:
             target = spec.rpartition(":")[0]
             if target.endswith(".py") or "/" in target or "\\" in target:

@@ -42,8 +42,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, (Path, os.PathLike)):  # a TextFile (onnxtax.core.hub.text) too
+        return os.fspath(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)  # "nan", "inf": JSON has neither
     if type(value).__module__ == "numpy":

@@ -182,8 +182,27 @@ def concrete_shape(spec: InputSpec, sizes: dict[str, int]) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class ValueRange:
+    """Values drawn from LOW up to HIGH (integers: HIGH exclusive). `pattern` "right-padding" (an
+    attention mask, from a tokenizer that pads on the right): each row is ones, then zeros, at
+    least one token and one row full."""
+
     low: float
     high: float
+    pattern: str | None = None
+    origin: str | None = None  # where a range not declared by the user comes from ("config.json vocab_size")
+
+    def text(self) -> str:
+        if self.pattern == "right-padding":
+            return "right padding (each row ones then zeros, 1 to all tokens kept)"
+        return f"{self.low:g}:{self.high:g}"
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high, **({"pattern": self.pattern} if self.pattern else {}),
+                **({"origin": self.origin} if self.origin else {})}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ValueRange":
+        return cls(float(data["low"]), float(data["high"]), data.get("pattern"), data.get("origin"))
 
 
 def parse_ranges(texts: list[str] | tuple[str, ...]) -> dict[str, ValueRange]:
@@ -255,8 +274,8 @@ class SampleRecipe:
         """How this input's values are drawn, for reports ("which default was used")."""
         declared = self.ranges.get(spec.name)
         if declared is not None:
-            text = f"{declared.low:g}:{declared.high:g}"
-            return f"{text} (declared)" + (", HIGH exclusive" if is_integer(spec) else "")
+            return f"{declared.text()} ({declared.origin or 'declared'})" + (
+                ", HIGH exclusive" if is_integer(spec) and not declared.pattern else "")
         if spec.dtype == "bool":
             return "random True/False"
         if is_integer(spec):
@@ -310,7 +329,10 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRec
                 raise InputSpecError(f"--range {spec.name}={rng_range.low:g}:{rng_range.high:g} leaves the "
                                      f"{spec.dtype} range ({info.min}..{info.max})",
                                      f"integers are drawn from LOW up to HIGH-1, e.g. --range {spec.name}=0:{min(10, info.max)}")
-            arr = rng.integers(lo, max(hi, lo + 1), size=shape, dtype=np_dtype)
+            if rng_range.pattern == "right-padding" and len(shape) == 2 and shape[0] and shape[1]:
+                arr = right_padded(rng, shape, np_dtype)
+            else:
+                arr = rng.integers(lo, max(hi, lo + 1), size=shape, dtype=np_dtype)
         else:
             if rng_range:
                 arr = rng.uniform(rng_range.low, rng_range.high, size=shape)
@@ -321,6 +343,18 @@ def make_inputs(specs: list[InputSpec], sizes: dict[str, int], recipe: SampleRec
     return arrays
 
 
+def right_padded(rng, shape: tuple[int, ...], dtype: str):
+    """A right-padded attention mask [rows, tokens]: row i keeps its first L_i tokens (1 <= L_i <=
+    tokens), the first row keeps all of them (the batch's longest, as a tokenizer pads to it). No
+    row is fully masked: a row with no token attended has no defined answer."""
+    import numpy as np
+
+    rows, tokens = shape
+    lengths = rng.integers(1, tokens + 1, size=rows)
+    lengths[0] = tokens
+    return (np.arange(tokens)[None, :] < lengths[:, None]).astype(dtype)
+
+
 def read_npz(path, flag: str) -> dict:
     """The arrays of one `.npz` file (the one reader of --data, --eval, --calibration); a missing
     file, a `.npy` or a damaged archive is an input error naming the flag and the file."""
@@ -328,6 +362,10 @@ def read_npz(path, flag: str) -> dict:
 
     import numpy as np
 
+    from onnxtax.core.hub.text import TextFile
+
+    if isinstance(path, TextFile):  # one sentence a line, tokenized by its model's tokenizer
+        return path.arrays(flag)
     path = Path(path)
     if path.is_dir():
         raise InputSpecError(f"{flag} {path} is a folder, not an .npz file", "give the .npz file inside it")
@@ -338,7 +376,9 @@ def read_npz(path, flag: str) -> dict:
     kind = file_kind(path)
     if kind not in (None, NPZ_KIND, NPY_KIND):  # numpy's own words for a damaged archive or a .npy
         raise InputSpecError(f"{flag} {path} is {kind}, not an .npz archive of arrays",
-                             "save the inputs with np.savez(path, input_name=array, ...)")
+                             "save the inputs with np.savez(path, input_name=array, ...)" + (
+                                 "; a text file (one sentence a line) is tokenized for an hf:DIR or st:DIR model "
+                                 "whose folder has a tokenizer" if kind == "a text file" else ""))
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # a .npy: one array, no input names
@@ -385,8 +425,8 @@ def read_data_file(path, specs: list[InputSpec]) -> tuple[dict, dict[str, int], 
     reader of --data for export's smoke run and parity."""
     from pathlib import Path
 
-    path = Path(path)
-    arrays = read_npz(path, "--data")
+    source, path = path, Path(path)
+    arrays = read_npz(source, "--data")
     sizes: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     for spec in specs:

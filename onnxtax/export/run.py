@@ -132,10 +132,14 @@ def export_model(model: Any, output: str | Path, inputs: list[InputSpec] | list[
         raise OnnxtaxError(f"output '{output}' is a directory", "give a file path like out/model.onnx")
     _check_output_folder(output)
     target = limits_for(opts.target_ort) if opts.target_ort else None
-    specs = parse_input_specs(inputs) if inputs and isinstance(inputs[0], str) else list(inputs)  # type: ignore[arg-type]
+    specs = parse_input_specs(inputs) if inputs and isinstance(inputs[0], str) else list(inputs or [])  # type: ignore[arg-type]
+    from onnxtax.core.hub.load import with_derived
+    from onnxtax.core.hub.text import bind_text
+
+    specs, derived_ranges = with_derived(model, specs, {})  # hf:/st: specs: inputs and ranges derived
     sizes = export_sizes(specs, {k: [v] for k, v in (dims or {}).items()})
-    value_ranges = check_ranges(ranges, specs)
-    data = [(Path(f), *read_data_file(f, specs)[:2]) for f in opts.data_files or []]
+    value_ranges = {**derived_ranges, **check_ranges(ranges, specs)}
+    data = [(Path(f), *read_data_file(f, specs)[:2]) for f in bind_text(model, opts.data_files)]
 
     meter = StageMeter("export")
     progress("loading the model")
@@ -349,7 +353,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     result.inputs, result.outputs = ins, outs
     result.files = [str(output.parent / p.name) for p in files]
     result.size_bytes = sum(p.stat().st_size for p in files)
-    manifest = _manifest(loaded, model, specs, sizes, staged, files, exporter, opset, result, digests)
+    manifest = _manifest(loaded, model, specs, sizes, staged, files, exporter, opset, result, digests, names)
     result.manifest = manifest
     manifest_staged = stage / manifest_path_for(output).name
     from onnxtax.core.files import write_json_atomic
@@ -365,7 +369,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
 
 
 def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], exporter: str, opset: int,
-              result: ExportResult, digests: dict[Path, str]) -> dict:
+              result: ExportResult, digests: dict[Path, str], names: list[str] | None = None) -> dict:
     from onnxtax.core.report import package_versions
     from onnxtax.core.source import source_record
 
@@ -403,4 +407,5 @@ def _manifest(loaded, model, specs, sizes, staged: Path, files: list[Path], expo
         "target_runtimes": [result.target.to_dict()] if result.target else [],
         "runtime_matrix": list(result.runtime_matrix),
         "benchmark": None,
+        **({"derived": dict(loaded.hub.to_dict(), output_names=list(names or []))} if loaded.hub is not None else {}),
     }

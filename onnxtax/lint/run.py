@@ -152,6 +152,10 @@ def _lint_source_only(source: Any, inputs: list[InputSpec] | None, allow_entries
                       start: float) -> LintReport:
     from onnxtax.lint.source import SOURCE_RULES, lint_source
 
+    if not inputs and isinstance(source, str) and source.startswith(("hf:", "st:")):
+        from onnxtax.core.hub import derive_hub
+
+        inputs = derive_hub(source).inputs  # derived from the folder
     if source is None or not inputs:
         raise ConfigError("without an .onnx file, lint-ops needs --source and --input",
                           "e.g. onnxtax lint-ops --source model.py:Net --input x:batch,16")

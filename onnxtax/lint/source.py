@@ -84,9 +84,13 @@ def lint_source(source: Any, inputs: list[InputSpec] | None = None, *, manifest:
     started = time.perf_counter()
     loaded = resolve_model(source)
     loaded.module.eval()
+    hub = loaded.hub  # hf:/st: specs: the inputs and their ranges derived from the folder
+    if hub is not None and not inputs and not (manifest or {}).get("inputs"):
+        inputs = list(hub.inputs)
     specs, sizes = _specs_and_sizes(inputs, manifest)
     loaded = dataclasses.replace(loaded, module=check_inputs_match(loaded.module, specs, loaded.spec))
-    args = torch_tensors(specs, make_inputs(specs, sizes, SampleRecipe(seed=0)))
+    ranges = {k: v for k, v in (hub.ranges if hub is not None else {}).items() if k in {s.name for s in specs}}
+    args = torch_tensors(specs, make_inputs(specs, sizes, SampleRecipe(seed=0, ranges=ranges)))
     user_file = loaded.source_file
     hits: dict[tuple[str, int, str], _Hit] = {}
     extra: list[Finding] = []

@@ -89,6 +89,9 @@ def check_parity(model: Any, onnx_path: str | Path | Artifact,
     """
     t_start = time.perf_counter()
     opts = ParityOptions.build(options, **kwargs)
+    from onnxtax.core.hub.text import bind_text
+
+    opts.data_files = bind_text(model, opts.data_files)  # text files: tokenized by an hf:/st: model's tokenizer
 
     from onnxtax.core.inputs import resolve_inputs
     from onnxtax.core.loading import check_inputs_match, resolve_model

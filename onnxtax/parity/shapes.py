@@ -21,6 +21,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from onnxtax.core.defaults import PARITY_ASSUMED_SIZE_CAP as ASSUMED_SIZE_CAP
 from onnxtax.core.defaults import PARITY_MAX_SHAPES as MAX_SHAPES
@@ -45,6 +46,7 @@ class ShapePlan:
     file: str | None = None
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     assumption: str | None = None  # the range torch.export assumed that these sizes lie outside
+    source: Any = field(default=None, repr=False, compare=False)  # the data file as given (a TextFile keeps its tokenizer)
 
     def to_dict(self) -> dict:
         return {"label": self.label, "sizes": dict(self.sizes), "origin": self.origin, "file": self.file,
@@ -85,12 +87,13 @@ def plan_shapes(specs: list[InputSpec], dims: dict[str, list[int]] | None, expor
 
 
 def plan_data_file(path: str | Path, specs: list[InputSpec]) -> ShapePlan:
-    """One .npz (arrays keyed by input name, one batch), checked against the specs."""
-    path = Path(path)
-    _, sizes, shapes = read_data_file(path, specs)
+    """One .npz (arrays keyed by input name, one batch), or a text file tokenized by the model's
+    tokenizer (onnxtax.core.hub.text), checked against the specs."""
+    source, path = path, Path(path)
+    _, sizes, shapes = read_data_file(source, specs)
     size_text = ",".join(f"{k}={v}" for k, v in sizes.items())
     label = f"{path.name}" + (f"({size_text})" if size_text else "")
-    return ShapePlan(label, sizes, 1, "data", str(path), shapes)
+    return ShapePlan(label, sizes, 1, "data", str(path), shapes, source=source)
 
 
 def plan_assumed(plans: list[ShapePlan], assumed: dict[str, dict], specs: list[InputSpec],
@@ -146,5 +149,5 @@ def sample_inputs(plan: ShapePlan, specs: list[InputSpec], recipe: SampleRecipe,
     """Sample k of a shape: seeded random arrays, or the arrays of its data file."""
     if plan.origin == "data":
         assert plan.file is not None
-        return read_data_file(Path(plan.file), specs)[0]
+        return read_data_file(plan.source if plan.source is not None else Path(plan.file), specs)[0]
     return make_inputs(specs, plan.sizes, recipe, k)

@@ -88,8 +88,13 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
 
     resolved = resolve_inputs(artifact, list(inputs) if inputs else None)
     specs, manifest = resolved.specs, resolved.manifest
-    segments = load_segments(parse_eval(evals), specs, labels_key=labels, segment_key=segment_key)
+    from onnxtax.core.hub.text import bind_text
+
+    # text files (one sentence a line) are tokenized by an hf:/st: model's tokenizer, as .npz rows
+    evals_read = [(name, bind_text(model, [path], "--eval")[0]) for name, path in parse_eval(evals)]
+    segments = load_segments(evals_read, specs, labels_key=labels, segment_key=segment_key)
     check_budget_segments(budget_list, segments)
+    calibration = bind_text(model, calibration, "--calibration")
     calib_arrays, calib_records = _calibration(calibration, specs) if calibration else (None, [])
     if calib_arrays is not None:
         calib_arrays = resolved.feeds(calib_arrays)
@@ -124,7 +129,9 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
     if output_name is not None and output_name not in out_names:
         raise InputSpecError(f"--metric-output '{output_name}' is not an output of {onnx_path.name}",
                              f"outputs: {', '.join(out_names)}")
-    index = out_names.index(output_name) if output_name else 0
+    # an st: export is judged on its sentence embedding unless told otherwise (manifest `derived`)
+    primary = ((manifest or {}).get("derived") or {}).get("primary_output")
+    index = out_names.index(output_name) if output_name else (out_names.index(primary) if primary in out_names else 0)
     report.output_name = out_names[index]
     rows = SegmentRows(segments, mapping, index, batch_size, seed)
 
@@ -226,6 +233,9 @@ def check_quantized(model: Any, onnx_path: str | Path | Artifact, *, providers: 
         if (None if evaluation.get("segment_key") else seg["name"], path) not in evals:
             evals.append((None if evaluation.get("segment_key") else seg["name"], path))
     recorded = {s["name"] for s in q.get("segments") or []}
+    from onnxtax.core.hub.text import bind_text
+
+    evals = [(name, bind_text(model, [path], "--eval")[0]) for name, path in evals]
     segments = [s for s in load_segments(evals, specs, labels_key=evaluation.get("labels"),
                                          segment_key=evaluation.get("segment_key")) if s.name in recorded]
     budgets = [Budget(b["metric"], float(b["limit"]), b.get("segment")) for b in q.get("budgets") or []]
@@ -290,7 +300,7 @@ def _calibration(files: Sequence[str | Path], specs: list) -> tuple[dict[str, An
     records = []
     for f in files:
         path = Path(f)
-        arrays = read_npz(path, "--calibration")
+        arrays = read_npz(f, "--calibration")
         rows = check_rows(arrays, specs, "--calibration", path)
         for s in specs:
             parts[s.name].append(arrays[s.name])

@@ -218,6 +218,9 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
     if versions is not None:
         kwargs["versions"] = list(versions)
     opts = RuntimesOptions.build(options, **kwargs)
+    from onnxtax.core.hub.text import bind_text
+
+    opts.data_files = bind_text(model, opts.data_files)  # text files: tokenized by an hf:/st: model's tokenizer
     dims, samples, seed, ranges, data_files = opts.dims, opts.samples, opts.seed, opts.ranges, opts.data_files
     rtol, atol, tolerances, min_cosine, opt_level = opts.rtol, opts.atol, opts.tolerances, opts.min_cosine, opts.opt_level
     max_shapes, export_sizes, cache_dir, offline = opts.max_shapes, opts.export_sizes, opts.cache_dir, opts.offline
