@@ -198,7 +198,7 @@ def test_missing_or_unreadable_onnx_is_a_load_error(models, tmp_path):
         run_bench(models.spec, tmp_path / "nope.onnx", models.inputs, **FAST)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
-    with pytest.raises(LoadError, match="not a readable ONNX model"):
+    with pytest.raises(LoadError, match="is a text file, not an ONNX model"):
         run_bench(models.spec, junk, None, **FAST)
 
 

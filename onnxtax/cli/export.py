@@ -102,7 +102,7 @@ def export(
                                 ranges=parse_ranges(range_), data_files=list(data) + text_files(text),
                                 target_ort=target_ort)
         options.validate()
-        files = PlannedFiles().read_spec(spec).write_artifact(output, "-o", probe=False).write(json_out, "--json")
+        files = PlannedFiles().read_spec(spec).write_artifact(output, "-o").write(json_out, "--json")
         for f in [*data, *text]:
             files.read(f, f"the data file {f.name}")
         files.read(sign_key, "the signing key")

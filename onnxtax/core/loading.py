@@ -163,9 +163,11 @@ def load_model(spec: str) -> LoadedModel:
     """Import the spec and build the module: an instance, a class with a no-argument
     constructor, or a zero-argument factory. Always returned in eval mode."""
     if spec.startswith(("hf:", "st:")):
-        from onnxtax.core.hub.load import load_hub
+        from onnxtax.core.hub.build import build_hub_module, derive_hub
 
-        return load_hub(spec)
+        hub = derive_hub(spec)  # offline, float32, eval mode
+        module = build_hub_module(hub)
+        return LoadedModel(module, spec, type(module).__name__, hub.source_file, hub=hub)
     import torch
 
     target, name = split_spec(spec)

@@ -362,10 +362,9 @@ def read_npz(path, flag: str) -> dict:
 
     import numpy as np
 
-    from onnxtax.core.hub.text import TextFile
-
-    if isinstance(path, TextFile):  # one sentence a line, tokenized by its model's tokenizer
-        return path.arrays(flag)
+    arrays = getattr(path, "arrays", None)
+    if callable(arrays):  # a text file, one sentence a line, tokenized by its model's tokenizer (core.hub.text)
+        return arrays(flag)
     path = Path(path)
     if path.is_dir():
         raise InputSpecError(f"{flag} {path} is a folder, not an .npz file", "give the .npz file inside it")

@@ -7,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from tests.conftest import EXAMPLES
 
@@ -78,9 +80,15 @@ def test_usage_errors_exit_2_one_line(cli, tmp_path, args, words):
 
 
 def test_verify_without_manifest_is_exit_2(cli, tmp_path):
-    (tmp_path / "m.onnx").write_bytes(b"x")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(tmp_path / "m.onnx"))
     proc = cli("verify", tmp_path / "m.onnx")
     assert proc.returncode == 2 and "no manifest" in proc.stderr
+    (tmp_path / "t.onnx").write_bytes(b"x")
+    proc = cli("verify", tmp_path / "t.onnx")
+    assert proc.returncode == 2 and "is a text file, not an ONNX model" in proc.stderr
 
 
 def test_providers_json(cli):

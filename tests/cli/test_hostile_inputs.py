@@ -216,6 +216,7 @@ ACCEPTED = {
     ("runtimes", "--atol"): {"0"},
     ("parity", "--min-cosine"): {"-1", "0"}, ("runtimes", "--min-cosine"): {"-1", "0"},
     ("quantize", "--max-exclude"): {"0"},
+    ("parity", "--noise-factor"): {"0"}, ("runtimes", "--noise-factor"): {"0"},  # 0: the fixed floors alone
 }
 # flags whose value is a list or an assignment holding numbers: (command, flag, template for the number)
 TEMPLATED = [("bench", "--batch-sizes", "1,{}"), ("quantize", "--bench-batch-sizes", "{}"),

@@ -85,6 +85,9 @@ def test_missing_or_invalid_model_file_exit_2(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_text("hello")
     res = lint(bad)
+    assert res.exit_code == 2 and "is a text file, not an ONNX model" in res.stderr
+    bad.write_bytes(b"\x08\x07\x12\xff\xff")  # protobuf-looking bytes that do not parse
+    res = lint(bad)
     assert res.exit_code == 2 and "not a readable ONNX model" in res.stderr
 
 

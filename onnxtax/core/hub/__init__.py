@@ -2,7 +2,7 @@
 
   spec      the spec parsed, its folder found and read (config.json, modules.json), offline
   tasks     the tasks and what each derives: class, inputs, ranges, outputs kept
-  build     derive_hub (no weights loaded) and the module every stage runs (load_hub)
+  build     derive_hub (no weights loaded) and the module every stage runs (build_hub_module)
   sentence  the sentence-transformers pooling and normalisation, built here
   text      a text file of sentences -> the arrays a .npz would hold, by the folder's tokenizer
 
@@ -18,7 +18,7 @@ from onnxtax.core.faces import lazy_face
 
 _NAMES = {
     "is_hub_spec": "spec", "parse_hub_spec": "spec", "spec_with_flags": "spec", "HubSpec": "spec",
-    "derive_hub": "build", "HubModel": "build", "load_hub": "load",
+    "derive_hub": "build", "HubModel": "build", "build_hub_module": "build",
     "TextFile": "text", "bind_text": "text",
 }
 __all__ = sorted(_NAMES)
@@ -26,6 +26,6 @@ __getattr__, __dir__ = lazy_face(__name__, _NAMES)
 
 if TYPE_CHECKING:
     from onnxtax.core.hub.build import HubModel, derive_hub
-    from onnxtax.core.hub.load import load_hub
+    from onnxtax.core.hub.build import build_hub_module
     from onnxtax.core.hub.spec import HubSpec, is_hub_spec, parse_hub_spec, spec_with_flags
     from onnxtax.core.hub.text import TextFile, bind_text

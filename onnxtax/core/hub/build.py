@@ -1,7 +1,7 @@
 """An `hf:`/`st:` spec -> what it derives (task, class, inputs, ranges) and the module every stage runs.
 
 `derive_hub` reads the folder and the transformers class (no weights loaded): the task, the
-class, the inputs in forward() order, their value ranges. `load_hub` builds the model once,
+class, the inputs in forward() order, their value ranges. `build_hub_module` builds the model once,
 offline, in float32 and eval mode, behind a thin module whose forward() takes the derived inputs
 by name, positionally (what torch.export, torch.onnx and every stage call it with), and returns
 the model's outputs by their own names (`last_hidden_state`, `logits`; for st:
@@ -14,34 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from onnxtax.core.errors import LoadError
+from onnxtax.core.hub.offline import offline_transformers
 from onnxtax.core.hub.spec import HubFolder, HubSpec, open_folder, parse_hub_spec
 from onnxtax.core.hub.tasks import (DROPPED_OUTPUTS, TASKS, Task, image_inputs, resolve_task, text_inputs,
                                     text_ranges)
 from onnxtax.core.specs import InputSpec, ValueRange
-
-INSTALL_HINT = "install transformers: pip install 'onnxtax[models]'"
-
-
-def offline_transformers() -> Any:
-    """transformers, imported with the Hub switched off: nothing is downloaded, whatever the spec."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    try:
-        import transformers
-    except ImportError as exc:
-        raise LoadError("hf: and st: specs need the transformers package, which is not installed",
-                        INSTALL_HINT) from exc
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    return transformers
-
 
 @dataclass
 class HubModel:

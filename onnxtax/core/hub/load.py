@@ -1,16 +1,9 @@
-"""An hf:/st: spec -> LoadedModel: derived, built once, its derivation kept on `LoadedModel.hub`."""
+"""What an hf:/st: model derives, for the stages (onnxtax.core.loading builds the LoadedModel
+itself, its derivation kept on `LoadedModel.hub`)."""
 
 from __future__ import annotations
 
-from onnxtax.core.hub.build import HubModel, build_hub_module, derive_hub
-from onnxtax.core.loading import LoadedModel
-
-
-def load_hub(spec: str) -> LoadedModel:
-    """Build the model an `hf:DIR[#task]` or `st:DIR` spec names (offline, float32, eval mode)."""
-    hub = derive_hub(spec)
-    module = build_hub_module(hub)
-    return LoadedModel(module, spec, type(module).__name__, hub.source_file, hub=hub)
+from onnxtax.core.hub.build import HubModel, derive_hub
 
 
 def hub_of(model: object) -> HubModel | None:

@@ -108,7 +108,7 @@ def read_lines(path: Path, where: str) -> list[str]:
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
     """The folder's tokenizer, offline; a tokenizer without a padding token pads with its end token."""
-    from onnxtax.core.hub.build import offline_transformers
+    from onnxtax.core.hub.offline import offline_transformers
 
     transformers = offline_transformers()
     try:
