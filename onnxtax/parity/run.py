@@ -43,6 +43,7 @@ from onnxtax.core.providers import ProviderRequest
 from onnxtax.core.reference import EagerReference, refuse_nondeterministic
 from onnxtax.core.specs import InputSpec, SampleRecipe, concrete_shape, is_integer, make_inputs, symbols_of
 from onnxtax.core.specs import export_sizes as default_export_sizes
+from onnxtax.parity.attribution import check_assumed
 from onnxtax.parity.comparison import Comparison
 from onnxtax.parity.localization import localize
 from onnxtax.parity.options import ParityOptions, parse_tolerances  # noqa: F401 (parse_tolerances: the face's)
@@ -248,6 +249,11 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
         pi += 1
     report.shapes = plans
 
+    if assumed and test_assumed:
+        # a failure just outside an assumed range is the range's only when inside it the same sample passes
+        comparison.range_checks = check_assumed(comparison, plans, assumed, specs,
+                                                lambda plan, k: sample_inputs(plan, specs, recipe, k), source,
+                                                resolved.feeds)
     for s in live:
         s.session = None  # every case ran: the fresh sessions below and localisation's need the memory more
     comparison.recheck_in_fresh_sessions(plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), source, resolved,
