@@ -367,6 +367,7 @@ def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[
         if progress is not None:
             progress(f"localizing {pr.label} {case.shape} sample {k}", n, len(failing))
         arrays = sample_of(plans[pi], k)
+        evidence = [(j, arrays if j == k else sample_of(plans[pi], j)) for j in range(plans[pi].samples)]
         warmup = []
         for plan in plans[max(0, pi - 4):pi]:
             earlier = sample_of(plan, 0)
@@ -375,7 +376,7 @@ def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[
                        rtol=case.stats.rtol, atol=case.stats.atol, warmup=warmup,
                        case={"shape": case.shape, "sample": k, "output": case.output}, opt_level=opt_level,
                        threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining,
-                       shared_weights=shared_weights)
+                       shared_weights=shared_weights, evidence=evidence)
         others = [o for o in report.providers if o is not pr and o.status != "skipped"
                   for c in o.cases if (c.shape, c.output) == (case.shape, case.output)]
         passing = [o.label for o in report.providers if o is not pr
