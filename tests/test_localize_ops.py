@@ -475,3 +475,15 @@ def test_assumed_ranges_bring_a_sample_inside_by_cutting_or_repeating():
     ids = np.arange(6).reshape(3, 2)
     assert bring_inside({"ids": ids}, specs, {"batch": 2})["ids"].tolist() == [[0, 1], [2, 3]]
     assert bring_inside({"ids": ids[:, :1]}, specs, {"seq": 2})["ids"].tolist() == [[0, 0], [2, 2], [4, 4]]
+
+
+def test_whole_samples_failing_together_are_not_read_as_a_row_feature():
+    """Every row of one sample fails, no row of the other: any per-row bound could separate them by
+    chance, so none is stated; the report says the failure goes by whole samples."""
+    specs = [InputSpec("x", ("batch", 8), "float32")]
+    rng = np.random.default_rng(0)
+    tables = [_table([True] * 4, {"x": rng.standard_normal((4, 8)) - 1}, 0),
+              _table([False] * 4, {"x": rng.standard_normal((4, 8)) + 1}, 1)]
+    (rule,) = shared_by_failing(tables, specs)
+    assert rule["level"] == "samples" and rule["text"].startswith(
+        "the failure goes by whole samples: every row of sample 0 fails, no row of sample 1 does")

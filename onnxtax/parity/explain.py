@@ -33,6 +33,8 @@ def summary_line(loc: Any) -> str:
         text += f"; {loc.origin_detail}"
     if op is not None and op.point is not None:
         text += f"; {op.text(named=not found_op)}"
+    elif op is not None and op.status == "not-reproduced":
+        text += f"; {op.text()}"
     if loc.weights:
         w = loc.weights[0]
         text += (f"; initializer {w['initializer']} differs from parameter {w['parameter']} by up to "

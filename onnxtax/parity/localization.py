@@ -294,7 +294,13 @@ def _search(loc: Localization, run: _Run, budget_mb: float, deadline: float, evi
             loc.branch_lines = branch_lines(module.get_submodule(loc.module))
         except AttributeError:
             pass
-    _op_level(loc, run, budget_mb, deadline)
+    witness = None
+    if first is not None:
+        witness = (first.value, kept[first.module][0])
+    elif final_point is not None:
+        name = final_point.value
+        witness = (name, eager_final[graph.graph_outputs.index(name)])
+    _op_level(loc, run, budget_mb, deadline, witness)
     forward = forward_of(module, loc.module)
     if (loc.graph_only_modules or loc.origin == "inherited") and loc.branch_lines and forward is not None and (
             loc.node_basis not in ("weight", "op")):
@@ -307,13 +313,13 @@ def _search(loc: Localization, run: _Run, budget_mb: float, deadline: float, evi
     loc.summary = summary_line(loc)
 
 
-def _op_level(loc: Localization, run: _Run, budget_mb: float, deadline: float) -> None:
+def _op_level(loc: Localization, run: _Run, budget_mb: float, deadline: float, witness: tuple | None) -> None:
     """The op inside the suspect module that makes the difference, when the comparisons show one."""
     if time.perf_counter() > deadline:
         loc.notes.append("op-level search not run: the time budget ran out")
         return
     loc.op = locate_op(run.graph, run.module, loc.module or "", run.args, run.values, run.rtol, run.atol,
-                       budget_mb=budget_mb, deadline=deadline)
+                       budget_mb=budget_mb, deadline=deadline, witness=witness)
     if loc.op.point is not None and loc.op.status in ("made-here", "inputs-unchecked"):
         if loc.node_basis != "weight":  # a differing weight names its node more precisely
             loc.node, loc.op_type, loc.node_basis = loc.op.node, loc.op.op_type, "op"

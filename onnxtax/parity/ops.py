@@ -221,8 +221,8 @@ def source_of(record: OpRecord, class_name: str) -> tuple[SourceLine | None, lis
         if _TORCH.search(file):
             continue
         chain.append(f"{file}:{line}")
-        if function == f"{class_name}.forward":
-            break
+        if function == f"{class_name}.forward" or not is_library(file):
+            break  # up to the module's forward, or the user's own line, whichever comes first
     file, line, function = site
     if not is_library(file):
         return SourceLine(file, line, function, line_text(file, line), "user"), chain

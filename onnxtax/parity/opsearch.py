@@ -11,7 +11,7 @@ rows that depart are exactly the rows whose mask is all False, eager's output is
 graph's is the mean of the value rows.
 
 JSON of `OpFinding.to_dict()` (keys stable; `Localization.op`):
-{"status": "made-here" | "inputs-differ" | "inputs-unchecked" | "no-divergence" | "not-compared",
+{"status": "made-here" | "inputs-differ" | "inputs-unchecked" | "no-divergence" | "not-compared" | "not-reproduced",
  "module": "model.h.0.attn", "op": "aten.scaled_dot_product_attention.default" | "Mul",
  "kind": "scaled_dot_product_attention", "function": "torch.nn.functional.scaled_dot_product_attention",
  "fx_node": "scaled_dot_product_attention" | null, "node": "node_scaled_dot_product_attention" | null,
@@ -101,9 +101,12 @@ class OpFinding:
 
 
 def locate_op(graph: GraphMap, module: Any, path: str, args: list[Any], run_values: Callable[[list[str]], dict],
-              rtol: float, atol: float, *, budget_mb: float, deadline: float) -> OpFinding:
+              rtol: float, atol: float, *, budget_mb: float, deadline: float,
+              witness: tuple[str, np.ndarray] | None = None) -> OpFinding:
     """The first op of `path`'s own forward whose output departs from eager, with its inputs checked.
-    `run_values(names)` runs the graph on the case's input with those values as outputs."""
+    `run_values(names)` runs the graph on the case's input with those values as outputs. `witness`: an
+    ONNX value known to depart (the module's output) and eager's value of it: it rides along in every
+    session, and where it agrees the divergence did not reproduce there, so nothing is concluded."""
     target = module.get_submodule(path) if path else module
     finding = OpFinding(path)
     records = OpCapture(module, path).run(args).records
@@ -111,9 +114,8 @@ def locate_op(graph: GraphMap, module: Any, path: str, args: list[Any], run_valu
     pairs = pair_ops(records, gops)
     finding.own_ops, finding.graph_ops, finding.paired = len(records), len(gops), len(pairs)
     if not pairs:
-        finding.notes.append(f"none of the {len(records)} torch calls of {path or 'the root forward'} could be "
-                             f"paired with its {len(gops)} ONNX op group(s) (no exporter metadata, or every op "
-                             "fused away)")
+        finding.notes.append(f"none of the {len(records)} torch calls of {path or 'the root forward'} pairs with "
+                             f"one of its {len(gops)} ONNX op group(s): not compared op by op")
         return finding
     used: set[str] = set()
     for chunk in _chunks(pairs, budget_mb):
@@ -124,7 +126,17 @@ def locate_op(graph: GraphMap, module: Any, path: str, args: list[Any], run_valu
         if len(capture.records) != len(records):
             finding.notes.append("the module made other torch calls on a second run: ops not compared")
             return finding
-        got = run_values(list(dict.fromkeys(v for _, gs in chunk for g in gs for v in g.outputs + g.inputs)))
+        names = [v for _, gs in chunk for g in gs for v in g.outputs + g.inputs]
+        got = run_values(list(dict.fromkeys(names + ([witness[0]] if witness else []))))
+        if witness is not None and witness[0] in got:
+            check, _ = compare_point("", "", witness[0], got[witness[0]], witness[1], rtol, atol)
+            if not check.diverges:
+                finding.status = "not-reproduced"
+                where = path or "the root forward"
+                finding.notes.append(f"with the op values as extra outputs, {witness[0]} agrees with eager too "
+                                     f"({check.tolerance_ratio:.3g}x tolerance): the provider computes {where} "
+                                     "differently when they are outputs, so its ops cannot be compared one by one here")
+                return finding
         for record, groups in chunk:
             paired = _pair(record, groups, capture.outputs.get(record.index, []), got, used, rtol, atol)
             if paired is None:

@@ -64,6 +64,14 @@ def shared_by_failing(tables: Sequence[Failing], specs: Sequence[Any], where: st
     fail = np.concatenate([t.rows for t in tables])
     if not fail.any() or fail.all():
         return []
+    if len(tables) > 1 and tables[0].rows.size > 1 and all(t.rows.all() or not t.rows.any() for t in tables):
+        # batches of several rows fail or pass whole: rows are not the unit, and a per-row feature would
+        # separate whole samples by chance (with one row per sample, a row is the sample)
+        bad = [t.sample for t in tables if t.rows.all()]
+        good = [t.sample for t in tables if not t.rows.any()]
+        return [{"level": "samples", "input": None, "rule": "whole samples",
+                 "text": f"the failure goes by whole samples: every row of sample {_nums(bad)} fails, no row of sample "
+                         f"{_nums(good)} does (a value computed over the batch, such as a mean, would do this)"}]
     found = []
     rule = _row_rule(tables, fail, specs)
     if rule is not None:
@@ -77,6 +85,10 @@ def shared_by_failing(tables: Sequence[Failing], specs: Sequence[Any], where: st
                 rule["text"] += _over(tables, where)
                 found.append(rule)
     return found
+
+
+def _nums(values: list[int]) -> str:
+    return ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
 
 
 def _over(tables: Sequence[Failing], where: str) -> str:
