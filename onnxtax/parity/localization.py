@@ -300,17 +300,27 @@ def _search(loc: Localization, run: _Run, budget_mb: float, deadline: float, evi
     elif final_point is not None:
         name = final_point.value
         witness = (name, eager_final[graph.graph_outputs.index(name)])
-    _op_level(loc, run, budget_mb, deadline, witness)
+    _guarded(loc, "op-level search", lambda: _op_level(loc, run, budget_mb, deadline, witness))
     forward = forward_of(module, loc.module)
     if (loc.graph_only_modules or loc.origin == "inherited") and loc.branch_lines and forward is not None and (
             loc.node_basis not in ("weight", "op")):
         # no op was found making it, and the graph and eager took different sides of a branch: read the branch
         line = loc.branch_lines[0]
         loc.source = SourceLine(forward.file, line, forward.function, line_text(forward.file, line), forward.origin)
-    _rows(loc, run, final_masks, module_mask, evidence, deadline)
+    _guarded(loc, "rows", lambda: _rows(loc, run, final_masks, module_mask, evidence, deadline))
     if loc.status != "in-root":
         loc.status = "localized"
     loc.summary = summary_line(loc)
+
+
+def _guarded(loc: Localization, what: str, step: Any) -> None:
+    """A later step that fails leaves what the module-level search found, with a note."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - ORT/torch errors inside an optional refinement
+        from onnxtax.core.providers import ort_error_summary
+
+        loc.notes.append(f"{what} could not run: {ort_error_summary(exc)[0][:200]}")
 
 
 def _op_level(loc: Localization, run: _Run, budget_mb: float, deadline: float, witness: tuple | None) -> None:
