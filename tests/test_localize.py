@@ -168,8 +168,12 @@ def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(model
     assert loc["weights"][0]["initializer"] == "layers.2.linear.weight"
     assert abs(loc["weights"][0]["max_rel_diff"] - 0.01) < 1e-4
     assert loc["origin"] == "local"
-    # TorchScript records no stack: the forward of the nearest user module (Block) holding the Linear
+    # TorchScript records no stack; the op-level search pairs the Gemm with eager's F.linear call and gives
+    # the statement in Block.forward that made it
     assert loc["source"]["file"] == str(models["file"]) and loc["source"]["function"] == "Block.forward"
+    assert loc["source"]["line"] == _line(models["file"], "return self.act(self.linear(x)) + x")
+    assert loc["op"]["status"] == "made-here" and loc["op"]["node"] == "/layers.2/linear/Gemm"
+    assert [c["agree"] for c in loc["op"]["inputs"]] == [True] and loc["op"]["weights"] == 2
     trail = [p["module"] for p in loc["trail"]]
     assert trail[:3] == ["layers.2.linear", "layers.2.act", "layers.2"] and "layers.3" in trail
     assert trail[-1] == "output y" and loc["trail"][-1]["tolerance_ratio"] > 1
@@ -184,7 +188,7 @@ def test_a_middle_layers_weight_changed_by_1pct_is_localised_to_that_layer(model
     where = result["locations"][0]["physicalLocation"]
     assert result["ruleId"] == "parity-divergence" and result["level"] == "error"
     assert where["artifactLocation"]["uri"].endswith("loc_models.py")
-    assert where["region"]["startLine"] == _line(models["file"], "def forward(self, x):", after="class Block")
+    assert where["region"]["startLine"] == _line(models["file"], "return self.act(self.linear(x)) + x")
     assert result["locations"][0]["logicalLocations"][0]["name"] == "/layers.2/linear/Gemm"
 
 
@@ -258,8 +262,12 @@ def test_rows_that_diverge_and_what_they_share(tmp_path, write_model):
     loc = localize(model, path, {"ids": ids}, specs=[InputSpec("ids", ("batch", "seq"), "int64")],
                    mapping={"ids": "ids"}, request=ProviderRequest("CPUExecutionProvider"), rtol=1e-4, atol=1e-5)
     assert loc.module == "emb" and loc.origin == "local"
-    assert loc.rows["diverging"] == [1, 3] and loc.rows["common"] == "these rows of ids contain 7, the others do not"
+    assert loc.rows["diverging"] == [1, 3] and loc.rows["common"].startswith(
+        "ids contains 7 in every failing row (rows 1, 3) and in none of the 2 passing rows")
     assert loc.positions["diverging"] == [1, 4]
+    assert [(r["row"], r["positions"]) for r in loc.rows["at"]] == [(1, [1]), (3, [4])]
+    # along the positions, token 7 is exactly where it fails
+    assert loc.shared[1]["rule"] == "equal 7" and loc.shared[1]["level"] == "positions"
     assert "only batch rows 1, 3 of 4" in loc.summary
 
 
@@ -333,8 +341,8 @@ def test_report_keys_are_stable(models):
     loc = data["providers"][0]["localization"]
     assert set(loc) == {
         "status", "summary", "provider", "provider_name", "provider_specific", "case", "module", "class_name",
-        "node", "op_type", "node_basis", "source", "origin", "origin_detail", "first", "trail", "rows",
-        "positions", "weights", "graph_only_modules", "eager_only_modules", "branch_lines", "compared_modules",
+        "node", "op_type", "node_basis", "source", "origin", "origin_detail", "inputs", "op", "first", "trail",
+        "rows", "positions", "shared", "weights", "graph_only_modules", "eager_only_modules", "branch_lines", "compared_modules",
         "chunks", "peak_chunk_mb", "memory_budget_mb", "session_weights", "exporter", "duration_s", "notes"}
     assert loc["provider_specific"] is None  # one provider: nothing to compare with
     assert set(loc["source"]) == {"file", "line", "function", "code", "origin", "user_frame"}

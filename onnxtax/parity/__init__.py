@@ -5,10 +5,15 @@
   sessions       one ORT session per provider, on shared weights where it can
   comparison     running statistics per provider x shape x output, then the cases
   diagnosis      why a provider failed, only from the evidence
+  attribution    a failure outside an assumed range blamed on it only when inside it the sample passes
   shapes         which shapes and samples a comparison runs
   report         ParityReport and its JSON schema
   localization   where a failing provider first departs from the source
   intermediates  eager and ONNX intermediate values, and the map between them
+  points         one value compared: the unit every localisation claim is made of
+  suspect        the first divergent module: local or inherited, its node and weights
+  ops, opsearch  the op inside it: eager calls paired with ONNX op groups, compared one by one
+  rows           the failing rows and what their inputs share
 """
 
 from __future__ import annotations

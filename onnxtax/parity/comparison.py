@@ -11,6 +11,7 @@ from onnxtax.core.compare import OutputStats, ToleranceRule
 from onnxtax.core.inputs import ResolvedInputs
 from onnxtax.core.providers import ort_error_summary
 from onnxtax.core.reference import EagerReference
+from onnxtax.parity.attribution import unchecked_prefix
 from onnxtax.parity.diagnosis import (assumption_diagnosis, baked_hint, cross_provider_diagnosis, fresh_diagnosis,
                                       provider_diagnosis, run_error_hint)
 from onnxtax.parity.report import CaseResult, ParityReport, placement_text
@@ -29,6 +30,7 @@ class Comparison:
         self.error_sample: dict[tuple[int, int], int] = {}
         self.run_time: dict[tuple[int, int], float] = {}
         self.fresh_notes: dict[tuple[int, int], str] = {}  # failures a fresh session does not reproduce
+        self.range_checks: dict[tuple[int, int], Any] = {}  # (provider, shape) -> attribution.RangeCheck
 
     def run(self, si: int, pi: int, k: int, plan: ShapePlan, feeds: dict, expected: list) -> None:
         """Sample k of shape pi on provider si; after a run error that shape is not retried there."""
@@ -123,9 +125,9 @@ class Comparison:
                             reason = "; ".join(filter(None, [reason, error]))
                         case = CaseResult(plan.label, name, "passed" if reason is None else "failed", reason,
                                           acc, share)
-                    if case.reason and plan.assumption:
-                        case.reason = (f"outside the range torch.export assumed at export ({plan.assumption}): "
-                                       f"{case.reason}")
+                    if case.reason and plan.assumption:  # blamed on the range only when inside it the sample passes
+                        check = self.range_checks.get((si, pi))
+                        case.reason = (check.prefix(plan) if check else unchecked_prefix(plan)) + case.reason
                     if acc is not None and 0 < acc.failed_samples < acc.samples and not acc.problems:
                         case.hint = "--localize finds the module, the line and the rows"
                     if name in constant and name not in allowed:
@@ -149,7 +151,9 @@ class Comparison:
                 pr.status = "failed"
                 others = [o.result for o in self.live if o is not s]
                 pr.reason = (fresh_diagnosis(pr, [n for (i, _), n in self.fresh_notes.items() if i == si])
-                             or assumption_diagnosis(pr, plans)
+                             or assumption_diagnosis(pr, plans, {plans[p].label for (i, p), c in
+                                                                 self.range_checks.items() if i == si and
+                                                                 c.verdict == "range"})
                              or cross_provider_diagnosis(pr, others) or provider_diagnosis(pr, plans))
             elif pr.status == "passed" and pr.placement and pr.placement.fell_back:
                 pr.reason = placement_text(pr.placement)

@@ -44,12 +44,15 @@ def fresh_diagnosis(pr: ProviderResult, fresh_notes: list[str]) -> str | None:
             "(a new session computes them correctly): a provider bug, not an export problem")
 
 
-def assumption_diagnosis(pr: ProviderResult, plans: list[ShapePlan]) -> str | None:
-    """Every failing shape lies outside a range torch.export assumed: name the assumption."""
+def assumption_diagnosis(pr: ProviderResult, plans: list[ShapePlan], blamed: set[str] | None = None) -> str | None:
+    """Every failing shape lies outside a range torch.export assumed, and (`blamed`: the shapes whose failing
+    sample passes when brought inside the range, onnxtax.parity.attribution) the range is the cause there."""
     by_label = {p.label: p for p in plans}
     bad = list(dict.fromkeys(c.shape for c in pr.cases if not c.passed and not (c.reason or "").startswith(
         "not compared: constant output")))
     if not bad or not all(by_label[b].assumption for b in bad if b in by_label):
+        return None
+    if blamed is not None and not all(b in blamed for b in bad):
         return None
     assumptions = ", ".join(dict.fromkeys(by_label[b].assumption or "" for b in bad if b in by_label))
     return (f"fails only outside the range torch.export assumed at export ({assumptions}), at {', '.join(bad)}: "

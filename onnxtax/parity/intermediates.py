@@ -29,6 +29,8 @@ import numpy as np
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
 STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+FX_NODE_KEY = "pkg.torch.onnx.fx_node"
+_FX_TARGET = re.compile(r"target=(?:torch\.ops\.)?([\w.]+)")
 _EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"
 _TORCH_FILE = re.compile(r"[/\\]torch[/\\]|[/\\]onnxscript[/\\]|^<")
 
@@ -46,6 +48,8 @@ class GraphNode:
     scope: str | None  # deepest module path ('' = the root module's own forward), None = unknown
     class_name: str | None = None
     stack_trace: str | None = None
+    fx_name: str | None = None  # dynamo: the FX node this ONNX node lowers ('scaled_dot_product_attention')
+    fx_target: str | None = None  # dynamo: its target ('aten.scaled_dot_product_attention.default')
 
 
 class GraphMap:
@@ -75,8 +79,9 @@ class GraphMap:
                 self.exporter = "dynamo"
             elif self.exporter == "unknown" and node.name.startswith("/"):
                 self.exporter = "torchscript"
+            fx_name, fx_target = _fx_of(props)
             self.nodes.append(GraphNode(i, node.name or f"{node.op_type}_{i}", node.op_type, list(node.input),
-                                        list(node.output), scope, cls, props.get(STACK_TRACE_KEY)))
+                                        list(node.output), scope, cls, props.get(STACK_TRACE_KEY), fx_name, fx_target))
         self.producer = {out: n.index for n in self.nodes for out in n.outputs if out}
         self.consumers: dict[str, list[int]] = {}
         for n in self.nodes:
@@ -91,10 +96,15 @@ class GraphMap:
                 self.members.setdefault(prefix, []).append(n.index)
         # values that depend on a graph input (the rest is foldable: weights, constants, shapes of weights)
         self.dynamic = set(self.graph_inputs)
+        data = set(self.graph_inputs)  # values that depend on the inputs' values, not only on their shapes
         for n in self.nodes:
             if any(v in self.dynamic for v in n.inputs) or (not n.inputs and n.op_type not in (
                     "Constant", "ConstantOfShape")):
                 self.dynamic.update(o for o in n.outputs if o)
+            if n.op_type not in ("Shape", "Size") and (any(v in data for v in n.inputs) or not n.inputs and (
+                    n.op_type not in ("Constant", "ConstantOfShape"))):
+                data.update(o for o in n.outputs if o)
+        self.shape_only = self.dynamic - data  # sizes computed from the inputs' shapes (batch, seq)
 
     def owned(self, path: str) -> list[int]:
         return self.members.get(path, [])
@@ -217,6 +227,19 @@ def _prefixes(scope: str) -> list[str]:
     return [""] + [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
 
 
+def _fx_of(props: dict[str, str]) -> tuple[str | None, str | None]:
+    """The FX node a dynamo-exported ONNX node lowers: its name (the last name scope) and target."""
+    raw = props.get(NAME_SCOPES_KEY)
+    if raw is None:
+        return None, None
+    try:
+        scopes = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return None, None
+    m = _FX_TARGET.search(props.get(FX_NODE_KEY, ""))
+    return (scopes[-1] if scopes else None), (m.group(1) if m else None)
+
+
 def _scope_of(name: str, props: dict[str, str]) -> tuple[str | None, str | None]:
     raw = props.get(NAME_SCOPES_KEY)
     if raw is not None:
@@ -263,6 +286,7 @@ class EagerCapture:
         self.order: list[str] = []
         self.outputs: dict[str, list[np.ndarray]] = {}
         self.inputs: dict[str, list[np.ndarray]] = {}
+        self.input_labels: dict[str, list[str]] = {}  # 'input 0' (positional), 'attention_mask' (keyword)
 
     def run(self, tensors: list[Any]) -> list[np.ndarray]:
         import torch
@@ -286,7 +310,10 @@ class EagerCapture:
     def _pre_hook(self, path: str):
         def hook(_mod, args, kwargs):
             if path in self.keep_inputs and path not in self.inputs:
-                self.inputs[path] = [to_numpy(t) for t in _tensors(list(args) + list(kwargs.values()))]
+                labelled = [(f"input {i}", t) for i, a in enumerate(args) for t in _tensors([a])]
+                labelled += [(k, t) for k, v in kwargs.items() for t in _tensors([v])]
+                self.inputs[path] = [to_numpy(t) for _, t in labelled]
+                self.input_labels[path] = [label for label, _ in labelled]
         return hook
 
     def _hook(self, path: str, class_name: str):

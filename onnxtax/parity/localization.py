@@ -1,14 +1,19 @@
 """Where an ONNX artifact first departs from its eager PyTorch source, on one provider.
 
-Parity says an output is wrong; this says which module made it wrong. For one failing
-case (provider x shape x sample) it runs the eager model with forward hooks and the ONNX
-model with the matching intermediate values as extra outputs, on the same provider, and
-compares module by module in the order the eager forwards returned (children before their
-parent). The first module outside parity's tolerance is the suspect. Its ONNX nodes are
-then run alone on eager's inputs: still wrong means the error is made there ("local"),
-right means it arrives with the inputs ("inherited", from ops outside any submodule).
+Parity says an output is wrong; this says which module, then which op, made it wrong. For one
+failing case (provider x shape x sample) it runs the eager model with forward hooks and the ONNX
+model with the matching intermediate values as extra outputs, on the same provider, and compares
+module by module in the order the eager forwards returned (children before their parent). The
+first module outside parity's tolerance is the suspect. Its ONNX inputs are compared with eager's
+(onnxtax.parity.suspect): all compared and agreeing means the error is made there ("local"); when
+some differ, its nodes are run alone on eager's values: still wrong means local, right means it
+arrives with the inputs ("inherited", from the parent's own ops). Inside the module that makes it,
+the ops are compared one by one (onnxtax.parity.opsearch): the first op whose output departs while
+its inputs agree, with the line that calls it. The failing rows and positions come from the case's
+output at every sample of its shape, and what the declared inputs of those rows share is stated
+only when it separates them from the passing rows (onnxtax.parity.rows).
 
-Memory stays bounded: values are compared in chunks of modules whose outputs fit
+Memory stays bounded: values are compared in chunks of modules (then of ops) whose outputs fit
 `memory_budget_mb` (eager copy + ONNX copy); each chunk is one eager run and one session
 run, and only numbers are kept between chunks. No copy of the graph holds weight bytes.
 On CPU, when parity shared the weights with the eager model (onnxtax.core.sharing), every
@@ -27,12 +32,18 @@ JSON schema of `Localization.to_dict()` (keys stable):
   "case": {"shape": "batch=4", "sample": 1, "output": "logits"},
   "module": "encoder.layer.1.output.dense" | null, "class_name": "Linear" | null,
   "node": "/encoder/layer.1/output/dense/Gemm" | null, "op_type": "Gemm" | null,
-  "node_basis": "weight" | "only node" | "module output" | null,   (how the node was picked)
-  "source": null | {"file", "line", "function", "code", "origin": "user" | "library"},
+  "node_basis": "weight" | "op" | "only node" | "module output" | "input of MODULE" | null,  (how it was picked)
+  "source": null | {"file", "line", "function", "code", "origin": "user" | "library", "user_frame"},
   "origin": "local" | "inherited" | null, "origin_detail": "<one line>" | null,
+  "inputs": [{"eager", "onnx", "shape", "agree": true | false | null, "max_abs_diff", "tolerance_ratio", "how"}],
+                                            (the first divergent module's inputs as compared; null: not compared)
+  "op": null | {...},                       (the op-level finding: onnxtax.parity.opsearch.OpFinding)
   "first": null | point, "trail": [point, ...],   (the next divergent modules, then the output)
-  "rows": null | {"axis": 0, "size": 8, "diverging": [2, 5], "common": "<text>" | null},
+  "rows": null | {"axis": 0, "size": 8, "diverging": [2, 5], "common": "<text>" | null, "sample": 1,
+                  "at": [{"row": 2, "positions": [0, 1]}]},
   "positions": null | {"axis": 1, "size": 33, "diverging": [17, ...], "first": 17},
+  "shared": [{"level": "rows" | "positions", "input": "attention_mask", "rule": "all 0", "text": "<one line>"}],
+                                            (what the failing rows' inputs share; empty: nothing separates them)
   "weights": [{"initializer": "l.weight", "parameter": "l.weight", "max_abs_diff": 0.01}],
   "graph_only_modules": [...], "eager_only_modules": [...],   (frozen-branch evidence)
   "branch_lines": [12],                     (if/while lines in the suspect's forward)
@@ -46,50 +57,23 @@ point = {"module", "class_name", "value", "max_abs_diff", "max_rel_diff", "toler
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from onnxtax.parity.explain import summary_line, where_it_diverges
-from onnxtax.parity.intermediates import (EagerCapture, GraphMap, SourceLine, branch_lines, forward_of, frame_of_stack,
-                                   line_text)
+from onnxtax.parity.explain import summary_line
+from onnxtax.parity.intermediates import EagerCapture, GraphMap, SourceLine, branch_lines, forward_of, line_text
+from onnxtax.parity.opsearch import OpFinding, locate_op
+from onnxtax.parity.points import InputCheck, Point, best_match, compare_point
+from onnxtax.parity.rows import Failing, failing_units, rows_and_positions, shared_by_failing
+from onnxtax.parity.suspect import blame_parent, branch_evidence, in_root, origin_of, pick_node
 
 from onnxtax.core.defaults import LOCALIZE_MEMORY_MB as DEFAULT_MEMORY_BUDGET_MB
 from onnxtax.core.defaults import LOCALIZE_TIME_BUDGET_S as DEFAULT_TIME_BUDGET_S
 _TRAIL = 6
 
-
-@dataclass
-class Point:
-    """One module's output compared: eager vs ONNX, on parity's tolerance."""
-
-    module: str
-    class_name: str
-    value: str | None
-    max_abs_diff: float = 0.0
-    max_rel_diff: float = 0.0
-    tolerance_ratio: float = 0.0
-    outside: int = 0
-    elements: int = 0
-    problem: str | None = None
-
-    @property
-    def diverges(self) -> bool:
-        return self.problem is not None or self.tolerance_ratio > 1
-
-    def to_dict(self) -> dict:
-        return {"module": self.module, "class_name": self.class_name, "value": self.value,
-                "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
-                "tolerance_ratio": self.tolerance_ratio, "outside": self.outside, "elements": self.elements,
-                "problem": self.problem}
-
-    def text(self) -> str:
-        if self.problem:
-            return f"{self.module or 'output'}: {self.problem}"
-        return f"{self.module or 'output'} {self.max_abs_diff:.3g} ({self.tolerance_ratio:.3g}x tolerance)"
 
 
 @dataclass
@@ -111,10 +95,13 @@ class Localization:
     origin: str | None = None
     origin_detail: str | None = None
     inherited_value: str | None = None  # the ONNX value feeding the first divergent module that already differs
+    inputs: list[InputCheck] = field(default_factory=list)  # the first divergent module's inputs, as compared
+    op: OpFinding | None = None  # the op inside the module that makes the difference
     first: Point | None = None
     trail: list[Point] = field(default_factory=list)
     rows: dict | None = None
     positions: dict | None = None
+    shared: list[dict] = field(default_factory=list)  # what the failing rows' inputs share (only when it separates)
     weights: list[dict] = field(default_factory=list)
     graph_only_modules: list[str] = field(default_factory=list)
     eager_only_modules: list[str] = field(default_factory=list)
@@ -142,8 +129,10 @@ class Localization:
                 "node": self.node, "op_type": self.op_type, "node_basis": self.node_basis,
                 "source": self.source.to_dict() if self.source else None,
                 "origin": self.origin, "origin_detail": self.origin_detail,
+                "inputs": [c.to_dict() for c in self.inputs], "op": self.op.to_dict() if self.op else None,
                 "first": self.first.to_dict() if self.first else None,
                 "trail": [p.to_dict() for p in self.trail], "rows": self.rows, "positions": self.positions,
+                "shared": [dict(s) for s in self.shared],
                 "weights": list(self.weights), "graph_only_modules": list(self.graph_only_modules),
                 "eager_only_modules": list(self.eager_only_modules), "branch_lines": list(self.branch_lines),
                 "compared_modules": self.compared_modules, "chunks": self.chunks,
@@ -151,55 +140,6 @@ class Localization:
                 "session_weights": self.session_weights, "exporter": self.exporter, "duration_s": self.duration_s, "notes": list(self.notes)}
 
 
-# --------------------------------------------------------------------------- comparison
-def compare_point(module: str, class_name: str, value: str | None, onnx: np.ndarray, eager: np.ndarray,
-                  rtol: float, atol: float) -> tuple[Point, np.ndarray | None]:
-    """The point and its mask of elements outside parity's element test (onnxtax.core.compare):
-    |a-b| <= atol*rms(b) + rtol*|b| for floats, exact for integers; NaN/Inf must match."""
-    from onnxtax.core.compare import element_test, rms, row_blocks, tolerance_ratios
-
-    point = Point(module, class_name, value)
-    if onnx.shape != eager.shape:
-        point.problem = f"shape {list(onnx.shape)} vs source {list(eager.shape)}"
-        point.tolerance_ratio = math.inf
-        return point, None
-    point.elements = int(eager.size)
-    if not eager.size:
-        return point, np.zeros(eager.shape, bool)
-    exact = eager.dtype.kind not in "fc"
-    r, t = (0.0, 0.0) if exact else (rtol, atol * rms([eager]))
-    mask = np.zeros(eager.shape, bool)
-    special = False  # a NaN/Inf on one side only
-    # block by block: the float64 temporaries of a whole weight would be several times its size
-    for onnx_block, eager_block, mask_block in row_blocks(onnx, eager, mask):
-        a, b = onnx_block.astype(np.float64), eager_block.astype(np.float64)
-        diff, limit, finite, one_sided, outside = element_test(a, b, r, t)  # parity's own element test
-        mask_block[...] = outside
-        point.outside += int(mask_block.sum())
-        point.max_abs_diff = max(point.max_abs_diff, float(diff.max()))
-        nz = finite & (b != 0)
-        if nz.any():
-            point.max_rel_diff = max(point.max_rel_diff, float((diff[nz] / np.abs(b[nz])).max()))
-        special = special or bool(one_sided.any())
-        if not special:
-            point.tolerance_ratio = max(point.tolerance_ratio, float(tolerance_ratios(diff, limit).max()))
-    if special:
-        point.tolerance_ratio = math.inf
-    return point, mask
-
-
-def _best_match(module: str, class_name: str, eager: np.ndarray, candidates: dict[str, np.ndarray], rtol: float,
-                atol: float) -> tuple[Point, np.ndarray | None] | None:
-    """The ONNX value standing for one eager output: same shape, closest to it. Choosing the
-    closest keeps an unrelated value of the same shape from faking a divergence."""
-    best = None
-    for name, arr in candidates.items():
-        if arr.shape != eager.shape or (arr.dtype.kind in "fc") != (eager.dtype.kind in "fc"):
-            continue
-        pm = compare_point(module, class_name, name, arr, eager, rtol, atol)
-        if best is None or pm[0].tolerance_ratio < best[0].tolerance_ratio:
-            best = pm
-    return best
 
 
 # --------------------------------------------------------------------------- the search
@@ -219,8 +159,8 @@ def localize(module: Any, onnx_path: Any, arrays: dict[str, np.ndarray], *, spec
              mapping: dict[str, str], request: Any, rtol: float, atol: float, case: dict | None = None,
              warmup: Sequence[dict[str, np.ndarray]] = (), opt_level: str = "all", threads: int | None = None,
              memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-             shared_weights: Any = None) -> Localization:
-    """Find the first module whose ONNX output departs from eager on `request`'s provider.
+             shared_weights: Any = None, evidence: Sequence[tuple[int, dict[str, np.ndarray]]] = ()) -> Localization:
+    """Find the first module, then the first op, whose ONNX output departs from eager on `request`'s provider.
 
     Args:
         module: the eager nn.Module (eval mode). arrays: one sample, by input spec name.
@@ -230,13 +170,17 @@ def localize(module: Any, onnx_path: Any, arrays: dict[str, np.ndarray], *, spec
             state from earlier shapes shows its fault only after them.
         shared_weights: parity's onnxtax.core.sharing.SharedWeights of this model and module, or None:
             CPU sessions then take those weights from the module's memory instead of the file.
+        evidence: (sample index, arrays) of every sample of the case's shape: the failing rows are read
+            from all of them, so what the failing rows share is set against passing rows (default: this
+            sample alone).
     Never raises for what it finds: a failure to localise is a status with a reason.
     """
     t0 = time.perf_counter()
     loc = Localization(request.label, request.name, dict(case or {}), memory_budget_mb=memory_budget_mb)
+    evidence = list(evidence) or [(int((case or {}).get("sample", 0)), arrays)]
     try:
-        _search(loc, module, onnx_path, arrays, specs, mapping, request, rtol, atol, warmup, opt_level,
-                threads, memory_budget_mb, t0 + time_budget_s, shared_weights)
+        _search(loc, _Run(module, GraphMap(onnx_path, shared=shared_weights), specs, mapping, request, rtol, atol,
+                          warmup, opt_level, threads, arrays), memory_budget_mb, t0 + time_budget_s, evidence)
     except Exception as exc:  # noqa: BLE001 - ORT/torch errors inside an optional diagnosis
         from onnxtax.core.providers import ort_error_summary
 
@@ -246,16 +190,37 @@ def localize(module: Any, onnx_path: Any, arrays: dict[str, np.ndarray], *, spec
     return loc
 
 
-def _search(loc: Localization, module: Any, onnx_path: Any, arrays: dict, specs, mapping, request, rtol, atol,
-            warmup, opt_level, threads, budget_mb, deadline, shared_weights=None) -> None:
-    graph = GraphMap(onnx_path, shared=shared_weights)
+class _Run:
+    """One localised case: the eager model and the graph on one provider, the sample, the tolerance."""
+
+    def __init__(self, module, graph: GraphMap, specs, mapping, request, rtol, atol, warmup, opt_level, threads,
+                 arrays):
+        self.module, self.graph, self.specs, self.mapping, self.request = module, graph, specs, mapping, request
+        self.rtol, self.atol, self.warmup, self.opt_level, self.threads = rtol, atol, warmup, opt_level, threads
+        self.arrays = arrays
+        self.args = _torch_args(specs, arrays)
+        self.feeds = {mapping[n]: arrays[n] for n in mapping}
+
+    def session(self, model_bytes: bytes):
+        return self.graph.session(model_bytes, self.request, opt_level=self.opt_level, threads=self.threads)
+
+    def values(self, names: list[str]) -> dict[str, np.ndarray]:
+        """The graph run on the sample (after the warm-up shapes) with these values as extra outputs."""
+        session = self.session(self.graph.with_outputs(names))
+        _warm(session, self.warmup)
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, self.feeds)))
+
+    def alone(self, model_bytes: bytes, fed: dict, output: str) -> np.ndarray:
+        return self.session(model_bytes).run([output], fed)[0]
+
+
+def _search(loc: Localization, run: _Run, budget_mb: float, deadline: float, evidence: list) -> None:
+    module, graph, rtol, atol = run.module, run.graph, run.rtol, run.atol
     loc.exporter = graph.exporter
-    loc.session_weights = "shared" if graph.shares_with(request) else "file"
-    loc.notes.append(_weights_note(graph, request))
-    args = _torch_args(specs, arrays)
-    feeds = {mapping[n]: arrays[n] for n in mapping}
+    loc.session_weights = "shared" if graph.shares_with(run.request) else "file"
+    loc.notes.append(_weights_note(graph, run.request))
     plan = EagerCapture(module)
-    eager_final = plan.run(args)
+    eager_final = plan.run(run.args)
 
     compared, boundary = [], {}
     for path in plan.order:
@@ -264,7 +229,7 @@ def _search(loc: Localization, module: Any, onnx_path: Any, arrays: dict, specs,
         if outs and call.output_shapes:
             compared.append(path)
             boundary[path] = outs
-    loc.graph_only_modules, loc.eager_only_modules = _branch_evidence(graph, plan, module)
+    loc.graph_only_modules, loc.eager_only_modules = branch_evidence(graph, plan, module)
     if not compared:
         loc.notes.append("no module's output could be found in the ONNX graph (no exporter scope metadata or "
                          "node names): only the outputs are compared")
@@ -272,8 +237,8 @@ def _search(loc: Localization, module: Any, onnx_path: Any, arrays: dict, specs,
     chunks = _chunks(compared, plan, boundary, sum(a.nbytes for a in eager_final), budget_mb)
     loc.compared_modules, loc.chunks = len(compared), len(chunks)
     points: list[Point] = []
-    kept: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}  # the first divergent module only
-    final_point = None
+    kept: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}  # the first divergent module only
+    final_point, final_masks = None, {}
     for ci, chunk in enumerate(chunks or [[]]):
         if ci and time.perf_counter() > deadline:
             loc.notes.append(f"stopped after {ci} of {len(chunks)} chunks: the time budget ran out")
@@ -284,63 +249,141 @@ def _search(loc: Localization, module: Any, onnx_path: Any, arrays: dict, specs,
                 return
             break
         capture = EagerCapture(module, keep_outputs=chunk)
-        capture.run(args)
-        values = [v for p in chunk for v in boundary[p]]
-        session = graph.session(graph.with_outputs(values), request, opt_level=opt_level, threads=threads)
-        _warm(session, warmup)
-        names = [o.name for o in session.get_outputs()]
-        got = dict(zip(names, session.run(None, feeds)))
-        del session
+        capture.run(run.args)
+        got = run.values([v for p in chunk for v in boundary[p]])
         held = sum(a.nbytes for a in got.values()) + sum(a.nbytes for v in capture.outputs.values() for a in v)
         loc.peak_chunk_mb = max(loc.peak_chunk_mb, held / 2**20)
         if ci == 0:
-            final_point = _final_point(graph, got, eager_final, rtol, atol)
+            final_point, final_masks = _final_point(graph, got, eager_final, rtol, atol)
             if final_point is not None and not final_point.diverges:
                 loc.status = "not-reproduced"
-                loc.summary = (f"the outputs agree with the source when {request.name} also returns the intermediate "
-                               "values (max ratio {:.3g}): the fault needs a graph the provider optimises differently, "
-                               "or state from other runs".format(final_point.tolerance_ratio))
+                loc.summary = (f"the outputs agree with the source when {run.request.name} also returns the "
+                               "intermediate values (max ratio {:.3g}): the fault needs a graph the provider optimises "
+                               "differently, or state from other runs".format(final_point.tolerance_ratio))
                 return
         for path in chunk:
             cls = plan.calls[path].class_name
             cands = {v: got[v] for v in boundary[path] if v in got}
             for eager in capture.outputs.get(path, []):
-                match = _best_match(path, cls, eager, cands, rtol, atol)
+                match = best_match(path, cls, eager, cands, rtol, atol)
                 if match is None:
                     continue
                 point, mask = match
                 points.append(point)
                 if point.diverges and not kept:
-                    kept[path] = (got[point.value], eager, mask)
+                    kept[path] = (eager, mask)
                 break  # a module's first tensor output stands for it
         del got, capture
 
     first = next((p for p in points if p.diverges), None)
     later = [p for p in points if p.diverges and p is not first]
     loc.trail = _trail(first, later) + ([final_point] if final_point is not None else [])
+    module_mask = None
     if first is None:
-        _in_root(loc, graph, module, final_point)
-        return
-    loc.first, loc.module, loc.class_name = first, first.module, first.class_name
-    onnx_value, eager_value, mask = kept[first.module]
-    _pick_node(loc, graph, module, first, rtol, atol)
-    _origin(loc, graph, module, first, args, feeds, eager_value, request, rtol, atol, warmup, opt_level, threads)
-    if mask is not None:
-        loc.rows, loc.positions = where_it_diverges(mask, specs, arrays)
-    if loc.origin == "inherited":
-        _blame_parent(loc, graph, module, first)
-    try:
-        loc.branch_lines = branch_lines(module.get_submodule(loc.module))
-    except AttributeError:
-        pass
+        in_root(loc, graph, module, final_point)
+        if loc.status != "in-root":
+            return
+    else:
+        loc.first, loc.module, loc.class_name = first, first.module, first.class_name
+        eager_value, module_mask = kept[first.module]
+        pick_node(loc, graph, module, first, rtol, atol)
+        origin_of(loc, graph, module, first, run.args, eager_value, run.values, run.alone, rtol, atol)
+        if loc.origin == "inherited":
+            blame_parent(loc, graph, module, first)
+        try:
+            loc.branch_lines = branch_lines(module.get_submodule(loc.module))
+        except AttributeError:
+            pass
+    witness = None
+    if first is not None:
+        witness = (first.value, kept[first.module][0])
+    elif final_point is not None:
+        name = final_point.value
+        witness = (name, eager_final[graph.graph_outputs.index(name)])
+    _guarded(loc, "op-level search", lambda: _op_level(loc, run, budget_mb, deadline, witness))
     forward = forward_of(module, loc.module)
     if (loc.graph_only_modules or loc.origin == "inherited") and loc.branch_lines and forward is not None and (
-            loc.node_basis != "weight"):
-        # the graph and eager took different sides of a branch: the branch line itself is what to read
+            loc.node_basis not in ("weight", "op")):
+        # no op was found making it, and the graph and eager took different sides of a branch: read the branch
         line = loc.branch_lines[0]
         loc.source = SourceLine(forward.file, line, forward.function, line_text(forward.file, line), forward.origin)
-    loc.status = "localized"
+    _guarded(loc, "rows", lambda: _rows(loc, run, final_masks, module_mask, evidence, deadline))
+    if loc.status != "in-root":
+        loc.status = "localized"
     loc.summary = summary_line(loc)
+
+
+def _guarded(loc: Localization, what: str, step: Any) -> None:
+    """A later step that fails leaves what the module-level search found, with a note."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - ORT/torch errors inside an optional refinement
+        from onnxtax.core.providers import ort_error_summary
+
+        loc.notes.append(f"{what} could not run: {ort_error_summary(exc)[0][:200]}")
+
+
+def _op_level(loc: Localization, run: _Run, budget_mb: float, deadline: float, witness: tuple | None) -> None:
+    """The op inside the suspect module that makes the difference, when the comparisons show one."""
+    if time.perf_counter() > deadline:
+        loc.notes.append("op-level search not run: the time budget ran out")
+        return
+    loc.op = locate_op(run.graph, run.module, loc.module or "", run.args, run.values, run.rtol, run.atol,
+                       budget_mb=budget_mb, deadline=deadline, witness=witness)
+    if loc.op.point is not None and loc.op.status in ("made-here", "inputs-unchecked"):
+        if loc.node_basis != "weight":  # a differing weight names its node more precisely
+            loc.node, loc.op_type, loc.node_basis = loc.op.node, loc.op.op_type, "op"
+        loc.source = loc.op.source or loc.source
+
+
+def _rows(loc: Localization, run: _Run, final_masks: dict, module_mask: np.ndarray | None, evidence: list,
+          deadline: float) -> None:
+    """The failing rows and positions of the case's output at the localised sample, and what the inputs of
+    the failing rows share, over every sample of the shape."""
+    graph = run.graph
+    output = loc.case.get("output")
+    oi = graph.graph_outputs.index(output) if output in graph.graph_outputs else (
+        graph.graph_outputs.index(max(final_masks, key=lambda n: final_masks[n][1])) if final_masks else None)
+    sample = int(loc.case.get("sample", evidence[0][0]))
+    tables: list[Failing] = []
+    if oi is not None and len(evidence) > 1 and time.perf_counter() < deadline:
+        tables = _failing_over_samples(run, oi, evidence, deadline)
+    elif oi is not None and graph.graph_outputs[oi] in final_masks:
+        table = failing_units(final_masks[graph.graph_outputs[oi]][0], run.arrays, sample)
+        tables = [table] if table is not None else []
+    here = next((t for t in tables if t.sample == sample), None)
+    if here is None and oi is not None and graph.graph_outputs[oi] in final_masks:
+        here = failing_units(final_masks[graph.graph_outputs[oi]][0], run.arrays, sample)
+    if here is None and module_mask is not None:  # the output has no batch axis: the module's own rows
+        here = failing_units(module_mask, run.arrays, sample)
+    if here is None:
+        return
+    loc.rows, loc.positions = rows_and_positions(here)
+    loc.shared = shared_by_failing(tables, run.specs, where=str(loc.case.get("shape") or ""))
+    loc.rows["common"] = next((s["text"] for s in loc.shared if s["level"] == "rows"), None)
+
+
+def _failing_over_samples(run: _Run, oi: int, evidence: list, deadline: float) -> list[Failing]:
+    """The element test of one output at every sample of the shape, at parity's scale (the output's RMS
+    over those samples); the samples reached before the deadline."""
+    from onnxtax.core.compare import rms
+
+    eager = []
+    for _, arrays in evidence:
+        if time.perf_counter() > deadline:
+            break
+        eager.append(EagerCapture(run.module).run(_torch_args(run.specs, arrays))[oi])
+    scale = rms(eager)
+    session = run.session(run.graph.with_outputs([]))
+    _warm(session, run.warmup)
+    tables = []
+    for (k, arrays), expected in zip(evidence, eager):
+        got = session.run(None, {run.mapping[n]: arrays[n] for n in run.mapping})[oi]
+        _, mask = compare_point("", "", None, got, expected, run.rtol, run.atol, scale=scale)
+        table = failing_units(mask, arrays, k) if mask is not None else None
+        if table is not None:
+            tables.append(table)
+    return tables
 
 
 def _weights_note(graph: GraphMap, request: Any) -> str:
@@ -383,15 +426,18 @@ def _chunks(paths: list[str], plan: EagerCapture, boundary: dict[str, list[str]]
     return chunks
 
 
-def _final_point(graph: GraphMap, got: dict, eager_final: list[np.ndarray], rtol, atol) -> Point | None:
-    worst = None
+def _final_point(graph: GraphMap, got: dict, eager_final: list[np.ndarray], rtol, atol
+                 ) -> tuple[Point | None, dict[str, tuple[np.ndarray | None, float]]]:
+    """The worst graph output, and each output's failing-element mask (with its tolerance ratio)."""
+    worst, masks = None, {}
     for name, eager in zip(graph.graph_outputs, eager_final):
         if name in got:
-            point, _ = compare_point("", "output", name, got[name], eager, rtol, atol)
+            point, mask = compare_point("", "output", name, got[name], eager, rtol, atol)
             point.module = f"output {name}"
+            masks[name] = (mask, point.tolerance_ratio)
             if worst is None or point.tolerance_ratio > worst.tolerance_ratio:
                 worst = point
-    return worst
+    return worst, {n: m for n, m in masks.items() if m[0] is not None}
 
 
 def _trail(first: Point | None, later: list[Point]) -> list[Point]:
@@ -406,171 +452,6 @@ def _trail(first: Point | None, later: list[Point]) -> list[Point]:
         steps = steps[:_TRAIL - 2] + steps[-1:]
     return [first] + steps
 
-
-def _branch_evidence(graph: GraphMap, plan: EagerCapture, module: Any) -> tuple[list[str], list[str]]:
-    """Modules the ONNX graph computes that eager did not run at this input, and modules with weights
-    that eager ran but the graph lacks: the two sides of a branch frozen at export."""
-    ran = set(plan.calls)
-    existing = {p for p, _ in module.named_modules()}
-    graph_only = [p for p in graph.members if p and p in existing and p not in ran
-                  and (p.rpartition(".")[0] in ran or "." not in p)
-                  and not any(r.startswith(p + ".") for r in ran)]  # a container (ModuleList) never runs itself
-    params = {n.rpartition(".")[0] for n, _ in module.named_parameters()}
-    eager_only = [p for p in plan.order if p in params and not graph.owned(p)
-                  and (p.rpartition(".")[0] not in plan.calls or graph.owned(p.rpartition(".")[0]))]
-    return sorted(graph_only), eager_only
-
-
-def _pick_node(loc: Localization, graph: GraphMap, module: Any, first: Point, rtol: float, atol: float) -> None:
-    """The node inside the suspect: one whose weight differs from the module's parameter, else its
-    only node, else the node producing the module's divergent output."""
-    for node, name, param, p in _weight_mismatches(graph, module, first.module, rtol, atol):
-        loc.weights.append({"initializer": name, "parameter": param, "max_abs_diff": p.max_abs_diff,
-                            "max_rel_diff": p.max_rel_diff})
-        if loc.node is None:
-            loc.node, loc.op_type, loc.node_basis = node.name, node.op_type, "weight"
-            loc.source = frame_of_stack(node.stack_trace)
-    if loc.node is None:
-        owned = graph.owned(first.module)
-        idx = owned[0] if len(owned) == 1 else graph.producer.get(first.value or "")
-        if idx is not None:
-            node = graph.nodes[idx]
-            loc.node, loc.op_type = node.name, node.op_type
-            loc.node_basis = "only node" if len(owned) == 1 else "module output"
-            loc.source = frame_of_stack(node.stack_trace)
-    if loc.source is None:
-        loc.source = forward_of(module, first.module)
-
-
-def _weight_mismatches(graph: GraphMap, module: Any, path: str, rtol: float, atol: float):
-    """(node, initializer, parameter, point) for each weight of the suspect's nodes that matches none of
-    the module's parameters: compared by name, else by shape (as is or transposed: the TorchScript
-    exporter stores a Linear's weight transposed under a generated name). One weight is in memory
-    at a time; a weight parity shared is the same bytes as its parameter, so it is not read at all."""
-    try:
-        params = {n if not path else f"{path}.{n}": t for n, t in module.get_submodule(path).named_parameters()}
-    except AttributeError:
-        return
-    same = set(graph.shared.names) if graph.shared is not None else set()
-    shapes = {n: tuple(t.shape) for n, t in params.items()}
-
-    def array(n: str) -> np.ndarray:
-        return params[n].detach().float().cpu().numpy()
-
-    for idx in graph.owned(path):
-        node = graph.nodes[idx]
-        for name in node.inputs:
-            if name not in graph.initializers or (name in same and name in params):
-                continue  # shared: byte for byte the parameter of that name, a difference of 0
-            w = graph.initializer_array(name)
-            if w is None or w.dtype.kind != "f":
-                continue
-            views = [(n, array(n)) for n in params if n == name]
-            if not views:
-                for n, shape in shapes.items():
-                    if shape == w.shape or (len(shape) == 2 and shape[::-1] == w.shape):
-                        v = array(n)
-                        views += [(n, x) for x in (v, v.T if v.ndim == 2 else None)
-                                  if x is not None and x.shape == w.shape]
-            compared = [(n, compare_point(n, "", name, w, v, rtol, atol)[0]) for n, v in views]
-            del w, views
-            if compared and all(p.diverges for _, p in compared):
-                param, point = min(compared, key=lambda c: c[1].tolerance_ratio)
-                yield node, name, param, point
-
-
-def _origin(loc: Localization, graph: GraphMap, module: Any, first: Point, args, feeds, eager_out: np.ndarray,
-            request, rtol, atol, warmup, opt_level, threads) -> None:
-    """Local or inherited: the suspect's nodes alone, fed eager's inputs to the module."""
-    capture = EagerCapture(module, keep_inputs=[first.module])
-    capture.run(args)
-    eager_inputs = capture.inputs.get(first.module, [])
-    names = graph.boundary_inputs(first.module)
-    session = graph.session(graph.with_outputs(names), request, opt_level=opt_level, threads=threads)
-    _warm(session, warmup)
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
-    del session
-    fed, agree, worst_in, worst_name = {}, True, None, None
-    for name in names:
-        onnx_in = got.get(name)
-        if onnx_in is None:
-            continue
-        match = _best_match(first.module, "", onnx_in, {str(i): e for i, e in enumerate(eager_inputs)}, rtol, atol)
-        if match is None:  # not an argument of forward() (e.g. a parent's value read through self): keep ONNX's
-            fed[name] = onnx_in
-            continue
-        point, _ = match
-        fed[name] = eager_inputs[int(point.value)]
-        if point.diverges:
-            agree = False
-            if worst_in is None or point.tolerance_ratio > worst_in.tolerance_ratio:
-                worst_in, worst_name = point, name
-    if agree:
-        loc.origin = "local"
-        loc.origin_detail = (f"its inputs agree with eager's within tolerance, its output does not "
-                             f"({first.max_abs_diff:.3g}): the difference is made inside {first.module}")
-        return
-    try:
-        sub = graph.session(graph.subgraph(first.module, fed, [first.value]), request, opt_level=opt_level,
-                            threads=threads)
-        alone = sub.run([first.value], fed)[0]
-    except Exception as exc:  # noqa: BLE001 - the module may not cut out cleanly (e.g. nested functions)
-        from onnxtax.core.providers import ort_error_summary
-
-        loc.origin_detail = f"its inputs already differ ({worst_in.max_abs_diff:.3g}); running it alone failed: " \
-                            f"{ort_error_summary(exc)[0][:160]}"
-        return
-    point, _ = compare_point(first.module, first.class_name, first.value, alone, eager_out, rtol, atol)
-    if point.diverges:
-        loc.origin = "local"
-        loc.origin_detail = (f"fed eager's inputs, its ONNX nodes alone still differ ({point.max_abs_diff:.3g}, "
-                             f"{point.tolerance_ratio:.3g}x tolerance): the difference is made inside {first.module}")
-    else:
-        loc.origin, loc.inherited_value = "inherited", worst_name
-        loc.origin_detail = (f"fed eager's inputs, its ONNX nodes alone agree ({point.max_abs_diff:.3g}); its ONNX "
-                             f"inputs already differ by {worst_in.max_abs_diff:.3g}: the difference comes from ops "
-                             f"before it outside any submodule")
-
-
-def _blame_parent(loc: Localization, graph: GraphMap, module: Any, first: Point) -> None:
-    """An inherited difference comes from the parent's own ops before the first divergent module:
-    the parent (or the root forward) is the suspect, the node computing the differing input its node."""
-    parent = first.module.rpartition(".")[0]
-    loc.module = parent
-    loc.class_name = type(module.get_submodule(parent)).__name__
-    loc.node = loc.op_type = loc.source = None
-    producer = graph.producer.get(loc.inherited_value or "")
-    if producer is not None:
-        node = graph.nodes[producer]
-        loc.node, loc.op_type, loc.node_basis = node.name, node.op_type, f"input of {first.module}"
-        loc.source = frame_of_stack(node.stack_trace)
-    else:
-        loc.node_basis = None
-    loc.source = loc.source or forward_of(module, parent)
-    if loc.inherited_value in graph.graph_inputs:
-        loc.notes.append(f"{first.module} reads the graph input {loc.inherited_value} directly in ONNX, while eager "
-                         f"computed its input first: ops of {loc.class_name}.forward before it are missing from the "
-                         "graph (a branch or an in-place update the export did not record)")
-
-
-def _in_root(loc: Localization, graph: GraphMap, module: Any, final: Point | None) -> None:
-    """Every submodule agrees but the output does not: the root forward's own ops are the cause."""
-    if final is None or not final.diverges:
-        loc.status, loc.summary = "no-divergence", "no module and no output departs from the source at this sample"
-        return
-    loc.status, loc.module, loc.class_name = "in-root", "", type(module).__name__
-    loc.origin = "local"
-    own = graph.own_nodes("")
-    producer = graph.producer.get(final.value or "")
-    node = graph.nodes[producer] if producer is not None else (own[-1] if own else None)
-    if node is not None:
-        loc.node, loc.op_type, loc.node_basis = node.name, node.op_type, "module output"
-        loc.source = frame_of_stack(node.stack_trace)
-    loc.source = loc.source or forward_of(module, "")
-    loc.branch_lines = branch_lines(module)
-    agree = f"all {loc.compared_modules} submodule outputs agree" if loc.compared_modules else "no submodule compared"
-    loc.origin_detail = f"{agree}; the output differs ({final.max_abs_diff:.3g}): the root forward's own ops"
-    loc.summary = summary_line(loc)
 
 
 __all__ = ["Localization", "Point", "localize", "compare_point"]

@@ -43,6 +43,7 @@ from onnxtax.core.providers import ProviderRequest
 from onnxtax.core.reference import EagerReference, refuse_nondeterministic
 from onnxtax.core.specs import InputSpec, SampleRecipe, concrete_shape, is_integer, make_inputs, symbols_of
 from onnxtax.core.specs import export_sizes as default_export_sizes
+from onnxtax.parity.attribution import check_assumed
 from onnxtax.parity.comparison import Comparison
 from onnxtax.parity.localization import localize
 from onnxtax.parity.options import ParityOptions, parse_tolerances  # noqa: F401 (parse_tolerances: the face's)
@@ -253,6 +254,11 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
         pi += 1
     report.shapes = plans
 
+    if assumed and test_assumed:
+        # a failure just outside an assumed range is the range's only when inside it the same sample passes
+        comparison.range_checks = check_assumed(comparison, plans, assumed, specs,
+                                                lambda plan, k: sample_inputs(plan, specs, recipe, k), source,
+                                                resolved.feeds)
     for s in live:
         s.session = None  # every case ran: the fresh sessions below and localisation's need the memory more
     comparison.recheck_in_fresh_sessions(plans, lambda plan, k: sample_inputs(plan, specs, recipe, k), source, resolved,
@@ -398,6 +404,7 @@ def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[
         if progress is not None:
             progress(f"localizing {pr.label} {case.shape} sample {k}", n, len(failing))
         arrays = sample_of(plans[pi], k)
+        evidence = [(j, arrays if j == k else sample_of(plans[pi], j)) for j in range(plans[pi].samples)]
         warmup = []
         for plan in plans[max(0, pi - 4):pi]:
             earlier = sample_of(plan, 0)
@@ -406,7 +413,7 @@ def localize_failures(report: Any, module: Any, onnx_path: Any, plans: Sequence[
                        rtol=case.stats.rtol_effective, atol=max(case.stats.atol, case.stats.noise_term), warmup=warmup,
                        case={"shape": case.shape, "sample": k, "output": case.output}, opt_level=opt_level,
                        threads=threads, memory_budget_mb=memory_budget_mb, time_budget_s=remaining,
-                       shared_weights=shared_weights)
+                       shared_weights=shared_weights, evidence=evidence)
         others = [o for o in report.providers if o is not pr and o.status != "skipped"
                   for c in o.cases if (c.shape, c.output) == (case.shape, case.output)]
         passing = [o.label for o in report.providers if o is not pr

@@ -11,6 +11,7 @@ from typing import Any
 from onnxtax.core.compare import format_pct, format_value
 from onnxtax.core.defaults import PARITY_NOISE_CAP as NOISE_CAP
 from onnxtax.parity.localization import Localization
+from onnxtax.parity.points import inputs_text
 from onnxtax.parity.report import CaseResult, ParityReport, ProviderResult, fallback_reason, placement_text
 from onnxtax.render.junit import JUnitCase, JUnitSuite
 
@@ -106,34 +107,56 @@ def localization_table(loc: Any, out) -> None:
     table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    rows = [("module", f"{loc.module or '(root)'} ({loc.class_name})"),
-            ("node", f"{loc.node} ({loc.op_type})" if loc.node else None)]
+    op = loc.op if loc.op is not None and loc.op.point is not None else None
+    rows = [("module", f"{loc.module or '(root)'} ({loc.class_name})")]
+    if op is not None:
+        rows.append(("op", f"{op.op or op.kind}" + (f" ({op.function})" if op.function and op.function != op.op else "")
+                     + (f"; in ONNX: {op.lowered_to}" if op.lowered_to else "")))
+    rows.append(("node", f"{loc.node} ({loc.op_type})" if loc.node else None))
     if loc.source is not None:
         src = f"{loc.source.where}" + (f"  {loc.source.code}" if loc.source.code else "")
         if loc.source.user_frame:
             src += f"  (called from {loc.source.user_frame})"
         rows.append(("source", src))
+    if op is not None and len(op.frames) > 1:
+        rows.append(("via", " <- ".join(op.frames[1:4])))
     rows.append(("origin", f"{loc.origin}: {loc.origin_detail}" if loc.origin else loc.origin_detail))
     if loc.first is not None:
-        rows.append(("diff", loc.first.problem or f"max abs {loc.first.max_abs_diff:.3g}, {loc.first.outside}/"
-                     f"{loc.first.elements} elements outside, {loc.first.tolerance_ratio:.3g}x tolerance"))
+        rows.append(("diff", loc.first.problem or f"{loc.first.module}: max abs {loc.first.max_abs_diff:.3g}, "
+                     f"{loc.first.outside}/{loc.first.elements} elements outside, {loc.first.tolerance_ratio:.3g}x "
+                     "tolerance"))
+    if op is not None:
+        rows.append(("op check", op.text().split("; ")[0] if op.status != "made-here" else
+                     f"{op.status}: {inputs_text(op.inputs)}; its output departs (max abs {op.point.max_abs_diff:.3g}, "
+                     f"{op.point.outside}/{op.point.elements} elements outside, "
+                     f"{op.point.tolerance_ratio:.3g}x tolerance)"))
+        rows.append(("op inputs", ", ".join(c.text() for c in op.inputs) or None))
+        rows.append(("cause", op.cause))
+    elif loc.op is not None and loc.op.notes:
+        rows.append(("ops", loc.op.notes[0]))
     for w in loc.weights[:2]:
         rows.append(("weight", f"initializer {w['initializer']} vs parameter {w['parameter']}: max abs "
                                f"{w['max_abs_diff']:.3g}, relative {w['max_rel_diff']:.3g}"))
     if loc.graph_only_modules or loc.eager_only_modules:
         rows.append(("branch", f"ONNX runs {', '.join(loc.graph_only_modules) or '-'}; eager ran "
                                f"{', '.join(loc.eager_only_modules) or '-'}"))
-    if loc.branch_lines:
+    if loc.branch_lines and op is None:
         rows.append(("branches", "if/while at line " + ", ".join(map(str, loc.branch_lines))))
     if loc.rows is not None:
         bad = loc.rows["diverging"]
-        text = f"{len(bad)} of {loc.rows['size']}: {', '.join(map(str, bad[:12]))}" + (" ..." if len(bad) > 12 else "")
-        rows.append(("rows", text + (f"; {loc.rows['common']}" if loc.rows.get("common") else "")))
+        rows.append(("rows", f"{len(bad)} of {loc.rows['size']}: {', '.join(map(str, bad[:12]))}"
+                     + (" ..." if len(bad) > 12 else "")))
     if loc.positions is not None:
-        rows.append(("positions", f"from {loc.positions['first']} of {loc.positions['size']} (axis 1)"))
+        rows.append(("positions", f"from {loc.positions['first']} of {loc.positions['size']} (axis 1): "
+                     + ", ".join(map(str, loc.positions["diverging"][:12]))))
+    for shared in loc.shared:
+        rows.append(("shared", shared["text"]))
     if loc.trail:
         rows.append(("grows", " -> ".join(p.text() for p in loc.trail)))
-    rows.append(("searched", f"{loc.compared_modules} modules in {loc.chunks} chunk(s), {loc.duration_s:.2f} s"
+    searched = f"{loc.compared_modules} modules in {loc.chunks} chunk(s)"
+    if loc.op is not None:
+        searched += f", {loc.op.compared} of {loc.op.own_ops} ops of {loc.module or 'the root forward'}"
+    rows.append(("searched", f"{searched}, {loc.duration_s:.2f} s"
                  + (", weights shared with the eager model" if loc.session_weights == "shared" else "")))
     for key, value in rows:
         if value:
@@ -292,8 +315,11 @@ def localization_details(loc: Localization) -> str:
              f"{loc.summary}"]
     if loc.trail:
         lines.append("grows: " + " -> ".join(p.text() for p in loc.trail))
-    if loc.rows and loc.rows.get("common"):
-        lines.append(f"rows: {loc.rows['common']}")
+    if loc.op is not None and loc.op.point is not None:
+        lines.append(f"op: {loc.op.text()}")
+    if loc.rows is not None:
+        lines.append(f"rows: {', '.join(map(str, loc.rows['diverging'][:16]))} of {loc.rows['size']}")
+    lines += [f"shared: {s['text']}" for s in loc.shared]
     return "\n".join(lines)
 
 
