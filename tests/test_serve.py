@@ -138,8 +138,8 @@ def test_both_hosts_batch_by_the_same_policy(cli, served, node_cache):
         (g,), (w,) = greedy["levels"], waiting["levels"]
         assert w["batch_max"] == 4 and w["batch_mean"] > 3, (p["id"], w)
         assert g["batch_mean"] < 1.5, (p["id"], g)
-        # a batch of 4 leaves when its 4th request arrives: the 1st waited ~15 ms
-        assert w["p50_ms"] > g["p50_ms"] and w["max_ms"] < 30 + 15, (p["id"], w)
+        # a batch of 4 leaves when its 4th request arrives: its requests waited 15, 10, 5 and 0 ms
+        assert w["p50_ms"] > g["p50_ms"] + 2, (p["id"], w, g)
 
 
 # --------------------------------------------------------------------------- correct in the host
