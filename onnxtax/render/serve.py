@@ -98,8 +98,10 @@ def serve_table(report: "ServeReport", out) -> None:
                                               (("qps_at_slo", "rows/s at SLO"), ("rss", "RSS"),
                                                ("cold_start", "cold start")) if r[k])
             for r in ratios), highlight=False)
-    curves = _table("latency by offered load (every policy; * = within the SLO)",
-                    ["path", "policy", "offered", "achieved", "p50", "p95", "p99", "max", "batch", "cores", "RSS"],
+    curves = _table("latency by offered load (every policy; * = within the SLO; others: other processes on the "
+                    "hosts' cores)",
+                    ["path", "policy", "offered", "achieved", "p50", "p95", "p99", "max", "batch", "cores", "others",
+                     "RSS"],
                     left=("path", "policy"))
     for p in report.paths:
         for ci, curve in enumerate(p.curves):
@@ -111,6 +113,7 @@ def serve_table(report: "ServeReport", out) -> None:
                                _lat(lv.latency_ms["p50"]), _lat(lv.latency_ms["p95"]), _lat(lv.latency_ms["p99"]),
                                _lat(lv.latency_ms["max"]), f"{lv.batch_mean:.1f}" if lv.batch_mean else "-",
                                f"{lv.host_cores:.2f}" if lv.host_cores is not None else "-",
+                               f"{lv.other_cores:.2f}" if lv.other_cores is not None else "-",
                                f"{lv.rss_mb:.0f} MB" if lv.rss_mb else "-",
                                end_section=(li == len(levels) - 1))
     out.print(curves)

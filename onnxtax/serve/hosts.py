@@ -89,6 +89,23 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def cores_busy(cores: list[int]) -> float | None:
+    """CPU seconds the given cores spent on anything (every process) since boot, from /proc/stat:
+    with the host's own CPU time, what else ran on the host's cores."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    wanted = {f"cpu{c}" for c in cores}
+    total = 0
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in wanted:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in parts[1:9])
+            total += user + nice + system + irq + softirq + steal
+    return total / _TICK
+
+
 def memory_of(pid: int) -> dict[str, int | None]:
     """rss, peak rss (VmHWM) and pss in bytes (None where /proc does not say)."""
     out: dict[str, int | None] = {"rss": None, "peak": None, "pss": None}
@@ -198,6 +215,10 @@ class HostGroup:
     @property
     def pids(self) -> list[int]:
         return [int(h.get("pid") or p.pid) for h, p in zip(self.hellos, self.procs)]
+
+    def busy_seconds(self) -> float | None:
+        """CPU seconds of everything that ran on the host's cores (cores_busy)."""
+        return cores_busy(self.server_cores)
 
     def cpu_seconds(self) -> float | None:
         values = [cpu_seconds(pid) for pid in self.pids]

@@ -47,6 +47,7 @@ class LevelRun:
     window_s: float
     batch_sizes: list[int] = field(default_factory=list)
     host_cpu_s: float | None = None
+    other_cpu_s: float | None = None  # what else ran on the host's cores in the window
     generator_cpu_s: float | None = None
     wall_s: float = 0.0
     memory: dict = field(default_factory=dict)
@@ -126,7 +127,7 @@ def run_level(group: HostGroup, payloads: list[bytes], rate: float, *, duration_
 
     t0 = clock() + 1_000_000
     out.t0 = t0
-    marks["start"] = (t0, group.cpu_seconds(), thread_cpu())
+    marks["start"] = (t0, group.cpu_seconds(), thread_cpu(), group.busy_seconds())
     while True:
         now = clock()
         rel = now - t0
@@ -139,7 +140,7 @@ def run_level(group: HostGroup, payloads: list[bytes], rate: float, *, duration_
                     pending[k % k_conn] += pack(base + k) + payloads[k % n_pay]
             sent[i:j] = now
             if i <= window_start < j:
-                marks["window"] = (now, group.cpu_seconds(), thread_cpu())
+                marks["window"] = (now, group.cpu_seconds(), thread_cpu(), group.busy_seconds())
             i = j
         for c in range(k_conn):
             if pending[c]:
@@ -152,7 +153,7 @@ def run_level(group: HostGroup, payloads: list[bytes], rate: float, *, duration_
             received += read(c, now)
         if i >= stop_at:
             if "end" not in marks:
-                marks["end"] = (now, group.cpu_seconds(), thread_cpu())
+                marks["end"] = (now, group.cpu_seconds(), thread_cpu(), group.busy_seconds())
                 out.memory = group.memory()
             if received >= stop_at or now - marks["end"][0] > drain_s * 1e9:
                 break
@@ -175,11 +176,13 @@ def run_level(group: HostGroup, payloads: list[bytes], rate: float, *, duration_
         else:
             timeout = MAX_SLEEP_S
         select.select(conns, [], [], timeout)
-    end = marks.get("end") or (clock(), group.cpu_seconds(), thread_cpu())
+    end = marks.get("end") or (clock(), group.cpu_seconds(), thread_cpu(), group.busy_seconds())
     start = marks.get("window") or marks["start"]
     out.wall_s = (end[0] - start[0]) / 1e9
     if start[1] is not None and end[1] is not None and out.wall_s > 0:
         out.host_cpu_s = end[1] - start[1]
+        if start[3] is not None and end[3] is not None:
+            out.other_cpu_s = max(0.0, (end[3] - start[3]) - out.host_cpu_s)
     out.generator_cpu_s = end[2] - start[2]
     out.batch_sizes = batches
     # a backlog the host still works on would land in the next level: wait for it

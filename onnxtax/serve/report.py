@@ -27,8 +27,9 @@ in rows/s, one row per request):
      LEVEL = {"offered_qps": 4000.0, "requests": 6800, "completed": 6800, "achieved_qps": 3990.0,
               "p50_ms": .., "p90_ms": .., "p95_ms": .., "p99_ms": .., "p999_ms": .., "max_ms": .., "mean_ms": ..,
               "slo_met": true, "aborted_at_s": null | 0.8, "retried": false, "send_lag_p99_ms": 0.01,
-              "batch_mean": 3.2, "batch_max": 9, "host_cores": 0.41, "generator_cores": 0.3,
+              "batch_mean": 3.2, "batch_max": 9, "host_cores": 0.41, "other_cores": 0.02, "generator_cores": 0.3,
               "rss_mb": 58.1, "pss_mb": 52.3}
+     (other_cores: CPU that other processes took on the hosts' cores during the window: a shared machine)
      SPREAD = {"min": .., "median": .., "max": .., "values": [..]}
   "generator": [{"id": "noop:python", "host": "python", "qps_at_slo": 60000.0 | null, "policy": POLICY,
                  "saturated": true, "levels": [LEVEL]}],     (saturated: some level missed the SLO)      (a host that computes nothing: the generator and wire's own floor)
@@ -74,6 +75,7 @@ class LevelResult:
     batch_mean: float | None = None
     batch_max: int | None = None
     host_cores: float | None = None
+    other_cores: float | None = None  # other processes on the host's cores (a shared machine)
     generator_cores: float | None = None
     rss_mb: float | None = None
     pss_mb: float | None = None
@@ -86,7 +88,7 @@ class LevelResult:
                "achieved_qps": self.achieved_qps}
         out.update({f"{k}_ms": v for k, v in self.latency_ms.items()})
         out.update({k: getattr(self, k) for k in ("slo_met", "aborted_at_s", "retried", "send_lag_p99_ms",
-                                                   "batch_mean", "batch_max", "host_cores", "generator_cores",
+                                                   "batch_mean", "batch_max", "host_cores", "other_cores", "generator_cores",
                                                    "rss_mb", "pss_mb")})
         return out
 

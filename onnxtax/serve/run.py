@@ -34,6 +34,7 @@ POOL = 64  # distinct request payloads, cycled
 NODE_OPT_LEVELS = {"disable": "disabled", "basic": "basic", "extended": "extended", "all": "all"}
 ENGINES = {"eager": ("python", "torch"), "ort": ("python", "ort"), "node": ("node", "ort")}
 DRAIN_S = 1.0
+SHARED_NOTE = 0.1  # other processes' share of the hosts' cores worth a note
 FLOOR_NEAR = 0.8  # a path within this share of its host's no-op ceiling may be measuring the generator
 
 
@@ -95,7 +96,7 @@ def summarize(run: LevelRun, slo_key: str, slo_ms: float) -> LevelResult:
     return LevelResult(run.offered, int(lat.size), int(finite.size), finite.size / run.window_s if run.window_s else 0.0,
                        latency, bool(met), run.aborted_at_s, False,
                        float(np.percentile(lag, 99)) if lag.size else None, float(batches.mean()), int(batches.max()),
-                       cores(run.host_cpu_s), cores(run.generator_cpu_s),
+                       cores(run.host_cpu_s), cores(run.other_cpu_s), cores(run.generator_cpu_s),
                        mem["rss"] / 1e6 if mem.get("rss") else None, mem["pss"] / 1e6 if mem.get("pss") else None)
 
 
@@ -411,6 +412,10 @@ def _finish(report: ServeReport, opts: ServeOptions, server_cores: list[int]) ->
             report.notes.append(f"{p.id}: {qps:,.0f} rows/s is within {1 - FLOOR_NEAR:.0%} of what the generator "
                                 f"and a {p.host} host that computes nothing sustain ({floor['qps_at_slo']:,.0f}): "
                                 "this figure may be the generator's limit, not the path's")
+        busy = [lv.other_cores for c in p.curves for lv in c.levels if lv.other_cores is not None]
+        if busy and max(busy) > SHARED_NOTE:
+            report.notes.append(f"{p.id}: other processes took up to {max(busy):.2f} of the hosts' cores during its "
+                                "levels (a shared machine): its figures are lower than this host alone would give")
         for c in p.curves:
             late = [lv for lv in c.levels if lv.send_lag_p99_ms is not None and lv.slo_met
                     and lv.send_lag_p99_ms > 0.1 * opts.slo_ms]
