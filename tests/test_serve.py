@@ -127,7 +127,8 @@ def test_three_paths_under_load_with_curves_memory_cold_start_cost_and_a_failing
 
 def test_both_hosts_batch_by_the_same_policy(cli, served, node_cache):
     """Constant arrivals 5 ms apart: with a 30 ms wait both hosts fill batches of 4; with no wait
-    they send each request alone (the host is idle when it arrives)."""
+    they answer each request alone when they are idle as it arrives (a busy machine's stalls queue a
+    few, which greedy batching then takes together)."""
     ran = cli("serve-bench", served["spec"], served["onnx"], "--paths", "ort,node", "--rates", "200",
               "--arrival", "constant", "--max-batch", "4", "--max-wait-ms", "0,30", "--slo", "p99=900ms",
               "--cold-start-runs", "0", "--no-generator-floor", "--json", "-", *FAST)
@@ -137,7 +138,8 @@ def test_both_hosts_batch_by_the_same_policy(cli, served, node_cache):
         assert greedy["policy"]["max_wait_ms"] == 0 and waiting["policy"]["max_wait_ms"] == 30
         (g,), (w,) = greedy["levels"], waiting["levels"]
         assert w["batch_max"] == 4 and w["batch_mean"] > 3, (p["id"], w)
-        assert g["batch_mean"] < 1.5, (p["id"], g)
+        # greedy never waits for a batch: it batches only what queued while the host was busy
+        assert g["batch_mean"] < w["batch_mean"] - 0.5, (p["id"], g)
         # a batch of 4 leaves when its 4th request arrives: its requests waited 15, 10, 5 and 0 ms
         assert w["p50_ms"] > g["p50_ms"] + 2, (p["id"], w, g)
 
