@@ -409,9 +409,10 @@ def _finish(report: ServeReport, opts: ServeOptions, server_cores: list[int]) ->
             p.cost_per_1000 = opts.price_per_hour * share / (qps * 3600.0) * 1000.0
         floor = next((g for g in report.generator if g["host"] == p.host), None)
         if qps and floor and floor["saturated"] and floor["qps_at_slo"] and qps >= FLOOR_NEAR * floor["qps_at_slo"]:
-            report.notes.append(f"{p.id}: {qps:,.0f} rows/s is within {1 - FLOOR_NEAR:.0%} of what the generator "
-                                f"and a {p.host} host that computes nothing sustain ({floor['qps_at_slo']:,.0f}): "
-                                "this figure may be the generator's limit, not the path's")
+            report.notes.append(f"{p.id}: {qps:,.0f} rows/s is {qps / floor['qps_at_slo']:.0%} of what the generator "
+                                f"sustained with a {p.host} host that computes nothing ({floor['qps_at_slo']:,.0f}): "
+                                "this figure may be bounded by the generator (or the floor by a busy machine), "
+                                "not by the path")
         busy = [lv.other_cores for c in p.curves for lv in c.levels if lv.other_cores is not None]
         if busy and max(busy) > SHARED_NOTE:
             report.notes.append(f"{p.id}: other processes took up to {max(busy):.2f} of the hosts' cores during its "
