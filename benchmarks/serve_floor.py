@@ -13,6 +13,9 @@ encoder (examples/text_classifier.py: 11.2 M parameters, seq 32), exported once:
 Prints min / median / max and the spread (max-min over median) of the load within the SLO across
 runs; the target is +-10%. `others`: the most of the serving core that other processes of the machine
 took during any level of the runs (a shared machine shows here: its spread is not the tool's).
+`CPU/1k`: the host's CPU time per 1,000 rows at its load within the SLO, against the bare loop's
+(one thread at one core: 1e6 / its rows/s): the serving work per row, which other processes on the
+machine do not change the way they change the load.
 
     .venv/bin/python benchmarks/serve_floor.py [--runs 3] [--json out.json]
 """
@@ -146,6 +149,7 @@ def main() -> int:
                           "p99": {p: [] for p in ("eager", "ort", "node")},
                           "rss": {p: [] for p in ("eager", "ort", "node")},
                           "others": {p: [] for p in ("eager", "ort", "node")},
+                          "cpu": {p: [] for p in ("eager", "ort", "node")},
                           "floor": {p: [] for p in ("eager", "ort", "node")}}
             for run in range(args.runs):
                 print(f"{name}: run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
@@ -159,6 +163,7 @@ def main() -> int:
                     rows["serve"][p.id].append(p.qps_at_slo or 0.0)
                     rows["p99"][p.id].append(level.latency_ms["p99"] if level else None)
                     rows["rss"][p.id].append(level.rss_mb if level else None)
+                    rows["cpu"][p.id].append(level.cpu_ms_per_1k if level else None)
                     # what other processes took of the serving core over the whole curve (a shared machine)
                     busy = [lv.other_cores for c in p.curves for lv in c.levels if lv.other_cores is not None]
                     rows["others"][p.id].append(max(busy) if busy else None)
@@ -168,7 +173,8 @@ def main() -> int:
 
     print(f"\nload within the SLO over {args.runs} runs (one policy per model) vs the bare floor at that batch")
     print(f"{'model':6} {'path':6} {'SLO':10} {'rows/s at SLO (min/median/max)':>32} {'spread':>8} "
-          f"{'bare floor':>11} {'share':>6} {'p99 at SLO':>10} {'RSS':>7} {'others':>7}")
+          f"{'bare floor':>11} {'share':>6} {'p99 at SLO':>10} {'RSS':>7} {'others':>7} {'CPU/1k':>9} "
+          f"{'bare CPU/1k':>11}")
     for name, rows in results.items():
         for p in ("eager", "ort", "node"):
             serve, floor = rows["serve"][p], rows["floor"][p]
@@ -177,9 +183,11 @@ def main() -> int:
             p99 = statistics.median([v for v in rows["p99"][p] if v is not None] or [float("nan")])
             rss = statistics.median([v for v in rows["rss"][p] if v is not None] or [float("nan")])
             others = max([v for v in rows["others"][p] if v is not None] or [float("nan")])
+            cpu = statistics.median([v for v in rows["cpu"][p] if v is not None] or [float("nan")])
+            bare_cpu = 1e6 / statistics.median(floor)  # one thread at 100% of one core
             print(f"{name:6} {p:6} {MODELS[name]['slo']:10} {min(serve):>10,.0f} /{med:>9,.0f} /{max(serve):>9,.0f} "
                   f"{spread:>7.0%} {statistics.median(floor):>11,.0f} {med / statistics.median(floor):>6.0%} "
-                  f"{p99:>8.2f} ms {rss:>4.0f} MB {others:>7.2f}")
+                  f"{p99:>8.2f} ms {rss:>4.0f} MB {others:>7.2f} {cpu:>6.1f} ms {bare_cpu:>8.1f} ms")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2))
     return 0

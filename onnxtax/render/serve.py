@@ -56,6 +56,7 @@ def summary_rows(report: "ServeReport") -> list[list[str]]:
                      _lat(lv.latency_ms["p50"] if lv else None), _lat(lv.latency_ms["p95"] if lv else None),
                      _lat(lv.latency_ms["p99"] if lv else None),
                      f"{lv.host_cores:.2f}" if lv and lv.host_cores is not None else "-",
+                     f"{lv.cpu_ms_per_1k:.3g} ms" if lv and lv.cpu_ms_per_1k is not None else "-",
                      f"{lv.rss_mb:.0f} MB" if lv and lv.rss_mb else "-",
                      f"{cold.first_response_s.median * 1000:.0f} ms" if cold else "-",
                      f"{cold.peak_rss_mb.median:.0f} MB" if cold else "-",
@@ -63,7 +64,7 @@ def summary_rows(report: "ServeReport") -> list[list[str]]:
     return rows
 
 
-SUMMARY_COLUMNS = ["path", "rows/s at SLO", "policy", "p50", "p95", "p99", "cores", "RSS", "cold start",
+SUMMARY_COLUMNS = ["path", "rows/s at SLO", "policy", "p50", "p95", "p99", "cores", "CPU/1k", "RSS", "cold start",
                    "cold RSS", "$/1k", "outputs"]
 
 
@@ -87,6 +88,8 @@ def serve_table(report: "ServeReport", out) -> None:
     for row in summary_rows(report):
         table.add_row(*map(escape, row))
     out.print(table)
+    out.print("cores: the hosts' CPU time over the window; CPU/1k: their CPU time per 1,000 rows at that load "
+              "(unaffected by what else runs on the machine)", style="dim", highlight=False)
     if s.get("price_per_hour"):
         out.print(f"$/1k: {s['price_per_hour']:g} per machine-hour x the hosts' share of its cores "
                   f"({len(c['server'])}/{c['cpu_count']}) / rows per hour at SLO x 1000", style="dim",

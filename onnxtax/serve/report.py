@@ -28,7 +28,8 @@ in rows/s, one row per request):
               "p50_ms": .., "p90_ms": .., "p95_ms": .., "p99_ms": .., "p999_ms": .., "max_ms": .., "mean_ms": ..,
               "slo_met": true, "aborted_at_s": null | 0.8, "retried": false, "send_lag_p99_ms": 0.01,
               "batch_mean": 3.2, "batch_max": 9, "host_cores": 0.41, "other_cores": 0.02, "generator_cores": 0.3,
-              "rss_mb": 58.1, "pss_mb": 52.3}
+              "rss_mb": 58.1, "pss_mb": 52.3, "cpu_ms_per_1k": 102.5}
+     (cpu_ms_per_1k: the hosts' CPU time per 1,000 rows at this load)
      (other_cores: CPU that other processes took on the hosts' cores during the window: a shared machine)
      SPREAD = {"min": .., "median": .., "max": .., "values": [..]}
   "generator": [{"id": "noop:python", "host": "python", "qps_at_slo": 60000.0 | null, "policy": POLICY,
@@ -83,10 +84,19 @@ class LevelResult:
     def get(self, key: str) -> float:
         return self.latency_ms[key.replace(".", "")]
 
+    @property
+    def cpu_ms_per_1k(self) -> float | None:
+        """Host CPU time per 1,000 rows served at this load (ms): what the host spends, whatever else
+        runs on the machine (a core shared with other processes lowers the load, not this)."""
+        if self.host_cores is None or not self.achieved_qps:
+            return None
+        return self.host_cores / self.achieved_qps * 1e6
+
     def to_dict(self) -> dict:
         out = {"offered_qps": self.offered_qps, "requests": self.requests, "completed": self.completed,
                "achieved_qps": self.achieved_qps}
         out.update({f"{k}_ms": v for k, v in self.latency_ms.items()})
+        out["cpu_ms_per_1k"] = self.cpu_ms_per_1k
         out.update({k: getattr(self, k) for k in ("slo_met", "aborted_at_s", "retried", "send_lag_p99_ms",
                                                    "batch_mean", "batch_max", "host_cores", "other_cores", "generator_cores",
                                                    "rss_mb", "pss_mb")})
