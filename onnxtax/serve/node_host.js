@@ -162,7 +162,9 @@ function serve(cfg, session, loadS) {
         if (!armed) {
           armed = true;
           const again = () => { armed = false; schedule(); };
-          if (left < 1) setImmediate(again); else setTimeout(again, Math.floor(left));
+          // Node.js timers count whole milliseconds: the wait ends at the next one (spinning through
+          // setImmediate for the fraction would be precise, and burn the host's core while idle)
+          setTimeout(again, Math.ceil(left));
         }
         return;
       }
