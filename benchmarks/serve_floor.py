@@ -14,8 +14,8 @@ Prints min / median / max and the spread (max-min over median) of the load withi
 runs; the target is +-10%. `others`: the most of the serving core that other processes of the machine
 took during any level of the runs (a shared machine shows here: its spread is not the tool's).
 `CPU/1k`: the host's CPU time per 1,000 rows at its load within the SLO, against the bare loop's
-(one thread at one core: 1e6 / its rows/s): the serving work per row, which other processes on the
-machine do not change the way they change the load.
+own CPU time per 1,000 rows: the serving work per row, which other processes on the machine do not
+change the way they change the load.
 
     .venv/bin/python benchmarks/serve_floor.py [--runs 3] [--json out.json]
 """
@@ -58,10 +58,10 @@ for item in shapes.split(";"):
     args.append(torch.randn(dims) if kind == "f" else torch.ones(dims, dtype=torch.int64))
 with torch.inference_mode():
     for _ in range(20): model(*args)
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         model(*args); n += 1
-print(n * batch / (time.perf_counter() - t0))
+print(n * batch / (time.perf_counter() - t0), (time.process_time() - c0) * 1e6 / (n * batch))
 """
 
 ORT_FLOOR = r"""
@@ -75,10 +75,10 @@ for i, item in zip(s.get_inputs(), shapes.split(";")):
     feeds[i.name] = np.random.default_rng(0).standard_normal(dims).astype(np.float32) if kind == "f" \
         else np.ones(dims, dtype=np.int64)
 for _ in range(20): s.run(None, feeds)
-n, t0 = 0, time.perf_counter()
+n, t0, c0 = 0, time.perf_counter(), time.process_time()
 while time.perf_counter() - t0 < seconds:
     s.run(None, feeds); n += 1
-print(n * batch / (time.perf_counter() - t0))
+print(n * batch / (time.perf_counter() - t0), (time.process_time() - c0) * 1e6 / (n * batch))
 """
 
 NODE_FLOOR = r"""
@@ -95,15 +95,17 @@ const [onnx, batch, seconds, shapes] = [process.argv[1], +process.argv[2], +proc
       : new ort.Tensor('int64', new BigInt64Array(n).fill(1n), dims);
   });
   for (let i = 0; i < 20; i++) await s.run(feeds);
-  let n = 0; const t0 = performance.now();
+  let n = 0; const t0 = performance.now(); const c0 = process.cpuUsage();
   while (performance.now() - t0 < seconds * 1000) { await s.run(feeds); n++; }
-  console.log(n * batch / ((performance.now() - t0) / 1000));
+  const c = process.cpuUsage(c0);
+  console.log(n * batch / ((performance.now() - t0) / 1000), (c.user + c.system) / 1000 * 1000 / (n * batch));
 })();
 """
 
 
-def floors(name: str, cfg: dict, onnx: Path, seconds: float, core: int, node_env) -> dict[str, float]:
-    """rows/s of the bare loop per runtime at the policy's max batch, pinned to the serving core."""
+def floors(name: str, cfg: dict, onnx: Path, seconds: float, core: int, node_env) -> dict[str, tuple[float, float]]:
+    """(rows/s, CPU ms per 1,000 rows) of the bare loop per runtime at the policy's max batch, pinned to
+    the serving core: its CPU time is the process's own, so a shared machine lowers the rows/s only."""
     shapes = ";".join(("i:" if ":int64" in text else "f:") + ",".join(
         str(cfg["dims"].get(d, d)) for d in text.split(":")[1].strip("[]").split(",")[1:]) for text in cfg["inputs"])
     path, _, obj = cfg["spec"].rpartition(":")
@@ -119,7 +121,8 @@ def floors(name: str, cfg: dict, onnx: Path, seconds: float, core: int, node_env
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/", env=dict(env, **extra), timeout=600)
         if proc.returncode != 0:
             raise SystemExit(f"{name} {path_id} floor failed: {proc.stderr.strip()[-400:]}")
-        out[path_id] = float(proc.stdout.strip().splitlines()[-1])
+        rate, cpu = proc.stdout.strip().splitlines()[-1].split()
+        out[path_id] = (float(rate), float(cpu))
     return out
 
 
@@ -150,6 +153,7 @@ def main() -> int:
                           "rss": {p: [] for p in ("eager", "ort", "node")},
                           "others": {p: [] for p in ("eager", "ort", "node")},
                           "cpu": {p: [] for p in ("eager", "ort", "node")},
+                          "floor_cpu": {p: [] for p in ("eager", "ort", "node")},
                           "floor": {p: [] for p in ("eager", "ort", "node")}}
             for run in range(args.runs):
                 print(f"{name}: run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
@@ -167,8 +171,10 @@ def main() -> int:
                     # what other processes took of the serving core over the whole curve (a shared machine)
                     busy = [lv.other_cores for c in p.curves for lv in c.levels if lv.other_cores is not None]
                     rows["others"][p.id].append(max(busy) if busy else None)
-                for path_id, rate in floors(name, cfg, onnx, args.floor_time, server_cores[0], node_env).items():
+                for path_id, (rate, cpu) in floors(name, cfg, onnx, args.floor_time, server_cores[0],
+                                                   node_env).items():
                     rows["floor"][path_id].append(rate)
+                    rows["floor_cpu"][path_id].append(cpu)
             results[name] = rows
 
     print(f"\nload within the SLO over {args.runs} runs (one policy per model) vs the bare floor at that batch")
@@ -184,7 +190,7 @@ def main() -> int:
             rss = statistics.median([v for v in rows["rss"][p] if v is not None] or [float("nan")])
             others = max([v for v in rows["others"][p] if v is not None] or [float("nan")])
             cpu = statistics.median([v for v in rows["cpu"][p] if v is not None] or [float("nan")])
-            bare_cpu = 1e6 / statistics.median(floor)  # one thread at 100% of one core
+            bare_cpu = statistics.median(rows["floor_cpu"][p])
             print(f"{name:6} {p:6} {MODELS[name]['slo']:10} {min(serve):>10,.0f} /{med:>9,.0f} /{max(serve):>9,.0f} "
                   f"{spread:>7.0%} {statistics.median(floor):>11,.0f} {med / statistics.median(floor):>6.0%} "
                   f"{p99:>8.2f} ms {rss:>4.0f} MB {others:>7.2f} {cpu:>6.1f} ms {bare_cpu:>8.1f} ms")
