@@ -1,15 +1,16 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - export, lint, parity-check, benchmark and quantize the bundled examples (onnxtax ci),
 #                 then one refused and one approved INT8 quantization
-#   make test   - the test suite, including the OpenVINO provider in its own virtualenv
-# Each creates or updates the virtualenvs it needs.
+#   make test   - the test suite, including the OpenVINO provider in its own virtualenv and the
+#                 Node.js serving host (onnxruntime-node from npm, cached: make node-env)
+# Each creates or updates the virtualenvs and caches it needs.
 
 PYTHON ?= python3
 VENV   := .venv
 OVVENV := .venv-openvino
 PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: venv venv-openvino demo test test-fast bench bench-scale clean
+.PHONY: venv venv-openvino node-env demo test test-fast bench bench-scale bench-serve clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ $(OVVENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 venv-openvino: $(OVVENV)/.installed
+
+# serve-bench's Node.js host: onnxruntime-node from npm into $ONNXTAX_NODE_DIR (default
+# ~/.cache/onnxtax/node), installed once by onnxtax's own code and reused offline (needs node and npm)
+node-env: venv
+	$(VENV)/bin/python -m onnxtax.serve.node_env
 
 # The quantization part: examples/fraud_data.py writes the data segments; the ci config's
 # [models.fraud.quantize] approves an INT8 build; then one quantization that must be refused
@@ -50,7 +56,7 @@ demo: venv
 # one pytest worker per core (pytest-xdist), the ten slowest tests listed at the end
 PYTEST := $(VENV)/bin/python -m pytest -q -n auto --durations=10
 
-test: venv venv-openvino
+test: venv venv-openvino node-env
 	ONNXTAX_OPENVINO_PYTHON=$(CURDIR)/$(OVVENV)/bin/python $(PYTEST)
 
 test-fast: venv
@@ -62,6 +68,11 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_floor.py
 	$(VENV)/bin/python benchmarks/quantize_cost.py
 	$(VENV)/bin/python benchmarks/parity_headroom.py
+
+# serve-bench against its bare floors (torch, onnxruntime, onnxruntime-node loops without onnxtax),
+# 3 runs each on the fraud MLP and a transformer-sized encoder: ~20 minutes, so not in `bench`
+bench-serve: venv node-env
+	$(VENV)/bin/python benchmarks/serve_floor.py
 
 # every stage on a 1.07 GB model against the bare tools: minutes and ~5 GB of RAM, so not in `bench`
 bench-scale: venv

@@ -107,11 +107,11 @@ def test_one_failing_model_fails_the_run_and_both_are_reported(two_models):
     assert (frozen.name, frozen.status, good.name, good.status) == ("frozen", "failed", "good", "passed")
     assert {k: s.status for k, s in frozen.stages.items()} == {
         "export": "passed", "lint": "passed", "parity": "failed", "runtimes": "off",
-        "verify": "not_run", "bench": "off", "sign": "off",
+        "verify": "not_run", "bench": "off", "serve": "off", "sign": "off",
         "quantize": "off"}
     assert {k: s.status for k, s in good.stages.items()} == {
         "export": "passed", "lint": "passed", "parity": "passed", "runtimes": "off",
-        "verify": "passed", "bench": "off",
+        "verify": "passed", "bench": "off", "serve": "off",
         "quantize": "off", "sign": "off"}
     assert "outside" in frozen.stages["parity"].error
     assert frozen.stages["verify"].summary == "not run: parity did not pass"
@@ -177,7 +177,8 @@ def test_model_report_json_holds_every_stage_the_manifest_and_the_host(two_model
     report, reports, _ = two_models
     data = json.loads((reports / "good.json").read_text())
     assert data["schema"] == MODEL_SCHEMA and data["model"] == "good" and data["status"] == "passed"
-    assert set(data["stages"]) == {"export", "lint", "parity", "runtimes", "verify", "bench", "quantize", "sign"}
+    assert set(data["stages"]) == {"export", "lint", "parity", "runtimes", "verify", "bench", "serve", "quantize",
+                                   "sign"}
     assert data["stages"]["export"]["result"]["opset"] == 18
     assert data["stages"]["parity"]["result"]["schema"] == "onnxtax.parity/2"
     assert data["stages"]["lint"]["result"]["format_version"] == 1
@@ -465,7 +466,7 @@ def test_each_model_is_built_once_for_every_stage(tmp_path, monkeypatch):
     report = run_ci(load_config(tmp_path / "onnxtax.toml"), write=False)
     assert report.passed, report.models[0].first_problem
     assert [s for s in report.models[0].stages] == ["export", "lint", "parity", "runtimes", "verify", "bench",
-                                                    "quantize", "sign"]
+                                                    "serve", "quantize", "sign"]
     assert builds.read_text().split() == [str(os.getpid())]
 
 

@@ -247,7 +247,7 @@ def test_a_key_of_a_sub_table_written_in_the_model_table_points_at_that_table(pr
     assert ":26: models.other.samples: unknown key 'samples'" in err.message
     assert err.hint == "did you mean 'parity.samples'? `samples = ...` goes in [models.other.parity]"
     err = error_of(project(GOOD.replace('    exporter = "torchscript"', "    threads = 2")))
-    assert err.hint.startswith("did you mean 'parity.threads' or 'bench.threads'?")
+    assert err.hint.startswith("did you mean 'parity.threads' or 'bench.threads' or 'serve.threads'?")
     err = error_of(project(GOOD.replace("opset = 17", "batch_size = [1]")))  # top level, and misspelt
     assert err.hint == "did you mean 'bench.batch_sizes'? `batch_sizes = ...` goes in [bench]"
     err = error_of(project(GOOD.replace('    exporter = "torchscript"', '    ouput = "x.onnx"')))

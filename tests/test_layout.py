@@ -17,6 +17,7 @@ FLOORS = {
     "quantize": 2,  # times its builds with bench's harness
     "parity": 3,  # an INT8 artifact is re-checked against its quantization budgets
     "runtimes": 4,  # compares with parity's shapes, samples and rule
+    "serve": 4,  # checks its hosts with parity's shapes, samples and rule
     "render": 5,
     "ci": 6,
     "cli": 7,

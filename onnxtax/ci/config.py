@@ -82,6 +82,15 @@ Layout (every key optional unless marked):
     max_latency_ms = { p99 = 5.0 }
     min_speedup = 1.0
 
+    [models.fraud.serve]            # this model only (or [serve] for every model): onnxtax serve-bench
+    paths = ["eager", "ort", "node"]
+    slo = "p99=20ms"
+    max_batch = [1, 32]
+    max_wait_ms = [2]
+    min_qps_at_slo = { "*" = 2000, node = 5000 }  # or one number for every path
+    max_p99_ms = { "ort@1000" = 5 }             # or one number: p99 at each path's load within the SLO
+    cold_start_runs = 1                         # 1 in ci unless set (fresh processes cost seconds)
+
     [models.fraud.quantize]         # this model only: an INT8 build approved per segment
     eval = { ordinary = "data/ordinary.npz", tail = "data/tail.npz" }   # required
     budgets = { "agreement@0.5" = 0.97, tail = { "agreement@0.5" = 0.95 } }  # required
@@ -107,6 +116,7 @@ from onnxtax.lint.options import LintOptions
 from onnxtax.parity.options import ParityOptions
 from onnxtax.quantize.options import QuantizeOptions
 from onnxtax.runtimes.options import RuntimesOptions
+from onnxtax.serve.options import ServeOptions
 
 CONFIG_NAME = "onnxtax.toml"
 PYPROJECT = "pyproject.toml"
@@ -131,6 +141,7 @@ KEY_ALIASES = {
     "lint": {"source": None},
     "model": {"data": "data_files"},
     "bench": {"data": "data_files"},
+    "serve": {"dims": "request_dims"},
 }
 
 
@@ -153,6 +164,7 @@ class ModelConfig:
     sign_key: Path | None = None  # [sign] key: sign after every gate passed
     verify_key: Path | None = None  # [verify] key, else None (the sign stage uses the public half of sign_key)
     require_signature: bool = False
+    serve: ServeOptions | None = None
 
     @property
     def input_specs(self) -> list:
@@ -173,7 +185,7 @@ class ModelConfig:
                                "sign_key": str(self.sign_key) if self.sign_key else None,
                                "verify_key": str(self.verify_key) if self.verify_key else None,
                                "require_signature": self.require_signature}
-        for stage in ("export", "lint", "parity", "bench", "quantize", "runtimes"):
+        for stage in ("export", "lint", "parity", "bench", "quantize", "runtimes", "serve"):
             value = getattr(self, stage)
             out[stage] = value.to_dict() if value is not None else None
         return jsonable(out)
@@ -465,9 +477,39 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
             cache_dir=(root / rdata["cache_dir"]).resolve() if "cache_dir" in rdata else None,
             offline=rdata.get("offline", False)))
 
+    serve = _resolve_serve(top.get("serve"), entry.get("serve"), parity, specs, root, src, where + ("serve",))
     return ModelConfig(name=name, spec=spec, inputs=[str(s) for s in specs], output=output, export=export, lint=lint,
                        lint_source=bool(ldata.get("source", True)), parity=parity, bench=bench, quantize=quantize,
-                       quantize_output=quantize_output, runtimes=runtimes)
+                       quantize_output=quantize_output, runtimes=runtimes, serve=serve)
+
+
+def _resolve_serve(top_serve: Any, own: Any, parity: ParityOptions, specs: list, root: Path, src: ConfigText,
+                   where: tuple[str, ...]) -> ServeOptions | None:
+    """`[serve]` / `[models.NAME.serve]`: onnxtax serve-bench's options; its hosts are checked with
+    parity's shapes, samples, ranges and tolerances; gates as a number (every path) or a table."""
+    from onnxtax.core.specs import symbols_of
+
+    if own is False or (own is None and (top_serve is None or top_serve is False)):
+        return None
+    sdata = _merge(top_serve if isinstance(top_serve, dict) else None, own)
+    for axis in sdata.get("dims", {}):
+        if axis not in symbols_of(specs):
+            raise ConfigError(f"{src.where(where + ('dims', axis))}: '{axis}' names no dynamic axis of the inputs",
+                              suggest(axis, symbols_of(specs), "dynamic axes in inputs"))
+    gates = {k: ({"*": float(sdata[k])} if not isinstance(sdata[k], dict) else
+                 {str(p): float(v) for p, v in sdata[k].items()}) for k in ("min_qps_at_slo", "max_p99_ms")
+             if k in sdata}
+    comparison = {f.name: getattr(parity, f.name) for f in fields(ServeOptions) if hasattr(parity, f.name)
+                  and f.name not in ("threads",)}
+    own_keys = {k: v for k, v in sdata.items() if k not in ("min_qps_at_slo", "max_p99_ms", "dims")}
+    return _built(src, where, lambda: _options(
+        ServeOptions, {"cold_start_runs": 1, **own_keys}, KEY_ALIASES["serve"], **comparison,
+        request_dims=dict(sdata.get("dims", {})), **gates,
+        **{k: float(sdata[k]) for k in ("start_rate", "growth", "duration_s", "warmup_s", "price_per_hour")
+           if k in sdata},
+        **({"rates": [float(r) for r in sdata["rates"]]} if "rates" in sdata else {}),
+        **({"max_wait_ms": [float(w) for w in sdata["max_wait_ms"]]} if "max_wait_ms" in sdata else {}),
+        node_dir=(root / sdata["node_dir"]).resolve() if "node_dir" in sdata else None))
 
 
 def _built(src: ConfigText, where: tuple[str, ...], build: Callable[[], Any]) -> Any:

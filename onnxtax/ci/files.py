@@ -73,6 +73,16 @@ def _stage_cases(model: str, stage: StageResult) -> list:
             cases.append(JUnitCase(name, f"{classname}.gates", details=gate.message,
                                    failure=None if gate.passed else gate.message))
         return cases
+    if stage.name == "serve" and stage.result is not None and getattr(stage.result, "gates", None) is not None:
+        failure = None
+        if stage.status == "failed" and stage.result.failures:
+            failure = "; ".join(stage.result.failures)
+        cases = [JUnitCase(title, classname, time_s=stage.seconds, details=stage.summary, failure=failure)]
+        for gate in stage.result.gates:
+            load = f" at {gate.load:g} rows/s" if gate.load is not None else ""
+            cases.append(JUnitCase(f"{gate.gate} {gate.path}{load}", f"{classname}.gates", details=gate.message,
+                                   failure=None if gate.passed else gate.message))
+        return cases
     details = stage.summary
     if stage.name == "export" and stage.result is not None and hasattr(stage.result, "checks"):
         details = "\n".join([stage.summary] + [f"{'pass' if c.passed else 'FAIL'} {c.name}: {c.detail}"

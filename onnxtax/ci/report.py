@@ -19,13 +19,13 @@ Model report schema ("onnxtax.ci.model/1", keys stable):
   "model": "fraud", "status": "passed" | "failed" | "error" | "not_run", "passed": true,
   "spec": "/abs/fraud_detector.py:FraudDetector", "onnx": "/abs/build/onnx/fraud.onnx",
   "artifact_sha256": "..." | null,
-  "stages": {"export" | "lint" | "parity" | "runtimes" | "verify" | "bench" | "quantize" | "sign":
+  "stages": {"export" | "lint" | "parity" | "runtimes" | "verify" | "bench" | "serve" | "quantize" | "sign":
              {"status": "passed" | "failed" | "error" | "not_run" | "off", "seconds": 1.2,
               "summary": "one line", "error": null | "...", "hint": null | "...",
               "memory": null | {the stage report's "memory": weights_bytes, peak_rss_bytes, ...},
               "result": null | {the stage's own report: ExportResult / LintReport / ParityReport /
-                                RuntimeMatrixReport / VerifyReport / BenchReport / QuantizeReport .to_dict();
-                                sign: {"signed": [SignReport.to_dict()], "checks": [VerifyReport.to_dict()]}}}},
+                                RuntimeMatrixReport / VerifyReport / BenchReport / ServeReport / QuantizeReport
+                                .to_dict(); sign: {"signed": [SignReport.to_dict()], "checks": [VerifyReport.to_dict()]}}}},
   "signature": {"status": "signed" | "verified" | "not_checked" | "unsigned" | "failed" | "not_run",
                 "key_fingerprint": "sha256:..." | null, "file": "fraud.sig" | null,
                 "digests": {"fraud.onnx": "...", "fraud.onnx.data": "..."},  (the artifact's bytes, as signed)
@@ -54,12 +54,13 @@ from onnxtax.core.errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SI
 
 MODEL_SCHEMA = "onnxtax.ci.model/1"
 RUN_SCHEMA = "onnxtax.ci/1"
-STAGES = ("export", "lint", "parity", "runtimes", "verify", "bench", "quantize", "sign")
+STAGES = ("export", "lint", "parity", "runtimes", "verify", "bench", "serve", "quantize", "sign")
 # error: a usage problem stopped the stage (exit 2); failed: its check failed (exit 1); off: not configured
 StageStatus = Literal["passed", "failed", "error", "not_run", "off"]
 ProviderVerdictName = Literal["passed", "fell_back", "failed", "error", "not_available", "not_run"]
 STAGE_TITLES = {"export": "export", "lint": "lint-ops", "parity": "parity", "runtimes": "runtimes",
-                "verify": "manifest verify", "bench": "bench", "quantize": "quantize", "sign": "sign"}
+                "verify": "manifest verify", "bench": "bench", "serve": "serve-bench", "quantize": "quantize",
+                "sign": "sign"}
 # Verdicts of one provider on one model, from best to worst; "passed" and "fell_back" are passes.
 VERDICTS = get_args(ProviderVerdictName)
 PASSING = ("passed", "fell_back")

@@ -2,8 +2,8 @@
 
 Per model, in order: export (with all export checks) -> lint-ops -> parity on every
 configured provider -> runtimes (the onnxruntime releases of `[runtimes] ort`) -> manifest verify ->
-bench -> quantize -> sign (runtimes, bench and quantize only when configured; sign with `[sign] key`,
-so an artifact is signed only after every gate passed). A stage that
+bench -> serve-bench -> quantize -> sign (runtimes, bench, serve and quantize only when configured; sign
+with `[sign] key`, so an artifact is signed only after every gate passed). A stage that
 fails marks the later stages of that model "not_run"; the next model still runs unless
 `keep_going=False`. Usage errors inside a stage (a model that does not build, a
 provider this host lacks without `skip_unavailable`) are recorded as status "error",
@@ -25,7 +25,8 @@ from onnxtax.ci.report import (MODEL_SCHEMA, PASSING, REPORT_FILES, REPORTS_FLAG
 from onnxtax.ci.config import ModelConfig, OnnxtaxConfig
 from onnxtax.ci.files import summary_markdown, write_reports
 from onnxtax.ci.stages import (ModelContext, has_artifact, provider_verdicts, stage_bench, stage_export, stage_lint,
-                               stage_off, stage_parity, stage_quantize, stage_reuse, stage_runtimes, stage_sign,
+                               stage_off, stage_parity, stage_quantize, stage_reuse, stage_runtimes, stage_serve,
+                               stage_sign,
                                stage_verify)
 from onnxtax.core.errors import CheckFailed, OnnxtaxError
 
@@ -58,7 +59,7 @@ def run_ci(config: OnnxtaxConfig, *, only: list[str] | tuple[str, ...] | None = 
         providers: replace every model's parity (and bench) providers; they must then be on this
             host unless skip_unavailable=True.
         skip_unavailable: override the config's `skip_unavailable`.
-        bench: False skips the configured benchmarks.
+        bench: False skips the configured benchmarks (bench and serve).
         host_label: the name this host gets in merged matrices (default: hostname + ORT package).
         reuse_artifacts: test the artifact already at a model's output (with its manifest) instead
             of exporting again, e.g. one downloaded from the job that exported it, so that every
@@ -208,6 +209,7 @@ def _with_overrides(model: ModelConfig, providers, skip_unavailable, bench: bool
         model.bench.skip_unavailable = model.parity.skip_unavailable
     if not bench:
         model.bench = None
+        model.serve = None
     return model
 
 
@@ -257,6 +259,7 @@ def _run_model(model: ModelConfig, *, debug: bool, reuse: bool, on_stage: StageF
         ("runtimes", lambda st, say: stage_runtimes(ctx, st, say)),
         ("verify", lambda st, say: stage_verify(ctx, st, say)),
         ("bench", lambda st, say: stage_bench(ctx, st, say)),
+        ("serve", lambda st, say: stage_serve(ctx, st, say)),
         ("quantize", lambda st, say: stage_quantize(ctx, st, say)),
         ("sign", lambda st, say: stage_sign(ctx, st, say, run.stages)),  # only after every gate passed
     ]

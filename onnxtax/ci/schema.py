@@ -109,12 +109,33 @@ QUANTIZE = Table({
     "preprocess": BOOL, "seed": INT,
 }, required=("eval", "budgets"))
 
+NUM_OR_TABLE = Kind("a number > 0, or a table of them by path (\"*\", \"eager\", \"ort@1000\")",
+                    lambda v: (is_num(v) and v > 0) or (isinstance(v, dict) and len(v) > 0
+                                                        and all(is_num(x) and x > 0 for x in v.values())))
+
+NONNEG_LIST = Kind("a list of numbers >= 0", lambda v: isinstance(v, list) and len(v) > 0 and all(
+    is_num(x) and x >= 0 for x in v))
+
+POS_LIST = Kind("a list of numbers > 0", lambda v: isinstance(v, list) and len(v) > 0 and all(
+    is_num(x) and x > 0 for x in v))
+
+SERVE = Table({
+    "paths": STR_LIST, "slo": STR, "max_batch": POS_INT_LIST, "max_wait_ms": NONNEG_LIST, "threads": POS_INT_LIST,
+    "workers": POS_INT, "intra_op_threads": POS_INT, "arrival": enum("poisson", "constant"), "rates": POS_LIST,
+    "start_rate": POS_NUM, "growth": POS_NUM, "refine": Kind("an integer >= 0", lambda v: is_int(v) and v >= 0),
+    "max_levels": POS_INT, "duration_s": POS_NUM, "warmup_s": NONNEG,
+    "cold_start_runs": Kind("an integer >= 0", lambda v: is_int(v) and v >= 0), "generator_floor": BOOL,
+    "dims": Table(values=POS_INT), "server_cores": POS_INT, "price_per_hour": POS_NUM,
+    "min_qps_at_slo": NUM_OR_TABLE, "max_p99_ms": NUM_OR_TABLE, "node_ort": STR, "node_dir": STR, "node": STR,
+    "offline": BOOL,
+}, or_false=True)
+
 RUNTIMES = Table({"ort": STR_LIST, "providers": STR_LIST, "cache_dir": STR, "offline": BOOL},
                   or_false=True)  # `ort` is required after merging the top-level table with the model's
 
 _SHARED = {"opset": OPSET, "exporter": enum("dynamo", "torchscript"),
            "external_data": enum("auto", "always", "never"), "parity": PARITY, "lint": LINT, "bench": BENCH,
-           "target_ort": STR, "runtimes": RUNTIMES}
+           "target_ort": STR, "runtimes": RUNTIMES, "serve": SERVE}
 
 # `inputs` is required unless the spec is hf:DIR / st:DIR (derived from the folder): checked in config.py
 MODEL = Table({"spec": STR, "inputs": STR_LIST, "output": STR, "dims": Table(values=POS_INT),

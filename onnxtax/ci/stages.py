@@ -58,10 +58,10 @@ class ModelContext:
 
 
 def stage_off(model: ModelConfig, name: str) -> bool:
-    """runtimes, bench and quantize run only when their table is configured; sign with `[sign] key`."""
+    """runtimes, bench, serve and quantize run only when their table is configured; sign with `[sign] key`."""
     if name == "sign":
         return model.sign_key is None
-    return name in ("runtimes", "bench", "quantize") and getattr(model, name) is None
+    return name in ("runtimes", "bench", "serve", "quantize") and getattr(model, name) is None
 
 
 # --------------------------------------------------------------------------- export
@@ -324,6 +324,27 @@ def _bench_summary(result: Any) -> str:
                          + (f" ({sp:.1f}x eager)" if sp else ""))
     gates = f"; {sum(g.passed for g in result.gates)}/{len(result.gates)} gates" if result.gates else ""
     return ", ".join(parts) + gates
+
+
+def stage_serve(ctx: ModelContext, stage: StageResult, say: Say) -> None:
+    """onnxtax serve-bench on the artifact: each path's load within the SLO, its hosts checked against
+    the eager model with parity's shapes and rule, the gates of `[serve]`."""
+    from onnxtax.serve import run_serve_bench
+
+    model = ctx.config
+    assert model.serve is not None
+    result = run_serve_bench(model.spec, ctx.artifact(), model.inputs, model.serve, progress=counting(say))
+    stage.result = result
+    stage.status = "passed" if result else "failed"
+    key, slo = result.slo["percentile"], result.slo["ms"]
+    parts = [f"{p.id} {p.qps_at_slo:,.0f} rows/s" if p.qps_at_slo else f"{p.id} {p.status if p.status != 'measured' else 'none'}"
+             for p in result.paths]
+    gates = f"; {sum(g.passed for g in result.gates)}/{len(result.gates)} gates" if result.gates else ""
+    stage.summary = f"within {key} <= {slo:g} ms: " + ", ".join(parts) + gates
+    if not result:
+        stage.error = "; ".join(result.failures + [g.message for g in result.failed_gates])[:400]
+        stage.hint = ("a host's outputs differ: `onnxtax parity` on the model, and the host's own check in the "
+                      "model report" if result.failures else "`onnxtax serve-bench` on the model shows every curve")
 
 
 def _ms(ms: float) -> str:

@@ -56,6 +56,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "cached virtualenv) and compare with the eager model at parity's shapes and samples: per release "
                  "and provider, loads or not (in the runtime's own words), values pass or fail; the lowest release "
                  "that passes."),
+    "serve-bench": ("onnxtax.cli.serve", "Serve the model under open-loop load on each path (eager PyTorch, ONNX "
+                    "Runtime in Python, ONNX Runtime in Node.js) with a micro-batching policy, and report the load "
+                    "each sustains within a latency SLO, its latency percentiles, memory, cores, cold start and "
+                    "cost; check every host's outputs against the eager model; gate on load or p99."),
     "report": ("onnxtax.cli.ci", "Work with the reports `onnxtax ci` writes."),
 }
 

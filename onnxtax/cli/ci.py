@@ -53,7 +53,7 @@ def ci(
     skip_unavailable: Annotated[bool, typer.Option("--skip-unavailable", help="Report providers this host lacks "
                                                    "as not available instead of exit 2 (overrides the config).")
                                 ] = False,
-    no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the configured benchmarks.")] = False,
+    no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the configured benchmarks (bench and serve).")] = False,
     reuse_artifacts: Annotated[bool, typer.Option("--reuse-artifacts", help="Test the artifact already at each "
                                                   "model's output (with its manifest; e.g. downloaded from the job "
                                                   "that exported it) instead of exporting again, so every host "
