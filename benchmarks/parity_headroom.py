@@ -110,7 +110,7 @@ GRID = {
              ("transformer", 1024, 8), ("transformer", 2048, 2),
              ("conv", 16, 1), ("conv", 16, 48), ("conv", 64, 16), ("conv", 256, 8), ("conv", 512, 4)],
 }
-SMALL_BYTES = 64 * 2**20  # models up to this size get a planted change in their first, middle and last layer
+SMALL_BYTES = 4 * 2**20  # models up to this size get a planted change in their first, middle and last layer
 
 
 def examples(hf_file: Path) -> dict[str, tuple[str, list[str]]]:

@@ -162,6 +162,7 @@ def test_a_host_whose_outputs_differ_from_the_eager_model_fails_naming_the_outpu
 def test_dtype_and_layout_slips_in_a_host_are_caught_per_output(tmp_path):
     """What a host in another language can get wrong, as its check files would show it: doubles
     where the graph gives floats, bytes that do not make the shape it claims, a transposed layout."""
+    from onnxtax.core.compare import ToleranceRule
     from onnxtax.core.specs import InputSpec
     from onnxtax.parity.options import ComparisonOptions
     from onnxtax.parity.shapes import plan_shapes
@@ -178,16 +179,19 @@ def test_dtype_and_layout_slips_in_a_host_are_caught_per_output(tmp_path):
     (tmp_path / "out.json").write_text(json.dumps({"cases": [{"error": None, "outputs": [r]} for r in rows]}))
     got = read_host_outputs({"out": str(tmp_path / "out.bin"), "result": str(tmp_path / "out.json")})
     options = ComparisonOptions()
-    verdicts = [compare("node", CheckCases(plans, [cases.cases[i]], [cases.expected[i]], ["scores"]), [got[i]],
-                        options, {}) for i in range(3)]
+    rule = ToleranceRule(options.rtol, options.atol, options.min_cosine)  # no eager model here: no noise measured
+
+    def check(i, outputs):
+        return compare("node", CheckCases(plans, [cases.cases[i]], [[expected]], ["scores"], rule=rule), outputs)
+
+    verdicts = [check(i, [got[i]]) for i in range(3)]
     assert all(v.status == "failed" for v in verdicts)
     assert "dtype float64, source float32" in verdicts[0].message
     assert "40 bytes returned for a float32 tensor of shape [4, 3]" in verdicts[1].message
     assert "shape [3, 4], source [4, 3]" in verdicts[2].message
     assert all(v.message.startswith("output scores") for v in verdicts)
     right = [{"error": None, "outputs": [expected.copy()]}]
-    assert compare("node", CheckCases(plans, [cases.cases[0]], [[expected]], ["scores"]), right, options,
-                   {}).status == "passed"
+    assert check(0, right).status == "passed"
 
 
 # --------------------------------------------------------------------------- usage errors

@@ -105,9 +105,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from onnxtax.bench.options import BenchOptions
+from onnxtax.ci.keys import (KEY_ALIASES, built, check_axes, check_latency_key, check_provider, derived_inputs,
+                             domains, resolve_quantize, resolve_spec, signing_keys, stage_options, text_files)
 from onnxtax.ci.schema import ROOT, ConfigText, suggest, validate
 from onnxtax.core.errors import ConfigError, OnnxtaxError
 from onnxtax.core.specs import parse_ranges
@@ -132,19 +134,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # BenchOptions, QuantizeOptions, RuntimesOptions): the same objects the commands and the library
 # build, with the same defaults and the same validation. A key of the file is the option's field
 # of the same name, except where KEY_ALIASES renames it.
-
-# config key -> options field, per table (the file keeps its own words: `data`, `eval`, `ort`, ...)
-KEY_ALIASES = {
-    "parity": {"data": "data_files"},
-    "quantize": {"eval": "evals", "format": "quant_format", "output": None},
-    "runtimes": {"ort": "versions"},
-    "lint": {"source": None},
-    "model": {"data": "data_files"},
-    "bench": {"data": "data_files"},
-    "serve": {"dims": "request_dims"},
-}
-
-
 @dataclass
 class ModelConfig:
     """One `[models.NAME]` table resolved: paths absolute, every stage's options built and validated."""
@@ -189,18 +178,6 @@ class ModelConfig:
             value = getattr(self, stage)
             out[stage] = value.to_dict() if value is not None else None
         return jsonable(out)
-
-
-def _options(cls, table: dict, alias: dict[str, str | None], /, **resolved: Any):
-    """A stage's options from a validated table: every key as the field it names (KEY_ALIASES), then
-    the values the caller resolved (paths, parsed forms) over them; absent keys keep the defaults."""
-    names = {f.name for f in fields(cls)}
-    values = {}
-    for key, value in table.items():
-        name = alias.get(key, key)
-        if name in names:
-            values[name] = value
-    return cls(**{**values, **resolved})
 
 
 @dataclass
@@ -317,7 +294,7 @@ def _resolve(data: dict, file: Path, table: str, src: ConfigText) -> OnnxtaxConf
         raise ConfigError(f"{src.where(('models',))}: no models defined",
                           'add a table like [models.mymodel] with spec = "model.py:Net" and inputs = ["x:batch,3"]')
     output_dir = root / data.get("output_dir", DEFAULT_OUTPUT_DIR)
-    signing = _signing(data, root, src)
+    signing = signing_keys(data, root, src)
     models: dict[str, ModelConfig] = {}
     outputs: dict[Path, str] = {}
     for name, entry in models_data.items():
@@ -336,38 +313,11 @@ def _resolve(data: dict, file: Path, table: str, src: ConfigText) -> OnnxtaxConf
     return OnnxtaxConfig(file, table, models, reports.resolve(), bool(data.get("fail_fast", False)))
 
 
-def _signing(data: dict, root: Path, src: ConfigText) -> tuple[Path | None, Path | None, bool]:
-    """[sign] key and [verify] key/require_signature: the keys read now (a wrong kind, a missing file
-    or two keys that are not a pair are config errors), paths against the config's folder."""
-    from onnxtax.verify.keys import fingerprint, load_private_key, load_public_key
-
-    sign_key = verify_key = None
-    try:
-        if "sign" in data:
-            sign_key = (root / data["sign"]["key"]).resolve()
-            signer = fingerprint(load_private_key(sign_key))
-        vdata = data.get("verify") or {}
-        if "key" in vdata:
-            verify_key = (root / vdata["key"]).resolve()
-            checker = fingerprint(load_public_key(verify_key))
-    except OnnxtaxError as exc:
-        where = ("sign", "key") if verify_key is None else ("verify", "key")
-        raise ConfigError(f"{src.where(where)}: {exc.message}", exc.hint) from exc
-    require = bool((data.get("verify") or {}).get("require_signature", False))
-    if sign_key is not None and verify_key is not None and signer != checker:
-        raise ConfigError(f"{src.where(('verify', 'key'))}: {verify_key.name} is not the public half of [sign] key "
-                          f"{sign_key.name} ({checker} vs {signer})", "give the pair's public key, or drop [verify] key")
-    if require and sign_key is None and verify_key is None:
-        raise ConfigError(f"{src.where(('verify', 'require_signature'))}: a required signature needs a key to check",
-                          "add [verify] key = \"PUBLIC.pem\" (or [sign] key, to sign here)")
-    return sign_key, verify_key, require
-
-
 def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Path, src: ConfigText) -> ModelConfig:
     from onnxtax.core.specs import check_dims_known, parse_input_specs
 
     where = ("models", name)
-    spec = _resolve_spec(entry["spec"], root, src, where + ("spec",))
+    spec = resolve_spec(entry["spec"], root, src, where + ("spec",))
     hub = spec.startswith(("hf:", "st:"))
     for key in ("random_init", "trust_remote_code"):
         if key in entry and not hub:
@@ -383,7 +333,7 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
                           'add inputs = ["x:batch,128"] (NAME:DIMS[:DTYPE] per forward() argument); an hf:DIR or '
                           'st:DIR spec derives them')
     try:
-        specs = parse_input_specs(entry["inputs"]) if "inputs" in entry else _derived_inputs(spec)
+        specs = parse_input_specs(entry["inputs"]) if "inputs" in entry else derived_inputs(spec)
     except OnnxtaxError as exc:
         key = where + ("inputs",) if "inputs" in entry else where + ("spec",)
         raise ConfigError(f"{src.where(key)}: {exc.message}", exc.hint) from exc
@@ -391,7 +341,7 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
         raise ConfigError(f"{src.where(where + ('inputs',))}: no inputs",
                           'list one NAME:DIMS[:DTYPE] per forward() argument, e.g. ["x:batch,128"]')
     dims = dict(entry.get("dims", {}))
-    _check_axes(dims, specs, src, where + ("dims",), check_dims_known)
+    check_axes(dims, specs, src, where + ("dims",), check_dims_known)
     output = Path(entry["output"]) if "output" in entry else output_dir / f"{name}.onnx"
     output = (root / output).resolve()
     if output.suffix != ".onnx":
@@ -400,19 +350,19 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
 
     pdata = _merge(top.get("parity"), entry.get("parity"))
     pdims = {k: ([v] if isinstance(v, int) else list(v)) for k, v in pdata.get("dims", {}).items()}
-    _check_axes(pdims, specs, src, where + ("parity", "dims"), check_dims_known)
+    check_axes(pdims, specs, src, where + ("parity", "dims"), check_dims_known)
     input_names = [s.name for s in specs]
-    ranges, data_files = _domains(entry, where, input_names, root, src)
-    data_files += _text_files(entry, where, root, src)
-    pranges, pfiles = _domains(pdata, where + ("parity",), input_names, root, src)
-    pfiles += _text_files(pdata, where + ("parity",), root, src)
+    ranges, data_files = domains(entry, where, input_names, root, src)
+    data_files += text_files(entry, where, root, src)
+    pranges, pfiles = domains(pdata, where + ("parity",), input_names, root, src)
+    pfiles += text_files(pdata, where + ("parity",), root, src)
     ranges.update(pranges)
     data_files += [p for p in pfiles if p not in data_files]
     for value in pdata.get("providers", []):
-        _check_provider(value, src, where + ("parity", "providers"))
+        check_provider(value, src, where + ("parity", "providers"))
     value_ranges = parse_ranges([f"{k}={v}" for k, v in ranges.items()])
     rtol, atol = float(pdata.get("rtol", ParityOptions.rtol)), float(pdata.get("atol", ParityOptions.atol))
-    parity = _built(src, where + ("parity",), lambda: _options(
+    parity = built(src, where + ("parity",), lambda: stage_options(
         ParityOptions, {"localize": True, **pdata}, KEY_ALIASES["parity"], dims=pdims, ranges=value_ranges,
         data_files=list(data_files), providers=list(pdata.get("providers", [])) or None,
         tolerances={k: (float(v.get("rtol", rtol)), float(v.get("atol", atol)))
@@ -423,12 +373,12 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
     shared = {k: entry[k] if k in entry else top[k] for k in ("opset", "exporter", "external_data", "target_ort")
               if k in entry or k in top}
     target_key = where + ("target_ort",) if "target_ort" in entry else ("target_ort",)
-    export = _built(src, target_key if "target_ort" in shared else where, lambda: ExportOptions(
+    export = built(src, target_key if "target_ort" in shared else where, lambda: ExportOptions(
         dims=dims, output_names=list(entry["output_names"]) if "output_names" in entry else None,
         ranges=value_ranges, data_files=list(data_files), **shared))
 
     ldata = _merge(top.get("lint"), entry.get("lint"))
-    lint = _built(src, where + ("lint",), lambda: _options(
+    lint = built(src, where + ("lint",), lambda: stage_options(
         LintOptions, ldata, KEY_ALIASES["lint"], target_ort=export.target_ort, providers=list(parity.providers or [])))
 
     bench = None
@@ -436,14 +386,14 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
     if own_bench is not False and (own_bench is not None or (top_bench is not None and top_bench is not False)):
         bdata = _merge(top_bench if isinstance(top_bench, dict) else None, own_bench)
         bdims = {k: ([v] if isinstance(v, int) else list(v)) for k, v in bdata.get("dims", {}).items()}
-        _check_axes(bdims, specs, src, where + ("bench", "dims"), check_dims_known)
+        check_axes(bdims, specs, src, where + ("bench", "dims"), check_dims_known)
         for value in bdata.get("providers", []):
-            _check_provider(value, src, where + ("bench", "providers"))
+            check_provider(value, src, where + ("bench", "providers"))
         for key in bdata.get("max_latency_ms", {}):
-            _check_latency_key(key, src, where + ("bench", "max_latency_ms", key))
-        bench_data = _domains({"data": bdata.get("data", [])}, where + ("bench",), input_names, root, src)[1] + \
-            _text_files(bdata, where + ("bench",), root, src)
-        bench = _built(src, where + ("bench",), lambda: _options(
+            check_latency_key(key, src, where + ("bench", "max_latency_ms", key))
+        bench_data = domains({"data": bdata.get("data", [])}, where + ("bench",), input_names, root, src)[1] + \
+            text_files(bdata, where + ("bench",), root, src)
+        bench = built(src, where + ("bench",), lambda: stage_options(
             BenchOptions, {"cold_start": False, **bdata}, KEY_ALIASES["bench"], dims=bdims, data_files=bench_data,
             # fresh interpreters cost seconds: cold start is off in CI
             providers=list(bdata["providers"]) if "providers" in bdata else parity.providers,
@@ -454,7 +404,7 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
 
     quantize, quantize_output = None, None
     if "quantize" in entry:
-        quantize, quantize_output = _resolve_quantize(entry["quantize"], root, output, src, where + ("quantize",),
+        quantize, quantize_output = resolve_quantize(entry["quantize"], root, output, src, where + ("quantize",),
                                                       parity)
 
     runtimes = None
@@ -468,11 +418,11 @@ def _model_config(name: str, entry: dict, top: dict, root: Path, output_dir: Pat
         except OnnxtaxError as exc:
             raise ConfigError(f"{src.where(where + ('runtimes', 'ort'))}: {exc.message}", exc.hint) from exc
         for value in rdata.get("providers", []):
-            _check_provider(value, src, where + ("runtimes", "providers"))
+            check_provider(value, src, where + ("runtimes", "providers"))
         # the releases are compared with parity's shapes, samples, ranges and tolerances
         comparison = {f.name: getattr(parity, f.name) for f in fields(RuntimesOptions) if hasattr(parity, f.name)
                       and f.name != "providers"}
-        runtimes = _built(src, where + ("runtimes",), lambda: RuntimesOptions(
+        runtimes = built(src, where + ("runtimes",), lambda: RuntimesOptions(
             **comparison, versions=versions, providers=list(rdata.get("providers", [])) or None,
             cache_dir=(root / rdata["cache_dir"]).resolve() if "cache_dir" in rdata else None,
             offline=rdata.get("offline", False)))
@@ -502,7 +452,7 @@ def _resolve_serve(top_serve: Any, own: Any, parity: ParityOptions, specs: list,
     comparison = {f.name: getattr(parity, f.name) for f in fields(ServeOptions) if hasattr(parity, f.name)
                   and f.name not in ("threads",)}
     own_keys = {k: v for k, v in sdata.items() if k not in ("min_qps_at_slo", "max_p99_ms", "dims")}
-    return _built(src, where, lambda: _options(
+    return built(src, where, lambda: stage_options(
         ServeOptions, {"cold_start_runs": 1, **own_keys}, KEY_ALIASES["serve"], **comparison,
         request_dims=dict(sdata.get("dims", {})), **gates,
         **{k: float(sdata[k]) for k in ("start_rate", "growth", "duration_s", "warmup_s", "price_per_hour")
@@ -510,175 +460,3 @@ def _resolve_serve(top_serve: Any, own: Any, parity: ParityOptions, specs: list,
         **({"rates": [float(r) for r in sdata["rates"]]} if "rates" in sdata else {}),
         **({"max_wait_ms": [float(w) for w in sdata["max_wait_ms"]]} if "max_wait_ms" in sdata else {}),
         node_dir=(root / sdata["node_dir"]).resolve() if "node_dir" in sdata else None))
-
-
-def _built(src: ConfigText, where: tuple[str, ...], build: Callable[[], Any]) -> Any:
-    """A stage's options built and validated (the checks the command runs on its flags); an error
-    points at the key its flag stands for (`--allow 'x'` -> lint.allow), else at the table."""
-    try:
-        options = build()
-        options.validate()
-    except OnnxtaxError as exc:
-        m = re.match(r"(?:unknown )?--([a-z][a-z0-9-]*)", exc.message)
-        key = m.group(1).replace("-", "_") if m else None
-        located = where + (key,) if key else where
-        raise ConfigError(f"{src.where(located)}: {exc.message}", exc.hint) from exc
-    return options
-
-
-def _domains(table: dict, where: tuple[str, ...], input_names: list[str], root: Path, src: ConfigText
-             ) -> tuple[dict[str, str], list[Path]]:
-    """`ranges` and `data` of one table (a model's, or its parity table), checked."""
-    from onnxtax.core.specs import parse_ranges
-
-    ranges: dict[str, str] = {}
-    for key, value in table.get("ranges", {}).items():
-        text = value if isinstance(value, str) else f"{value[0]}:{value[1]}"
-        kp = where + ("ranges", key)
-        if key not in input_names:
-            raise ConfigError(f"{src.where(kp)}: '{key}' is not an input of this model",
-                              suggest(key, input_names, "inputs"))
-        try:
-            parse_ranges([f"{key}={text}"])
-        except OnnxtaxError as exc:
-            raise ConfigError(f"{src.where(kp)}: {exc.message}", 'write it as "LOW:HIGH", e.g. "0:1000"') from exc
-        ranges[key] = text
-    data_files = []
-    for item in table.get("data", []):
-        p = (root / item).resolve()
-        if not p.is_file():
-            raise ConfigError(f"{src.where(where + ('data',))}: data file '{item}' does not exist "
-                              f"(looked at {p})", _missing_data_hint(p, root))
-        data_files.append(p)
-    return ranges, data_files
-
-
-def _derived_inputs(spec: str) -> list:
-    """The inputs an hf:/st: spec derives from its folder (no weights loaded)."""
-    from onnxtax.core.hub import derive_hub
-
-    return list(derive_hub(spec).inputs)
-
-
-def _text_files(table: dict, where: tuple[str, ...], root: Path, src: ConfigText) -> list:
-    """`text` of one table: files of sentences, tokenized by the model's tokenizer (hf:/st: specs)."""
-    from onnxtax.core.hub.text import TextFile
-
-    out = []
-    for item in table.get("text", []):
-        p = (root / item).resolve()
-        if not p.is_file():
-            raise ConfigError(f"{src.where(where + ('text',))}: text file '{item}' does not exist (looked at {p})",
-                              f"create it (one sentence a line), or fix the path (relative to {root})")
-        out.append(TextFile(p, flag="text"))
-    return out
-
-
-def _missing_data_hint(path: Path, root: Path) -> str:
-    """The fix for a data file that is not there: the script beside the config that writes it (a
-    file it names), else where relative paths start."""
-    for script in sorted(root.glob("*.py")):
-        try:
-            text = script.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if path.name in text or (path.stem in text and "savez" in text):
-            return f"{script.name} writes it: run `python {script.name}` in {root} first"
-    return f"create it, or fix the path (relative paths start at the config's folder, {root})"
-
-
-def _resolve_spec(spec: str, root: Path, src: ConfigText, keypath: tuple[str, ...]) -> str:
-    """A file spec relative to the config folder becomes absolute; its file must exist. An hf:/st: folder
-    relative to the config folder becomes absolute too."""
-    if spec.startswith(("hf:", "st:")):
-        from onnxtax.core.hub.spec import parse_hub_spec
-
-        try:
-            hub = parse_hub_spec(spec)
-        except OnnxtaxError as exc:
-            raise ConfigError(f"{src.where(keypath)}: {exc.message}", exc.hint) from exc
-        folder = (root / Path(hub.target).expanduser())
-        if folder.exists():
-            hub = type(hub)(hub.kind, str(folder.resolve()), hub.task, hub.flags)
-        return hub.text()
-    target, sep, name = spec.rpartition(":")
-    if not sep or not target or not name or "/" in name or "\\" in name:
-        raise ConfigError(f"{src.where(keypath)}: spec '{spec}' has no ':NAME'",
-                          'write it as "path/to/file.py:NAME" or "package.module:NAME"')
-    if target.endswith(".py") or "/" in target or "\\" in target:
-        path = (root / Path(target).expanduser()).resolve()
-        if not path.is_file():
-            raise ConfigError(f"{src.where(keypath)}: model file '{target}' does not exist (looked at {path})",
-                              "spec paths are relative to the config file's folder")
-        return f"{path}:{name}"
-    return spec
-
-
-def _check_axes(dims: dict, specs: list, src: ConfigText, keypath: tuple[str, ...], check: Callable) -> None:
-    from onnxtax.core.specs import symbols_of
-
-    known = symbols_of(specs)
-    for axis in dims:
-        if axis not in known:
-            hint = suggest(axis, known, "dynamic axes in inputs") if known else "no input declares a dynamic axis"
-            raise ConfigError(f"{src.where(keypath + (axis,))}: '{axis}' names no dynamic axis of the inputs", hint)
-    check(dims, specs)
-
-
-def _check_provider(text: str, src: ConfigText, keypath: tuple[str, ...]) -> None:
-    from onnxtax.core.providers import parse_provider
-
-    try:
-        parse_provider(text)
-    except OnnxtaxError as exc:
-        raise ConfigError(f"{src.where(keypath)}: {exc.message}", exc.hint) from exc
-
-
-def _check_latency_key(key: str, src: ConfigText, keypath: tuple[str, ...]) -> None:
-    stat, _, batch = key.partition("@")
-    stats = ["p50", "p90", "p99", "max"]
-    if stat not in stats or (batch and not batch.isdigit()):
-        raise ConfigError(f"{src.where(keypath)}: '{key}' is not a latency gate",
-                          suggest(stat, stats, "statistics") + " (optionally @BATCH, e.g. p99@1)")
-
-
-def _resolve_quantize(q: dict, root: Path, fp32_output: Path, src: ConfigText, where: tuple[str, ...],
-                      parity: ParityOptions) -> tuple[QuantizeOptions, Path]:
-    """Data files must exist; budgets must parse; the INT8 output may not overwrite the FP32 one."""
-    from onnxtax.quantize.segments import parse_budgets
-
-    def existing(item: str, key: str) -> Path:
-        p = (root / item).resolve()
-        if not p.is_file():
-            raise ConfigError(f"{src.where(where + (key,))}: data file '{item}' does not exist (looked at {p})",
-                              _missing_data_hint(p, root))
-        return p
-
-    evals = [f"{name}={existing(item, 'eval')}" for name, item in q["eval"].items()]
-    budgets = []
-    for key, value in q["budgets"].items():
-        if isinstance(value, dict):
-            budgets += [f"{key}:{metric}={limit}" for metric, limit in value.items()]
-        else:
-            budgets.append(f"{key}={value}")
-    try:
-        parse_budgets(budgets)
-    except OnnxtaxError as exc:
-        raise ConfigError(f"{src.where(where + ('budgets',))}: {exc.message}", exc.hint) from exc
-    for key, value in q["budgets"].items():
-        if isinstance(value, dict) and key not in q["eval"] and q.get("segment_key") is None:
-            raise ConfigError(f"{src.where(where + ('budgets', key))}: '{key}' is no segment of `eval`",
-                              suggest(key, sorted(q["eval"]), "segments"))
-    output = (root / q["output"]).resolve() if "output" in q else fp32_output.with_name(
-        fp32_output.name[:-len(".onnx")] + ".int8.onnx")
-    if output == fp32_output or output.suffix != ".onnx":
-        raise ConfigError(f"{src.where(where + ('output',))}: the INT8 model needs its own .onnx path",
-                          'e.g. output = "build/model.int8.onnx"')
-    if q.get("mode") == "static" and not q.get("calibration"):
-        raise ConfigError(f"{src.where(where + ('mode',))}: mode \"static\" needs `calibration` files",
-                          'add calibration = ["data/calibration.npz"] (representative inputs, not the eval data)')
-    options = _built(src, where, lambda: _options(
-        QuantizeOptions, q, KEY_ALIASES["quantize"], evals=evals, budgets=budgets,
-        calibration=[existing(item, "calibration") for item in q.get("calibration", [])],
-        providers=parity.providers, **{k: float(q[k]) for k in ("bench_min_time", "min_speedup") if k in q}))
-    return options, output

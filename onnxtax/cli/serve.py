@@ -77,6 +77,10 @@ def serve_bench(
     rtol: Annotated[float, typer.Option(help="Output check: relative tolerance (parity's rule).")
                     ] = defaults.PARITY_RTOL,
     atol: Annotated[float, typer.Option(help="Output check: absolute tolerance.")] = defaults.PARITY_ATOL,
+    noise_factor: Annotated[Optional[float], typer.Option(help="Output check: k of parity's rule, atol/rtol at "
+                                                          "least k times the model's own rounding noise. Default "
+                                                          "64 (float16/bfloat16: 12); 0: fixed floors.",
+                                                          show_default=False)] = None,
     tolerance: Annotated[list[str], typer.Option(help="Output check: OUTPUT=RTOL:ATOL for one output.",
                                                  show_default=False)] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Seed of the requests, the arrivals and the check's samples.")
@@ -123,6 +127,7 @@ def serve_bench(
             min_qps_at_slo=parse_path_values(min_qps_at_slo, "--min-qps-at-slo", "5000 or node=5000"),
             max_p99_ms=parse_path_values(max_p99_ms, "--max-p99-ms", "5, 5@1000 or ort=5@1000", at=True),
             ranges=parse_ranges(range_), samples=samples, data_files=list(data), rtol=rtol, atol=atol,
+            noise_factor=noise_factor,
             tolerances=parse_tolerances(tolerance), seed=seed, opt_level=opt_level, node_ort=node_ort,
             node_dir=node_dir, node=node, offline=offline)
         options.validate()

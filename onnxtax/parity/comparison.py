@@ -157,3 +157,21 @@ class Comparison:
                              or cross_provider_diagnosis(pr, others) or provider_diagnosis(pr, plans))
             elif pr.status == "passed" and pr.placement and pr.placement.fell_back:
                 pr.reason = placement_text(pr.placement)
+
+
+def measure_case_noise(rule: ToleranceRule, source: EagerReference, plans: list[ShapePlan], cases: list[dict],
+                       expected: list[list], specs: list, recipe: Any, output_names: list[str]) -> None:
+    """The model's own noise into `rule` (the runtime matrix's and serve-bench's checks, whose cases
+    are computed up front: {"plan", "sample"} each), at sample 0 of the largest random shape."""
+    import math
+
+    from onnxtax.parity.shapes import sample_inputs
+
+    if not rule.uses_noise or not cases:
+        return
+    at = max(range(len(cases)), key=lambda i: (cases[i]["sample"] == 0 and plans[cases[i]["plan"]].origin == "random",
+                                               math.prod(plans[cases[i]["plan"]].sizes.values())))
+    arrays = sample_inputs(plans[cases[at]["plan"]], specs, recipe, cases[at]["sample"])
+    noise, rule.noise_note = source.noise(arrays, expected[at])
+    rule.noise = dict(zip(output_names, noise))
+    rule.dtypes = dict(zip(output_names, source.dtypes))

@@ -43,7 +43,6 @@ def summary_rows(report: "ServeReport") -> list[list[str]]:
     """One row per path: the figures a platform engineer decides on."""
     from onnxtax.serve.report import fmt_policy
 
-    key = report.slo["percentile"]
     rows = []
     for p in report.paths:
         best = p.best

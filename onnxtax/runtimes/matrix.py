@@ -35,7 +35,6 @@ JSON schema of `RuntimeMatrixReport.to_dict()` (schema "onnxtax.runtimes/1"; key
 from __future__ import annotations
 
 import json
-import math
 import re
 import subprocess
 import tempfile
@@ -303,13 +302,10 @@ def check_runtimes(onnx_path: str | Path | Artifact, versions: Sequence[str] | N
         report.rule = ToleranceRule(rtol, atol, min_cosine, opts.noise_factor if model is not None else 0.0,
                                     dict(tolerances or {}))
         if report.rule.uses_noise and cases:
-            say("measuring the model's own float32 noise (float64 run)")
-            at = max(range(len(cases)), key=lambda i: (cases[i]["sample"] == 0 and plans[cases[i]["plan"]].origin
-                                                       == "random", math.prod(plans[cases[i]["plan"]].sizes.values())))
-            arrays = sample_inputs(plans[cases[at]["plan"]], specs, recipe, cases[at]["sample"])
-            noise, report.rule.noise_note = source.noise(arrays, expected_all[at])
-            report.rule.noise = dict(zip(output_names, noise))
-            report.rule.dtypes = dict(zip(output_names, source.dtypes))
+            from onnxtax.parity.comparison import measure_case_noise
+
+            say("measuring the model's own rounding noise (float64 run)")
+            measure_case_noise(report.rule, source, plans, cases, expected_all, specs, recipe, output_names)
 
         # Every release ready before any comparison (a missing one is exit 2 before the work), and
         # built only once the reference is known to be the artifact's model (identity, output count).

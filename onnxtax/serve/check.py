@@ -29,6 +29,7 @@ class CheckCases:
     expected: list[list[Any]] = field(default_factory=list)  # per case, the eager outputs
     output_names: list[str] = field(default_factory=list)
     blob: Path | None = None
+    rule: Any = None  # onnxtax.core.compare.ToleranceRule, the model's own noise measured
 
     def host_config(self, work: Path, tag: str) -> dict:
         return {"file": str(self.blob), "cases": [{k: c[k] for k in ("rows", "row_shapes", "offset", "nbytes")}
@@ -66,6 +67,12 @@ def build_cases(reference, resolved, recipe, options, work: Path) -> CheckCases:
             out.expected.append(expected)
     out.blob = work / "check-inputs.bin"
     out.blob.write_bytes(bytes(blob))
+    from onnxtax.core.compare import ToleranceRule
+    from onnxtax.parity.comparison import measure_case_noise
+
+    out.rule = ToleranceRule(options.rtol, options.atol, options.min_cosine, options.noise_factor,
+                             dict(options.tolerances or {}))
+    measure_case_noise(out.rule, reference, plans, out.cases, out.expected, specs, recipe, out.output_names)
     return out
 
 
@@ -99,10 +106,10 @@ class _Unreadable:
         self.text = f"{nbytes} bytes returned for a {dtype} tensor of shape {list(dims)}"
 
 
-def compare(path_id: str, cases: CheckCases, got: list[dict], options, tolerances: dict) -> Correctness:
+def compare(path_id: str, cases: CheckCases, got: list[dict]) -> Correctness:
     """parity's rule per shape x output, folded over the samples of each shape (atol scaled by the
-    eager output's RMS at that shape, the cosine gate per sample)."""
-    from onnxtax.core.compare import OutputStats, default_tolerance, rms
+    eager output's RMS at that shape and the model's own noise, the cosine gate per sample)."""
+    from onnxtax.core.compare import rms
     from onnxtax.parity import CaseResult
 
     names = cases.output_names
@@ -126,8 +133,7 @@ def compare(path_id: str, cases: CheckCases, got: list[dict], options, tolerance
                 continue
             acc = stats.get((pi, oi))
             if acc is None:
-                rt, at = tolerances.get(names[oi], default_tolerance(want, options.rtol, options.atol))
-                acc = stats[(pi, oi)] = OutputStats(rt, at, options.min_cosine)
+                acc = stats[(pi, oi)] = cases.rule.stats(names[oi], want)
             acc.update(actual, want, sample=case["sample"], scale=scales[(pi, oi)])
     results = []
     for pi, plan in enumerate(cases.plans):

@@ -245,6 +245,9 @@ def run_serve_bench(model: Any, onnx_path: str | Path, inputs: list[str] | None 
         raise InputSpecError("serve-bench needs the PyTorch model: the eager path and the reference",
                              "give SPEC (path/to/file.py:NAME)")
     loaded = resolve_model(model)
+    from onnxtax.core.identity import check_model_matches
+
+    check_model_matches(loaded.module, resolved.manifest, Path(onnx_path).name, loaded.spec or "the model")
     if loaded.in_memory and "eager" in opts.paths:
         raise InputSpecError("the eager path starts fresh processes, which can only build the model from a SPEC "
                              "string", "give path/to/file.py:NAME, or leave eager out of --paths")
@@ -335,8 +338,7 @@ def run_serve_bench(model: Any, onnx_path: str | Path, inputs: list[str] | None 
                         ramp.group = start()
                         if check_cfg is not None:
                             assert cases is not None
-                            result.correctness = compare(path_id, cases, read_host_outputs(check_cfg), opts,
-                                                         dict(opts.tolerances))
+                            result.correctness = compare(path_id, cases, read_host_outputs(check_cfg))
                             check_cfg = None
                         result.curves.append(ramp.curve(policy))
                     except HostFailed as exc:
