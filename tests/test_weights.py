@@ -86,11 +86,11 @@ def _parity_peak(spec: str, path: Path, width: int, mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_parity_peak_memory_stays_under_1_7x_the_weights(tmp_path):
+def test_parity_peak_memory_stays_under_1_6x_the_weights(tmp_path):
     """What parity adds to a process that has imported torch and ORT, per byte of weights: the
-    eager model's weights once plus working memory when shared (measured 1.33-1.35x here at 100 MB,
-    fixed costs weighing more than on big models; 1 run in 4 reaches 1.63x while the float64 run
-    that measures the model's own noise holds its blocks); without sharing it measured 2.93x."""
+    eager model's weights once plus working memory when shared (measured 1.35-1.39x here at 100 MB
+    with the float64 run that measures the model's noise, 1.34x without; fixed costs weigh more
+    than on big models); without sharing it measured 2.93x."""
     width, layers = 2896, 3  # 3 x 33.5 MB = 101 MB of weights
     spec, path, _ = _stack(tmp_path, width, layers)
     weights = layers * (width * width + width) * 4
@@ -98,7 +98,7 @@ def test_parity_peak_memory_stays_under_1_7x_the_weights(tmp_path):
     assert result["passed"]
     assert result["weights"]["shared_bytes"] == weights  # biases of 11.6 KB too
     ratio = (result["peak"] - result["base"]) / weights
-    assert ratio <= 1.7, f"parity added {ratio:.2f}x the weights ({result})"
+    assert ratio <= 1.6, f"parity added {ratio:.2f}x the weights ({result})"
 
 
 class _Mixed(torch.nn.Module):

@@ -99,8 +99,12 @@ def _blockwise_linear(mod: Any):
         x = x.to(torch.float64)
         w, b = mod.weight, mod.bias
         rows = max(1, BLOCK_BYTES // (w.shape[1] * 8))
-        parts = [F.linear(x, w[i:i + rows].to(torch.float64), None if b is None else b[i:i + rows].to(torch.float64))
-                 for i in range(0, w.shape[0], rows)]
+        block = torch.empty((min(rows, w.shape[0]), w.shape[1]), dtype=torch.float64)  # one buffer, reused
+        parts = []
+        for i in range(0, w.shape[0], rows):
+            part = block[:min(rows, w.shape[0] - i)]
+            part.copy_(w[i:i + rows])
+            parts.append(F.linear(x, part, None if b is None else b[i:i + rows].to(torch.float64)))
         return torch.cat(parts, dim=-1)
 
     return forward

@@ -75,7 +75,6 @@ def check_assumed(comparison: Any, plans: Sequence[Any], assumed: dict[str, dict
                   ) -> dict[tuple[int, int], RangeCheck]:
     """A RangeCheck for each failing (provider, shape) that lies outside an assumed range, run on the
     provider's live session with the failing sample brought inside the range."""
-    from onnxtax.core.compare import OutputStats, default_tolerance
     from onnxtax.core.errors import InputSpecError
     from onnxtax.core.providers import ort_error_summary
 
@@ -105,8 +104,7 @@ def check_assumed(comparison: Any, plans: Sequence[Any], assumed: dict[str, dict
                 continue
             failed = []
             for name, a, b in zip(comparison.output_names, got, expected):
-                r, t = comparison.tolerances.get(name, default_tolerance(b, comparison.rtol, comparison.atol))
-                stats = OutputStats(r, t, comparison.min_cosine)
+                stats = comparison.rule.stats(name, b)
                 if not stats.update(a, b):
                     failed.append(f"{name}: {stats.outside} of {stats.elements} elements outside")
             checks[(si, pi)] = (RangeCheck("not-range", label, how, "; ".join(failed)) if failed

@@ -205,6 +205,7 @@ BASE = {
     "parity": ["/nonexistent/m.py:MLP", "/nonexistent/m.onnx"],
     "quantize": ["/nonexistent/m.py:MLP", "/nonexistent/m.onnx", "-o", "{root}/out/q.onnx", "--eval", EVAL, *BUDGET],
     "runtimes": ["/nonexistent/m.onnx", *RUNTIMES],
+    "serve-bench": ["/nonexistent/m.py:MLP", "/nonexistent/m.onnx", "--paths", "ort"],
 }
 PROBES = ["-1", "0", "nan", "inf", "-inf", "abc", "1e400"]
 # (command, flag) -> the probes it accepts; every other probe must be refused naming the flag
@@ -217,6 +218,8 @@ ACCEPTED = {
     ("parity", "--min-cosine"): {"-1", "0"}, ("runtimes", "--min-cosine"): {"-1", "0"},
     ("quantize", "--max-exclude"): {"0"},
     ("parity", "--noise-factor"): {"0"}, ("runtimes", "--noise-factor"): {"0"},  # 0: the fixed floors alone
+    **{("serve-bench", flag): {"0"} for flag in ("--refine", "--warmup", "--cold-start-runs", "--rtol", "--atol",
+                                                 "--noise-factor", "--seed")},  # no bisection, warm-up, cold start
 }
 # flags whose value is a list or an assignment holding numbers: (command, flag, template for the number)
 TEMPLATED = [("bench", "--batch-sizes", "1,{}"), ("quantize", "--bench-batch-sizes", "{}"),
@@ -244,7 +247,7 @@ NUMERIC = [(c, f, v) for c, f in numeric_flags() for v in PROBES if v not in ACC
 def test_the_numeric_flags_are_read_from_the_app():
     flags = numeric_flags()
     assert set(ACCEPTED) <= set(flags), "ACCEPTED names a flag the app no longer has"
-    assert {"export", "bench", "lint-ops", "parity", "quantize", "runtimes"} <= {c for c, _ in flags}
+    assert {"export", "bench", "lint-ops", "parity", "quantize", "runtimes", "serve-bench"} <= {c for c, _ in flags}
     assert {("parity", "--samples"), ("bench", "--min-time"), ("quantize", "--bench-min-time")} <= set(flags)
 
 
