@@ -317,12 +317,13 @@ def test_parity_adapts_sizes_the_eager_model_rejects(model_file, tmp_path):
 # --------------------------------------------------------------------------- a real architecture
 
 
-def test_tiny_gpt2_exports_with_dynamo_and_passes_parity_with_default_flags(model_file, tmp_path):
-    """The 0:10 integer default made this export fail ("values differ", mask values 2..9)."""
+def test_tiny_gpt2_exports_and_passes_parity_with_default_flags(model_file, tmp_path):
+    """The 0:10 integer default made this export fail ("values differ", mask values 2..9). The
+    domains do not depend on the exporter: TorchScript here (GPT-2 through dynamo is exported and
+    checked in tests/test_hf_specs.py and tests/test_localize_ops.py)."""
     out = tmp_path / "gpt2.onnx"
-    result = export_model(f"{model_file}:TinyGPT2", out, TOKENS)
+    result = export_model(f"{model_file}:TinyGPT2", out, TOKENS, exporter="torchscript")
     assert result, f"{result.error} / {result.hint}"
-    assert result.exporter == "dynamo"
     report = check_parity(f"{model_file}:TinyGPT2", out)
     assert report, report.failures
     assert len(report.shapes) >= 9 and all(c.stats.atol_effective > 0 for c in report.cases)
