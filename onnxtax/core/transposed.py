@@ -18,10 +18,11 @@ Here an initializer is matched to a parameter W of the transposed shape only whe
 Then W's data becomes a transposed view of A (`param.data = A.t()`): the ORT session
 takes A as the initializer (an OrtValue over it, by reference) and the eager model reads W
 through the view, the same memory; W's own memory is released. The values are the file's and
-W's (compared equal); what changes for the eager model is the layout its GEMMs read: on this
-host's MKL, outputs are bit-identical from 12 rows up and differ by FP32 rounding below
-(docs/large-models.md). An in-place write to W still moves W's version counter (a view shares
-it), which parity checks. `TransposedViews.restore` gives the parameters contiguous memory of
+W's (compared equal); what changes for the eager model is the layout its GEMMs read: with torch
+2.13's MKL, outputs are bit-identical from 12 rows (batch x seq) up and at 4 and 8 rows; at the
+other row counts below 12 MKL's small-matrix path rounds 2-3x more through the view
+(docs/large-models.md, benchmarks/transposed_views.py). An in-place write to W still moves W's
+version counter (a view shares it), which parity checks. `TransposedViews.restore` gives the parameters contiguous memory of
 their own again (parity does, before it returns).
 """
 
