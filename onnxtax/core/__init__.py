@@ -8,6 +8,7 @@
   manifest     the manifest beside an artifact: read, write, the facts it records
   skeleton     an ONNX graph read without its weights' bytes
   sharing      an ORT session on the eager model's own parameter memory
+  transposed   weights the exporter stored transposed, shared through transposed views
   options      the base of every stage's options object
   inputs       which arrays a graph takes and which spec feeds which input
   providers    execution providers, sessions, where ORT placed each node

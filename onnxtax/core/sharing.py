@@ -16,6 +16,11 @@ session (ORT would otherwise keep a second, re-laid-out copy of every MatMul/Gem
 kernels read the weights in their stored layout, so results match a pre-packed session to
 FP32 rounding, not bit for bit. Only the CPU provider shares; other providers compile or
 copy weights into their own memory and load the file as usual.
+
+With `transposed=True` (parity), an initializer the exporter stored transposed (MatMul weights of
+a Linear on 3-D input: `val_N`, [in, out]) is shared too, once the graph and the bytes both say it
+is a parameter transposed: the parameter then reads it through a transposed view
+(onnxtax.core.transposed).
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from onnxtax.core.artifact import Artifact, open_artifact
-from onnxtax.core.skeleton import StoredTensor
+from onnxtax.core.skeleton import StoredTensor, same_bytes
+from onnxtax.core.transposed import TransposedViews, matmul_readers, share_transposed
+
+NO_NAME = "no parameter or buffer of the eager model has that name"
 
 
 class WrittenFrom(Protocol):
@@ -42,15 +50,22 @@ class Sharing:
     shared_bytes: int = 0
     not_shared: dict[str, str] = field(default_factory=dict)  # name -> reason
     not_shared_bytes: int = 0
+    transposed: dict[str, str] = field(default_factory=dict)  # shared initializer -> the parameter it is, transposed
+    transposed_bytes: int = 0
 
     def to_dict(self) -> dict:
         return {"shared_tensors": len(self.shared), "shared_bytes": self.shared_bytes,
+                "transposed_tensors": len(self.transposed), "transposed_bytes": self.transposed_bytes,
+                "transposed": dict(list(self.transposed.items())[:20]),
                 "not_shared_tensors": len(self.not_shared), "not_shared_bytes": self.not_shared_bytes,
                 "not_shared": dict(list(self.not_shared.items())[:20])}
 
     def note(self) -> str:
         text = (f"weights shared with the eager model: {len(self.shared)} tensors, {_gb(self.shared_bytes)} "
                 "(the ONNX bytes were checked equal to the parameters before sharing; ORT pre-packing off)")
+        if self.transposed:
+            text += (f"; {len(self.transposed)} of them ({_gb(self.transposed_bytes)}) stored transposed by the "
+                     "exporter: the eager model reads those parameters through transposed views of the same memory")
         if self.not_shared:
             reasons = sorted(set(self.not_shared.values()))
             text += (f"; {len(self.not_shared)} tensor(s) ({_gb(self.not_shared_bytes)}) loaded from the file: "
@@ -62,24 +77,6 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
 
 
-def _same_bytes(stored: StoredTensor, array: Any, chunk: int = 1 << 22) -> bool:
-    """The file's bytes of `stored` equal `array`'s, read in chunks (never the whole tensor at once)."""
-    import numpy as np
-
-    view = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    if stored.length != view.size:
-        return False
-    with open(stored.file, "rb") as f:
-        f.seek(stored.offset)
-        pos = 0
-        while pos < view.size:
-            data = f.read(min(chunk, view.size - pos))
-            if not data or not np.array_equal(np.frombuffer(data, np.uint8), view[pos:pos + len(data)]):
-                return False
-            pos += len(data)
-    return True
-
-
 def _module_tensors(module: Any) -> dict[str, Any]:
     tensors = {}
     for name, t in module.state_dict(keep_vars=True).items():
@@ -87,10 +84,13 @@ def _module_tensors(module: Any) -> dict[str, Any]:
     return tensors
 
 
-def match_weights(tensors: dict[str, StoredTensor], module: Any, written: WrittenFrom | None = None
-                  ) -> tuple[Sharing, dict[str, Any]]:
+def match_weights(tensors: dict[str, StoredTensor], module: Any, written: WrittenFrom | None = None, *,
+                  graph: Any = None, views: TransposedViews | None = None) -> tuple[Sharing, dict[str, Any]]:
     """(what is shared and why not the rest, {initializer name: numpy array over the module's memory}).
-    A tensor that `written` wrote from the parameter's own memory, unchanged since, is not read back."""
+    A tensor that `written` wrote from the parameter's own memory, unchanged since, is not read back.
+    With `graph` (the proto read without its weights) and `views`, an initializer the exporter
+    stored transposed is shared too (onnxtax.core.transposed): the parameter then reads it
+    through a transposed view, recorded in `views`."""
     import numpy as np
     from onnx import helper
 
@@ -102,7 +102,7 @@ def match_weights(tensors: dict[str, StoredTensor], module: Any, written: Writte
         t = params.get(name)
         reason = None
         if t is None:
-            reason = "no parameter or buffer of the eager model has that name"
+            reason = NO_NAME
         elif t.device.type != "cpu" or t.is_sparse or t.is_quantized:
             reason = "the parameter is not a dense CPU tensor"
         elif not t.is_contiguous():
@@ -119,7 +119,7 @@ def match_weights(tensors: dict[str, StoredTensor], module: Any, written: Writte
                               f"{array.dtype}{list(array.shape)} (transposed or converted at export)")
                 elif stored.length < 0 or not (
                         (written is not None and stored.length == array.nbytes and written.unchanged(name, t))
-                        or _same_bytes(stored, array)):
+                        or same_bytes(stored, array)):
                     reason = "its bytes differ from the parameter's (folded or rewritten at export)"
         if reason is None:
             sharing.shared.append(name)
@@ -128,7 +128,31 @@ def match_weights(tensors: dict[str, StoredTensor], module: Any, written: Writte
         else:
             sharing.not_shared[name] = reason
             sharing.not_shared_bytes += size
+    if graph is not None and views is not None:
+        _match_transposed(tensors, params, graph, views, sharing, arrays)
     return sharing, arrays
+
+
+def _match_transposed(tensors: dict[str, StoredTensor], params: dict[str, Any], graph: Any, views: TransposedViews,
+                      sharing: Sharing, arrays: dict[str, Any]) -> None:
+    """The second pass: initializers not shared by name that a MatMul of a parameter's module reads."""
+    readers = matmul_readers(graph)
+    claimed = {id(params[n]) for n in sharing.shared if n in params}  # their memory is ORT's as it is
+    for name in [n for n in sharing.not_shared if n in readers]:
+        stored = tensors[name]
+        param, array, why = share_transposed(stored, readers[name], params, claimed, views)
+        size = max(stored.length, 0)
+        if param is None:
+            if why is not None:
+                sharing.not_shared[name] = why
+            continue
+        del sharing.not_shared[name]
+        sharing.not_shared_bytes -= size
+        sharing.shared.append(name)
+        sharing.shared_bytes += size
+        sharing.transposed[name] = param
+        sharing.transposed_bytes += size
+        arrays[name] = array
 
 
 @dataclass
@@ -142,11 +166,14 @@ class SharedWeights:
     names: list[str]
     values: list[Any]  # OrtValues over the module's parameter memory: keep the module alive
     versions: dict[str, tuple[Any, int]] = field(default_factory=dict)  # name -> (parameter, version when shared)
+    views: TransposedViews = field(default_factory=TransposedViews)  # parameters now read through transposed views
 
     def changed(self) -> list[str]:
         """Shared parameters changed in place since they were shared (their version counter
-        moved): the session read values the exported file does not hold."""
-        return [name for name, (tensor, version) in self.versions.items() if tensor._version != version]
+        moved): the session read values the file does not hold. A parameter shared through
+        a transposed view is named with the initializer it is."""
+        return [name if name not in self.sharing.transposed else f"{self.sharing.transposed[name]} (as {name})"
+                for name, (tensor, version) in self.versions.items() if tensor._version != version]
 
     def open(self, request: Any = None, **session_kwargs) -> Any:
         from onnxtax.core.providers import open_session
@@ -157,12 +184,22 @@ class SharedWeights:
         return session
 
 
-def share_weights(artifact: str | Path | Artifact, module: Any, written: WrittenFrom | None = None) -> SharedWeights:
-    """Match the ONNX initializers with the module's parameters (see the module docstring)."""
+def share_weights(artifact: str | Path | Artifact, module: Any, written: WrittenFrom | None = None, *,
+                  transposed: bool = False) -> SharedWeights:
+    """Match the ONNX initializers with the module's parameters (see the module docstring).
+    `transposed`: also share the initializers the exporter stored transposed, through transposed
+    views of the module's parameters (onnxtax.core.transposed; the module's layout changes until
+    `SharedWeights.views.restore()`)."""
     import onnxruntime as ort
 
     artifact = open_artifact(artifact)
-    sharing, arrays = match_weights(artifact.tensors, module, written)
+    views = TransposedViews()
+    try:
+        sharing, arrays = match_weights(artifact.tensors, module, written,
+                                        graph=artifact.graph if transposed else None, views=views)
+    except BaseException:
+        views.restore()  # the module as it was: nothing is shared
+        raise
     # every large tensor keeps its reference to its bytes in the file: ORT never reads a shared
     # one (it takes the OrtValue) and reads each other one once into its own memory (their bytes
     # put back into the proto would be held twice while the session is created)
@@ -170,5 +207,6 @@ def share_weights(artifact: str | Path | Artifact, module: Any, written: Written
     names = list(arrays)
     values = [ort.OrtValue.ortvalue_from_numpy(arrays[n]) for n in names]
     params = _module_tensors(module)
-    versions = {n: (params[n], params[n]._version) for n in names}
-    return SharedWeights(artifact.path, sharing, model_bytes, names, values, versions)
+    owner = {n: sharing.transposed.get(n, n) for n in names}
+    versions = {n: (params[owner[n]], params[owner[n]]._version) for n in names}
+    return SharedWeights(artifact.path, sharing, model_bytes, names, values, versions, views)

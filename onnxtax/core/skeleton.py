@@ -200,6 +200,26 @@ def _rewrite_model(buf, path: Path, min_bytes: int) -> tuple[bytes, dict[str, St
     return bytes(out), tensors
 
 
+def same_bytes(stored: StoredTensor, array: Any, chunk: int = 1 << 20) -> bool:
+    """The file's bytes of `stored` equal `array`'s, read in chunks into one reused buffer (never the
+    whole tensor at once: what this holds besides `array` is two chunks, the buffer and the comparison)."""
+    import numpy as np
+
+    view = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    if stored.length != view.size:
+        return False
+    buffer = bytearray(min(chunk, view.size))
+    with open(stored.file, "rb", buffering=0) as f:
+        f.seek(stored.offset)
+        pos = 0
+        while pos < view.size:
+            n = f.readinto(memoryview(buffer)[:min(chunk, view.size - pos)])
+            if not n or not np.array_equal(np.frombuffer(buffer, np.uint8, n), view[pos:pos + n]):
+                return False
+            pos += n
+    return True
+
+
 def stored_weight_bytes(onnx_path: str | Path, *, min_bytes: int = SHARE_MIN_BYTES) -> int:
     """Bytes of the initializers of `min_bytes` or more, from the proto's headers (nothing is loaded)."""
     return sum(max(t.length, 0) for t in read_skeleton(onnx_path, min_bytes=min_bytes).tensors.values())

@@ -44,9 +44,13 @@ docs/parity.md lists the changes from /1):
   "settings": {"fail_on_fallback": false, "opt_level": "all", "threads": null, "max_shapes": 9,
                "test_assumed": true, "assumed_size_cap": 4096, "localize": false,
                "share_weights": "auto" | "always" | "never"},
-  "weights": null | {"shared_tensors": 8, "shared_bytes": 1073807360, "not_shared_tensors": 0,
-                     "not_shared_bytes": 0, "not_shared": {"NAME": "<why>"}},
-                                                    (null: the CPU session loaded the weights from the file)
+  "weights": null | {"shared_tensors": 8, "shared_bytes": 1073807360,
+                     "transposed_tensors": 0, "transposed_bytes": 0, "transposed": {"val_2": "PARAMETER"},
+                     "not_shared_tensors": 0, "not_shared_bytes": 0, "not_shared": {"NAME": "<why>"}},
+                                                    (null: the CPU session loaded the weights from the file;
+                                                    transposed: shared initializers the exporter stored as a
+                                                    parameter transposed, read by the eager model through
+                                                    transposed views; included in shared_*)
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
   "duration_s": 1.23,
   "memory": {"weights_bytes": 268500996, "peak_rss_bytes": 567382016, "peak_source": "VmHWM since stage start",

@@ -114,19 +114,22 @@ def check_parity(model: Any, onnx_path: str | Path | Artifact,
     module = check_inputs_match(loaded.module, resolved.specs, loaded.spec)
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
+    layouts: list = []  # parameters the sharing made transposed views (onnxtax.core.transposed)
     try:
         report = _run(module, None if loaded.in_memory else loaded.spec, artifact, resolved, opts, requests=requests,
-                      skipped=skipped, progress=progress, t_start=t_start)
+                      skipped=skipped, progress=progress, t_start=t_start, layouts=layouts)
         report.memory = meter.record()
         return report
     finally:
         for m, was_training in flags:
             m.training = was_training
+        for views in layouts:  # the module as parity found it: each parameter its own memory again
+            views.restore()
 
 
 def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: ResolvedInputs, opts: ParityOptions, *,
          requests: list[ProviderRequest], skipped: list[ProviderRequest], progress: Progress | None,
-         t_start: float) -> ParityReport:
+         t_start: float, layouts: list | None = None) -> ParityReport:
     from onnxtax.core.report import package_versions
 
     onnx_path = artifact.path
@@ -177,6 +180,8 @@ def _run(module: Any, spec_text: str | None, artifact: Artifact, resolved: Resol
     report.shapes = plans
 
     shared = weights_to_share(module, artifact, share_weights, requests)
+    if shared is not None and layouts is not None:
+        layouts.append(shared.views)
     if shared is not None:
         report.weights = shared.sharing.to_dict()
         report.notes.append(shared.sharing.note())

@@ -40,7 +40,9 @@ def weights_to_share(module: Any, artifact: Artifact, mode: str, requests: list[
     if mode == "auto" and sum(max(t.length, 0) for t in artifact.tensors.values()) < PARITY_SHARE_MIN_BYTES:
         return None
     try:
-        shared = share_weights(artifact, module)
+        # transposed: MatMul weights the exporter stored as W^T become the parameters' memory, read by
+        # the eager model through transposed views (given back by SharedWeights.views.restore())
+        shared = share_weights(artifact, module, transposed=True)
     except (OSError, ValueError):  # a proto the wire walker cannot read: the session loads the file
         return None
     return shared if shared.names else None

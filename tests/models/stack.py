@@ -1,7 +1,9 @@
 """N x Linear(W, W) with ReLU, as a model file (a SPEC: `build`, or `build_wrong` with one
 parameter of layers.1 scaled by 1.01) and as the ONNX graph of the same model written with
 onnx.helper: Gemm per layer, the exporter's initializer names and TorchScript-style node names
-carrying the module scopes. The weight-sharing tests of parity, export and localisation use it."""
+carrying the module scopes (`write_stack`), or, for a batch x seq x W input, MatMul over each
+weight transposed under a generated name, as the exporters write a Linear on 3-D input
+(`write_matmul_stack`). The weight-sharing tests of parity, export and localisation use it."""
 
 from __future__ import annotations
 
@@ -74,3 +76,27 @@ def write_stack(folder: Path, width: int, layers: int, *, transposed: tuple[int,
     path = folder / "stack.onnx"
     onnx.save(proto, str(path))
     return source, path, linears
+
+
+def write_matmul_stack(folder: Path, width: int, layers: int) -> tuple[Path, Path]:
+    """(the model file, the .onnx) of the same Stack on x:batch,seq,W: per layer MatMul(x, val_i)
+    with val_i = W^T (a new initializer, no parameter's name), Add(bias), Relu."""
+    source = write_source(folder, width, layers)
+    torch.manual_seed(0)
+    linears = [torch.nn.Linear(width, width) for _ in range(layers)]
+    nodes, inits, x = [], [], "x"
+    for i, lin in enumerate(linears):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(lin.weight.detach().numpy().T), f"val_{i}"))
+        inits.append(numpy_helper.from_array(lin.bias.detach().numpy(), f"layers.{i}.bias"))
+        nodes.append(helper.make_node("MatMul", [x, f"val_{i}"], [f"m{i}"], name=f"/layers.{i}/MatMul"))
+        nodes.append(helper.make_node("Add", [f"m{i}", f"layers.{i}.bias"], [f"a{i}"], name=f"/layers.{i}/Add"))
+        x = "y" if i == layers - 1 else f"r{i}"
+        nodes.append(helper.make_node("Relu", [f"a{i}"], [x], name=f"/Relu_{i}"))
+    dims = ["batch", "seq", width]
+    graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 10
+    path = folder / "matmul_stack.onnx"
+    onnx.save(proto, str(path))
+    return source, path
