@@ -53,8 +53,9 @@ demo: venv
 		-o ../build/onnx/fraud.int8.onnx $(QUANTIZE_EVAL) --calibration data/fraud_calibration_representative.npz \
 		--auto-exclude
 
-# one pytest worker per core (pytest-xdist), the ten slowest tests listed at the end
-PYTEST := $(VENV)/bin/python -m pytest -q -n auto --durations=10
+# one pytest worker per core (pytest-xdist); a test file's tests run in one worker, so its
+# module fixtures (exported models) are built once; the ten slowest tests listed at the end
+PYTEST := $(VENV)/bin/python -m pytest -q -n auto --dist loadfile --durations=10
 
 test: venv venv-openvino node-env
 	ONNXTAX_OPENVINO_PYTHON=$(CURDIR)/$(OVVENV)/bin/python $(PYTEST)

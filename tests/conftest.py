@@ -16,6 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torchlib_registry():
+    """The tests' own torch.onnx.export(dynamo=True) calls get the table onnxtax export keeps
+    (onnxtax.export.registry): one build per worker instead of one per call."""
+    from onnxtax.export.registry import keep_torchlib_registry
+
+    keep_torchlib_registry()
+
+
 @pytest.fixture
 def write_model(tmp_path):
     """Write Python source to tmp_path/NAME.py and return the path (for SPEC strings)."""

@@ -386,3 +386,27 @@ def test_dotted_spec_finds_packages_in_the_current_folder(tmp_path, monkeypatch)
     from onnxtax.core import load_model
 
     assert load_model("cwdpkg_b.net:Model").class_name == "Linear"
+
+
+def test_the_torchlib_registry_is_built_once_and_each_export_gets_its_own_copy(tmp_path):
+    """export keeps the dynamo exporter's function table (rebuilt by torch on every call, ~0.8 s);
+    a custom translation registered for one export must not reach the next."""
+    from torch.onnx._internal.exporter import _registration
+
+    from onnxtax.export.registry import keep_torchlib_registry
+
+    assert keep_torchlib_registry()
+    first = _registration.ONNXRegistry.from_torchlib()
+    second = _registration.ONNXRegistry.from_torchlib()
+    assert first is not second and first.functions is not second.functions
+    target = next(iter(first.functions))
+    assert first.functions[target][0] is second.functions[target][0], "one build, shared entries"
+    assert first.functions[target] is not second.functions[target]
+    op = torch.ops.aten.relu.default
+    before = len(second.functions.get(op.name(), []))
+    first.register_op(op, lambda x: x)
+    assert len(first.functions[op.name()]) == before + 1
+    assert len(second.functions.get(op.name(), [])) == before
+    assert len(_registration.ONNXRegistry.from_torchlib().functions.get(op.name(), [])) == before
+    res = export_model(spec("Linear"), tmp_path / "l.onnx", ["x:batch,4"])
+    assert res.passed, res.error

@@ -27,6 +27,7 @@ from onnxtax.export.capture import Quiet
 from onnxtax.export.errors import explain_export_error
 from onnxtax.export.graph import (default_opset, io_records, lock_dynamic_axes, lock_opset, repair_output_dims,
                                   unify_custom_functions)
+from onnxtax.export.registry import keep_torchlib_registry
 from onnxtax.export.options import EXPORTERS, EXTERNAL_DATA_MODES, ExportOptions  # noqa: F401 (re-exported)
 from onnxtax.export.result import CheckRecord, ExportResult
 from onnxtax.export.save import EXTERNAL_DATA_THRESHOLD, check_written, needs_external, save, save_program
@@ -232,6 +233,7 @@ def _export_checked(loaded, specs, sizes, args, names, stage: Path, output: Path
     try:
         with quiet:
             if exporter == "dynamo":
+                keep_torchlib_registry()
                 program = torch.onnx.export(
                     loaded.module, args, dynamo=True, opset_version=opset, input_names=input_names,
                     output_names=names, dynamic_shapes=dynamic_shapes(specs, loaded.module), external_data=True,
