@@ -215,3 +215,15 @@ def test_without_a_float64_run_the_fixed_floors_apply_and_the_report_says_why(mo
     data = json.loads(ran.stdout)
     assert "float32 only" in data["tolerance"]["noise_note"]
     assert any("own noise was not measured" in n and "fixed floors" in n for n in data["notes"])
+
+
+def test_the_export_smoke_run_takes_k_from_the_dtype_the_model_computed_in():
+    """A bfloat16 output reaches the smoke comparison as float32; its k stays the half-precision one."""
+    from onnxtax.export.smoke import _compare_smoke
+
+    ref = np.linspace(1.0, 2.0, 100).astype(np.float32)
+    got = ref * np.float32(1 + 3e-3)
+    assert _compare_smoke(ref, got, 1e-4, "torch.float32") is None
+    assert _compare_smoke(ref, got) is not None, "without the noise, the smoke floors catch 3e-3"
+    problem = _compare_smoke(ref, got, 1e-4, "torch.bfloat16")
+    assert problem is not None and "12 x the model's own noise" in problem, problem

@@ -84,14 +84,16 @@ def _pick_trial(model, specs: list[InputSpec], sizes: dict[str, int], candidates
     return trial, notes, *ran
 
 
-def _compare_smoke(ref, got, noise_rel: float | None = None) -> str | None:
+def _compare_smoke(ref, got, noise_rel: float | None = None, computed_in: str | None = None) -> str | None:
     """Parity's criterion (onnxtax.core.compare), at the smoke run's looser floors; with the
-    model's own noise when it was measured (after a first failure: a float16 model, a wide layer)."""
-    from onnxtax.core.compare import compare_arrays
+    model's own noise when it was measured (after a first failure: a float16 model, a wide layer),
+    k by the dtype the model computed the output in (a bfloat16 output is compared as float32)."""
+    from onnxtax.core.compare import compare_arrays, noise_factor_for
 
     exact = ref.dtype.kind not in "fc"
     stats = compare_arrays(got, ref, 0.0 if exact else SMOKE_RTOL, 0.0 if exact else SMOKE_ATOL,
-                           noise_rel=None if exact else noise_rel)
+                           noise_rel=None if exact else noise_rel,
+                           noise_factor=noise_factor_for(computed_in or ref.dtype.name, None))
     if stats:
         return None
     if stats.problems:
@@ -209,7 +211,8 @@ def smoke_run(path: Path, model, specs: list[InputSpec], sizes: dict[str, int], 
             problem = _compare_smoke(ref_np, np.asarray(arr))
             if problem and ref_np.dtype.kind in "fc":  # is it the model's own rounding? measured, once per size
                 noise = _smoke_noise(model, args, ref) if noise is None else noise
-                problem = _compare_smoke(ref_np, np.asarray(arr), noise[oi] if oi < len(noise) else None)
+                problem = _compare_smoke(ref_np, np.asarray(arr), noise[oi] if oi < len(noise) else None,
+                                         str(ref_t.dtype))
             if problem:
                 raise CheckFailed(f"output '{name}' at {label}: {problem}", _mismatch_hint(label, trial, sizes))
             constancy[name].add(label, ref_np)
