@@ -16,8 +16,8 @@ Builds, in code (no download), one of three FP32 models (`--model`):
 exports it once with `onnxtax export`, then runs every stage and its bare floor each in a fresh process:
 
   export    `onnxtax export`           vs torch.onnx.export(dynamo=True) + onnx.checker full check by path
-  parity    `onnxtax parity` (defaults: 3 shapes x 3 samples, CPU)
-                                       vs build the eager model, one ORT session, 9 runs through both
+  parity    `onnxtax parity` (defaults: batch 1, 4, 7 (x seq 1, 4, 7) x 3 samples, CPU)
+                                       vs build the eager model, one ORT session, the same runs through both
   localize  `onnxtax parity --localize` of an eager model whose middle layer's weight is scaled by
             1.01 (`build_wrong`: parity fails, localisation runs)
                                        vs the parity floor
@@ -256,7 +256,10 @@ model = mod.build()
 session = ort.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])
 names = [i.name for i in session.get_inputs()]
 ok = True
-for batch, seq in ((1, 1), (4, 8), (7, 17)):
+plan = [(b, s) for b in (1, 4, 7) for s in ((1, 4, 7) if len(session.get_inputs()[0].shape) > 1 and
+                                             any(isinstance(d, str) for d in session.get_inputs()[0].shape[1:2])
+                                             else (1,))]
+for batch, seq in plan:  # parity's default plan: batch 1, 4, 7 (x seq 1, 4, 7 when seq is dynamic)
     for k in range(3):
         feeds = mod.feeds(batch, seq, k)
         with torch.inference_mode():

@@ -112,3 +112,13 @@ class PlannedFiles:
         for path, flag, folder, append, probe in self.writes:
             if probe:
                 check_output(path, flag, folder=folder, append=append)
+
+
+def tool_cache_dir(kind: str, env_var: str, flag: str | Path | None = None, config: str | Path | None = None) -> Path:
+    """Where onnxtax keeps what it builds once (runtime virtualenvs, the Node.js host's packages):
+    the flag, then $ENV_VAR, then the config key, then $XDG_CACHE_HOME/onnxtax/KIND."""
+    for value in (flag, os.environ.get(env_var), config):
+        if value:
+            return Path(value).expanduser().absolute()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "onnxtax" / kind

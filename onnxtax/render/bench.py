@@ -32,9 +32,7 @@ def require_plot() -> None:
 def write_plot(report: "BenchReport", path: str | Path) -> Path:
     """PNG of p50 (line) with the p90-p99 band, by batch size, one colour per path.
     Written beside the target and renamed into place."""
-    import io
-
-    from onnxtax.core.files import write_output
+    from onnxtax.render.text import write_figure
 
     require_plot()
     import matplotlib
@@ -75,12 +73,7 @@ def write_plot(report: "BenchReport", path: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    png = io.BytesIO()
-    try:
-        fig.savefig(png, format="png")
-    finally:
-        plt.close(fig)
-    return write_output(path, png.getvalue(), "--plot")
+    return write_figure(fig, path)
 
 
 def fmt_ms(ms: float | None) -> str:

@@ -4,7 +4,6 @@ markdown, and the PNG of latency percentiles against offered load (the `plot` ex
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,7 +150,7 @@ def serve_markdown(report: "ServeReport") -> str:
 def write_serve_plot(report: "ServeReport", path: str | Path) -> Path:
     """PNG: p50 (solid), p95 (dotted) and p99 (dashed) against offered load, per path at its best
     policy, the SLO as a horizontal line; log-log."""
-    from onnxtax.core.files import write_output
+    from onnxtax.render.text import write_figure
 
     require_plot()
     import matplotlib
@@ -187,9 +186,4 @@ def write_serve_plot(report: "ServeReport", path: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    png = io.BytesIO()
-    try:
-        fig.savefig(png, format="png")
-    finally:
-        plt.close(fig)
-    return write_output(Path(path), png.getvalue(), "--plot")
+    return write_figure(fig, path)

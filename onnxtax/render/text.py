@@ -23,3 +23,20 @@ def num(v: float | None, digits: int = 3) -> str:
 def ms(value_ms: float) -> str:
     """A duration given in ms, in µs below 1 ms."""
     return f"{value_ms * 1000:.3g} µs" if value_ms < 1 else f"{value_ms:.3g} ms"
+
+
+def write_figure(fig: Any, path: Any, flag: str = "--plot") -> Any:
+    """A matplotlib figure as PNG bytes, written atomically to `path` (the figure closed either way)."""
+    import io
+    from pathlib import Path
+
+    from onnxtax.core.files import write_output
+
+    png = io.BytesIO()
+    try:
+        fig.savefig(png, format="png")
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return write_output(Path(path), png.getvalue(), flag)

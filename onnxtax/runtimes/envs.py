@@ -27,10 +27,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
-from typing import Callable
+from typing import Callable, Sequence
 
 from onnxtax.core.errors import InputSpecError, OnnxtaxError
+from onnxtax.core.paths import tool_cache_dir
 from onnxtax.core.progress import silent
 
 CACHE_ENV = "ONNXTAX_RUNTIMES_DIR"
@@ -48,17 +48,9 @@ def python_tag() -> str:
     return f"py{sys.version_info.major}{sys.version_info.minor}"
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "onnxtax" / "runtimes"
-
-
 def resolve_cache_dir(flag: str | Path | None = None, config: str | Path | None = None) -> Path:
-    """Flag, then $ONNXTAX_RUNTIMES_DIR, then the config key, then the default."""
-    for value in (flag, os.environ.get(CACHE_ENV), config):
-        if value:
-            return Path(value).expanduser().absolute()
-    return default_cache_dir()
+    """Flag, then $ONNXTAX_RUNTIMES_DIR, then the config key, then the default (onnxtax.core.paths.cache_dir)."""
+    return tool_cache_dir("runtimes", CACHE_ENV, flag, config)
 
 
 def check_version(version: str) -> str:

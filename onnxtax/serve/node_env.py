@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from onnxtax.core.errors import OnnxtaxError
+from onnxtax.core.paths import tool_cache_dir
 from onnxtax.core.progress import silent
 
 CACHE_ENV = "ONNXTAX_NODE_DIR"
@@ -66,17 +67,9 @@ class NodeEnv:
                 "node_version": self.node_version, "built_now": self.built_now, "build_s": self.build_s}
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "onnxtax" / "node"
-
-
 def resolve_cache_dir(flag: str | Path | None = None, config: str | Path | None = None) -> Path:
-    """Flag, then $ONNXTAX_NODE_DIR, then the config key, then the default."""
-    for value in (flag, os.environ.get(CACHE_ENV), config):
-        if value:
-            return Path(value).expanduser().absolute()
-    return default_cache_dir()
+    """Flag, then $ONNXTAX_NODE_DIR, then the config key, then the default (onnxtax.core.paths.cache_dir)."""
+    return tool_cache_dir("node", CACHE_ENV, flag, config)
 
 
 def check_version(version: str) -> str:

@@ -48,6 +48,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from onnxtax.bench.timing import Spread
 from onnxtax.core.report import Verdict
 
 SCHEMA = "onnxtax.serve/1"
@@ -132,20 +133,6 @@ class Curve:
     def to_dict(self) -> dict:
         return {"policy": dict(self.policy), "qps_at_slo": self.qps_at_slo,
                 "levels": [lv.to_dict() for lv in sorted(self.levels, key=lambda lv: lv.offered_qps)]}
-
-
-@dataclass
-class Spread:
-    values: list[float]
-
-    @property
-    def median(self) -> float:
-        s = sorted(self.values)
-        mid = len(s) // 2
-        return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-    def to_dict(self) -> dict:
-        return {"min": min(self.values), "median": self.median, "max": max(self.values), "values": list(self.values)}
 
 
 @dataclass
