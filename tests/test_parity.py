@@ -204,7 +204,8 @@ def test_correct_export_passes_at_every_size(models, dynamo_export):
     assert {k: tolerance[k] for k in ("rtol", "atol", "atol_scaled_by", "min_cosine", "per_output")} == {
         "rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "atol_scaled_by": "rms", "min_cosine": 0.999, "per_output": {}}
     # the model's own noise, measured once at the largest shape, is in the report with the rule it sets
-    assert tolerance["noise_measured_at"] == "batch=7" and tolerance["noise_factor"] is None
+    assert tolerance["noise_measured_at"] == "batch=7" and tolerance["noise_samples"] == 3
+    assert tolerance["noise_factor"] is None
     assert 0 < tolerance["noise"]["output"] < 1e-5 and tolerance["noise_note"] is None
     assert "k x noise" in tolerance["rule"]
     assert data["shapes"][2]["input_shapes"] == {"x": [7, 16]}

@@ -205,3 +205,17 @@ class NoiseMeter:
         if self.missing or not self.count:
             return None
         return math.sqrt(self.total / self.count)
+
+
+NOISE_SAMPLES = 3  # one per input scale of the random samples (1, 0.1, 10: onnxtax.core.specs)
+
+
+def largest_noise(measured: Sequence[Sequence[float | None]]) -> list[float | None]:
+    """Per output, the largest noise over several samples' measurements (None where none was measured)."""
+    if not measured:
+        return []
+    out: list[float | None] = []
+    for values in zip(*measured):
+        known = [v for v in values if v is not None]
+        out.append(max(known) if known else None)
+    return out

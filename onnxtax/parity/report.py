@@ -185,6 +185,7 @@ class ParityReport(Verdict):
     duration_s: float = 0.0
     rule: Any = None  # onnxtax.core.compare.ToleranceRule, with the noise measured per output
     noise_shape: str | None = None  # the shape the noise was measured at
+    noise_samples: int = 0  # on how many of its samples (the largest noise per output is used)
     noise_s: float = 0.0  # what measuring it cost (one float64 forward)
     weights: dict[str, Any] | None = None  # onnxtax.core.sharing.Sharing.to_dict() when the CPU session shared them
     memory: Any = None  # onnxtax.core.memory.MemoryRecord
@@ -245,6 +246,7 @@ class ParityReport(Verdict):
         rule = self.rule
         return {"noise_factor": rule.noise_factor if rule else None, "noise_cap": NOISE_CAP,
                 "noise": dict(rule.noise) if rule else {}, "noise_measured_at": self.noise_shape,
+                "noise_samples": self.noise_samples,
                 "noise_note": rule.noise_note if rule else None, "noise_s": self.noise_s,
                 "rule": rule.text if rule else None}
 

@@ -222,6 +222,8 @@ def noise_text(report: Any) -> str | None:
     if not parts:
         return None
     where = getattr(report, "noise_shape", None)
+    if where and getattr(report, "noise_samples", 0) > 1:
+        where += f", largest of {report.noise_samples} samples"
     return (f"model's own rounding noise (eager vs float64{' at ' + where if where else ''}, relative to rms): "
             + "; ".join(parts))
 
