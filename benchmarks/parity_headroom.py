@@ -164,7 +164,9 @@ def measure(name: str, spec: str, inputs: list[str], exporter: str, providers: d
     result = export_model(spec, out, inputs, exporter=exporter)
     export_s = round(time.perf_counter() - t0, 1)
     if not result:
-        return [{"model": name, "exporter": exporter, "export_error": result.error}]
+        row = {"model": name, "exporter": exporter, "export_error": result.error}
+        print(json.dumps(row), flush=True)
+        return [row]
     rows = []
     for provider, python in providers.items():
         row = {"model": name, "exporter": exporter, "provider": provider, "export_s": export_s,
