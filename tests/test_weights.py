@@ -96,7 +96,8 @@ def status(key):
             return int(line.split()[1]) * 1024
 base = status("VmRSS")
 report = check_parity(sys.argv[1], sys.argv[2], [sys.argv[3]], share_weights=sys.argv[4], samples=1)
-print(json.dumps({"base": base, "peak": status("VmHWM"), "passed": report.passed, "weights": report.weights}))
+print(json.dumps({"base": base, "peak": status("VmHWM"), "passed": report.passed, "weights": report.weights,
+                  "memory": report.memory.to_dict()}))
 '''
 
 
@@ -121,6 +122,10 @@ def test_parity_peak_memory_stays_under_1_6x_the_weights(tmp_path):
     assert result["weights"]["shared_bytes"] == weights  # biases of 11.6 KB too
     ratio = (result["peak"] - result["base"]) / weights
     assert ratio <= 1.6, f"parity added {ratio:.2f}x the weights ({result})"
+    # the report says the same: what parity added over the process before the model, per byte of weights
+    memory = result["memory"]
+    assert memory["before_model_bytes"] >= result["base"] * 0.9
+    assert memory["added_over_weights"] == pytest.approx(ratio, abs=0.1), memory
 
 
 class _Mixed(torch.nn.Module):

@@ -287,6 +287,9 @@ class MemoryRecord:
     peak_rss_bytes: int | None
     peak_source: str
     estimate: MemoryEstimate | None = None
+    # the process just before the stage built the model (Python with torch and ORT imported; a
+    # module passed in by a library caller is in it): what the interpreter costs, not the stage
+    before_model_bytes: int | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -294,10 +297,19 @@ class MemoryRecord:
             return None
         return self.peak_rss_bytes / self.weights_bytes
 
+    @property
+    def added_ratio(self) -> float | None:
+        """What the stage added over the process before the model, per byte of weights."""
+        if not self.weights_bytes or self.peak_rss_bytes is None or self.before_model_bytes is None:
+            return None
+        return max(self.peak_rss_bytes - self.before_model_bytes, 0) / self.weights_bytes
+
     def to_dict(self) -> dict:
         return {"weights_bytes": self.weights_bytes, "peak_rss_bytes": self.peak_rss_bytes,
                 "peak_source": self.peak_source,
                 "peak_over_weights": round(self.ratio, 3) if self.ratio is not None else None,
+                "before_model_bytes": self.before_model_bytes,
+                "added_over_weights": round(self.added_ratio, 3) if self.added_ratio is not None else None,
                 "preflight": self.estimate.to_dict() if self.estimate else None}
 
     def line(self) -> str:
@@ -309,7 +321,10 @@ class MemoryRecord:
             return peak
         if self.weights_bytes < 10**8:  # a ratio to a few KB of weights says nothing
             return f"{peak} (weights {format_bytes(self.weights_bytes)})"
-        return f"{peak} ({self.ratio:.2f}x the {format_bytes(self.weights_bytes)} of weights)"
+        added = "" if self.added_ratio is None else (
+            f"; {self.added_ratio:.2f}x above the {format_bytes(self.before_model_bytes)} the process held before "
+            "the model")
+        return f"{peak} ({self.ratio:.2f}x the {format_bytes(self.weights_bytes)} of weights{added})"
 
 
 class StageMeter:
@@ -324,6 +339,7 @@ class StageMeter:
         for outer in list(_OPEN):
             outer._carried = max(outer._carried, peak)
         self._carried = 0
+        self.before_model: int | None = None
         self.source = reset_peak()
         self.weights_bytes: int | None = None
         self.estimate: MemoryEstimate | None = None
@@ -344,13 +360,18 @@ class StageMeter:
             warnings.warn(MemoryWarning(est.warning, est.advice), stacklevel=2)
         return est
 
+    def mark_before_model(self) -> None:
+        """The process's memory now, just before the stage builds the model: the interpreter and its
+        libraries, which every process pays and no stage can shed (0.25 GB with torch and ORT)."""
+        self.before_model = current_rss_bytes() or None
+
     def record(self) -> MemoryRecord:
         peak, where = peak_rss_bytes()
         peak = max(peak, self._carried)
         _OPEN.discard(self)
         source = self.source if where == "VmHWM" or self.source.startswith("ru_maxrss") else \
             "ru_maxrss since process start"
-        return MemoryRecord(self.weights_bytes, peak, source, self.estimate)
+        return MemoryRecord(self.weights_bytes, peak, source, self.estimate, self.before_model)
 
 
 _OPEN: "weakref.WeakSet[StageMeter]" = weakref.WeakSet()  # meters created and not yet recorded

@@ -54,7 +54,8 @@ docs/parity.md lists the changes from /1):
   "versions": {"python": ..., "torch": ..., "onnxruntime": ..., ...},
   "duration_s": 1.23,
   "memory": {"weights_bytes": 268500996, "peak_rss_bytes": 567382016, "peak_source": "VmHWM since stage start",
-             "peak_over_weights": 2.113, "preflight": null | {"kind": "parity", "factor": 1.05, "need_bytes": ..,
+             "peak_over_weights": 2.113, "before_model_bytes": 260734976, "added_over_weights": 1.12,
+             "preflight": null | {"kind": "parity", "factor": 1.05, "need_bytes": ..,
              "available_bytes": .., "available_source": "..", "fits": true, "check": "warn", "warning": null,
              "advice": null}}     (onnxtax.core.memory; docs/large-models.md)
 }

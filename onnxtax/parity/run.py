@@ -110,6 +110,10 @@ def check_parity(model: Any, onnx_path: str | Path | Artifact,
     resolved = resolve_inputs(artifact, inputs, ranges=opts.ranges)
     requests, skipped = resolve_providers(opts.providers, skip_unavailable=opts.skip_unavailable)
     check_memory(meter, artifact, opts.share_weights, requests)
+    import onnxruntime  # noqa: F401 - imported before the mark: the interpreter's share, not the stage's
+    import torch  # noqa: F401
+
+    meter.mark_before_model()
     loaded = resolve_model(model)
     check_model_matches(loaded.module, artifact.manifest, artifact.path.name, loaded.spec)
     module = check_inputs_match(loaded.module, resolved.specs, loaded.spec)

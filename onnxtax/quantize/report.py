@@ -34,7 +34,7 @@ JSON schema of `QuantizeReport.to_dict()` ("onnxtax.quantize/1"; keys stable):
   "size": {"fp32_bytes": .., "int8_bytes": .., "ratio": 2.4},
   "failures": ["cpu tail: agreement@0.5 0.675 below the budget >= 0.97 (aggregate 0.956)"],
   "notes": ["..."], "versions": {...}, "duration_s": 4.2,
-  "memory": {"weights_bytes", "peak_rss_bytes", "peak_source", "peak_over_weights", "preflight"} (onnxtax.core.memory)
+  "memory": {"weights_bytes", "peak_rss_bytes", "peak_source", "peak_over_weights", "before_model_bytes", "added_over_weights", "preflight"} (onnxtax.core.memory)
 }
 """
 
