@@ -55,7 +55,7 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
     """
     from onnxtax.core.files import unwritable_ancestor
     from onnxtax.core.report import package_versions
-    from onnxtax.quantize import graph as qg
+    from onnxtax.quantize.graph import file_size, match_excludes, node_origins, preprocess as preprocess_graph
     from onnxtax.quantize.segments import check_budget_segments, load_segments, parse_eval
 
     t0 = time.perf_counter()
@@ -110,7 +110,7 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
 
     from onnxtax.core.files import sha256_file
 
-    source = {"onnx": str(onnx_path), "sha256": sha256_file(onnx_path), "size_bytes": qg.file_size(onnx_path),
+    source = {"onnx": str(onnx_path), "sha256": sha256_file(onnx_path), "size_bytes": file_size(onnx_path),
               "spec": None if loaded.in_memory else loaded.spec, "class_name": loaded.class_name}
     report = QuantizeReport(source, str(output), segments=segments, calibration=calib_records, budgets=budget_list,
                             versions=package_versions())
@@ -146,15 +146,15 @@ def quantize_model(model: Any, onnx_path: str | Path | Artifact, output: str | P
         fp32 = onnx_path
         if preprocess:
             say("pre-processing (ORT quant_pre_process)")
-            why = qg.preprocess(onnx_path, work / "preprocessed.onnx")
+            why = preprocess_graph(onnx_path, work / "preprocessed.onnx")
             if why is None:
                 fp32 = work / "preprocessed.onnx"
             else:
                 report.notes.append(why)
         import onnx
 
-        origins = qg.node_origins(onnx.load(str(fp32), load_external_data=False))
-        user_excluded = qg.match_excludes(exclude, origins)
+        origins = node_origins(onnx.load(str(fp32), load_external_data=False))
+        user_excluded = match_excludes(exclude, origins)
 
         fp32_sessions = {r.label: open_session(fp32, r, record_placement=False) for r in requests}
         plan = MetricPlan.from_budgets(budget_list, reference[0].shape)

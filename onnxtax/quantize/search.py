@@ -37,12 +37,12 @@ class BuildSearch:
         self.origins, self.say, self.count = origins, say, 0
 
     def build(self, settings: BuildSettings) -> tuple[Path | None, str | None]:
-        from onnxtax.quantize import graph as qg
+        from onnxtax.quantize.graph import build as build_int8
 
         self.count += 1
         path = self.work / f"int8-{self.count}.onnx"
         try:
-            qg.build(settings, self.fp32, path, self.calibration)
+            build_int8(settings, self.fp32, path, self.calibration)
         except Exception as exc:  # noqa: BLE001 - ORT's quantizer raises anything from anywhere
             return None, f"ORT's quantizer failed: {type(exc).__name__}: {str(exc)[:200]}"
         return path, None
@@ -78,9 +78,9 @@ class BuildSearch:
         """Keep the node adding the most error (on the failing segments' rows) in FP32, re-quantize, repeat."""
         import numpy as np
 
-        from onnxtax.quantize import graph as qg
+        from onnxtax.quantize.graph import node_errors, quantizable_op_types
 
-        allowed = qg.quantizable_op_types(cand.settings.mode, cand.settings.format)
+        allowed = quantizable_op_types(cand.settings.mode, cand.settings.format)
         steps: list[dict] = []
         auto: list[Excluded] = []
         while not cand.passed and cand.error is None and len(auto) < limit:
@@ -100,7 +100,7 @@ class BuildSearch:
                     break
             self.say(f"auto-exclude: measuring per-node error on {', '.join(sorted(failing))}")
             graph_feeds = {self.rows.mapping[k]: v for k, v in feeds.items() if k in self.rows.mapping}
-            errors = qg.node_errors(self.fp32, probe, graph_feeds, self.work, allowed)
+            errors = node_errors(self.fp32, probe, graph_feeds, self.work, allowed)
             suspects = [e for e in errors if e.node not in cand.settings.excluded and e.op_type in allowed
                         and e.added_error > 0][:SUSPECTS]
             if not suspects:

@@ -27,6 +27,11 @@ import time
 RESULT_MARKER = "ONNXTAX-RUNTIME "
 
 
+def child_script() -> str:
+    """This file's path: what each release's interpreter runs (`python -I PATH CONFIG`)."""
+    return __file__
+
+
 def _session(ort, model: str, name: str, options: dict, opt_level: str):
     so = ort.SessionOptions()
     so.log_severity_level = 3

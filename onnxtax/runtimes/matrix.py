@@ -344,7 +344,7 @@ def _run_release(env, onnx_path: Path, requests, cases: list[dict], work: Path, 
     """Run the child in the release's virtualenv; one RuntimeResult per requested provider."""
     import numpy as np
 
-    from onnxtax.runtimes import child as runtime_child
+    from onnxtax.runtimes.child import RESULT_MARKER, child_script
 
     out_npz = work / f"outputs-{env.version}.npz"
     cfg = {"mode": "run", "model": str(onnx_path.absolute()), "inputs": str(work / "inputs.npz"),
@@ -355,13 +355,13 @@ def _run_release(env, onnx_path: Path, requests, cases: list[dict], work: Path, 
     cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
     blank = [RuntimeResult(env.version, req.name, dict(req.options), req.short, numpy=env.numpy) for req in requests]
     try:
-        proc = subprocess.run([str(env.python), "-I", runtime_child.__file__, str(cfg_path)], capture_output=True,
+        proc = subprocess.run([str(env.python), "-I", child_script(), str(cfg_path)], capture_output=True,
                               text=True, timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         for r in blank:
             r.status, r.message = "crashed", f"onnxruntime {env.version} did not finish in {CHILD_TIMEOUT_S} s"
         return [(r, {}) for r in blank]
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(runtime_child.RESULT_MARKER)), None)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)), None)
     if line is None:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
         for r in blank:
@@ -370,7 +370,7 @@ def _run_release(env, onnx_path: Path, requests, cases: list[dict], work: Path, 
                         f"{tail[0][:300]}"
             r.detail = (proc.stderr or "")[-4000:] or None
         return [(r, {}) for r in blank]
-    result = json.loads(line[len(runtime_child.RESULT_MARKER):])
+    result = json.loads(line[len(RESULT_MARKER):])
     with np.load(out_npz, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     rows = []
@@ -430,7 +430,7 @@ def measure_limits(versions: Sequence[str], *, cache_dir: str | Path | None = No
                    progress: Progress | None = None) -> list:
     """Each release's highest loadable IR version and opsets, measured in its virtualenv (see
     ort_compat.probe_models); the rows `onnxtax runtimes --limits` prints."""
-    from onnxtax.runtimes import child as runtime_child
+    from onnxtax.runtimes.child import RESULT_MARKER, child_script
     from onnxtax.core.ort_compat import limits_from_probes, probe_models
     from onnxtax.runtimes.envs import ensure_env, resolve_cache_dir
 
@@ -444,13 +444,13 @@ def measure_limits(versions: Sequence[str], *, cache_dir: str | Path | None = No
         cfg.write_text(json.dumps({"mode": "limits", "probes": probes}), encoding="utf-8")
         for env in envs:
             say(f"onnxruntime {env.version}: loading the probe models")
-            proc = subprocess.run([str(env.python), "-I", runtime_child.__file__, str(cfg)], capture_output=True,
+            proc = subprocess.run([str(env.python), "-I", child_script(), str(cfg)], capture_output=True,
                                   text=True, timeout=CHILD_TIMEOUT_S)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(runtime_child.RESULT_MARKER)), None)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)), None)
             if line is None:
                 raise OnnxtaxError(f"onnxruntime {env.version} crashed while loading the probe models "
                                    f"(exit code {proc.returncode})", "run with --debug; report the release")
-            rows.append(limits_from_probes(env.version, json.loads(line[len(runtime_child.RESULT_MARKER):])["probes"]))
+            rows.append(limits_from_probes(env.version, json.loads(line[len(RESULT_MARKER):])["probes"]))
     return rows
 
 
