@@ -267,12 +267,12 @@ def test_a_second_process_waits_for_the_build_and_reuses_it(tmp_path):
     import sys
     import time
 
-    from onnxtax.runtimes.envs import _BuildLock
+    from onnxtax.core.paths import BuildLock
 
     child = ("import sys; from pathlib import Path; from onnxtax.runtimes.envs import ensure_env; "
              "env = ensure_env('1.16.3', Path(sys.argv[1]), say=lambda m, *a: print(m, flush=True)); "
              "print('built_now', env.built_now)")
-    with _BuildLock(tmp_path / ".ort-1.16.3-py311.lock", OLD, lambda *_: None):
+    with BuildLock(tmp_path / ".ort-1.16.3-py311.lock", f"onnxruntime {OLD}", lambda *_: None):
         proc = subprocess.Popen([sys.executable, "-c", child, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                                 env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
         first = proc.stdout.readline()

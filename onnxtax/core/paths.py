@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from onnxtax.core.errors import OnnxtaxError
 from onnxtax.core.files import check_output
@@ -122,3 +123,40 @@ def tool_cache_dir(kind: str, env_var: str, flag: str | Path | None = None, conf
             return Path(value).expanduser().absolute()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "onnxtax" / kind
+
+
+class BuildLock:
+    """An exclusive lock on one thing built into a cache (a runtime's virtualenv, the Node.js host's
+    packages): the second process waits, then finds it ready. The holder removes the lock file when
+    it is done, built or not (a failed build leaves nothing in the cache), so a process that waited
+    on a file since removed takes the lock again on the file now at that path. `label` names what
+    is built in the waiting message."""
+
+    def __init__(self, path: Path, label: str, say: Callable[..., None]):
+        self.path, self.label, self.say = path, label, say
+
+    def __enter__(self) -> "BuildLock":
+        while True:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                import fcntl
+            except ImportError:  # Windows: no advisory locks; the rename into place still keeps builds whole
+                return self
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.say(f"{self.label}: waiting for another process that is building it")
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                if os.path.samestat(os.fstat(self.fd), os.stat(self.path)):
+                    return self
+            except FileNotFoundError:
+                pass  # removed by the process we waited for: lock the path's new file
+            os.close(self.fd)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            os.unlink(self.path)  # while still held: a waiter then sees it gone and starts over
+        except OSError:
+            pass
+        os.close(self.fd)  # closing releases the lock

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from onnxtax.core.errors import InputSpecError, OnnxtaxError
-from onnxtax.core.paths import tool_cache_dir
+from onnxtax.core.paths import BuildLock, tool_cache_dir
 from onnxtax.core.progress import silent
 
 CACHE_ENV = "ONNXTAX_RUNTIMES_DIR"
@@ -126,7 +126,7 @@ def ensure_env(version: str, cache_dir: Path, *, offline: bool = False, say: Say
         raise RuntimeEnvError(f"cannot create the runtime cache {cache_dir}: {exc.strerror or exc}",
                               f"set --cache-dir or ${CACHE_ENV} to a writable folder") from exc
     try:
-        with _BuildLock(cache_dir / f".ort-{version}-{python_tag()}.lock", version, say):
+        with BuildLock(cache_dir / f".ort-{version}-{python_tag()}.lock", f"onnxruntime {version}", say):
             found = find_env(cache_dir, version)  # another process may have built it while we waited
             if found is not None:
                 return found
@@ -134,42 +134,6 @@ def ensure_env(version: str, cache_dir: Path, *, offline: bool = False, say: Say
     except BaseException:
         remove_empty(created)  # no release built: the cache folders this call made go too
         raise
-
-
-class _BuildLock:
-    """An exclusive lock per release: the second process waits, then finds the env ready. The
-    holder removes the lock file when it is done, built or not (`--ort 0.0.1` leaves nothing in
-    the cache), so a process that waited on a file since removed takes the lock again on the
-    file now at that path."""
-
-    def __init__(self, path: Path, version: str, say: Say):
-        self.path, self.version, self.say = path, version, say
-
-    def __enter__(self) -> "_BuildLock":
-        while True:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                import fcntl
-            except ImportError:  # Windows: no advisory locks; the rename into place still keeps builds whole
-                return self
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.say(f"onnxruntime {self.version}: waiting for another process that is building it")
-                fcntl.flock(self.fd, fcntl.LOCK_EX)
-            try:
-                if os.path.samestat(os.fstat(self.fd), os.stat(self.path)):
-                    return self
-            except FileNotFoundError:
-                pass  # removed by the process we waited for: lock the path's new file
-            os.close(self.fd)
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            os.unlink(self.path)  # while still held: a waiter then sees it gone and starts over
-        except OSError:
-            pass
-        os.close(self.fd)  # closing releases the lock
 
 
 def _build(version: str, cache_dir: Path, say: Say) -> RuntimeEnv:

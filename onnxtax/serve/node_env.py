@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from onnxtax.core.errors import OnnxtaxError
-from onnxtax.core.paths import tool_cache_dir
+from onnxtax.core.paths import BuildLock, tool_cache_dir
 from onnxtax.core.progress import silent
 
 CACHE_ENV = "ONNXTAX_NODE_DIR"
@@ -143,32 +143,11 @@ def ensure_node_env(version: str = DEFAULT_VERSION, cache_dir: Path | None = Non
     except OSError as exc:
         raise NodeEnvError(f"cannot create the Node.js cache {cache_dir}: {exc.strerror or exc}",
                            f"set --node-dir or ${CACHE_ENV} to a writable folder") from exc
-    with _Lock(cache_dir / f".{PACKAGE}-{version}.lock", version, say):
+    with BuildLock(cache_dir / f".{PACKAGE}-{version}.lock", f"{PACKAGE} {version}", say):
         found = find_env(cache_dir, version, node)  # another process may have installed it meanwhile
         if found is not None:
             return found
         return _install(version, cache_dir, node, say)
-
-
-class _Lock:
-    def __init__(self, path: Path, version: str, say: Say):
-        self.path, self.version, self.say = path, version, say
-
-    def __enter__(self) -> "_Lock":
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            import fcntl
-        except ImportError:  # Windows: the rename into place still keeps installs whole
-            return self
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.say(f"{PACKAGE} {self.version}: waiting for another process that is installing it")
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
 
 
 def _install(version: str, cache_dir: Path, node: str | None, say: Say) -> NodeEnv:

@@ -273,14 +273,14 @@ def test_a_waiter_locks_the_file_now_at_the_path_when_the_holder_removed_its_own
     path's new file, or a third process could lock that one and build beside it."""
     import threading
 
-    from onnxtax.runtimes.envs import _BuildLock
+    from onnxtax.core.paths import BuildLock
 
     path = tmp_path / ".ort-1.20.1-py311.lock"
     said, got = [], []
-    first = _BuildLock(path, "1.20.1", said.append).__enter__()
+    first = BuildLock(path, "onnxruntime 1.20.1", said.append).__enter__()
 
     def wait():
-        with _BuildLock(path, "1.20.1", said.append) as second:
+        with BuildLock(path, "onnxruntime 1.20.1", said.append) as second:
             got.append(os.path.samestat(os.fstat(second.fd), os.stat(path)))  # holds the file at the path
 
     waiter = threading.Thread(target=wait)
