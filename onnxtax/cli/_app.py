@@ -194,6 +194,9 @@ console = _LazyConsole()
 err_console = _LazyConsole(stderr=True)
 
 DEBUG_HELP = "Show full tracebacks and exporter logs."
+NOISE_FACTOR_HELP = ("k: atol and rtol are at least k times the model's own rounding noise (eager vs itself in "
+                     "float64, relative to the output's RMS), for wide and deep layers and float16 models. Default 64 "
+                     "(float16/bfloat16 outputs: 12); 0: the fixed --atol/--rtol alone.")
 JSON_HELP = "Write the report as JSON to PATH; '-' prints it on stdout (the summary then goes to stderr)."
 
 

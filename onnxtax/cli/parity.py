@@ -9,7 +9,7 @@ import typer
 
 from onnxtax.core import defaults
 
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
+from onnxtax.cli._app import (DEBUG_HELP, NOISE_FACTOR_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
                               print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import (DATA_HELP, INPUT_HELP, RANDOM_INIT_HELP, RANGE_HELP, SPEC_ARG, TEXT_HELP, TRUST_HELP,
                                 hub_spec, text_files)
@@ -44,11 +44,7 @@ def parity(
     atol: Annotated[float, typer.Option(help="Absolute tolerance in units of the output's RMS (the source "
                                         "output's, at each shape): an output of magnitude 1e-9 is compared at "
                                         "~1e-14, not swallowed.")] = DEFAULT_ATOL,
-    noise_factor: Annotated[Optional[float], typer.Option(help="k: atol and rtol are at least k times the model's own "
-                                                          "rounding noise (eager vs itself in float64, relative to "
-                                                          "the output's RMS), for wide and deep layers and float16 "
-                                                          "models. Default 64 (float16/bfloat16 outputs: 12); 0: "
-                                                          "the fixed --atol/--rtol alone.", show_default=False)] = None,
+    noise_factor: Annotated[Optional[float], typer.Option(help=NOISE_FACTOR_HELP, show_default=False)] = None,
     tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one ONNX output (exactly that: no "
                                                  "noise term). Integer and bool "
                                                  "outputs must match exactly unless named here.",

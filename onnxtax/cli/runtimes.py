@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from onnxtax.core import defaults
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
+from onnxtax.cli._app import (DEBUG_HELP, NOISE_FACTOR_HELP, EXIT_CODES_HELP, app, check_files, console, err_console, json_option,
                               print_json, print_memory, progress_display, user_errors)
 from onnxtax.cli.export import INPUT_HELP, RANDOM_INIT_HELP, TEXT_HELP, TRUST_HELP, hub_spec, text_files
 from onnxtax.render.runtimes import runtimes_table, runtimes_verdict
@@ -48,9 +48,7 @@ def runtimes(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=TRUST_HELP)] = False,
     rtol: Annotated[float, typer.Option(help="Relative tolerance (parity's criterion).")] = defaults.PARITY_RTOL,
     atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = defaults.PARITY_ATOL,
-    noise_factor: Annotated[Optional[float], typer.Option(help="k of parity's rule: atol/rtol at least k times the "
-                                                          "model's own rounding noise (needs SPEC). Default 64 "
-                                                          "(float16/bfloat16: 12); 0: fixed floors.",
+    noise_factor: Annotated[Optional[float], typer.Option(help=NOISE_FACTOR_HELP + " Needs SPEC.",
                                                           show_default=False)] = None,
     tolerance: Annotated[list[str], typer.Option(help="OUTPUT=RTOL:ATOL for one output.",
                                                  show_default=False)] = [],  # noqa: B006

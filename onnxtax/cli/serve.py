@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from onnxtax.core import defaults
-from onnxtax.cli._app import (DEBUG_HELP, EXIT_CODES_HELP, app, check_files, console, json_option, print_error,
+from onnxtax.cli._app import (DEBUG_HELP, NOISE_FACTOR_HELP, EXIT_CODES_HELP, app, check_files, console, json_option, print_error,
                               print_json, progress_display, user_errors)
 from onnxtax.cli.export import SPEC_RUNS_CODE
 
@@ -77,9 +77,7 @@ def serve_bench(
     rtol: Annotated[float, typer.Option(help="Output check: relative tolerance (parity's rule).")
                     ] = defaults.PARITY_RTOL,
     atol: Annotated[float, typer.Option(help="Output check: absolute tolerance.")] = defaults.PARITY_ATOL,
-    noise_factor: Annotated[Optional[float], typer.Option(help="Output check: k of parity's rule, atol/rtol at "
-                                                          "least k times the model's own rounding noise. Default "
-                                                          "64 (float16/bfloat16: 12); 0: fixed floors.",
+    noise_factor: Annotated[Optional[float], typer.Option(help="Output check: " + NOISE_FACTOR_HELP,
                                                           show_default=False)] = None,
     tolerance: Annotated[list[str], typer.Option(help="Output check: OUTPUT=RTOL:ATOL for one output.",
                                                  show_default=False)] = [],  # noqa: B006
