@@ -60,11 +60,18 @@ class SlowWhenAsked(Quick):
 '''
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """The child's SIGINT as a terminal gives it. A suite started in the background (`make test &`,
+    some CI runners) has SIGINT ignored, the child inherits that, and Python then leaves Ctrl-C
+    ignored too: the SIGINT tests would wait out their timeout instead of testing anything."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, COLUMNS="200")
     env.pop("GITHUB_STEP_SUMMARY", None)
     return subprocess.Popen([sys.executable, "-m", "onnxtax", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_in_a_terminal)
 
 
 def staging_folders(folder: Path) -> list[Path]:
@@ -130,7 +137,8 @@ def test_sigint_during_parity_writes_no_report_and_leaves_no_temporary_file(tmp_
     env.pop("GITHUB_STEP_SUMMARY", None)
     proc = subprocess.Popen([sys.executable, "-m", "onnxtax", "parity", "slow.py:SlowWhenAsked", "m.onnx",
                              "--json", "reports/parity.json", "--junit", "reports/junit.xml", "--sarif", "r.sarif"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
